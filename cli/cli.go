@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// usageError marks a mistake in the command line (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(env *Env, args []string) error
+}
+
+// Env is what a subcommand may touch: its output streams.
+type Env struct {
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"iso", "inspect, verify and extract ISO images (ls, extract, verify)", runISO},
+	}
+}
+
+// Main runs ddinit with args (without the program name) and returns the
+// exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	env := &Env{Stdout: stdout, Stderr: stderr}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return exitStatus(stderr, c.run(env, args[1:]))
+		}
+	}
+	fmt.Fprintf(stderr, "ddinit: unknown command %q (see ddinit --help)\n", args[0])
+	return 2
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: ddinit COMMAND [ARGS]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+}
+
+func exitStatus(stderr io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "ddinit: %s\n", oneLine(err.Error()))
+		return 2
+	}
+	fmt.Fprintf(stderr, "ddinit: %s\n", oneLine(err.Error()))
+	return 1
+}
+
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(env *Env, name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stderr, "usage: ddinit %s\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}

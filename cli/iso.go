@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ddinit/ddinit/rootfs"
+	"golang.org/x/sys/unix"
+)
+
+func runISO(env *Env, args []string) error {
+	if len(args) == 0 {
+		return usagef("usage: ddinit iso ls IMAGE | extract IMAGE DIR | verify IMAGE [SHA256]")
+	}
+	switch args[0] {
+	case "ls":
+		return isoLs(env, args[1:])
+	case "extract":
+		return isoExtract(env, args[1:])
+	case "verify":
+		return isoVerify(env, args[1:])
+	}
+	return usagef("unknown iso command %q (want ls, extract or verify)", args[0])
+}
+
+func openTree(path string) (*rootfs.File, *rootfs.Tree, error) {
+	img, err := rootfs.OpenFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := img.Walk()
+	if err != nil {
+		img.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return img, t, nil
+}
+
+func isoLs(env *Env, args []string) error {
+	fs := newFlags(env, "iso ls", "iso ls IMAGE")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: ddinit iso ls IMAGE")
+	}
+	img, t, err := openTree(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	fmt.Fprintf(env.Stdout, "# %s: volume %q, %s, %d entries\n", fs.Arg(0), img.VolumeID(), t.Format, len(t.Entries))
+	w := tabwriter.NewWriter(env.Stdout, 0, 0, 1, ' ', 0)
+	for i := range t.Entries {
+		writeEntry(w, t, i)
+	}
+	return w.Flush()
+}
+
+func writeEntry(w io.Writer, t *rootfs.Tree, i int) {
+	e := &t.Entries[i]
+	name := "/" + e.Path
+	size := fmt.Sprint(e.Size)
+	switch e.Type {
+	case rootfs.TypeSymlink:
+		name += " -> " + e.Target
+	case rootfs.TypeCharDevice, rootfs.TypeBlockDevice:
+		size = fmt.Sprintf("%d,%d", unix.Major(e.Rdev), unix.Minor(e.Rdev))
+	}
+	if e.LinkTo >= 0 {
+		name += " link to /" + t.Entries[e.LinkTo].Path
+	}
+	fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", modeString(e), e.Nlink, e.UID, e.GID, size, e.Mtime.UTC().Format(time.DateTime), name)
+}
+
+func modeString(e *rootfs.Entry) string {
+	typ := map[rootfs.FileType]byte{rootfs.TypeRegular: '-', rootfs.TypeDir: 'd', rootfs.TypeSymlink: 'l', rootfs.TypeCharDevice: 'c', rootfs.TypeBlockDevice: 'b', rootfs.TypeFIFO: 'p', rootfs.TypeSocket: 's'}[e.Type]
+	return string(typ) + os.FileMode(e.Perm&0o777).String()[1:] + specialBits(e.Perm)
+}
+
+func specialBits(p uint32) string {
+	s := ""
+	if p&unix.S_ISUID != 0 {
+		s += "u"
+	}
+	if p&unix.S_ISGID != 0 {
+		s += "g"
+	}
+	if p&unix.S_ISVTX != 0 {
+		s += "t"
+	}
+	if s != "" {
+		return "+" + s
+	}
+	return ""
+}
+
+func isoExtract(env *Env, args []string) error {
+	fs := newFlags(env, "iso extract", "iso extract IMAGE DIR")
+	sync := fs.Bool("sync", false, "flush the extracted tree to disk before returning")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usagef("usage: ddinit iso extract [--sync] IMAGE DIR")
+	}
+	start := time.Now()
+	img, t, err := openTree(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	if err := rootfs.ExtractAtomic(img, t, fs.Arg(1), rootfs.ExtractOptions{Sync: *sync}); err != nil {
+		return err
+	}
+	var bytes int64
+	for i := range t.Entries {
+		if t.Entries[i].LinkTo < 0 {
+			bytes += t.Entries[i].Size
+		}
+	}
+	fmt.Fprintf(env.Stdout, "extracted %d entries (%d bytes, %s) into %s in %s\n", len(t.Entries), bytes, t.Format, fs.Arg(1), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func isoVerify(env *Env, args []string) error {
+	fs := newFlags(env, "iso verify", "iso verify IMAGE [SHA256]")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usagef("usage: ddinit iso verify IMAGE [SHA256]")
+	}
+	path, configured := fs.Arg(0), fs.Arg(1)
+	expected, from, err := rootfs.ExpectedDigest(path, configured)
+	if err != nil {
+		if actual, _, herr := rootfs.HashFile(path); herr == nil {
+			return fmt.Errorf("%w (its sha256 is %s)", err, actual)
+		}
+		return err
+	}
+	actual, err := rootfs.Verify(path, expected, from)
+	if err != nil {
+		return err
+	}
+	img, t, err := openTree(path)
+	if err != nil {
+		return fmt.Errorf("digest matches but the image does not read: %w", err)
+	}
+	img.Close()
+	fmt.Fprintf(env.Stdout, "%s: OK sha256:%s (from %s), %s, %d entries\n", path, actual, from, t.Format, len(t.Entries))
+	return nil
+}

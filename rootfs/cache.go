@@ -1,0 +1,338 @@
+package rootfs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Cache layout, under <data-dir>/isocache:
+//
+//	<sha256>/image.iso   the verified image
+//	<sha256>/entry.json  written last: its presence makes the entry complete
+//	<sha256>/rootfs/     the extracted tree (user-space path), renamed in whole
+//	.partial-*           an entry being built; left over only by a crash
+//	state.json           the digests of the last two boots (what GC keeps)
+//	.lock                held while a ddinit uses the cache
+const (
+	entryImage    = "image.iso"
+	entryMeta     = "entry.json"
+	entryTree     = "rootfs"
+	partialPrefix = ".partial-"
+	stateFile     = "state.json"
+	lockFile      = ".lock"
+)
+
+// Source is an image to prepare.
+type Source struct {
+	Name   string // what the image is, for messages: "base", "version pack"
+	Path   string
+	Digest string // configured digest; empty means read the sidecar
+}
+
+// Layer is a prepared image in the cache.
+type Layer struct {
+	Name      string `json:"name"`
+	Source    string `json:"source"`
+	Digest    string `json:"digest"`
+	Entry     string `json:"entry"`          // the cache entry directory
+	Image     string `json:"image"`          // the cached image
+	Tree      string `json:"tree,omitempty"` // the extracted tree, when extracted
+	CacheHit  bool   `json:"cacheHit"`       // nothing was hashed or copied
+	Hashed    int64  `json:"hashedBytes"`
+	Extracted bool   `json:"extracted"`
+	Elapsed   time.Duration
+}
+
+type entryInfo struct {
+	Digest  string    `json:"digest"`
+	Size    int64     `json:"size"`
+	Source  string    `json:"source"`
+	Created time.Time `json:"created"`
+}
+
+// Cache is the content-addressed image cache. Open it, use it, Close it.
+type Cache struct {
+	Dir  string
+	Log  logrus.FieldLogger
+	lock *os.File
+}
+
+// OpenCache creates the cache directory if needed, takes its lock (one
+// ddinit per data store) and removes what a crash left half built.
+func OpenCache(dir string, log logrus.FieldLogger) (*Cache, error) {
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("image cache %s: %w", dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("image cache %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, fmt.Errorf("image cache %s is in use by another ddinit (it holds %s)", dir, lock.Name())
+		}
+		return nil, fmt.Errorf("lock image cache %s: %w", dir, err)
+	}
+	c := &Cache{Dir: dir, Log: log, lock: lock}
+	names, err := readDirNames(dir)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, partialPrefix) {
+			log.WithField("path", filepath.Join(dir, n)).Warn("removing a cache entry left half built by an earlier crash")
+			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("remove stale %s: %w", n, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// Close releases the cache lock.
+func (c *Cache) Close() error {
+	if c.lock == nil {
+		return nil
+	}
+	err := c.lock.Close()
+	c.lock = nil
+	return err
+}
+
+// Ensure makes src available in the cache: verified, and extracted when
+// wantTree. A warm call, whose expected digest names a complete entry, does
+// no hashing; if the tree is there too it does no extraction either.
+func (c *Cache) Ensure(src Source, wantTree bool) (Layer, error) {
+	start := time.Now()
+	expected, from, err := ExpectedDigest(src.Path, src.Digest)
+	if err != nil {
+		return Layer{}, fmt.Errorf("%s image: %w", src.Name, err)
+	}
+	entry := filepath.Join(c.Dir, expected)
+	l := Layer{Name: src.Name, Source: src.Path, Digest: expected, Entry: entry, Image: filepath.Join(entry, entryImage)}
+	log := c.Log.WithFields(logrus.Fields{"image": src.Name, "digest": short(expected)})
+
+	switch ok, err := entryComplete(entry, expected); {
+	case err != nil:
+		return l, err
+	case ok:
+		l.CacheHit = true
+	default:
+		if _, err := os.Lstat(entry); err == nil {
+			log.Warn("cache entry is incomplete; rebuilding it")
+			if err := os.RemoveAll(entry); err != nil {
+				return l, fmt.Errorf("remove incomplete cache entry %s: %w", entry, err)
+			}
+		}
+		if err := c.fill(src, expected, from, entry, &l); err != nil {
+			return l, err
+		}
+	}
+	if wantTree {
+		tree := filepath.Join(entry, entryTree)
+		if _, err := os.Lstat(tree); err != nil {
+			if err := c.extract(l.Image, entry, tree); err != nil {
+				return l, fmt.Errorf("%s image %s: %w", src.Name, src.Path, err)
+			}
+			l.Extracted = true
+			l.CacheHit = false
+		}
+		l.Tree = tree
+	}
+	l.Elapsed = time.Since(start)
+	log.WithFields(logrus.Fields{"cacheHit": l.CacheHit, "hashedBytes": l.Hashed, "extracted": l.Extracted, "ms": l.Elapsed.Milliseconds()}).Info("image ready")
+	return l, nil
+}
+
+// fill copies and verifies src into a new cache entry, atomically.
+func (c *Cache) fill(src Source, expected, from, entry string, l *Layer) error {
+	tmp, err := os.MkdirTemp(c.Dir, partialPrefix+short(expected)+"-")
+	if err != nil {
+		return fmt.Errorf("image cache: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	actual, size, err := CopyAndHash(filepath.Join(tmp, entryImage), src.Path)
+	if err != nil {
+		return fmt.Errorf("%s image: %w", src.Name, err)
+	}
+	l.Hashed = size
+	if actual != expected {
+		return fmt.Errorf("%s image: %w", src.Name, &DigestMismatchError{File: src.Path, Expected: expected, Actual: actual, Source: from})
+	}
+	info := entryInfo{Digest: expected, Size: size, Source: src.Path, Created: time.Now().UTC()}
+	if err := writeFileSync(filepath.Join(tmp, entryMeta), mustJSON(info)); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, entry); err != nil {
+		return fmt.Errorf("image cache: %w", err)
+	}
+	done = true
+	return syncDir(c.Dir)
+}
+
+func (c *Cache) extract(image, entry, tree string) error {
+	// A crash during an earlier extraction leaves a partial tree here.
+	names, err := readDirNames(entry)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "."+entryTree+".partial-") {
+			if err := os.RemoveAll(filepath.Join(entry, n)); err != nil {
+				return err
+			}
+		}
+	}
+	f, err := OpenFile(image)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	t, err := f.Walk()
+	if err != nil {
+		return fmt.Errorf("%s: %w", image, err)
+	}
+	return ExtractAtomic(f, t, tree, ExtractOptions{Sync: true})
+}
+
+// entryComplete reports whether entry holds a finished cache entry for
+// digest.
+func entryComplete(entry, digest string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(entry, entryMeta))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("image cache: %w", err)
+	}
+	var info entryInfo
+	if json.Unmarshal(b, &info) != nil || info.Digest != digest {
+		return false, nil
+	}
+	st, err := os.Stat(filepath.Join(entry, entryImage))
+	if err != nil || st.Size() != info.Size {
+		return false, nil
+	}
+	return true, nil
+}
+
+type cacheState struct {
+	// Boots lists the digests each recent boot used, newest first.
+	Boots [][]string `json:"boots"`
+}
+
+// Collect records the digests this boot uses and removes every entry that
+// neither this boot nor the previous one used.
+func (c *Cache) Collect(current []string) error {
+	current = slices.Clone(current)
+	slices.Sort(current)
+	statePath := filepath.Join(c.Dir, stateFile)
+	var st cacheState
+	if b, err := os.ReadFile(statePath); err == nil {
+		if json.Unmarshal(b, &st) != nil {
+			c.Log.WithField("path", statePath).Warn("unreadable cache state; starting it anew")
+			st = cacheState{}
+		}
+	}
+	if len(st.Boots) == 0 || !slices.Equal(st.Boots[0], current) {
+		st.Boots = append([][]string{current}, st.Boots...)
+		if len(st.Boots) > 2 {
+			st.Boots = st.Boots[:2]
+		}
+		tmp := statePath + ".tmp"
+		if err := writeFileSync(tmp, mustJSON(st)); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, statePath); err != nil {
+			return fmt.Errorf("image cache state: %w", err)
+		}
+	}
+	keep := map[string]bool{}
+	for _, boot := range st.Boots {
+		for _, d := range boot {
+			keep[d] = true
+		}
+	}
+	names, err := readDirNames(c.Dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := ParseDigest(n); err != nil || keep[n] {
+			continue
+		}
+		c.Log.WithField("digest", short(n)).Info("removing an image cache entry no recent boot used")
+		if err := os.RemoveAll(filepath.Join(c.Dir, n)); err != nil {
+			return fmt.Errorf("remove old cache entry %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(err) // only called with plain structs
+	}
+	return append(b, '\n')
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
+}
