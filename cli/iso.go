@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -78,7 +79,7 @@ func writeEntry(w io.Writer, t *rootfs.Tree, i int) {
 
 func modeString(e *rootfs.Entry) string {
 	typ := map[rootfs.FileType]byte{rootfs.TypeRegular: '-', rootfs.TypeDir: 'd', rootfs.TypeSymlink: 'l', rootfs.TypeCharDevice: 'c', rootfs.TypeBlockDevice: 'b', rootfs.TypeFIFO: 'p', rootfs.TypeSocket: 's'}[e.Type]
-	return string(typ) + os.FileMode(e.Perm&0o777).String()[1:] + specialBits(e.Perm)
+	return string(typ) + os.FileMode(e.Perm & 0o777).String()[1:] + specialBits(e.Perm)
 }
 
 func specialBits(p uint32) string {
@@ -113,7 +114,8 @@ func isoExtract(env *Env, args []string) error {
 		return err
 	}
 	defer img.Close()
-	if err := rootfs.ExtractAtomic(img, t, fs.Arg(1), rootfs.ExtractOptions{Sync: *sync}); err != nil {
+	workers, _ := strconv.Atoi(os.Getenv("DDINIT_EXTRACT_WORKERS"))
+	if err := rootfs.ExtractAtomic(img, t, fs.Arg(1), rootfs.ExtractOptions{Sync: *sync, Workers: workers}); err != nil {
 		return err
 	}
 	var bytes int64

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds the two images ddinit boots from, each with a .sha256 sidecar:
+#   $OUT/docker-desktop.iso  the base distro: busybox, the usual directories, /etc
+#   $OUT/docker.iso          the version pack: the engine from this machine's
+#                            Debian packages, its libraries, its service definitions
+# KUBELET=/path/to/kubelet adds kubelet and its service definition to the pack.
+# The same inputs give the same bytes (fixed dates, sorted trees; no
+# --hardlinks, which would record the staging tree's own inode numbers).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$here/build}
+kubelet=${KUBELET:-}
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+
+for tool in xorriso busybox ldd dpkg-query sha256sum; do
+	command -v "$tool" >/dev/null || { echo "mkisos: $tool is missing (make deps installs it)" >&2; exit 1; }
+done
+
+mkdir -p "$out"
+work=$(mktemp -d "$out/.stage.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# copy_with_libs SRC DEST_IN_STAGE STAGE: a binary and every shared library
+# ldd finds for it, each at its canonical (merged-/usr) path.
+copy_file() { # src stage-relative-dest stage
+	mkdir -p "$3/$(dirname "$2")"
+	cp -L --preserve=mode "$1" "$3/$2"
+}
+canonical() { # path with its directory resolved, file name kept
+	echo "$(readlink -f "$(dirname "$1")")/$(basename "$1")"
+}
+copy_libs() { # elf stage
+	{ ldd "$1" 2>/dev/null || true; } | awk '/=>/ {print $3} /^\s*\/.*\(0x/ {print $1}' | while read -r lib; do
+		[ -e "$lib" ] || continue
+		local dest
+		dest=$(canonical "$lib")
+		[ -e "$2$dest" ] || copy_file "$lib" "$dest" "$2"
+	done
+}
+
+# --- base ---------------------------------------------------------------
+base=$work/base
+mkdir -p "$base"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,dev,proc,sys,run,tmp,var/lib,var/log,var/tmp,root,home,mnt,containers/services}
+chmod 1777 "$base/tmp" "$base/var/tmp"
+chmod 0700 "$base/root"
+ln -s usr/bin "$base/bin"
+ln -s usr/sbin "$base/sbin"
+ln -s usr/lib "$base/lib"
+ln -s usr/lib64 "$base/lib64"
+cp --preserve=mode "$(readlink -f "$(command -v busybox)")" "$base/usr/bin/busybox"
+busybox --list-full | while read -r applet; do
+	case $applet in
+	bin/*) dir=usr/bin ;;
+	sbin/*) dir=usr/sbin ;;
+	usr/bin/*) dir=usr/bin ;;
+	usr/sbin/*) dir=usr/sbin ;;
+	*) continue ;;
+	esac
+	name=$(basename "$applet")
+	[ "$name" = busybox ] && continue
+	[ -e "$base/$dir/$name" ] || ln -s /usr/bin/busybox "$base/$dir/$name"
+done
+cp -r "$here/distro/base/." "$base/"
+
+# --- version pack ---------------------------------------------------------
+pack=$work/pack
+mkdir -p "$pack"
+engine=(
+	/usr/bin/containerd
+	/usr/bin/containerd-shim-runc-v2
+	/usr/sbin/runc
+	/usr/sbin/dockerd
+	/usr/sbin/docker-proxy
+	/usr/bin/docker-init
+	/usr/sbin/xtables-nft-multi
+	/usr/sbin/xtables-legacy-multi
+)
+for bin in "${engine[@]}"; do
+	[ -x "$bin" ] || { echo "mkisos: $bin is missing (install containerd, runc, docker.io and iptables)" >&2; exit 1; }
+	copy_file "$bin" "$bin" "$pack"
+	copy_libs "$bin" "$pack"
+done
+# iptables loads its matches and targets with dlopen: ldd cannot see them.
+xt=/usr/lib/x86_64-linux-gnu/xtables
+mkdir -p "$pack$xt"
+for so in "$xt"/*.so; do
+	cp --preserve=mode "$so" "$pack$xt/"
+	copy_libs "$so" "$pack"
+done
+for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+	ln -s xtables-nft-multi "$pack/usr/sbin/$cmd"
+	ln -s xtables-nft-multi "$pack/usr/sbin/${cmd/tables/tables-nft}"
+	ln -s xtables-legacy-multi "$pack/usr/sbin/${cmd/tables/tables-legacy}"
+done
+cp -r "$here/distro/pack/." "$pack/"
+
+version() { dpkg-query -W -f='${Version}' "$1"; }
+components=(
+	"containerd containerd"
+	"containerd-shim-runc-v2 containerd"
+	"runc runc"
+	"dockerd docker.io"
+	"docker-proxy docker.io"
+	"docker-init docker.io"
+	"iptables iptables"
+)
+{
+	echo '{'
+	echo '  "name": "docker-desktop version pack",'
+	echo '  "components": ['
+	sep=""
+	for c in "${components[@]}"; do
+		set -- $c
+		printf '%s    {"name": "%s", "package": "%s", "version": "%s"}' "$sep" "$1" "$2" "$(version "$2")"
+		sep=$',\n'
+	done
+	if [ -n "$kubelet" ]; then
+		printf '%s    {"name": "kubelet", "package": "", "version": "%s"}' "$sep" "${KUBELET_VERSION:-unknown}"
+	fi
+	printf '\n  ]\n}\n'
+} > "$pack/version-pack.json"
+
+if [ -n "$kubelet" ]; then
+	[ -x "$kubelet" ] || { echo "mkisos: KUBELET=$kubelet is not an executable" >&2; exit 1; }
+	copy_file "$kubelet" /usr/bin/kubelet "$pack"
+	copy_libs "$kubelet" "$pack"
+	cp -r "$here/distro/kubelet/." "$pack/"
+fi
+
+# --- write ----------------------------------------------------------------
+mkiso() { # stage volume-id output
+	find "$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	chown -R 0:0 "$1"
+	rm -f "$3" "$3.sha256"
+	xorriso -as mkisofs -quiet -R -J -joliet-long -V "$2" \
+		--modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" \
+		-o "$3.tmp" "$1" 2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; exit 1; }
+	mv "$3.tmp" "$3"
+	(cd "$(dirname "$3")" && sha256sum "$(basename "$3")" > "$(basename "$3").sha256")
+	echo "mkisos: $3 $(stat -c %s "$3") bytes sha256:$(cut -d' ' -f1 "$3.sha256")"
+}
+mkiso "$base" DDINIT_BASE "$out/docker-desktop.iso"
+mkiso "$pack" DDINIT_PACK "$out/docker.iso"
