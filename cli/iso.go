@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -102,11 +101,12 @@ func specialBits(p uint32) string {
 func isoExtract(env *Env, args []string) error {
 	fs := newFlags(env, "iso extract", "iso extract IMAGE DIR")
 	sync := fs.Bool("sync", false, "flush the extracted tree to disk before returning")
+	workers := fs.Int("workers", 0, "goroutines creating files (0: one per CPU)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
-		return usagef("usage: ddinit iso extract [--sync] IMAGE DIR")
+		return usagef("usage: ddinit iso extract [--sync] [--workers N] IMAGE DIR")
 	}
 	start := time.Now()
 	img, t, err := openTree(fs.Arg(0))
@@ -114,8 +114,7 @@ func isoExtract(env *Env, args []string) error {
 		return err
 	}
 	defer img.Close()
-	workers, _ := strconv.Atoi(os.Getenv("DDINIT_EXTRACT_WORKERS"))
-	if err := rootfs.ExtractAtomic(img, t, fs.Arg(1), rootfs.ExtractOptions{Sync: *sync, Workers: workers}); err != nil {
+	if err := rootfs.ExtractAtomic(img, t, fs.Arg(1), rootfs.ExtractOptions{Sync: *sync, Workers: *workers}); err != nil {
 		return err
 	}
 	var bytes int64

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ type ExtractOptions struct {
 type batch struct {
 	parent  int
 	entries []int
+	bytes   int64
 }
 
 // extractor holds the state of one extraction.
@@ -184,7 +186,9 @@ func (x *extractor) makeDirectories() error {
 
 // plan groups the non-directory entries into batches per directory, split
 // so that both workers get a share of a big directory, and sets the hard
-// links apart: they need their first name to exist.
+// links apart: they need their first name to exist. The heaviest batches
+// go first so that the big binaries of a version pack are copied side by
+// side instead of one finishing alone at the end.
 func (x *extractor) plan() (batches []batch, links []int) {
 	const maxBatchEntries = 128
 	const maxBatchBytes = 16 << 20
@@ -211,8 +215,10 @@ func (x *extractor) plan() (batches []batch, links []int) {
 		}
 		cur.entries = append(cur.entries, i)
 		curBytes += e.Size
+		cur.bytes = curBytes
 	}
 	flush()
+	sort.SliceStable(batches, func(i, j int) bool { return batches[i].bytes > batches[j].bytes })
 	return batches, links
 }
 

@@ -186,7 +186,9 @@ func suspPX(mode, nlink, uid, gid, ino uint32) []byte {
 	return suspEntry("PX", d...)
 }
 
-func suspNM(flags byte, name string) []byte { return suspEntry("NM", append([]byte{flags}, name...)...) }
+func suspNM(flags byte, name string) []byte {
+	return suspEntry("NM", append([]byte{flags}, name...)...)
+}
 
 func suspSL(flags byte, comps ...[]byte) []byte {
 	d := []byte{flags}

@@ -1,0 +1,44 @@
+# ddinit: see README.md. `make demo` sets everything up and runs the main
+# job; `make test` runs the tests.
+SHELL := /bin/bash
+GO ?= go
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzVolumeDescriptor FuzzDirectoryRecord FuzzSUSP FuzzImage
+
+.PHONY: all deps build isos test unit fuzz bench demo clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build:
+	$(GO) build -trimpath -o bin/ddinit ./cmd/ddinit
+
+# KUBELET=/path/to/kubelet adds kubelet to the version pack.
+isos: build/docker-desktop.iso
+
+build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
+	KUBELET=$(KUBELET) bash scripts/mkisos.sh
+
+test: build isos
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+	$(GO) test -count=1 ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+	  echo "fuzz $$f for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./rootfs/ || exit 1; \
+	done
+
+bench: build isos
+	DDINIT_BENCH=1 $(GO) test -count=1 -run '^TestBenchReport$$' -v ./rootfs/ | grep -E 'BENCH|^(ok|FAIL|---)'
+
+demo: deps build isos
+	bash scripts/demo.sh
+
+clean:
+	rm -rf bin build
