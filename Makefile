@@ -31,7 +31,7 @@ test: build isos
 fuzz:
 	@for f in $(FUZZ_TARGETS); do \
 	  echo "fuzz $$f for $(FUZZTIME)"; \
-	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./rootfs/ || exit 1; \
+	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./rootfs/ || exit 1; \
 	done
 
 bench: build isos

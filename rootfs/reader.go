@@ -286,6 +286,10 @@ func (img *Image) Walk() (*Tree, error) {
 	t.Entries = append(t.Entries, root)
 	visited := map[uint32]bool{}
 	inodes := map[uint64]int{}
+	// Directories of a well-formed image never overlap, so together they
+	// are never larger than the image. Holding a hostile one to that bounds
+	// the entries, and the memory their paths take, by the image's size.
+	dirBudget := img.size
 	stack := []dirToRead{{idx: 0, extent: img.tree.Root.Extent, size: img.tree.Root.Size, relocated: true}}
 	for len(stack) > 0 {
 		d := stack[len(stack)-1]
@@ -294,7 +298,7 @@ func (img *Image) Walk() (*Tree, error) {
 			return nil, formatErr("directory %q at block %d is reached twice (directory loop)", displayPath(t.Entries[d.idx].Path), d.extent)
 		}
 		visited[d.extent] = true
-		children, err := img.readDir(t, d, inodes)
+		children, err := img.readDir(t, d, inodes, &dirBudget)
 		if err != nil {
 			return nil, fmt.Errorf("directory %q: %w", displayPath(t.Entries[d.idx].Path), err)
 		}
@@ -310,7 +314,7 @@ func displayPath(p string) string { return "/" + p }
 
 // readDir appends the entries of directory d to t and returns its
 // subdirectories.
-func (img *Image) readDir(t *Tree, d dirToRead, inodes map[uint64]int) ([]dirToRead, error) {
+func (img *Image) readDir(t *Tree, d dirToRead, inodes map[uint64]int, budget *int64) ([]dirToRead, error) {
 	start := int64(d.extent) * img.blockSize
 	size := int64(d.size)
 	if d.relocated {
@@ -327,6 +331,9 @@ func (img *Image) readDir(t *Tree, d dirToRead, inodes map[uint64]int) ([]dirToR
 	}
 	if size > maxDirBytes {
 		return nil, formatErr("directory is %d bytes, more than the %d allowed", size, maxDirBytes)
+	}
+	if *budget -= size; *budget < 0 {
+		return nil, formatErr("directories add up to more than the %d-byte image (overlapping directories?)", img.size)
 	}
 	buf, err := img.read(start, size, "directory")
 	if err != nil {
