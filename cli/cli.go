@@ -34,7 +34,9 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"run", "boot: verify the images, start PID 1 in new namespaces, supervise the engine", runRun},
 		{"iso", "inspect, verify and extract ISO images (ls, extract, verify)", runISO},
+		{"init", "", runInit}, // PID 1 of the namespaces `ddinit run` creates
 	}
 }
 
@@ -60,13 +62,24 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		if c.summary != "" {
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		}
 	}
 }
+
+// exitCode is a status a command already reported on its own.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func exitStatus(stderr io.Writer, err error) int {
 	if err == nil {
 		return 0
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

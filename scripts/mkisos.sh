@@ -31,7 +31,7 @@ canonical() { # path with its directory resolved, file name kept
 	echo "$(readlink -f "$(dirname "$1")")/$(basename "$1")"
 }
 copy_libs() { # elf stage
-	{ ldd "$1" 2>/dev/null || true; } | awk '/=>/ {print $3} /^\s*\/.*\(0x/ {print $1}' | while read -r lib; do
+	{ ldd "$1" 2>/dev/null || true; } | awk '/=>/ {print $3} /^[ \t]*\/.*\(0x/ {print $1}' | while read -r lib; do
 		[ -e "$lib" ] || continue
 		local dest
 		dest=$(canonical "$lib")

@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	initd "github.com/ddinit/ddinit/init"
+)
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func runRun(env *Env, args []string) error {
+	fs := newFlags(env, "run", "run [flags]")
+	configPath := fs.String("config", "", "JSON config file; flags given on the command line override it")
+	var flagCfg initd.Config
+	fs.StringVar(&flagCfg.BaseImage, "base-image", "", "the base distro image (default "+initd.DefaultBaseImage+")")
+	fs.StringVar(&flagCfg.BaseDigest, "base-digest", "", "sha256 the base image must have (default: its .sha256 sidecar)")
+	fs.StringVar(&flagCfg.VersionPack, "version-pack", "", "the engine version pack image (default "+initd.DefaultVersionPack+")")
+	fs.StringVar(&flagCfg.PackDigest, "version-pack-digest", "", "sha256 the version pack must have (default: its .sha256 sidecar)")
+	fs.StringVar(&flagCfg.DataDir, "data-dir", "", "the data distro's root (default "+initd.DefaultDataDir+")")
+	fs.StringVar(&flagCfg.RunDir, "run-dir", "", "private directory for mounts and sockets (default "+initd.DefaultRunDir+")")
+	fs.StringVar(&flagCfg.ImageMode, "image-mode", "", "auto, kernel (loop-mount with iso9660) or userspace (extract)")
+	fs.StringVar(&flagCfg.Hostname, "hostname", "", "host name inside the namespace (default "+initd.DefaultHostname+")")
+	fs.BoolVar(&flagCfg.Kubernetes, "kubernetes", false, "run kubelet when the version pack has it")
+	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	var control, expose listFlag
+	fs.Var(&control, "control", "control API address (repeatable)")
+	fs.Var(&expose, "expose", "NAME=ADDR: expose a service's socket, e.g. docker=unix:///run/ddinit/docker.sock (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("run takes no arguments (got %q)", fs.Args())
+	}
+	var cfg initd.Config
+	if *configPath != "" {
+		c, err := initd.LoadConfigFile(*configPath)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	// Flags given explicitly win over the file.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "base-image":
+			cfg.BaseImage = flagCfg.BaseImage
+		case "base-digest":
+			cfg.BaseDigest = flagCfg.BaseDigest
+		case "version-pack":
+			cfg.VersionPack = flagCfg.VersionPack
+		case "version-pack-digest":
+			cfg.PackDigest = flagCfg.PackDigest
+		case "data-dir":
+			cfg.DataDir = flagCfg.DataDir
+		case "run-dir":
+			cfg.RunDir = flagCfg.RunDir
+		case "image-mode":
+			cfg.ImageMode = flagCfg.ImageMode
+		case "hostname":
+			cfg.Hostname = flagCfg.Hostname
+		case "kubernetes":
+			cfg.Kubernetes = flagCfg.Kubernetes
+		case "log-level":
+			cfg.LogLevel = flagCfg.LogLevel
+		case "control":
+			cfg.Control = control
+		}
+	})
+	for _, e := range expose {
+		name, addr, ok := strings.Cut(e, "=")
+		if !ok {
+			return usagef("--expose %q: want NAME=ADDR", e)
+		}
+		if cfg.Expose == nil {
+			cfg.Expose = map[string]string{}
+		}
+		cfg.Expose[name] = addr
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("ddinit run needs root (namespaces, mounts)")
+	}
+	if code := initd.Outer(cfg, env.Stderr); code != 0 {
+		return exitCode(code)
+	}
+	return nil
+}
+
+func runInit(env *Env, args []string) error {
+	if code := initd.Inner(env.Stderr); code != 0 {
+		return exitCode(code)
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package initd
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ddinit/ddinit/rootfs"
+	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/vsock"
+)
+
+// Docker Desktop's install paths, as WSL shows them with automount root
+// /mnt/host.
+const (
+	DefaultBaseImage   = "/mnt/host/c/Program Files/Docker/Docker/resources/docker-desktop.iso"
+	DefaultVersionPack = "/mnt/host/c/Program Files/Docker/Docker/resources/docker.iso"
+	DefaultDataDir     = "/mnt/wsl/docker-desktop-data/data"
+	DefaultRunDir      = "/run/ddinit"
+	DefaultHostname    = "docker-desktop"
+)
+
+// Duration is a time.Duration written as "100ms" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string like \"100ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// RestartPolicy is the services' restart backoff in the config file.
+type RestartPolicy struct {
+	Initial    Duration `json:"initial,omitempty"`
+	Max        Duration `json:"max,omitempty"`
+	ResetAfter Duration `json:"resetAfter,omitempty"`
+	CrashLoop  int      `json:"crashLoop,omitempty"`
+}
+
+// Config is everything `ddinit run` is told, from flags or --config.
+type Config struct {
+	BaseImage   string            `json:"baseImage,omitempty"`
+	BaseDigest  string            `json:"baseDigest,omitempty"`
+	VersionPack string            `json:"versionPack,omitempty"`
+	PackDigest  string            `json:"versionPackDigest,omitempty"`
+	DataDir     string            `json:"dataDir,omitempty"`
+	RunDir      string            `json:"runDir,omitempty"`
+	Control     []string          `json:"control,omitempty"`
+	Expose      map[string]string `json:"expose,omitempty"`
+	ImageMode   string            `json:"imageMode,omitempty"`
+	Hostname    string            `json:"hostname,omitempty"`
+	Kubernetes  bool              `json:"kubernetes,omitempty"`
+	Restart     RestartPolicy     `json:"restart,omitzero"`
+	LogLevel    string            `json:"logLevel,omitempty"`
+}
+
+// Defaults fills what is unset.
+func (c *Config) Defaults() {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	set(&c.BaseImage, DefaultBaseImage)
+	set(&c.VersionPack, DefaultVersionPack)
+	set(&c.DataDir, DefaultDataDir)
+	set(&c.RunDir, DefaultRunDir)
+	set(&c.ImageMode, string(rootfs.ModeAuto))
+	set(&c.Hostname, DefaultHostname)
+	set(&c.LogLevel, "info")
+}
+
+// Validate refuses a config that cannot boot, naming the field.
+func (c *Config) Validate() error {
+	for _, a := range c.Control {
+		if _, err := vsock.Parse(a); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+	}
+	for name, a := range c.Expose {
+		if name == "" {
+			return fmt.Errorf("expose: empty name (want NAME=ADDR)")
+		}
+		if _, err := vsock.Parse(a); err != nil {
+			return fmt.Errorf("expose %s: %w", name, err)
+		}
+	}
+	switch rootfs.Mode(c.ImageMode) {
+	case rootfs.ModeAuto, rootfs.ModeKernel, rootfs.ModeUserspace:
+	default:
+		return fmt.Errorf("imageMode %q: want auto, kernel or userspace", c.ImageMode)
+	}
+	if strings.ContainsAny(c.Hostname, "/ \t") || len(c.Hostname) > 64 {
+		return fmt.Errorf("hostname %q is not a host name", c.Hostname)
+	}
+	return nil
+}
+
+// Backoff turns the restart policy into the supervisor's.
+func (c *Config) Backoff() services.Backoff {
+	b := services.DefaultBackoff
+	if c.Restart.Initial > 0 {
+		b.Initial = time.Duration(c.Restart.Initial)
+	}
+	if c.Restart.Max > 0 {
+		b.Max = time.Duration(c.Restart.Max)
+	}
+	if c.Restart.ResetAfter > 0 {
+		b.ResetAfter = time.Duration(c.Restart.ResetAfter)
+	}
+	return b
+}
+
+// LoadConfigFile reads a JSON config; unknown fields are errors, so a typo
+// is not silently ignored.
+func LoadConfigFile(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,243 @@
+package initd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/rootfs"
+	"github.com/ddinit/ddinit/services"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside the namespace, after the pivot.
+const (
+	innerRunDir          = "/run/ddinit"
+	containerdSocket     = "/run/containerd/containerd.sock"
+	containerdBinary     = "/usr/bin/containerd"
+	innerLogDir          = "/var/log/ddinit"
+	servicesNamespace    = "services.ddinit"
+	configFD, eventsFD   = 3, 4
+	innerProcessArgument = "init"
+)
+
+// event is what the inner process tells the outer one, one JSON line each,
+// on the events pipe.
+type event struct {
+	Event   string            `json:"event"` // "sockets" or "failed"
+	Sockets map[string]string `json:"sockets,omitempty"`
+	Error   string            `json:"error,omitempty"`
+}
+
+// Phase is a step of the boot and how long it took.
+type Phase struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration"`
+}
+
+// inner is PID 1's state.
+type inner struct {
+	cfg    Config
+	log    *logrus.Entry
+	reaper *Reaper
+	events *json.Encoder
+
+	mu     sync.Mutex
+	phases []Phase
+	root   *rootfs.Root
+	binds  []string // data bind mount points, as seen after the pivot
+	sup    *services.Supervisor
+}
+
+// Inner is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It
+// reads its config from fd 3 and reports to the outer process on fd 4.
+func Inner(stderr io.Writer) int {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(stderr, "ddinit: `ddinit init` is PID 1 of the namespaces `ddinit run` creates; start ddinit with `ddinit run`")
+		return 2
+	}
+	cfgFile := os.NewFile(configFD, "config")
+	var cfg Config
+	err := json.NewDecoder(cfgFile).Decode(&cfg)
+	cfgFile.Close()
+	if err != nil {
+		fmt.Fprintf(stderr, "ddinit: init: read config from ddinit run: %v\n", err)
+		return 2
+	}
+	level, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = logrus.InfoLevel
+	}
+	eventsFile := os.NewFile(eventsFD, "events")
+	in := &inner{
+		cfg:    cfg,
+		log:    logs.New("init", stderr, nil, level),
+		events: json.NewEncoder(eventsFile),
+	}
+	in.reaper = NewReaper(in.log)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	if err := in.up(); err != nil {
+		in.events.Encode(event{Event: "failed", Error: err.Error()})
+		in.log.WithError(err).Error("boot failed")
+		in.down()
+		return 1
+	}
+	sig := <-sigs
+	in.log.WithField("signal", sig.String()).Info("shutting down")
+	in.down()
+	return 0
+}
+
+func (in *inner) phase(name string, start time.Time) {
+	d := time.Since(start)
+	in.mu.Lock()
+	in.phases = append(in.phases, Phase{Name: name, Duration: d})
+	in.mu.Unlock()
+	in.log.WithFields(logrus.Fields{"phase": name, "ms": float64(d.Microseconds()) / 1000}).Info("boot phase done")
+}
+
+func (in *inner) up() error {
+	cfg := in.cfg
+	t := time.Now()
+	// Our mounts must never reach the distro, while the distro's later
+	// mounts (a drive appearing) still reach us.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make the mount namespace private: %w", err)
+	}
+	ds, err := mounts.OpenDataStore(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if ds.LowSpace {
+		in.log.WithFields(logrus.Fields{"dataDir": ds.Dir, "freeMB": ds.FreeBytes >> 20}).Warn("the data store is nearly full")
+	}
+	in.phase("datastore", t)
+
+	t = time.Now()
+	if err := mountFrame(cfg.RunDir); err != nil {
+		return err
+	}
+	root, err := rootfs.Prepare(rootfs.PrepareOptions{
+		CacheDir: ds.Path("isocache"),
+		Images: []rootfs.Source{
+			{Name: "base", Path: cfg.BaseImage, Digest: cfg.BaseDigest},
+			{Name: "version pack", Path: cfg.VersionPack, Digest: cfg.PackDigest},
+		},
+		RunDir: cfg.RunDir,
+		Target: filepath.Join(cfg.RunDir, "rootfs"),
+		Mode:   rootfs.Mode(cfg.ImageMode),
+		Log:    in.log.WithField("component", "rootfs"),
+	})
+	if err != nil {
+		return err
+	}
+	in.root = root
+	in.phase("rootfs", t)
+
+	t = time.Now()
+	if _, err := mountAPIFilesystems(root.Dir); err != nil {
+		return err
+	}
+	if err := seedDockerConfig(root.Dir, ds.Path("etc/docker")); err != nil {
+		return err
+	}
+	for _, b := range ds.DataBinds(root.Dir) {
+		if err := b.Mount(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root.Dir, b.Target)
+		in.binds = append(in.binds, "/"+rel)
+	}
+	if err := switchRoot(root.Dir); err != nil {
+		return err
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return fmt.Errorf("set hostname: %w", err)
+	}
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+	in.phase("mounts", t)
+
+	t = time.Now()
+	defs, err := services.LoadDefinitions(services.ServicesDir)
+	if err != nil {
+		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
+	}
+	sockets := map[string]string{"containerd": containerdSocket}
+	for _, d := range defs {
+		if d.Socket != "" {
+			sockets[d.Name] = d.Socket
+			if d.Name == "dockerd" {
+				sockets["docker"] = d.Socket
+			}
+		}
+	}
+	in.events.Encode(event{Event: "sockets", Sockets: sockets})
+	sup, err := services.New(services.Config{
+		Namespace:        servicesNamespace,
+		ContainerdBinary: containerdBinary,
+		RunDir:           innerRunDir,
+		ContainerdRoot:   "/var/lib/containerd",
+		ContainerdState:  "/run/containerd",
+		Address:          containerdSocket,
+		LogDir:           innerLogDir,
+		Backoff:          cfg.Backoff(),
+		CrashLoop:        cfg.Restart.CrashLoop,
+		Settings:         map[string]bool{"kubernetes": cfg.Kubernetes},
+		Spawner:          in.reaper,
+		Log:              in.log.WithField("component", "supervisor"),
+	}, defs)
+	if err != nil {
+		return err
+	}
+	if err := sup.Start(); err != nil {
+		return err
+	}
+	in.sup = sup
+	in.phase("containerd", t)
+	return nil
+}
+
+// seedDockerConfig gives a new data store the version pack's
+// /etc/docker (daemon.json); an existing one keeps the user's.
+func seedDockerConfig(root, dataEtcDocker string) error {
+	entries, err := os.ReadDir(dataEtcDocker)
+	if err != nil || len(entries) > 0 {
+		return err
+	}
+	src := filepath.Join(root, "etc/docker/daemon.json")
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dataEtcDocker, "daemon.json"), b, 0o644)
+}
+
+// down stops the services and containerd, flushes and unmounts the data
+// store. Whatever else was mounted lives in this mount namespace and goes
+// with it.
+func (in *inner) down() {
+	start := time.Now()
+	if in.sup != nil {
+		in.sup.Stop()
+	}
+	unix.Sync()
+	if err := mounts.Unmount(in.binds); err != nil {
+		in.log.WithError(err).Warn("unmounting the data store")
+	}
+	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("shutdown complete")
+}

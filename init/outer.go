@@ -1,0 +1,268 @@
+package initd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Outer is `ddinit run`: it starts PID 1 in new namespaces, relays
+// signals to it, exposes its sockets and returns its exit status. Any
+// failure is reported as one line on stderr naming the cause.
+func Outer(cfg Config, stderr io.Writer) int {
+	cfg.Defaults()
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "ddinit: boot failed: %s\n", oneLine(err.Error()))
+		return 1
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	level, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return fail(fmt.Errorf("logLevel %q: %w", cfg.LogLevel, err))
+	}
+	ds, err := mounts.OpenDataStore(cfg.DataDir)
+	if err != nil {
+		return fail(err)
+	}
+	lock, err := lockDataStore(ds.Dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer lock.Close()
+	logFile, err := logs.OpenRotating(ds.Path("log/ddinit.log"), logs.MaxFileBytes, logs.KeepFiles)
+	if err != nil {
+		return fail(err)
+	}
+	defer logFile.Close()
+	log := logs.New("ddinit", stderr, logFile, level)
+	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+		return fail(fmt.Errorf("run directory %s: %w", cfg.RunDir, err))
+	}
+	o := &outer{cfg: cfg, log: log}
+	code, err := o.run()
+	if err != nil {
+		log.WithError(err).Error("boot failed")
+		logFile.Sync()
+		return fail(err)
+	}
+	log.WithField("status", code).Info("ddinit exited")
+	return code
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
+
+// lockDataStore keeps a second ddinit off the same data store.
+func lockDataStore(dir string) (*os.File, error) {
+	path := filepath.Join(dir, ".ddinit.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data store lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, fmt.Errorf("data store %s is in use by another ddinit (it holds %s)", dir, path)
+		}
+		return nil, fmt.Errorf("lock data store %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+type outer struct {
+	cfg Config
+	log *logrus.Entry
+
+	mu         sync.Mutex
+	forwarders []*vsock.Forwarder
+	bootError  string
+}
+
+func (o *outer) run() (int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 1, fmt.Errorf("find ddinit's own binary: %w", err)
+	}
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return 1, err
+	}
+	evR, evW, err := os.Pipe()
+	if err != nil {
+		return 1, err
+	}
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		return 1, err
+	}
+	cmd := exec.Command(self, innerProcessArgument)
+	cmd.Args[0] = "ddinit"
+	cmd.ExtraFiles = []*os.File{cfgR, evW} // fds 3 and 4
+	cmd.Stderr = logW
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,
+		// If ddinit run dies, PID 1 dies, and the kernel ends the namespace.
+		Pdeathsig: unix.SIGKILL,
+	}
+	// Relay before starting so a signal during the start is not lost.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(sigs)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 1, fmt.Errorf("start PID 1 in new namespaces: %w", err)
+	}
+	cfgR.Close()
+	evW.Close()
+	logW.Close()
+	json.NewEncoder(cfgW).Encode(o.cfg)
+	cfgW.Close()
+	pid := cmd.Process.Pid
+	o.log.WithField("pid", pid).Info("PID 1 started in new namespaces")
+
+	relayed := make(chan struct{})
+	go func() {
+		logs.Relay(logR, o.log)
+		close(relayed)
+	}()
+	evDone := make(chan struct{})
+	go func() {
+		o.readEvents(evR, pid, cmd.Process)
+		close(evDone)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	for done := false; !done; {
+		select {
+		case sig := <-sigs:
+			o.log.WithField("signal", sig.String()).Info("stopping")
+			cmd.Process.Signal(unix.SIGTERM)
+		case waitErr = <-exited:
+			done = true
+		}
+	}
+	o.closeForwarders()
+	<-relayed
+	<-evDone
+	code := 0
+	if waitErr != nil {
+		var ee *exec.ExitError
+		if !errors.As(waitErr, &ee) {
+			return 1, waitErr
+		}
+		ws := ee.Sys().(syscall.WaitStatus)
+		code = ws.ExitStatus()
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	}
+	o.log.WithField("ranFor", time.Since(start).Round(time.Millisecond).String()).Debug("PID 1 exited")
+	o.mu.Lock()
+	bootErr := o.bootError
+	o.mu.Unlock()
+	if bootErr != "" {
+		return code, errors.New(bootErr)
+	}
+	if code != 0 {
+		return code, fmt.Errorf("PID 1 exited with status %d; see %s", code, filepath.Join(o.cfg.DataDir, "log/ddinit.log"))
+	}
+	return code, nil
+}
+
+// readEvents handles what PID 1 reports: its sockets (which are then
+// exposed) and a boot failure.
+func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		var ev event
+		if json.Unmarshal(s.Bytes(), &ev) != nil {
+			continue
+		}
+		switch ev.Event {
+		case "failed":
+			o.mu.Lock()
+			o.bootError = ev.Error
+			o.mu.Unlock()
+		case "sockets":
+			if err := o.expose(pid, ev.Sockets); err != nil {
+				o.mu.Lock()
+				o.bootError = err.Error()
+				o.mu.Unlock()
+				o.log.WithError(err).Error("cannot expose sockets; stopping")
+				proc.Signal(unix.SIGTERM)
+			}
+		}
+	}
+}
+
+// expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
+// reported under NAME, reached through /proc/PID/root.
+func (o *outer) expose(pid int, sockets map[string]string) error {
+	names := make([]string, 0, len(o.cfg.Expose))
+	for n := range o.cfg.Expose {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		inner, ok := sockets[name]
+		if !ok {
+			known := make([]string, 0, len(sockets))
+			for k := range sockets {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
+		}
+		addr, _ := vsock.Parse(o.cfg.Expose[name])
+		l, err := vsock.Listen(addr)
+		if err != nil {
+			return fmt.Errorf("--expose %s: %w", name, err)
+		}
+		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
+		f := &vsock.Forwarder{
+			Name:     name,
+			Listener: l,
+			Dial: func(ctx context.Context) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", target)
+			},
+			Log: o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()}),
+		}
+		o.mu.Lock()
+		o.forwarders = append(o.forwarders, f)
+		o.mu.Unlock()
+		go f.Serve(context.Background())
+		o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String(), "target": inner}).Info("socket exposed")
+	}
+	return nil
+}
+
+func (o *outer) closeForwarders() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, f := range o.forwarders {
+		f.Listener.Close()
+	}
+}

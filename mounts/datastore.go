@@ -1,0 +1,112 @@
+package mounts
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layout is what the data store holds, relative to its root.
+var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "log", "isocache"}
+
+// LowSpaceBytes is the free space under which the data store is reported
+// as nearly full.
+const LowSpaceBytes = 1 << 30
+
+// DataStore is the data distro's root as ddinit uses it.
+type DataStore struct {
+	Dir       string
+	FreeBytes uint64
+	LowSpace  bool
+}
+
+// OpenDataStore checks that dir exists, is a directory and is writable,
+// creates its layout and measures its free space.
+func OpenDataStore(dir string) (*DataStore, error) {
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("data store %s does not exist: is the docker-desktop-data distro running? (--data-dir names it)", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data store %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("data store %s is not a directory", dir)
+	}
+	probe, err := os.CreateTemp(dir, ".ddinit-write-check-")
+	if err != nil {
+		return nil, fmt.Errorf("data store %s is not writable: %w", dir, unwrapPathError(err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	for _, d := range Layout {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("data store %s: create %s: %w", dir, d, unwrapPathError(err))
+		}
+	}
+	var fs unix.Statfs_t
+	ds := &DataStore{Dir: dir}
+	if unix.Statfs(dir, &fs) == nil {
+		ds.FreeBytes = fs.Bavail * uint64(fs.Bsize)
+		ds.LowSpace = ds.FreeBytes < LowSpaceBytes
+	}
+	return ds, nil
+}
+
+// Path joins a layout entry to the store's root.
+func (d *DataStore) Path(rel string) string { return filepath.Join(d.Dir, rel) }
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Bind is one bind mount.
+type Bind struct {
+	Source string
+	Target string
+}
+
+// DataBinds are the data store's binds into a root at root.
+func (d *DataStore) DataBinds(root string) []Bind {
+	return []Bind{
+		{d.Path("var/lib/docker"), filepath.Join(root, "var/lib/docker")},
+		{d.Path("var/lib/containerd"), filepath.Join(root, "var/lib/containerd")},
+		{d.Path("var/lib/kubelet"), filepath.Join(root, "var/lib/kubelet")},
+		{d.Path("etc/docker"), filepath.Join(root, "etc/docker")},
+		{d.Path("log"), filepath.Join(root, "var/log/ddinit")},
+	}
+}
+
+// Mount makes the bind, creating its mount point.
+func (b Bind) Mount() error {
+	if err := os.MkdirAll(b.Target, 0o755); err != nil {
+		return fmt.Errorf("bind %s: %w", b.Target, err)
+	}
+	if err := unix.Mount(b.Source, b.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s at %s: %w", b.Source, b.Target, err)
+	}
+	return nil
+}
+
+// Unmount takes targets down, last first; a busy one is detached so that
+// shutdown never hangs on it.
+func Unmount(targets []string) error {
+	var errs []error
+	for i := len(targets) - 1; i >= 0; i-- {
+		err := unix.Unmount(targets[i], 0)
+		if err == unix.EBUSY {
+			err = unix.Unmount(targets[i], unix.MNT_DETACH)
+		}
+		if err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", targets[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,8 @@
+// Package mounts owns ddinit's mount plans outside the root filesystem
+// itself: the data store (the docker-desktop-data distro's root: its
+// checks, its layout, its binds into the namespace) and, with them, how
+// they are taken down again.
+//
+// It must not pivot or create namespaces (package init does) and never
+// unmounts anything it did not mount.
+package mounts

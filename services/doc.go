@@ -1,0 +1,12 @@
+// Package services is ddinit's supervisor. It runs containerd from the
+// version pack as a child of PID 1, and every service the version pack
+// defines (/containers/services/<name>/config.json, an OCI runtime spec) as
+// a containerd container plus task: started in dependency order, probed
+// for readiness, restarted with exponential backoff when it dies, its
+// output kept in a ring buffer and a rotated JSON-lines file, and stopped
+// in reverse order.
+//
+// It must not mount, pivot or reap: PID-1 duties belong to package init,
+// which hands the supervisor a Spawner that starts processes it can wait
+// for without racing the reaper.
+package services

@@ -1,0 +1,102 @@
+package vsock
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Forwarder accepts connections on a listener and joins each to a new
+// connection to its target, full duplex, passing half-closes along.
+type Forwarder struct {
+	Name     string
+	Listener net.Listener
+	// Dial opens the target; it is called once per accepted connection.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// MaxConns bounds concurrent connections; 0 means 1024.
+	MaxConns int
+	Log      logrus.FieldLogger
+
+	wg sync.WaitGroup
+}
+
+// Serve accepts until the listener is closed. Accept errors that are
+// temporary are retried with backoff instead of spinning.
+func (f *Forwarder) Serve(ctx context.Context) error {
+	limit := f.MaxConns
+	if limit <= 0 {
+		limit = 1024
+	}
+	slots := make(chan struct{}, limit)
+	var delay time.Duration
+	for {
+		c, err := f.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				f.wg.Wait()
+				return nil
+			}
+			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+			f.Log.WithError(err).WithField("retryIn", delay).Warn("accept failed")
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			f.Log.WithField("limit", limit).Warn("too many connections; refusing one")
+			c.Close()
+			continue
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer func() { <-slots }()
+			f.join(ctx, c)
+		}()
+	}
+}
+
+func (f *Forwarder) join(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	t, err := f.Dial(ctx)
+	cancel()
+	if err != nil {
+		f.Log.WithError(err).Debug("target unreachable")
+		return
+	}
+	defer t.Close()
+	Join(c, t)
+}
+
+// Join copies both ways between a and b until both directions are done.
+// When one side stops sending, the other side's write half is closed so
+// the peer sees EOF while replies still flow.
+func Join(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); pipe(b, a) }()
+	go func() { defer wg.Done(); pipe(a, b) }()
+	wg.Wait()
+}
+
+func pipe(dst, src net.Conn) {
+	_, err := io.Copy(dst, src)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
+		cw.CloseWrite()
+	} else {
+		// An error on one side ends the connection both ways.
+		dst.Close()
+		src.Close()
+	}
+}
