@@ -25,6 +25,7 @@ const (
 	containerdSocket     = "/run/containerd/containerd.sock"
 	containerdBinary     = "/usr/bin/containerd"
 	innerLogDir          = "/var/log/ddinit"
+	hostRoot             = "/run/ddinit/rootfs"
 	servicesNamespace    = "services.ddinit"
 	configFD, eventsFD   = 3, 4
 	innerProcessArgument = "init"
@@ -124,9 +125,6 @@ func (in *inner) up() error {
 	in.phase("datastore", t)
 
 	t = time.Now()
-	if err := mountFrame(cfg.RunDir); err != nil {
-		return err
-	}
 	root, err := rootfs.Prepare(rootfs.PrepareOptions{
 		CacheDir: ds.Path("isocache"),
 		Images: []rootfs.Source{
@@ -167,6 +165,9 @@ func (in *inner) up() error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
+	if err := bindHostRoot(hostRoot); err != nil {
+		return err
+	}
 	in.phase("mounts", t)
 
 	t = time.Now()
@@ -188,6 +189,7 @@ func (in *inner) up() error {
 		Namespace:        servicesNamespace,
 		ContainerdBinary: containerdBinary,
 		RunDir:           innerRunDir,
+		HostRoot:         hostRoot,
 		ContainerdRoot:   "/var/lib/containerd",
 		ContainerdState:  "/run/containerd",
 		Address:          containerdSocket,

@@ -89,29 +89,14 @@ func mountAPIFilesystems(root string) ([]string, error) {
 	return done, nil
 }
 
-// mountFrame puts a private tmpfs at dir for the root filesystem's
-// mounts and makes it a shared mount. Shared matters: the root is
-// entered with chroot, so the mount it sits on is its parent, and
-// pivot_root refuses to run under a shared parent. dockerd tries
-// pivot_root whenever it unpacks an image layer and, refused, falls back
-// to chroot; let through, its pivot fails to clean up on some kernels'
-// stacked root mounts and the layer is lost.
-func mountFrame(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("run directory %s: %w", dir, err)
-	}
-	if err := unix.Mount("ddinit", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return fmt.Errorf("mount tmpfs at %s: %w", dir, err)
-	}
-	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
-		return fmt.Errorf("make %s shared: %w", dir, err)
-	}
-	return nil
-}
-
-// switchRoot makes root the root directory of PID 1 with chroot. The
-// distro's mounts stay in this mount namespace, out of reach of every path
-// under the new root; see mountFrame for why this is not pivot_root.
+// switchRoot makes root the root directory of PID 1 with chroot and makes
+// the tree under it shared, so that mounts the services make in their own
+// mount namespaces (dockerd's layers, its network namespaces) reach
+// containerd here. The distro's mounts stay in this namespace, out of
+// reach of every path under the new root. pivot_root is not used: it
+// attaches the new root where the old one was mounted, and on a VM whose
+// root is itself stacked mounts that leaves a root over a hidden mount,
+// which breaks dockerd's own pivot_root when it unpacks image layers.
 func switchRoot(root string) error {
 	if err := unix.Chdir(root); err != nil {
 		return fmt.Errorf("switch root: %w", err)
@@ -119,7 +104,26 @@ func switchRoot(root string) error {
 	if err := unix.Chroot("."); err != nil {
 		return fmt.Errorf("chroot into %s: %w", root, err)
 	}
-	return unix.Chdir("/")
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make the root shared: %w", err)
+	}
+	return nil
+}
+
+// bindHostRoot binds the whole root, recursively, at dir: the root.path
+// of services that run on ddinit's own root (runc needs a root it can
+// pivot into, which the current root never is).
+func bindHostRoot(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("service root %s: %w", dir, err)
+	}
+	if err := unix.Mount("/", dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind / at %s: %w", dir, err)
+	}
+	return nil
 }
 
 // loopbackUp brings lo up in this network namespace.

@@ -84,6 +84,9 @@ type Config struct {
 	Backoff          Backoff
 	// CrashLoop is how many consecutive failed runs mark a service failed.
 	CrashLoop int
+	// HostRoot is where ddinit's own root is bound for services whose spec
+	// says root.path "/": runc cannot use the current root as a new root.
+	HostRoot string
 	// Settings switch optional services on ("kubernetes": true).
 	Settings map[string]bool
 	Spawner  Spawner
@@ -717,10 +720,11 @@ func (s *Supervisor) startTask(c *ctrd, svc *service) (*running, error) {
 		p.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 		spec.Process = &p
 	}
-	if spec.Linux != nil && spec.Linux.CgroupsPath == "" {
-		l := *spec.Linux
-		l.CgroupsPath = "/ddinit/" + name
-		spec.Linux = &l
+	spec.Linux = withOwnMountNamespace(spec.Linux, name)
+	if spec.Root.Path == "/" && s.cfg.HostRoot != "" {
+		r := *spec.Root
+		r.Path = s.cfg.HostRoot
+		spec.Root = &r
 	}
 	container, err := c.client.NewContainer(s.ctx, name, containerd.WithSpec(&spec), containerd.WithRuntime("io.containerd.runc.v2", nil))
 	if err != nil {
@@ -752,6 +756,34 @@ func (s *Supervisor) startTask(c *ctrd, svc *service) (*running, error) {
 	}
 	r.pid = int(task.Pid())
 	return r, nil
+}
+
+// withOwnMountNamespace gives a service its own mount namespace and a
+// cgroup under /ddinit. Without a mount namespace runc would bind the
+// service's root onto itself in ddinit's namespace, stacking a copy of "/"
+// on every start. The root stays rshared so what the service mounts
+// (dockerd's layers and network namespaces) is seen by containerd too.
+func withOwnMountNamespace(l *specs.Linux, name string) *specs.Linux {
+	out := specs.Linux{}
+	if l != nil {
+		out = *l
+	}
+	has := false
+	for _, ns := range out.Namespaces {
+		if ns.Type == specs.MountNamespace {
+			has = true
+		}
+	}
+	if !has {
+		out.Namespaces = append(append([]specs.LinuxNamespace(nil), out.Namespaces...), specs.LinuxNamespace{Type: specs.MountNamespace})
+	}
+	if out.RootfsPropagation == "" {
+		out.RootfsPropagation = "rshared"
+	}
+	if out.CgroupsPath == "" {
+		out.CgroupsPath = "/ddinit/" + name
+	}
+	return &out
 }
 
 // stopTask ends a running service: SIGTERM, its stop timeout, SIGKILL.
