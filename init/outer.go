@@ -166,6 +166,11 @@ func (o *outer) run() (int, error) {
 	o.closeForwarders()
 	<-relayed
 	<-evDone
+	// Mount points PID 1 made on the distro's file system; its mounts went
+	// with its namespace, the empty directories are left to remove.
+	for _, d := range []string{"rootfs", "upper", "layers"} {
+		removeEmptyTree(filepath.Join(o.cfg.RunDir, d))
+	}
 	code := 0
 	if waitErr != nil {
 		var ee *exec.ExitError
@@ -257,6 +262,21 @@ func (o *outer) expose(pid int, sockets map[string]string) error {
 		o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String(), "target": inner}).Info("socket exposed")
 	}
 	return nil
+}
+
+// removeEmptyTree removes dir and its subdirectories, but only while they
+// are empty directories: nothing with content is ever removed.
+func removeEmptyTree(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() && e.Type()&os.ModeSymlink == 0 {
+			removeEmptyTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	os.Remove(dir) // fails, harmlessly, when not empty
 }
 
 func (o *outer) closeForwarders() {

@@ -1,0 +1,262 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Boot, run a container that writes into a named volume, stop cleanly,
+// leave nothing behind, boot again on the same data store, find the file.
+func TestBootRunStopBootAgain(t *testing.T) {
+	requireEnvironment(t)
+	in := start(t, options{})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	in.importBusybox()
+	out := in.docker("run", "--rm", "-v", "e2evol:/data", "busybox:local", "sh", "-c", "echo persisted-$((6*7)) > /data/file; sync; cat /data/file")
+	if strings.TrimSpace(out) != "persisted-42" {
+		t.Fatalf("container printed %q", out)
+	}
+	code, took := in.stop()
+	if code != 0 {
+		t.Fatalf("ddinit exited %d after SIGTERM", code)
+	}
+	t.Logf("clean shutdown took %s", took)
+	if m := hostMounts(t, in.dataDir, in.runDir); len(m) > 0 {
+		t.Fatalf("mounts left in the host's mount table:\n%s", strings.Join(m, "\n"))
+	}
+	if left := inNS(ns); len(left) > 0 {
+		t.Fatalf("processes left from the namespace: %+v", left)
+	}
+	if _, err := os.Stat(in.sock); err == nil {
+		t.Fatal("the exposed socket file was left behind")
+	}
+
+	again := start(t, options{dataDir: in.dataDir})
+	again.waitPing(60 * time.Second)
+	out = again.docker("run", "--rm", "-v", "e2evol:/data", "busybox:local", "cat", "/data/file")
+	if strings.TrimSpace(out) != "persisted-42" {
+		t.Fatalf("after a reboot the volume holds %q", out)
+	}
+	var hits int
+	for _, e := range again.logEntries() {
+		if e["msg"] == "image ready" && e["cacheHit"] == true {
+			hits++
+		}
+	}
+	if hits < 2 {
+		t.Errorf("the second boot did not hit the image cache for both images (%d hits)", hits)
+	}
+	if code, _ := again.stop(); code != 0 {
+		t.Fatalf("second run exited %d", code)
+	}
+}
+
+// dockerd killed once, then twenty times in a row; a service that always
+// exits at once; containerd killed.
+func TestSupervisionRestartsAndBacksOff(t *testing.T) {
+	requireEnvironment(t)
+	pack := customPack(t, func(root string) {
+		addService(t, root, "crasher", []string{"/bin/sh", "-c", "echo boom: config missing >&2; exit 3"}, map[string]string{"io.ddinit.service.required": "false"})
+	})
+	in := start(t, options{pack: pack, config: map[string]any{
+		"restart": map[string]any{"initial": "10ms", "max": "320ms", "resetAfter": "30s", "crashLoop": 5},
+	}})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+
+	// One kill: back within seconds.
+	first := findComm(ns, "dockerd")
+	if len(first) != 1 {
+		t.Fatalf("want one dockerd in the namespace, found %v", first)
+	}
+	syscall.Kill(first[0], syscall.SIGKILL)
+	waitGone(t, first[0])
+	in.waitPing(30 * time.Second)
+
+	// Twenty kills in a row, each as soon as the new dockerd exists.
+	last := 0
+	for i := 0; i < 20; i++ {
+		pid := waitNewComm(t, ns, "dockerd", last, 30*time.Second)
+		syscall.Kill(pid, syscall.SIGKILL)
+		last = pid
+	}
+	in.waitPing(60 * time.Second)
+	var delays []int
+	for _, e := range in.logEntries() {
+		if e["service"] == "dockerd" && (e["msg"] == "service exited; restarting" || e["msg"] == "service is failing") {
+			delays = append(delays, int(e["backoffMs"].(float64)))
+		}
+	}
+	if len(delays) < 21 {
+		t.Fatalf("the log shows %d dockerd restarts, want at least 21: %v", len(delays), delays)
+	}
+	if !slices.IsSorted(delays) || delays[len(delays)-1] != 320 || delays[0] >= 320 {
+		t.Fatalf("backoff does not grow to its cap in the log: %v", delays)
+	}
+
+	// The crash-looping service is reported failed with its output, and
+	// dockerd kept running all along.
+	var failing map[string]any
+	for _, e := range in.logEntries() {
+		if e["service"] == "crasher" && e["msg"] == "service is failing" {
+			failing = e
+		}
+	}
+	if failing == nil {
+		t.Fatal("the crash-looping service was never reported failed")
+	}
+	if out, _ := failing["lastOutput"].(string); !strings.Contains(out, "boom: config missing") || failing["exitCode"] != float64(3) {
+		t.Fatalf("failure report lacks the last output or exit code: %v", failing)
+	}
+	if err := ping(in.sock); err != nil {
+		t.Fatalf("dockerd stopped answering while another service failed: %v", err)
+	}
+
+	// containerd killed: it and its services come back.
+	ctrd := findComm(ns, "containerd")
+	if len(ctrd) != 1 {
+		t.Fatalf("want one containerd, found %v", ctrd)
+	}
+	dockerdBefore := findComm(ns, "dockerd")
+	syscall.Kill(ctrd[0], syscall.SIGKILL)
+	waitGone(t, ctrd[0])
+	waitNewComm(t, ns, "containerd", ctrd[0], 30*time.Second)
+	waitNewComm(t, ns, "dockerd", dockerdBefore[0], 30*time.Second)
+	in.waitPing(60 * time.Second)
+	in.importBusybox()
+	if out := in.docker("run", "--rm", "busybox:local", "echo", "after containerd died"); !strings.Contains(out, "after containerd died") {
+		t.Fatalf("container output %q", out)
+	}
+	if code, _ := in.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if err := syscall.Kill(pid, 0); err != nil {
+			return
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
+			return
+		}
+	}
+	t.Fatalf("pid %d did not die", pid)
+}
+
+func waitNewComm(t *testing.T, ns, comm string, not int, timeout time.Duration) int {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, p := range inNS(ns) {
+			if p.comm == comm && p.pid != not && p.state != "Z" {
+				return p.pid
+			}
+		}
+	}
+	t.Fatalf("no new %s within %s", comm, timeout)
+	return 0
+}
+
+// An orphan double-forked inside the namespace is reaped by PID 1.
+func TestOrphansAreReaped(t *testing.T) {
+	requireEnvironment(t)
+	in := start(t, options{})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	pid1 := in.pid1()
+	// The subshell exits at once; its sleep is orphaned inside the
+	// namespace, reparented to PID 1, and must be reaped when it exits.
+	cmd := exec.Command("nsenter", "-t", fmt.Sprint(pid1), "-p", "-m", "-r", "-w", "/bin/sh", "-c", "(exec sleep 1.5 </dev/null >/dev/null 2>&1 &) ; (exec sleep 1.5 </dev/null >/dev/null 2>&1 &) ; exit 0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nsenter: %v %s", err, out)
+	}
+	var orphans []process
+	for deadline := time.Now().Add(time.Second); len(orphans) < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		orphans = orphans[:0]
+		for _, p := range inNS(ns) {
+			if p.comm == "sleep" {
+				orphans = append(orphans, p)
+			}
+		}
+	}
+	if len(orphans) != 2 {
+		t.Fatalf("want two orphaned sleeps, found %+v", orphans)
+	}
+	for _, o := range orphans {
+		if o.ppid != pid1 {
+			t.Fatalf("orphan %d has parent %d, not PID 1 (%d)", o.pid, o.ppid, pid1)
+		}
+	}
+	time.Sleep(2500 * time.Millisecond)
+	for _, p := range inNS(ns) {
+		if p.comm == "sleep" || p.state == "Z" {
+			t.Fatalf("zombie left in the namespace: %+v", p)
+		}
+	}
+}
+
+// Boot failures: one clear line naming the cause, non-zero, no mounts.
+func TestBootFailuresAreClear(t *testing.T) {
+	requireEnvironment(t)
+	wrongSidecar := filepath.Join(t.TempDir(), "docker.iso")
+	if err := os.Symlink(packISO, wrongSidecar); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(wrongSidecar+".sha256", []byte(strings.Repeat("ab", 32)+"  docker.iso\n"), 0o644)
+
+	readOnly := t.TempDir()
+	if err := unix.Mount("tmpfs", readOnly, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(readOnly, unix.MNT_DETACH) })
+
+	badSpec := customPack(t, func(root string) {
+		os.WriteFile(filepath.Join(root, "containers/services/dockerd/config.json"), []byte(`{"ociVersion": "1.0.2", "process": {`), 0o644)
+	})
+
+	cases := []struct {
+		name string
+		o    options
+		want []string
+	}{
+		{"missing image", options{pack: "/nonexistent/docker.iso"}, []string{"/nonexistent/docker.iso"}},
+		{"wrong digest", options{pack: wrongSidecar}, []string{"sha256 mismatch", wrongSidecar, strings.Repeat("ab", 32)}},
+		{"unwritable data dir", options{dataDir: readOnly}, []string{readOnly, "not writable", "read-only"}},
+		{"invalid service definition", options{pack: badSpec}, []string{"containers/services/dockerd/config.json", "not a valid OCI runtime spec"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := start(t, c.o)
+			code := in.exited(60 * time.Second)
+			if code == 0 {
+				t.Fatal("ddinit exited 0")
+			}
+			lines := strings.Split(strings.TrimSpace(in.stderr.String()), "\n")
+			lastLine := lines[len(lines)-1]
+			if !strings.HasPrefix(lastLine, "ddinit: boot failed: ") {
+				t.Fatalf("last line %q is not the failure", lastLine)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(lastLine, w) {
+					t.Errorf("failure line %q does not name %q", lastLine, w)
+				}
+			}
+			// The read-only data dir is the test's own mount: look for
+			// anything ddinit would have left inside it or the run dir.
+			if m := hostMounts(t, in.runDir, in.dataDir+"/"); len(m) > 0 {
+				t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
+			}
+		})
+	}
+}
