@@ -5,7 +5,7 @@ GO ?= go
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzVolumeDescriptor FuzzDirectoryRecord FuzzSUSP FuzzImage
 
-.PHONY: all deps build isos test unit fuzz bench demo clean
+.PHONY: all deps build isos distro test unit fuzz bench demo clean
 
 all: build
 
@@ -13,7 +13,11 @@ deps:
 	bash scripts/deps.sh
 
 build:
-	$(GO) build -trimpath -o bin/ddinit ./cmd/ddinit
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/ddinit ./cmd/ddinit
+
+# The bootstrap distro's root filesystem tarball (what wsl --import takes).
+distro: build
+	bash scripts/mkdistro.sh
 
 # KUBELET=/path/to/kubelet adds kubelet to the version pack.
 isos: build/docker-desktop.iso
@@ -21,7 +25,7 @@ isos: build/docker-desktop.iso
 build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
 
-test: build isos
+test: build isos distro
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
@@ -35,7 +39,7 @@ fuzz:
 	done
 
 bench: build isos
-	DDINIT_BENCH=1 $(GO) test -count=1 -run '^TestBenchReport$$' -v ./rootfs/ | grep -E 'BENCH|^(ok|FAIL|---)'
+	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
 demo: deps build isos
 	bash scripts/demo.sh

@@ -215,7 +215,7 @@ func (in *instance) waitPing(timeout time.Duration) time.Duration {
 		select {
 		case <-in.done:
 			in.t.Fatalf("ddinit exited before docker answered (%v)", in.err)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	in.t.Fatalf("docker did not answer _ping within %s: %v", timeout, err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -93,10 +94,18 @@ func Inner(stderr io.Writer) int {
 		in.down()
 		return 1
 	}
+	go settle()
 	sig := <-sigs
 	in.log.WithField("signal", sig.String()).Info("shutting down")
 	in.down()
 	return 0
+}
+
+// settle hands the memory the boot needed back to the kernel once the
+// services have had time to come up: PID 1 then idles for hours.
+func settle() {
+	time.Sleep(time.Second)
+	debug.FreeOSMemory()
 }
 
 func (in *inner) phase(name string, start time.Time) {
@@ -144,6 +153,9 @@ func (in *inner) up() error {
 
 	t = time.Now()
 	if _, err := mountAPIFilesystems(root.Dir); err != nil {
+		return err
+	}
+	if err := bindKernelModules(root.Dir); err != nil {
 		return err
 	}
 	if err := seedDockerConfig(root.Dir, ds.Path("etc/docker")); err != nil {

@@ -113,6 +113,32 @@ func switchRoot(root string) error {
 	return nil
 }
 
+// bindKernelModules makes the running kernel's modules visible, read-only,
+// at /lib/modules: dockerd loads netfilter modules with modprobe, which
+// without them fails slowly, step by step, on every boot.
+func bindKernelModules(root string) error {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return err
+	}
+	src := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
+	if _, err := os.Stat(src); err != nil {
+		return nil // a kernel with everything built in
+	}
+	target := filepath.Join(root, "usr/lib/modules", filepath.Base(src))
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("kernel modules: %w", err)
+	}
+	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", src, err)
+	}
+	// A read-only bind needs a remount of its own.
+	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("make %s read-only: %w", target, err)
+	}
+	return nil
+}
+
 // bindHostRoot binds the whole root, recursively, at dir: the root.path
 // of services that run on ddinit's own root (runc needs a root it can
 // pivot into, which the current root never is).

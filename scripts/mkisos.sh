@@ -94,6 +94,10 @@ for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6t
 	ln -s xtables-legacy-multi "$pack/usr/sbin/${cmd/tables/tables-legacy}"
 done
 cp -r "$here/distro/pack/." "$pack/"
+# A loader cache, so each exec (dockerd runs iptables dozens of times at
+# start) finds its libraries at once instead of probing every directory.
+printf '/usr/lib/x86_64-linux-gnu\n/usr/lib64\n' > "$pack/etc/ld.so.conf"
+ldconfig -r "$pack"
 
 version() { dpkg-query -W -f='${Version}' "$1"; }
 components=(

@@ -660,7 +660,7 @@ func (s *Supervisor) unreadyDependency(svc *service) string {
 func (s *Supervisor) probe(ctx context.Context, svc *service, log *logrus.Entry) {
 	start := time.Now()
 	if svc.def.Ready != nil {
-		for delay := 2 * time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+		for delay := 2 * time.Millisecond; ; delay = min(delay*2, 10*time.Millisecond) {
 			if svc.def.Ready.Check(ctx) == nil {
 				break
 			}

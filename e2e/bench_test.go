@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBenchBoot is `make bench` for the boot chain. Every figure is printed
+// next to a baseline measured in the same run; nothing is asserted about
+// time. It runs only when DDINIT_BENCH is set.
+func TestBenchBoot(t *testing.T) {
+	if os.Getenv("DDINIT_BENCH") == "" {
+		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
+	}
+	requireEnvironment(t)
+	runs := 5
+	if v := os.Getenv("DDINIT_BENCH_RUNS"); v != "" {
+		fmt.Sscan(v, &runs)
+	}
+
+	// Cold: a new data store each time, so the images are verified,
+	// copied and extracted.
+	var cold []time.Duration
+	for range max(runs/2, 2) {
+		in := start(t, options{})
+		cold = append(cold, in.waitPing(60*time.Second))
+		in.stop()
+	}
+
+	// Warm: one data store, booted again and again.
+	data, _ := newDirs(t)
+	first := start(t, options{dataDir: data})
+	first.waitPing(60 * time.Second)
+	first.stop()
+	var warm, direct, shutdown []time.Duration
+	var rss []int
+	for i := range runs {
+		in := start(t, options{dataDir: data})
+		warm = append(warm, in.waitPing(60*time.Second))
+		if i == 0 {
+			time.Sleep(2 * time.Second) // idle
+			rss = append(rss, memKB(in.cmd.Process.Pid, "Rss:"), memKB(in.pid1(), "Rss:"), memKB(in.cmd.Process.Pid, "Pss:"), memKB(in.pid1(), "Pss:"))
+		}
+		_, took := in.stop()
+		shutdown = append(shutdown, took)
+		direct = append(direct, bootDirectly(t))
+	}
+	w, d := median(warm), median(direct)
+	t.Logf("BENCH boot to _ping, warm cache: ddinit %v, containerd+dockerd started by a script %v, difference %+v (target <= +150ms), ratio %.2f",
+		w.Round(time.Millisecond), d.Round(time.Millisecond), (w - d).Round(time.Millisecond), float64(w)/float64(d))
+	t.Logf("BENCH boot to _ping, cold (verify + copy + extract both images): %v (target <= 2s), %.2fx the warm boot",
+		median(cold).Round(time.Millisecond), float64(median(cold))/float64(w))
+	t.Logf("BENCH idle memory of ddinit's own processes: RSS ddinit run %d KB + PID 1 %d KB = %.1f MB; PSS (the binary's shared pages counted once) %.1f MB (target <= 25 MB)",
+		rss[0], rss[1], float64(rss[0]+rss[1])/1024, float64(rss[2]+rss[3])/1024)
+	t.Logf("BENCH clean shutdown (SIGTERM to exit, dockerd and containerd stopped, data synced): %v, %.2fx the warm boot",
+		median(shutdown).Round(time.Millisecond), float64(median(shutdown))/float64(w))
+}
+
+// bootDirectly starts containerd and dockerd the way ddinit does, with the
+// same binaries and flags, from a shell script in fresh namespaces, and
+// returns the time until dockerd answers _ping.
+func bootDirectly(t *testing.T) time.Duration {
+	dir, err := os.MkdirTemp("/tmp", "ddinit-direct-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "docker.sock")
+	conf := filepath.Join(dir, "containerd.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, dir+"/containerd", dir+"/containerd-state", dir+"/containerd.sock", dir+"/containerd.sock.ttrpc")), 0o644)
+	script := fmt.Sprintf(`
+containerd --config %[2]s >%[1]s/containerd.log 2>&1 &
+while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done
+exec dockerd --containerd=%[1]s/containerd.sock --host=unix://%[3]s --data-root=%[1]s/docker --exec-root=%[1]s/exec --pidfile=%[1]s/docker.pid >%[1]s/dockerd.log 2>&1
+`, dir, conf, sock)
+	cmd := exec.Command("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	begin := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}()
+	for time.Since(begin) < 60*time.Second {
+		if ping(sock) == nil {
+			return time.Since(begin)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "dockerd.log"))
+	t.Fatalf("directly started dockerd did not answer:\n%s", tail(string(b), 20))
+	return 0
+}
+
+// memKB reads one field (Rss:, Pss:) of a process's smaps_rollup.
+func memKB(pid int, field string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	return 0
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
