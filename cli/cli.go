@@ -35,6 +35,14 @@ var commands []command
 func init() {
 	commands = []command{
 		{"run", "boot: verify the images, start PID 1 in new namespaces, supervise the engine", runRun},
+		{"status", "the engine's health: services, restarts, last exits, images, boot phases", runStatus},
+		{"logs", "a service's output, or ddinit's own log (-f to follow)", runLogs},
+		{"restart", "restart a service", runRestart},
+		{"stop", "shut everything down cleanly", runStop},
+		{"diagnose", "write a diagnostics archive (status, logs, mounts, processes, network, kernel log)", runDiagnose},
+		{"enter", "a shell (or a command) inside the namespace, or inside a service", runEnter},
+		{"probe", "health-check a control address the way the frontend does (exit 0 when healthy)", runProbe},
+		{"forward", "bridge a listening address to another socket (the frontend's vsock proxy)", runForward},
 		{"iso", "inspect, verify and extract ISO images (ls, extract, verify)", runISO},
 		{"init", "", runInit}, // PID 1 of the namespaces `ddinit run` creates
 	}

@@ -29,6 +29,7 @@ func runRun(env *Env, args []string) error {
 	fs.StringVar(&flagCfg.Hostname, "hostname", "", "host name inside the namespace (default "+initd.DefaultHostname+")")
 	fs.BoolVar(&flagCfg.Kubernetes, "kubernetes", false, "run kubelet when the version pack has it")
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.BoolVar(&flagCfg.VsockAllowLocal, "vsock-allow-local", false, "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)")
 	var control, expose listFlag
 	fs.Var(&control, "control", "control API address (repeatable)")
 	fs.Var(&expose, "expose", "NAME=ADDR: expose a service's socket, e.g. docker=unix:///run/ddinit/docker.sock (repeatable)")
@@ -69,19 +70,26 @@ func runRun(env *Env, args []string) error {
 			cfg.Kubernetes = flagCfg.Kubernetes
 		case "log-level":
 			cfg.LogLevel = flagCfg.LogLevel
+		case "vsock-allow-local":
+			cfg.VsockAllowLocal = flagCfg.VsockAllowLocal
 		case "control":
 			cfg.Control = control
 		}
 	})
+	exposeFromFlags := map[string]bool{}
 	for _, e := range expose {
 		name, addr, ok := strings.Cut(e, "=")
 		if !ok {
 			return usagef("--expose %q: want NAME=ADDR", e)
 		}
 		if cfg.Expose == nil {
-			cfg.Expose = map[string]string{}
+			cfg.Expose = map[string]initd.Addrs{}
 		}
-		cfg.Expose[name] = addr
+		if !exposeFromFlags[name] {
+			cfg.Expose[name] = nil // flags replace the file's addresses for a name
+			exposeFromFlags[name] = true
+		}
+		cfg.Expose[name] = append(cfg.Expose[name], addr)
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("ddinit run needs root (namespaces, mounts)")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -59,12 +60,37 @@ type Config struct {
 	DataDir     string            `json:"dataDir,omitempty"`
 	RunDir      string            `json:"runDir,omitempty"`
 	Control     []string          `json:"control,omitempty"`
-	Expose      map[string]string `json:"expose,omitempty"`
+	Expose      map[string]Addrs  `json:"expose,omitempty"`
 	ImageMode   string            `json:"imageMode,omitempty"`
 	Hostname    string            `json:"hostname,omitempty"`
 	Kubernetes  bool              `json:"kubernetes,omitempty"`
 	Restart     RestartPolicy     `json:"restart,omitzero"`
 	LogLevel    string            `json:"logLevel,omitempty"`
+	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
+	// tests whose frontend stand-in runs inside the VM; the default admits
+	// only the host, CID 2.
+	VsockAllowLocal bool `json:"vsockAllowLocal,omitempty"`
+
+	// HostPID is PID 1 as the distro sees it; ddinit run fills it in.
+	HostPID int `json:"hostPid,omitempty"`
+}
+
+// Addrs is one address or a list of them ("unix:///…" or ["unix:///…", "vsock://:61001"]).
+type Addrs []string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (a *Addrs) UnmarshalJSON(b []byte) error {
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		*a = Addrs{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("an address or a list of addresses: %w", err)
+	}
+	*a = many
+	return nil
 }
 
 // Defaults fills what is unset.
@@ -81,6 +107,9 @@ func (c *Config) Defaults() {
 	set(&c.ImageMode, string(rootfs.ModeAuto))
 	set(&c.Hostname, DefaultHostname)
 	set(&c.LogLevel, "info")
+	if len(c.Control) == 0 {
+		c.Control = []string{"unix://" + filepath.Join(c.RunDir, "control.sock")}
+	}
 }
 
 // Validate refuses a config that cannot boot, naming the field.
@@ -90,12 +119,14 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("control: %w", err)
 		}
 	}
-	for name, a := range c.Expose {
+	for name, addrs := range c.Expose {
 		if name == "" {
 			return fmt.Errorf("expose: empty name (want NAME=ADDR)")
 		}
-		if _, err := vsock.Parse(a); err != nil {
-			return fmt.Errorf("expose %s: %w", name, err)
+		for _, a := range addrs {
+			if _, err := vsock.Parse(a); err != nil {
+				return fmt.Errorf("expose %s: %w", name, err)
+			}
 		}
 	}
 	switch rootfs.Mode(c.ImageMode) {

@@ -17,7 +17,7 @@ func TestDistroConfigLoads(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Expose["docker"] == "" || c.DataDir != DefaultDataDir {
+	if len(c.Expose["docker"]) == 0 || c.DataDir != DefaultDataDir || len(c.Control) == 0 {
 		t.Fatalf("distro config: %+v", c)
 	}
 }
@@ -43,8 +43,8 @@ func TestConfigFileErrorsNameTheProblem(t *testing.T) {
 		t.Fatal("a number accepted as a duration")
 	}
 	for _, bad := range []Config{
-		{Expose: map[string]string{"docker": "vsock://:50001"}},
-		{Expose: map[string]string{"docker": "tcp://10.0.0.1:2375"}},
+		{Expose: map[string]Addrs{"docker": {"vsock://:50001"}}},
+		{Expose: map[string]Addrs{"docker": {"unix:///ok.sock", "tcp://10.0.0.1:2375"}}},
 		{Control: []string{"unix://relative.sock"}},
 		{ImageMode: "fast"},
 	} {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +31,7 @@ const (
 	hostRoot             = "/run/ddinit/rootfs"
 	servicesNamespace    = "services.ddinit"
 	configFD, eventsFD   = 3, 4
+	firstControlFD       = 5
 	innerProcessArgument = "init"
 )
 
@@ -53,11 +56,20 @@ type inner struct {
 	reaper *Reaper
 	events *json.Encoder
 
-	mu     sync.Mutex
-	phases []Phase
-	root   *rootfs.Root
-	binds  []string // data bind mount points, as seen after the pivot
-	sup    *services.Supervisor
+	started  time.Time
+	ownLog   *logs.Ring
+	shutdown chan string // why to stop: a signal or the control API
+	server   *vsock.ControlServer
+
+	mu         sync.Mutex
+	state      string
+	reason     string
+	phases     []Phase
+	ds         *mounts.DataStore
+	root       *rootfs.Root
+	components []vsock.Component
+	binds      []string // data bind mount points, as seen after the root switch
+	sup        *services.Supervisor
 }
 
 // Inner is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It
@@ -81,24 +93,63 @@ func Inner(stderr io.Writer) int {
 	}
 	eventsFile := os.NewFile(eventsFD, "events")
 	in := &inner{
-		cfg:    cfg,
-		log:    logs.New("init", stderr, nil, level),
-		events: json.NewEncoder(eventsFile),
+		cfg:      cfg,
+		log:      logs.New("init", stderr, nil, level),
+		events:   json.NewEncoder(eventsFile),
+		started:  time.Now(),
+		ownLog:   logs.NewRing(2000),
+		shutdown: make(chan string, 4),
+		state:    stateBooting,
+		reason:   "starting",
 	}
+	in.log.Logger.AddHook(ownLogHook{ring: in.ownLog})
 	in.reaper = NewReaper(in.log)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		for sig := range sigs {
+			in.shutdown <- "signal " + sig.String()
+		}
+	}()
+	// The control API answers from the first moment, so the frontend can
+	// watch the boot: /ping says 503 and why until the services are ready.
+	if err := in.serveControl(); err != nil {
+		in.events.Encode(event{Event: "failed", Error: err.Error()})
+		return 1
+	}
 	if err := in.up(); err != nil {
+		in.setState(stateFailed, err.Error())
 		in.events.Encode(event{Event: "failed", Error: err.Error()})
 		in.log.WithError(err).Error("boot failed")
 		in.down()
 		return 1
 	}
+	in.setState(stateRunning, "")
 	go settle()
-	sig := <-sigs
-	in.log.WithField("signal", sig.String()).Info("shutting down")
+	why := <-in.shutdown
+	in.log.WithField("by", why).Info("shutting down")
 	in.down()
 	return 0
+}
+
+// serveControl serves the control API on the sockets ddinit run opened
+// (fds 5… in the order of cfg.Control).
+func (in *inner) serveControl() error {
+	var ls []net.Listener
+	for i, s := range in.cfg.Control {
+		a, err := vsock.Parse(s)
+		if err != nil {
+			return err
+		}
+		l, err := vsock.FileListener(a, os.NewFile(uintptr(firstControlFD+i), s))
+		if err != nil {
+			return fmt.Errorf("control API on %s: %w", s, err)
+		}
+		ls = append(ls, vsock.Filter(l, a, vsock.PeerPolicy{AllowLocal: in.cfg.VsockAllowLocal}, in.log))
+	}
+	in.server = &vsock.ControlServer{Backend: control{in}, Log: in.log.WithField("component", "control")}
+	in.server.Serve(ls...)
+	return nil
 }
 
 // settle hands the memory the boot needed back to the kernel once the
@@ -119,6 +170,7 @@ func (in *inner) phase(name string, start time.Time) {
 func (in *inner) up() error {
 	cfg := in.cfg
 	t := time.Now()
+	in.setState(stateBooting, "checking the data store")
 	// Our mounts must never reach the distro, while the distro's later
 	// mounts (a drive appearing) still reach us.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
@@ -131,9 +183,13 @@ func (in *inner) up() error {
 	if ds.LowSpace {
 		in.log.WithFields(logrus.Fields{"dataDir": ds.Dir, "freeMB": ds.FreeBytes >> 20}).Warn("the data store is nearly full")
 	}
+	in.mu.Lock()
+	in.ds = ds
+	in.mu.Unlock()
 	in.phase("datastore", t)
 
 	t = time.Now()
+	in.setState(stateBooting, "verifying and preparing the images")
 	root, err := rootfs.Prepare(rootfs.PrepareOptions{
 		CacheDir: ds.Path("isocache"),
 		Images: []rootfs.Source{
@@ -148,10 +204,13 @@ func (in *inner) up() error {
 	if err != nil {
 		return err
 	}
+	in.mu.Lock()
 	in.root = root
+	in.mu.Unlock()
 	in.phase("rootfs", t)
 
 	t = time.Now()
+	in.setState(stateBooting, "mounting")
 	if _, err := mountAPIFilesystems(root.Dir); err != nil {
 		return err
 	}
@@ -181,8 +240,10 @@ func (in *inner) up() error {
 		return err
 	}
 	in.phase("mounts", t)
+	in.loadComponents()
 
 	t = time.Now()
+	in.setState(stateBooting, "starting containerd")
 	defs, err := services.LoadDefinitions(services.ServicesDir)
 	if err != nil {
 		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
@@ -218,9 +279,30 @@ func (in *inner) up() error {
 	if err := sup.Start(); err != nil {
 		return err
 	}
+	in.mu.Lock()
 	in.sup = sup
+	in.mu.Unlock()
 	in.phase("containerd", t)
 	return nil
+}
+
+// loadComponents reads the version pack's manifest for /status.
+func (in *inner) loadComponents() {
+	b, err := os.ReadFile("/version-pack.json")
+	if err != nil {
+		in.log.WithError(err).Warn("the version pack has no manifest")
+		return
+	}
+	var m struct {
+		Components []vsock.Component `json:"components"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		in.log.WithError(err).Warn("the version pack's manifest is not valid JSON")
+		return
+	}
+	in.mu.Lock()
+	in.components = m.Components
+	in.mu.Unlock()
 }
 
 // seedDockerConfig gives a new data store the version pack's
@@ -246,9 +328,13 @@ func seedDockerConfig(root, dataEtcDocker string) error {
 // with it.
 func (in *inner) down() {
 	start := time.Now()
+	if in.state != stateFailed {
+		in.setState(stateStopping, "shutting down")
+	}
 	if in.sup != nil {
 		in.sup.Stop()
 	}
+	defer in.server.Close()
 	unix.Sync()
 	if err := mounts.Unmount(in.binds); err != nil {
 		in.log.WithError(err).Warn("unmounting the data store")

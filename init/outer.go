@@ -93,9 +93,10 @@ type outer struct {
 	cfg Config
 	log *logrus.Entry
 
-	mu         sync.Mutex
-	forwarders []*vsock.Forwarder
-	bootError  string
+	mu          sync.Mutex
+	forwarders  []*vsock.Forwarder
+	bootError   string
+	unixSockets []string // control sockets to remove at exit
 }
 
 func (o *outer) run() (int, error) {
@@ -115,9 +116,16 @@ func (o *outer) run() (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	// The control API's sockets are opened here and handed to PID 1, which
+	// serves on them from its first moment, before the root even exists.
+	controlFiles, err := o.openControlSockets()
+	defer o.removeUnixSockets()
+	if err != nil {
+		return 1, err
+	}
 	cmd := exec.Command(self, innerProcessArgument)
 	cmd.Args[0] = "ddinit"
-	cmd.ExtraFiles = []*os.File{cfgR, evW} // fds 3 and 4
+	cmd.ExtraFiles = append([]*os.File{cfgR, evW}, controlFiles...) // fds 3, 4, then 5…
 	cmd.Stderr = logW
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -136,9 +144,13 @@ func (o *outer) run() (int, error) {
 	cfgR.Close()
 	evW.Close()
 	logW.Close()
+	for _, f := range controlFiles {
+		f.Close()
+	}
+	pid := cmd.Process.Pid
+	o.cfg.HostPID = pid
 	json.NewEncoder(cfgW).Encode(o.cfg)
 	cfgW.Close()
-	pid := cmd.Process.Pid
 	o.log.WithField("pid", pid).Info("PID 1 started in new namespaces")
 
 	relayed := make(chan struct{})
@@ -223,6 +235,33 @@ func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
 	}
 }
 
+// openControlSockets opens a listening socket per control address (unix
+// sockets mode 0600: the API can stop the engine).
+func (o *outer) openControlSockets() ([]*os.File, error) {
+	var files []*os.File
+	for _, s := range o.cfg.Control {
+		a, err := vsock.Parse(s)
+		if err != nil {
+			return files, err
+		}
+		f, err := vsock.ListenFile(a, 0o600)
+		if err != nil {
+			return files, fmt.Errorf("control API: %w", err)
+		}
+		if a.Scheme == "unix" {
+			o.unixSockets = append(o.unixSockets, a.Path)
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func (o *outer) removeUnixSockets() {
+	for _, p := range o.unixSockets {
+		os.Remove(p)
+	}
+}
+
 // expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
 // reported under NAME, reached through /proc/PID/root.
 func (o *outer) expose(pid int, sockets map[string]string) error {
@@ -241,26 +280,29 @@ func (o *outer) expose(pid int, sockets map[string]string) error {
 			sort.Strings(known)
 			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
 		}
-		addr, _ := vsock.Parse(o.cfg.Expose[name])
-		l, err := vsock.Listen(addr)
-		if err != nil {
-			return fmt.Errorf("--expose %s: %w", name, err)
-		}
 		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
-		f := &vsock.Forwarder{
-			Name:     name,
-			Listener: l,
-			Dial: func(ctx context.Context) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", target)
-			},
-			Log: o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()}),
+		for _, s := range o.cfg.Expose[name] {
+			addr, _ := vsock.Parse(s)
+			l, err := vsock.Listen(addr)
+			if err != nil {
+				return fmt.Errorf("--expose %s: %w", name, err)
+			}
+			log := o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()})
+			f := &vsock.Forwarder{
+				Name:     name,
+				Listener: vsock.Filter(l, addr, vsock.PeerPolicy{AllowLocal: o.cfg.VsockAllowLocal}, log),
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", target)
+				},
+				Log: log,
+			}
+			o.mu.Lock()
+			o.forwarders = append(o.forwarders, f)
+			o.mu.Unlock()
+			go f.Serve(context.Background())
+			log.WithField("target", inner).Info("socket exposed")
 		}
-		o.mu.Lock()
-		o.forwarders = append(o.forwarders, f)
-		o.mu.Unlock()
-		go f.Serve(context.Background())
-		o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String(), "target": inner}).Info("socket exposed")
 	}
 	return nil
 }

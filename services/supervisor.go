@@ -130,11 +130,12 @@ type Status struct {
 }
 
 type service struct {
-	def  Definition
-	sink *logs.Sink
-	file *logs.RotatingFile
-	stop chan struct{}
-	done chan struct{}
+	def     Definition
+	sink    *logs.Sink
+	file    *logs.RotatingFile
+	stop    chan struct{}
+	done    chan struct{}
+	restart chan struct{} // a restart asked for (control API)
 
 	mu sync.Mutex
 	st Status
@@ -196,7 +197,7 @@ func New(cfg Config, defs []Definition) (*Supervisor, error) {
 		return nil, err
 	}
 	for _, d := range ordered {
-		svc := &service{def: d, stop: make(chan struct{}), done: make(chan struct{})}
+		svc := &service{def: d, stop: make(chan struct{}), done: make(chan struct{}), restart: make(chan struct{}, 1)}
 		svc.st = Status{Name: d.Name, State: StateWaiting, Required: d.Required, Since: time.Now()}
 		if d.Setting != "" && !cfg.Settings[d.Setting] {
 			svc.st.State, svc.st.Reason = StateDisabled, fmt.Sprintf("setting %q is off", d.Setting)
@@ -274,6 +275,35 @@ func (s *Supervisor) Definitions() []Definition {
 		out = append(out, svc.def)
 	}
 	return out
+}
+
+// ErrUnknownService is returned for a name no definition has.
+var ErrUnknownService = errors.New("no such service")
+
+// Restart stops a service gracefully and starts it again at once, without
+// counting it as a failure; a service waiting out its backoff starts now.
+func (s *Supervisor) Restart(name string) error {
+	for _, svc := range s.order {
+		if svc.def.Name != name {
+			continue
+		}
+		if st := svc.status(); st.State == StateDisabled {
+			return fmt.Errorf("service %s is disabled: %s", name, st.Reason)
+		}
+		select {
+		case svc.restart <- struct{}{}:
+		default: // one pending request is enough
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrUnknownService, name)
+}
+
+// ContainerdRestarts is how often containerd was restarted after dying.
+func (s *Supervisor) ContainerdRestarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ctrdRuns - 1
 }
 
 // ContainerdPID is the running containerd's pid, 0 while it is down.
@@ -593,7 +623,14 @@ func (s *Supervisor) run(svc *service) {
 		case <-svc.stop:
 			cancelProbe()
 			s.stopTask(svc, r, log)
+			s.update(svc, func(st *Status) { st.State = StateStopped })
 			return
+		case <-svc.restart:
+			cancelProbe()
+			log.Info("restart requested")
+			s.stopTask(svc, r, log)
+			s.update(svc, func(st *Status) { st.Restarts++; st.State, st.Reason = StateWaiting, "restarting on request" })
+			failures = 0
 		}
 	}
 }
@@ -628,6 +665,8 @@ func (s *Supervisor) backoff(svc *service, log *logrus.Entry, failures int, exit
 	}
 	select {
 	case <-time.After(delay):
+		return true
+	case <-svc.restart:
 		return true
 	case <-svc.stop:
 		s.update(svc, func(st *Status) { st.State, st.NextStart = StateStopped, time.Time{} })
@@ -805,7 +844,7 @@ func (s *Supervisor) stopTask(svc *service, r *running, log *logrus.Entry) {
 		}
 	}
 	r.finish(s)
-	s.update(svc, func(st *Status) { st.State, st.PID = StateStopped, 0 })
+	s.update(svc, func(st *Status) { st.PID = 0 })
 	log.WithField("ms", time.Since(start).Milliseconds()).Info("service stopped")
 }
 

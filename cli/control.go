@@ -1,0 +1,446 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
+)
+
+// DefaultControl is where `ddinit run` serves the control API in the distro.
+const DefaultControl = "unix:///run/ddinit/control.sock"
+
+// controlFlag adds --control (default: $DDINIT_CONTROL, then the distro's
+// socket) to a command's flags.
+func controlFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("DDINIT_CONTROL")
+	if def == "" {
+		def = DefaultControl
+	}
+	return fs.String("control", def, "control API address")
+}
+
+func dial(addr string, timeout time.Duration) (*vsock.Client, error) {
+	c, err := vsock.NewClient(addr, timeout)
+	if err != nil {
+		return nil, usagef("--control: %v", err)
+	}
+	return c, nil
+}
+
+// notRunning rewords a refused connection into what a person should do.
+func notRunning(c *vsock.Client, err error) error {
+	if errorsIsConnRefused(err) {
+		return fmt.Errorf("ddinit is not running (nothing answers on %s): start it with `ddinit run`, or see its log in the data store's log/ddinit.log", c.Addr)
+	}
+	return err
+}
+
+func errorsIsConnRefused(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "connection refused") || strings.Contains(s, "no such file or directory")
+}
+
+func runStatus(env *Env, args []string) error {
+	fs := newFlags(env, "status", "status [--json]")
+	control := controlFlag(fs)
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := dial(*control, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		return notRunning(c, err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(env.Stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st vsock.Status) {
+	health := "healthy"
+	if !st.Ready {
+		health = "NOT READY: " + st.Reason
+	}
+	fmt.Fprintf(w, "ddinit %s: %s, %s, up %s\n", st.Version, st.State, health, st.Uptime)
+	if len(st.Phases) > 0 {
+		var parts []string
+		for _, p := range st.Phases {
+			parts = append(parts, fmt.Sprintf("%s %.1fms", p.Name, p.DurationMs))
+		}
+		fmt.Fprintf(w, "boot: %s\n", strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(w, "containerd: pid %d, restarted %d times\n", st.Containerd.PID, st.Containerd.Restarts)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tRESTARTS\tLAST EXIT\tREASON")
+	for _, s := range st.Services {
+		last := "-"
+		if e := s.LastExit; e != nil {
+			switch {
+			case e.Error != "":
+				last = "start failed"
+			case e.Signal != "":
+				last = fmt.Sprintf("%s after %s", e.Signal, e.Ran)
+			default:
+				last = fmt.Sprintf("code %d after %s", e.Code, e.Ran)
+			}
+		}
+		pid := "-"
+		if s.PID > 0 {
+			pid = strconv.Itoa(s.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, s.Restarts, last, s.Reason)
+	}
+	tw.Flush()
+	for _, s := range st.Services {
+		if e := s.LastExit; e != nil && len(e.Output) > 0 && !s.Ready {
+			fmt.Fprintf(w, "last output of %s:\n  %s\n", s.Name, strings.Join(e.Output, "\n  "))
+		}
+	}
+	for _, im := range st.Images {
+		how := "extracted"
+		if im.Kernel {
+			how = "kernel mount"
+		}
+		hit := "cache miss"
+		if im.CacheHit {
+			hit = "cache hit"
+		}
+		fmt.Fprintf(w, "image %s: sha256:%s (%s, %s) %s\n", im.Name, im.Digest, hit, how, im.Source)
+	}
+	var comps []string
+	for _, c := range st.Components {
+		comps = append(comps, c.Name+" "+c.Version)
+	}
+	if len(comps) > 0 {
+		fmt.Fprintf(w, "components: %s\n", strings.Join(comps, ", "))
+	}
+	fmt.Fprintf(w, "data store: %s (%d MB free)\n", st.DataStore.Dir, st.DataStore.FreeBytes>>20)
+}
+
+func runLogs(env *Env, args []string) error {
+	fs := newFlags(env, "logs", "logs [-f] [-n N] [SERVICE]")
+	control := controlFlag(fs)
+	follow := fs.Bool("f", false, "follow: keep printing new lines")
+	n := fs.Int("n", 100, "how many past lines (0: all kept)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return usagef("usage: ddinit logs [-f] [-n N] [SERVICE]")
+	}
+	c, err := dial(*control, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"service": {fs.Arg(0)}, "tail": {strconv.Itoa(*n)}}
+	if *follow {
+		q.Set("follow", "1")
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	resp, err := c.Do(ctx, http.MethodGet, "/logs?"+q.Encode(), *follow)
+	if err != nil {
+		return notRunning(c, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return vsock.ResponseError(resp)
+	}
+	_, err = io.Copy(env.Stdout, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func runRestart(env *Env, args []string) error {
+	fs := newFlags(env, "restart", "restart SERVICE")
+	control := controlFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: ddinit restart SERVICE")
+	}
+	c, err := dial(*control, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(context.Background(), http.MethodPost, "/services/"+url.PathEscape(fs.Arg(0))+"/restart", false)
+	if err != nil {
+		return notRunning(c, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("restart %s: %w", fs.Arg(0), vsock.ResponseError(resp))
+	}
+	fmt.Fprintf(env.Stdout, "restarting %s\n", fs.Arg(0))
+	return nil
+}
+
+func runStop(env *Env, args []string) error {
+	fs := newFlags(env, "stop", "stop [--timeout D]")
+	control := controlFlag(fs)
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the shutdown")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := dial(*control, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(context.Background(), http.MethodPost, "/shutdown", false)
+	if err != nil {
+		return notRunning(c, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return vsock.ResponseError(resp)
+	}
+	fmt.Fprintln(env.Stdout, "stopping ddinit")
+	deadline := time.Now().Add(*timeout)
+	for time.Now().Before(deadline) {
+		if _, err := c.Status(context.Background()); err != nil {
+			fmt.Fprintln(env.Stdout, "stopped")
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("ddinit still answers after %s", *timeout)
+}
+
+func runDiagnose(env *Env, args []string) error {
+	fs := newFlags(env, "diagnose", "diagnose [-o FILE]")
+	control := controlFlag(fs)
+	out := fs.String("o", "", "where to write the archive (default ddinit-diagnostics-TIME.tar.gz)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := *out
+	if path == "" {
+		path = fmt.Sprintf("ddinit-diagnostics-%s.tar.gz", time.Now().UTC().Format("20060102-150405"))
+	}
+	c, err := dial(*control, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(context.Background(), http.MethodGet, "/diagnostics", false)
+	if err != nil {
+		return notRunning(c, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return vsock.ResponseError(resp)
+	}
+	tmp := path + ".partial"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("diagnostics: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "wrote %s (%d bytes): status, logs (credentials redacted), mounts, processes, network, kernel log\n", path, n)
+	return nil
+}
+
+func runProbe(env *Env, args []string) error {
+	fs := newFlags(env, "probe", "probe [--timeout D] ADDR")
+	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("usage: ddinit probe [--timeout D] ADDR")
+	}
+	c, err := dial(fs.Arg(0), *timeout)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resp, err := c.Do(ctx, http.MethodGet, "/ping", false)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if st, err := c.Status(ctx); err == nil {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy: %s", strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func runForward(env *Env, args []string) error {
+	fs := newFlags(env, "forward", "forward --listen ADDR --to ADDR")
+	listen := fs.String("listen", "", "where to accept connections")
+	to := fs.String("to", "", "where to carry them")
+	allowLocal := fs.Bool("vsock-allow-local", false, "admit vsock peers from CID 1 (tests)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *listen == "" || *to == "" || fs.NArg() > 0 {
+		return usagef("usage: ddinit forward --listen ADDR --to ADDR")
+	}
+	la, err := vsock.Parse(*listen)
+	if err != nil {
+		return usagef("--listen: %v", err)
+	}
+	ta, err := vsock.Parse(*to)
+	if err != nil {
+		return usagef("--to: %v", err)
+	}
+	log := logrus.New()
+	log.SetOutput(env.Stderr)
+	entry := log.WithFields(logrus.Fields{"listen": la.String(), "to": ta.String()})
+	l, err := vsock.Listen(la)
+	if err != nil {
+		return err
+	}
+	f := &vsock.Forwarder{
+		Listener: vsock.Filter(l, la, vsock.PeerPolicy{AllowLocal: *allowLocal}, entry),
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			d := 10 * time.Second
+			if dl, ok := ctx.Deadline(); ok {
+				d = time.Until(dl)
+			}
+			return vsock.Dial(ta, d)
+		},
+		Log: entry,
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	go func() { <-ctx.Done(); l.Close() }()
+	entry.Info("forwarding")
+	return f.Serve(ctx)
+}
+
+// runEnter joins the namespaces of PID 1 (or of a service's process) and
+// runs a shell or the given command there, through nsenter.
+func runEnter(env *Env, args []string) error {
+	fs := newFlags(env, "enter", "enter [SERVICE] [-- CMD...]")
+	control := controlFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	var service string
+	var command []string
+	for i, a := range rest {
+		if a == "--" {
+			command = rest[i+1:]
+			rest = rest[:i]
+			break
+		}
+	}
+	if len(rest) > 1 {
+		return usagef("usage: ddinit enter [SERVICE] [-- CMD...]")
+	}
+	if len(rest) == 1 {
+		service = rest[0]
+	}
+	if len(command) == 0 {
+		command = []string{"/bin/sh"}
+	}
+	c, err := dial(*control, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		return notRunning(c, err)
+	}
+	if st.HostPID == 0 {
+		return fmt.Errorf("the control API does not say where PID 1 is")
+	}
+	target := st.HostPID
+	if service != "" {
+		inner := 0
+		for _, s := range st.Services {
+			if s.Name == service {
+				inner = s.PID
+			}
+		}
+		if inner == 0 {
+			return fmt.Errorf("service %s is not running (see ddinit status)", service)
+		}
+		if target, err = hostPID(st.HostPID, inner); err != nil {
+			return err
+		}
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return fmt.Errorf("enter needs nsenter (util-linux or busybox)")
+	}
+	argv := append([]string{"nsenter", "-t", strconv.Itoa(target), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"}, command...)
+	return syscall.Exec(nsenter, argv, os.Environ())
+}
+
+// hostPID maps a pid inside PID 1's namespace to the distro's pid.
+func hostPID(pid1, inner int) (int, error) {
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid1))
+	if err != nil {
+		return 0, err
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		if l, err := os.Readlink(d + "/ns/pid"); err != nil || l != ns {
+			continue
+		}
+		f, err := os.Open(d + "/status")
+		if err != nil {
+			continue
+		}
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if v, ok := strings.CutPrefix(s.Text(), "NSpid:"); ok {
+				fields := strings.Fields(v)
+				if len(fields) > 1 && fields[len(fields)-1] == strconv.Itoa(inner) {
+					f.Close()
+					return strconv.Atoi(filepath.Base(d))
+				}
+			}
+		}
+		f.Close()
+	}
+	return 0, fmt.Errorf("no process %d in PID 1's namespace", inner)
+}
