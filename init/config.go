@@ -53,19 +53,19 @@ type RestartPolicy struct {
 
 // Config is everything `ddinit run` is told, from flags or --config.
 type Config struct {
-	BaseImage   string            `json:"baseImage,omitempty"`
-	BaseDigest  string            `json:"baseDigest,omitempty"`
-	VersionPack string            `json:"versionPack,omitempty"`
-	PackDigest  string            `json:"versionPackDigest,omitempty"`
-	DataDir     string            `json:"dataDir,omitempty"`
-	RunDir      string            `json:"runDir,omitempty"`
-	Control     []string          `json:"control,omitempty"`
-	Expose      map[string]Addrs  `json:"expose,omitempty"`
-	ImageMode   string            `json:"imageMode,omitempty"`
-	Hostname    string            `json:"hostname,omitempty"`
-	Kubernetes  bool              `json:"kubernetes,omitempty"`
-	Restart     RestartPolicy     `json:"restart,omitzero"`
-	LogLevel    string            `json:"logLevel,omitempty"`
+	BaseImage   string           `json:"baseImage,omitempty"`
+	BaseDigest  string           `json:"baseDigest,omitempty"`
+	VersionPack string           `json:"versionPack,omitempty"`
+	PackDigest  string           `json:"versionPackDigest,omitempty"`
+	DataDir     string           `json:"dataDir,omitempty"`
+	RunDir      string           `json:"runDir,omitempty"`
+	Control     []string         `json:"control,omitempty"`
+	Expose      map[string]Addrs `json:"expose,omitempty"`
+	ImageMode   string           `json:"imageMode,omitempty"`
+	Hostname    string           `json:"hostname,omitempty"`
+	Kubernetes  bool             `json:"kubernetes,omitempty"`
+	Restart     RestartPolicy    `json:"restart,omitzero"`
+	LogLevel    string           `json:"logLevel,omitempty"`
 	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
 	// tests whose frontend stand-in runs inside the VM; the default admits
 	// only the host, CID 2.
