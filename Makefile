@@ -39,7 +39,7 @@ fuzz:
 	done
 
 bench: build isos
-	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
+	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./vsock/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
 demo: deps build isos
 	bash scripts/demo.sh

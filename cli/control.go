@@ -359,19 +359,19 @@ func runForward(env *Env, args []string) error {
 func runEnter(env *Env, args []string) error {
 	fs := newFlags(env, "enter", "enter [SERVICE] [-- CMD...]")
 	control := controlFlag(fs)
+	var command []string
+	for i, a := range args {
+		if a == "--" {
+			command = args[i+1:]
+			args = args[:i]
+			break
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	rest := fs.Args()
 	var service string
-	var command []string
-	for i, a := range rest {
-		if a == "--" {
-			command = rest[i+1:]
-			rest = rest[:i]
-			break
-		}
-	}
 	if len(rest) > 1 {
 		return usagef("usage: ddinit enter [SERVICE] [-- CMD...]")
 	}
