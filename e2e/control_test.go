@@ -92,6 +92,9 @@ func TestControlAPI(t *testing.T) {
 	if !sawBooting {
 		t.Fatal("/ping never answered 503 during the boot")
 	}
+	if st, err := os.Stat(in.controlSock()); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket mode: %v %v", st.Mode(), err)
+	}
 	if err := ping(in.sock); err != nil {
 		t.Fatalf("/ping said 200 but docker does not answer: %v", err)
 	}
