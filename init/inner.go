@@ -328,9 +328,11 @@ func seedDockerConfig(root, dataEtcDocker string) error {
 // with it.
 func (in *inner) down() {
 	start := time.Now()
+	in.mu.Lock()
 	if in.state != stateFailed {
-		in.setState(stateStopping, "shutting down")
+		in.state, in.reason = stateStopping, "shutting down"
 	}
+	in.mu.Unlock()
 	if in.sup != nil {
 		in.sup.Stop()
 	}

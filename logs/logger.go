@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -123,7 +124,10 @@ func (s *Sink) Writer(stream string) io.WriteCloser {
 	return &lineWriter{sink: s, stream: stream}
 }
 
+// lineWriter may be closed by the supervisor while containerd's copy
+// goroutine still writes (a task whose containerd died), hence the lock.
 type lineWriter struct {
+	mu     sync.Mutex
 	sink   *Sink
 	stream string
 	buf    []byte
@@ -132,6 +136,8 @@ type lineWriter struct {
 const maxLine = 16 << 10
 
 func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	n := len(p)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
@@ -151,6 +157,8 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 }
 
 func (w *lineWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if len(w.buf) > 0 {
 		w.emit(w.buf)
 		w.buf = nil
