@@ -29,6 +29,8 @@ func runRun(env *Env, args []string) error {
 	fs.StringVar(&flagCfg.Hostname, "hostname", "", "host name inside the namespace (default "+initd.DefaultHostname+")")
 	fs.BoolVar(&flagCfg.Kubernetes, "kubernetes", false, "run kubelet when the version pack has it")
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&flagCfg.AutomountRoot, "automount-root", "", "where WSL mounts the Windows drives (default "+initd.DefaultAutomount+")")
+	fs.StringVar(&flagCfg.WSLShared, "wsl-shared", "", "the tmpfs all distros share, where the docker socket is published (default "+initd.DefaultWSLShared+")")
 	fs.BoolVar(&flagCfg.VsockAllowLocal, "vsock-allow-local", false, "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)")
 	var control, expose listFlag
 	fs.Var(&control, "control", "control API address (repeatable)")
@@ -70,6 +72,10 @@ func runRun(env *Env, args []string) error {
 			cfg.Kubernetes = flagCfg.Kubernetes
 		case "log-level":
 			cfg.LogLevel = flagCfg.LogLevel
+		case "automount-root":
+			cfg.AutomountRoot = flagCfg.AutomountRoot
+		case "wsl-shared":
+			cfg.WSLShared = flagCfg.WSLShared
 		case "vsock-allow-local":
 			cfg.VsockAllowLocal = flagCfg.VsockAllowLocal
 		case "control":

@@ -21,7 +21,13 @@ const (
 	DefaultDataDir     = "/mnt/wsl/docker-desktop-data/data"
 	DefaultRunDir      = "/run/ddinit"
 	DefaultHostname    = "docker-desktop"
+	DefaultAutomount   = "/mnt/host"
+	DefaultWSLShared   = "/mnt/wsl"
 )
+
+// SharedSocketsDir is where, under the WSL shared tmpfs, the docker socket
+// is published for distros with WSL integration.
+const SharedSocketsDir = "docker-desktop/shared-sockets"
 
 // Duration is a time.Duration written as "100ms" in JSON.
 type Duration time.Duration
@@ -70,6 +76,12 @@ type Config struct {
 	// tests whose frontend stand-in runs inside the VM; the default admits
 	// only the host, CID 2.
 	VsockAllowLocal bool `json:"vsockAllowLocal,omitempty"`
+	// AutomountRoot is where WSL mounts the Windows drives (wsl.conf
+	// [automount] root).
+	AutomountRoot string `json:"automountRoot,omitempty"`
+	// WSLShared is the tmpfs every distro shares; the docker socket is
+	// published under it for WSL integration.
+	WSLShared string `json:"wslShared,omitempty"`
 
 	// HostPID is PID 1 as the distro sees it; ddinit run fills it in.
 	HostPID int `json:"hostPid,omitempty"`
@@ -107,6 +119,8 @@ func (c *Config) Defaults() {
 	set(&c.ImageMode, string(rootfs.ModeAuto))
 	set(&c.Hostname, DefaultHostname)
 	set(&c.LogLevel, "info")
+	set(&c.AutomountRoot, DefaultAutomount)
+	set(&c.WSLShared, DefaultWSLShared)
 	if len(c.Control) == 0 {
 		c.Control = []string{"unix://" + filepath.Join(c.RunDir, "control.sock")}
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
@@ -64,9 +65,19 @@ func (c control) Status() vsock.Status {
 		st.Phases = append(st.Phases, vsock.Phase{Name: p.Name, DurationMs: float64(p.Duration.Microseconds()) / 1000})
 	}
 	sup, root, ds := in.sup, in.root, in.ds
+	st.Drives = append([]vsock.Drive(nil), in.drives...)
 	in.mu.Unlock()
 	if ds != nil {
 		st.DataStore = vsock.DataStore{Dir: ds.Dir, FreeBytes: ds.FreeBytes, LowSpace: ds.LowSpace}
+		// Measured afresh: the store fills while the engine runs. After
+		// the root switch the store is reached through its binds.
+		for _, p := range []string{"/var/lib/docker", ds.Dir} {
+			if free, err := mounts.SpaceLeft(p); err == nil {
+				st.DataStore.FreeBytes = free
+				st.DataStore.LowSpace = free < mounts.LowSpaceBytes
+				break
+			}
+		}
 	}
 	if root != nil {
 		for _, l := range root.Layers {
@@ -103,8 +114,11 @@ func (c control) Status() vsock.Status {
 			}
 		}
 	}
-	if st.DataStore.LowSpace && st.Reason == "" {
-		st.Reason = fmt.Sprintf("the data store has %d MB free", st.DataStore.FreeBytes>>20)
+	if ds != nil && st.DataStore.FreeBytes < mounts.FullBytes {
+		st.Ready = false
+		st.Reason = fmt.Sprintf("the data store %s is full (%d MB free): free space on the data disk", ds.Dir, st.DataStore.FreeBytes>>20)
+	} else if st.DataStore.LowSpace && st.Reason == "" {
+		st.Reason = fmt.Sprintf("the data store has only %d MB free", st.DataStore.FreeBytes>>20)
 	}
 	return st
 }

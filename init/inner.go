@@ -68,6 +68,7 @@ type inner struct {
 	ds         *mounts.DataStore
 	root       *rootfs.Root
 	components []vsock.Component
+	drives     []vsock.Drive
 	binds      []string // data bind mount points, as seen after the root switch
 	sup        *services.Supervisor
 }
@@ -220,6 +221,9 @@ func (in *inner) up() error {
 	if err := seedDockerConfig(root.Dir, ds.Path("etc/docker")); err != nil {
 		return err
 	}
+	if err := in.bindDrives(root.Dir); err != nil {
+		return err
+	}
 	for _, b := range ds.DataBinds(root.Dir) {
 		if err := b.Mount(); err != nil {
 			return err
@@ -283,6 +287,32 @@ func (in *inner) up() error {
 	in.sup = sup
 	in.mu.Unlock()
 	in.phase("containerd", t)
+	return nil
+}
+
+// bindDrives brings the Windows drives into the namespace at
+// /run/desktop/mnt/host/<letter>.
+func (in *inner) bindDrives(root string) error {
+	drives, err := mounts.Drives("/proc/self/mountinfo", in.cfg.AutomountRoot)
+	if err != nil {
+		return fmt.Errorf("list the Windows drives: %w", err)
+	}
+	bound, err := mounts.BindDrives(in.cfg.AutomountRoot, root)
+	if err != nil {
+		return err
+	}
+	if !bound {
+		in.log.WithField("automountRoot", in.cfg.AutomountRoot).Info("no automount root: no Windows drives")
+		return nil
+	}
+	var list []vsock.Drive
+	for _, d := range drives {
+		list = append(list, vsock.Drive{Letter: d.Letter, Path: d.Path, Inside: filepath.Join(mounts.DrivesTarget, d.Letter), FSType: d.FSType})
+	}
+	in.mu.Lock()
+	in.drives = list
+	in.mu.Unlock()
+	in.log.WithField("drives", len(list)).Info("Windows drives bound")
 	return nil
 }
 

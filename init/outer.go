@@ -265,8 +265,20 @@ func (o *outer) removeUnixSockets() {
 // expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
 // reported under NAME, reached through /proc/PID/root.
 func (o *outer) expose(pid int, sockets map[string]string) error {
-	names := make([]string, 0, len(o.cfg.Expose))
-	for n := range o.cfg.Expose {
+	exposed := map[string]Addrs{}
+	for n, a := range o.cfg.Expose {
+		exposed[n] = a
+	}
+	// Distros with WSL integration find the docker socket on the tmpfs
+	// every distro shares. Only a socket file is made there: no mount, so
+	// nothing ddinit does can take another distro's view of it away.
+	if st, err := os.Stat(o.cfg.WSLShared); err == nil && st.IsDir() && sockets["docker"] != "" {
+		shared := filepath.Join(o.cfg.WSLShared, SharedSocketsDir, "docker.sock")
+		exposed["docker"] = append(append(Addrs(nil), exposed["docker"]...), "unix://"+shared)
+		o.unixSockets = append(o.unixSockets, shared)
+	}
+	names := make([]string, 0, len(exposed))
+	for n := range exposed {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -281,7 +293,7 @@ func (o *outer) expose(pid int, sockets map[string]string) error {
 			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
 		}
 		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
-		for _, s := range o.cfg.Expose[name] {
+		for _, s := range exposed[name] {
 			addr, _ := vsock.Parse(s)
 			l, err := vsock.Listen(addr)
 			if err != nil {

@@ -12,9 +12,13 @@ import (
 // Layout is what the data store holds, relative to its root.
 var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "log", "isocache"}
 
-// LowSpaceBytes is the free space under which the data store is reported
-// as nearly full.
-const LowSpaceBytes = 1 << 30
+// Free-space thresholds: under LowSpaceBytes the data store is reported as
+// nearly full; under FullBytes it is full and the engine unhealthy (image
+// pulls and container writes would fail).
+const (
+	LowSpaceBytes = 1 << 30
+	FullBytes     = 64 << 20
+)
 
 // DataStore is the data distro's root as ddinit uses it.
 type DataStore struct {
@@ -47,11 +51,10 @@ func OpenDataStore(dir string) (*DataStore, error) {
 			return nil, fmt.Errorf("data store %s: create %s: %w", dir, d, unwrapPathError(err))
 		}
 	}
-	var fs unix.Statfs_t
 	ds := &DataStore{Dir: dir}
-	if unix.Statfs(dir, &fs) == nil {
-		ds.FreeBytes = fs.Bavail * uint64(fs.Bsize)
-		ds.LowSpace = ds.FreeBytes < LowSpaceBytes
+	if free, err := SpaceLeft(dir); err == nil {
+		ds.FreeBytes = free
+		ds.LowSpace = free < LowSpaceBytes
 	}
 	return ds, nil
 }

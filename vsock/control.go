@@ -35,6 +35,7 @@ type Status struct {
 	Images     []Image          `json:"images"`
 	Components []Component      `json:"components"`
 	DataStore  DataStore        `json:"dataStore"`
+	Drives     []Drive          `json:"drives"`
 	Mounts     []string         `json:"mounts"`
 	Goroutines int              `json:"goroutines"`
 	Orphans    int64            `json:"orphansReaped"`
@@ -97,6 +98,14 @@ type DataStore struct {
 	Dir       string `json:"dir"`
 	FreeBytes uint64 `json:"freeBytes"`
 	LowSpace  bool   `json:"lowSpace"`
+}
+
+// Drive is a Windows drive as the namespace sees it.
+type Drive struct {
+	Letter string `json:"letter"`
+	Path   string `json:"path"`   // in the distro
+	Inside string `json:"inside"` // in the namespace
+	FSType string `json:"fsType"`
 }
 
 // LogLine is one line of GET /logs?format=json.
