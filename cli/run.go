@@ -31,6 +31,8 @@ func runRun(env *Env, args []string) error {
 	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&flagCfg.AutomountRoot, "automount-root", "", "where WSL mounts the Windows drives (default "+initd.DefaultAutomount+")")
 	fs.StringVar(&flagCfg.WSLShared, "wsl-shared", "", "the tmpfs all distros share, where the docker socket is published (default "+initd.DefaultWSLShared+")")
+	fs.StringVar(&flagCfg.Subnet, "subnet", "", "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)")
+	fs.StringVar(&flagCfg.ResolvConf, "resolv-conf", "", "the distro's resolver configuration, copied inside (default /etc/resolv.conf)")
 	fs.BoolVar(&flagCfg.VsockAllowLocal, "vsock-allow-local", false, "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)")
 	var control, expose listFlag
 	fs.Var(&control, "control", "control API address (repeatable)")
@@ -76,6 +78,10 @@ func runRun(env *Env, args []string) error {
 			cfg.AutomountRoot = flagCfg.AutomountRoot
 		case "wsl-shared":
 			cfg.WSLShared = flagCfg.WSLShared
+		case "subnet":
+			cfg.Subnet = flagCfg.Subnet
+		case "resolv-conf":
+			cfg.ResolvConf = flagCfg.ResolvConf
 		case "vsock-allow-local":
 			cfg.VsockAllowLocal = flagCfg.VsockAllowLocal
 		case "control":

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/vsock"
@@ -82,6 +83,11 @@ type Config struct {
 	// WSLShared is the tmpfs every distro shares; the docker socket is
 	// published under it for WSL integration.
 	WSLShared string `json:"wslShared,omitempty"`
+	// Subnet is the veth link's; .1 is the distro's end, .2 the namespace's.
+	Subnet string `json:"subnet,omitempty"`
+	// ResolvConf is the distro's resolver configuration (WSL writes it),
+	// copied into the namespace, and so into containers.
+	ResolvConf string `json:"resolvConf,omitempty"`
 
 	// HostPID is PID 1 as the distro sees it; ddinit run fills it in.
 	HostPID int `json:"hostPid,omitempty"`
@@ -121,6 +127,8 @@ func (c *Config) Defaults() {
 	set(&c.LogLevel, "info")
 	set(&c.AutomountRoot, DefaultAutomount)
 	set(&c.WSLShared, DefaultWSLShared)
+	set(&c.Subnet, network.DefaultSubnet)
+	set(&c.ResolvConf, "/etc/resolv.conf")
 	if len(c.Control) == 0 {
 		c.Control = []string{"unix://" + filepath.Join(c.RunDir, "control.sock")}
 	}
@@ -147,6 +155,9 @@ func (c *Config) Validate() error {
 	case rootfs.ModeAuto, rootfs.ModeKernel, rootfs.ModeUserspace:
 	default:
 		return fmt.Errorf("imageMode %q: want auto, kernel or userspace", c.ImageMode)
+	}
+	if _, _, err := network.Addrs(c.Subnet); err != nil {
+		return err
 	}
 	if strings.ContainsAny(c.Hostname, "/ \t") || len(c.Hostname) > 64 {
 		return fmt.Errorf("hostname %q is not a host name", c.Hostname)

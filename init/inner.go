@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,6 +222,9 @@ func (in *inner) up() error {
 	if err := seedDockerConfig(root.Dir, ds.Path("etc/docker")); err != nil {
 		return err
 	}
+	if err := copyResolvConf(in.cfg.ResolvConf, root.Dir, in.log); err != nil {
+		return err
+	}
 	if err := in.bindDrives(root.Dir); err != nil {
 		return err
 	}
@@ -314,6 +318,28 @@ func (in *inner) bindDrives(root string) error {
 	in.mu.Unlock()
 	in.log.WithField("drives", len(list)).Info("Windows drives bound")
 	return nil
+}
+
+// copyResolvConf gives the namespace the distro's resolver configuration,
+// which dockerd passes on to containers. A nameserver on the distro's
+// loopback cannot be reached from inside: that is said, not hidden.
+func copyResolvConf(src, root string, log *logrus.Entry) error {
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		log.WithField("path", src).Warn("the distro has no resolver configuration; containers get docker's default")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("resolver configuration: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			log.WithField("nameserver", f[1]).Warn("the distro's nameserver is on its loopback, which the namespace cannot reach")
+		}
+	}
+	dst := filepath.Join(root, "etc/resolv.conf")
+	os.Remove(dst) // the base image may have a symlink there
+	return os.WriteFile(dst, b, 0o644)
 }
 
 // loadComponents reads the version pack's manifest for /status.

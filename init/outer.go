@@ -20,6 +20,7 @@ import (
 
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -95,8 +96,11 @@ type outer struct {
 
 	mu          sync.Mutex
 	forwarders  []*vsock.Forwarder
-	bootError   string
-	unixSockets []string // control sockets to remove at exit
+	bootError     string
+	unixSockets   []string // control sockets to remove at exit
+	link          *network.Link
+	stopPublisher func()
+	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone
 }
 
 func (o *outer) run() (int, error) {
@@ -179,6 +183,7 @@ func (o *outer) run() (int, error) {
 	o.closeForwarders()
 	<-relayed
 	<-evDone
+	o.unwireNetwork()
 	// Mount points PID 1 made on the distro's file system; its mounts went
 	// with its namespace, the empty directories are left to remove.
 	for _, d := range []string{"rootfs", "upper", "layers"} {
@@ -224,6 +229,8 @@ func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
 			o.bootError = ev.Error
 			o.mu.Unlock()
 		case "sockets":
+			// PID 1's root is in place: its iptables can set up NAT.
+			o.wireNetwork(pid, ev.Sockets)
 			if err := o.expose(pid, ev.Sockets); err != nil {
 				o.mu.Lock()
 				o.bootError = err.Error()
@@ -332,6 +339,75 @@ func removeEmptyTree(dir string) {
 		}
 	}
 	os.Remove(dir) // fails, harmlessly, when not empty
+}
+
+// wireNetwork connects PID 1's network namespace to the distro's and
+// starts publishing container ports. A failure leaves the engine running
+// without outside network, and says so.
+func (o *outer) wireNetwork(pid int, sockets map[string]string) {
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	log := o.log.WithField("component", "network")
+	// Held open so that the NAT rules can still be removed with the pack's
+	// iptables after PID 1, and its namespace, are gone.
+	rootDir, err := os.Open(root)
+	if err != nil {
+		log.WithError(err).Error("containers will have no network beyond the namespace")
+		return
+	}
+	o.mu.Lock()
+	o.rootDir = rootDir
+	o.mu.Unlock()
+	// The child resolves this before it execs, while it still holds a copy
+	// of the descriptor.
+	chroot := fmt.Sprintf("/proc/self/fd/%d", rootDir.Fd())
+	link, err := network.Wire(pid, network.Config{
+		Subnet: o.cfg.Subnet,
+		Iptables: func(args ...string) *exec.Cmd {
+			c := exec.Command("/usr/sbin/iptables", args...)
+			c.SysProcAttr = &syscall.SysProcAttr{Chroot: chroot}
+			c.Dir = "/"
+			c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+			return c
+		},
+		Log: log,
+	})
+	if err != nil {
+		log.WithError(err).Error("containers will have no network beyond the namespace")
+		return
+	}
+	o.mu.Lock()
+	o.link = link
+	o.mu.Unlock()
+	if sockets["docker"] == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Log: log}
+	done := make(chan struct{})
+	go func() { pub.Run(ctx); close(done) }()
+	o.mu.Lock()
+	o.stopPublisher = func() { cancel(); <-done }
+	o.mu.Unlock()
+}
+
+// unwireNetwork closes the published ports and removes the link and the
+// NAT rules.
+func (o *outer) unwireNetwork() {
+	o.mu.Lock()
+	stop, link, rootDir := o.stopPublisher, o.link, o.rootDir
+	o.stopPublisher, o.link, o.rootDir = nil, nil, nil
+	o.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	if link != nil {
+		if err := link.Close(); err != nil {
+			o.log.WithError(err).Warn("network cleanup incomplete")
+		}
+	}
+	if rootDir != nil {
+		rootDir.Close()
+	}
 }
 
 func (o *outer) closeForwarders() {

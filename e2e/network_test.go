@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+const hostSide = "100.64.249.1" // the distro's end of ddinit's link (default subnet)
+
+// serveOnce answers every connection on l with msg.
+func serveOnce(l net.Listener, msg string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		io.WriteString(c, msg)
+		c.Close()
+	}
+}
+
+// internet makes a network namespace standing in for a host beyond the
+// distro: linked to the distro only, with no route back to ddinit's
+// subnet, so a container reaches it only through ddinit's NAT. It serves
+// msg on 198.18.7.2:8099.
+func internet(t *testing.T, msg string) string {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	netns.DeleteNamed("ddinit-e2e-inet")
+	if l, err := netlink.LinkByName("ddinit-e2e0"); err == nil {
+		netlink.LinkDel(l)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ddinit-e2e0"}, PeerName: "ddinit-e2e1"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName("ddinit-e2e0"); err == nil {
+			netlink.LinkDel(l)
+		}
+		netns.DeleteNamed("ddinit-e2e-inet")
+	})
+	host, _ := netlink.LinkByName("ddinit-e2e0")
+	netlink.AddrAdd(host, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("198.18.7.1"), Mask: net.CIDRMask(30, 32)}})
+	netlink.LinkSetUp(host)
+	inet, err := netns.NewNamed("ddinit-e2e-inet") // this thread is now inside
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	defer inet.Close()
+	netns.Set(orig)
+	peer, _ := netlink.LinkByName("ddinit-e2e1")
+	if err := netlink.LinkSetNsFd(peer, int(inet)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(inet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	peer, _ = h.LinkByName("ddinit-e2e1")
+	h.AddrAdd(peer, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("198.18.7.2"), Mask: net.CIDRMask(30, 32)}})
+	h.LinkSetUp(peer)
+	if lo, err := h.LinkByName("lo"); err == nil {
+		h.LinkSetUp(lo)
+	}
+	netns.Set(inet)
+	l, err := net.Listen("tcp", "198.18.7.2:8099")
+	netns.Set(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go serveOnce(l, msg)
+	return "198.18.7.2"
+}
+
+func TestContainerNetworking(t *testing.T) {
+	requireEnvironment(t)
+	forwardBefore, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(resolv, []byte("nameserver 192.0.2.53\nsearch corp.example.test\n"), 0o644)
+	outside, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Close()
+	go serveOnce(outside, "hello from the distro")
+	port := outside.Addr().(*net.TCPAddr).Port
+	far := internet(t, "hello from beyond the distro")
+
+	in := start(t, options{extra: []string{"--resolv-conf", resolv}})
+	in.waitPing(60 * time.Second)
+	in.importBusybox()
+
+	// A server in the distro's namespace, reached from a container.
+	out := in.docker("run", "--rm", "busybox:local", "nc", hostSide, fmt.Sprint(port))
+	if out != "hello from the distro" {
+		t.Fatalf("container -> distro: %q", out)
+	}
+	// A host with no route back to ddinit's subnet: only NAT gets there.
+	out = in.docker("run", "--rm", "busybox:local", "nc", far, "8099")
+	if out != "hello from beyond the distro" {
+		t.Fatalf("container -> beyond the distro (NAT): %q", out)
+	}
+	// DNS follows the distro's resolver configuration.
+	out = in.docker("run", "--rm", "busybox:local", "cat", "/etc/resolv.conf")
+	if !strings.Contains(out, "nameserver 192.0.2.53") || !strings.Contains(out, "search corp.example.test") {
+		t.Fatalf("container resolv.conf:\n%s", out)
+	}
+
+	// A published port answers in the distro, and closes with its container.
+	in.docker("run", "-d", "--name", "web", "-p", "18080:80", "busybox:local", "sh", "-c", "mkdir /www && echo page-from-container > /www/index.html && exec httpd -f -p 80 -h /www")
+	var body string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://127.0.0.1:18080/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if body = string(b); strings.Contains(body, "page-from-container") {
+				break
+			}
+		}
+	}
+	if !strings.Contains(body, "page-from-container") {
+		t.Fatalf("published port 18080 answered %q", body)
+	}
+	in.docker("stop", "-t", "1", "web")
+	waitFor(t, "port 18080 to close", func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:18080", time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	in.docker("rm", "web")
+	in.docker("run", "-d", "--name", "web2", "-p", "18081:80", "busybox:local", "sleep", "300")
+	waitFor(t, "port 18081 to open", func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:18081", time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	// Shutdown undoes everything: link, NAT rules, forwarding, listeners.
+	if code, _ := in.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if _, err := netlink.LinkByName("ddinit0"); err == nil {
+		t.Fatal("the veth ddinit0 was left behind")
+	}
+	for _, table := range []string{"nat", "filter"} {
+		out, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables: %v %s", err, out)
+		}
+		if strings.Contains(string(out), "ddinit") {
+			t.Fatalf("NAT rules left in %s:\n%s", table, out)
+		}
+	}
+	if after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); string(after) != string(forwardBefore) {
+		t.Fatalf("ip_forward was %q, is %q", forwardBefore, after)
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:18081", time.Second); err == nil {
+		c.Close()
+		t.Fatal("a published port stayed open after shutdown")
+	}
+	if m := hostMounts(t, in.runDir, in.dataDir); len(m) > 0 {
+		t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
+	}
+}

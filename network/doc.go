@@ -1,0 +1,10 @@
+// Package network wires ddinit's private network namespace to the distro's:
+// a veth pair with addresses from a small subnet that avoids docker's and
+// WSL's defaults, a default route out, NAT for outbound traffic in the
+// distro's namespace, and published container ports forwarded back, so
+// Windows reaches them as localhost:PORT.
+//
+// It runs in `ddinit run` (the distro's namespace) and configures PID 1's
+// namespace from there through netlink. It must undo everything it does:
+// the veth, the NAT rules, the forwarding sysctl, the listeners.
+package network
