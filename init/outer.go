@@ -94,8 +94,8 @@ type outer struct {
 	cfg Config
 	log *logrus.Entry
 
-	mu          sync.Mutex
-	forwarders  []*vsock.Forwarder
+	mu            sync.Mutex
+	forwarders    []*vsock.Forwarder
 	bootError     string
 	unixSockets   []string // control sockets to remove at exit
 	link          *network.Link
