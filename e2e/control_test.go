@@ -267,8 +267,6 @@ func TestForwardedDockerSocket(t *testing.T) {
 	in.waitPing(60 * time.Second)
 	in.importBusybox()
 	outer, pid1 := in.cmd.Process.Pid, in.pid1()
-	time.Sleep(500 * time.Millisecond)
-	fdsOuter, fdsPID1, goroutines := fdCount(outer), fdCount(pid1), in.status().Goroutines
 
 	// docker logs -f follows a container's output through the hop.
 	id := strings.TrimSpace(in.docker("run", "-d", "busybox:local", "sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; sleep 0.2; done"))
@@ -305,6 +303,10 @@ func TestForwardedDockerSocket(t *testing.T) {
 	if err != nil || got != want {
 		t.Fatalf("docker cp round trip: sha256 %s, want %s (%v)", got, want, err)
 	}
+
+	// The baseline for the leak check: after real use, before the abuse.
+	time.Sleep(500 * time.Millisecond)
+	fdsOuter, fdsPID1, goroutines := fdCount(outer), fdCount(pid1), in.status().Goroutines
 
 	// 500 concurrent connections, each a full HTTP exchange.
 	var wg sync.WaitGroup

@@ -30,8 +30,10 @@ type Publisher struct {
 	Target       netip.Addr // the namespace's address
 	Log          logrus.FieldLogger
 
-	mu   sync.Mutex
-	open map[string]*published // binding key -> listener
+	mu     sync.Mutex
+	open   map[string]*published // binding key -> listener
+	http   *http.Client
+	stream *http.Client
 }
 
 type published struct {
@@ -50,12 +52,17 @@ func (b binding) key() string {
 	return fmt.Sprintf("%s/%s:%d", b.Proto, b.HostIP, b.HostPort)
 }
 
-func (p *Publisher) client() *http.Client {
-	return &http.Client{Transport: &http.Transport{
+func (p *Publisher) client() *http.Client { return p.http }
+
+// newClient makes an API client for dockerd's socket. Requests close their
+// connection: the publisher asks rarely, and keeps nothing idle.
+func (p *Publisher) newClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", p.DockerSocket)
 		},
+		DisableKeepAlives: true,
 	}}
 }
 
@@ -63,6 +70,7 @@ func (p *Publisher) client() *http.Client {
 func (p *Publisher) Run(ctx context.Context) {
 	p.mu.Lock()
 	p.open = map[string]*published{}
+	p.http, p.stream = p.newClient(30*time.Second), p.newClient(0)
 	p.mu.Unlock()
 	defer p.closeAll()
 	delay := 100 * time.Millisecond
@@ -87,7 +95,7 @@ func (p *Publisher) Run(ctx context.Context) {
 func (p *Publisher) follow(ctx context.Context) error {
 	filters := url.QueryEscape(`{"type":["container"],"event":["start","die"]}`)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+filters, nil)
-	resp, err := p.client().Do(req)
+	resp, err := p.stream.Do(req)
 	if err != nil {
 		return err
 	}
