@@ -45,11 +45,17 @@ rm -rf "$img" "$img.tar"
 echo "== running a container"
 docker run --rm -v demo:/data busybox:local sh -c 'echo "hello from a container, kernel $(uname -r), host $(hostname)" | tee /data/greeting'
 
+echo
+echo "== ddinit status"
+bin/ddinit status --control "unix://$run/control.sock"
+
 cat <<TXT
 
 ddinit is still running (pid $pid). Try it:
   export DOCKER_HOST=unix://$sock
   docker run --rm -v demo:/data busybox:local cat /data/greeting
+  bin/ddinit status --control unix://$run/control.sock
+  bin/ddinit logs -f --control unix://$run/control.sock dockerd
   tail -f $data/log/ddinit.log
 Stop it (a clean shutdown) and clean up with:
   kill -TERM $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done; rm -rf $data $run
