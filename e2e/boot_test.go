@@ -40,6 +40,11 @@ func TestBootRunStopBootAgain(t *testing.T) {
 	if _, err := os.Stat(in.sock); err == nil {
 		t.Fatal("the exposed socket file was left behind")
 	}
+	// The distro's /dev is untouched: runc setting up the dockerd service
+	// works on the namespace's own /dev, not the machine's devtmpfs.
+	if st, err := os.Lstat("/dev/ptmx"); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		t.Fatalf("the distro's /dev/ptmx was changed: %v %v", st.Mode(), err)
+	}
 
 	again := start(t, options{dataDir: in.dataDir})
 	again.waitPing(60 * time.Second)

@@ -56,15 +56,15 @@ func mountAPIFilesystems(root string) ([]string, error) {
 			return done, err
 		}
 	}
-	// devtmpfs is the kernel's device list; where it cannot be mounted,
-	// the host's /dev is bound instead.
-	if err := mount(apiMount{source: "devtmpfs", target: "dev", fstype: "devtmpfs", flags: unix.MS_NOSUID, data: "mode=0755", optional: true}); err != nil {
+	// /dev is a tmpfs of the namespace's own, with the usual nodes made
+	// from the distro's: never devtmpfs, whose one instance is the whole
+	// machine's, so that runc setting up a service's /dev (it replaces
+	// /dev/ptmx, for one) can never touch the distro's.
+	if err := mount(apiMount{source: "dev", target: "dev", fstype: "tmpfs", flags: unix.MS_NOSUID, data: "mode=0755,size=4m"}); err != nil {
 		return done, err
 	}
-	if len(done) == 0 || done[len(done)-1] != filepath.Join(root, "dev") {
-		if err := mount(apiMount{source: "/dev", target: "dev", flags: unix.MS_BIND | unix.MS_REC}); err != nil {
-			return done, err
-		}
+	if err := populateDev(filepath.Join(root, "dev")); err != nil {
+		return done, err
 	}
 	rest := []apiMount{
 		{source: "devpts", target: "dev/pts", fstype: "devpts", flags: unix.MS_NOSUID | unix.MS_NOEXEC, data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
@@ -78,15 +78,40 @@ func mountAPIFilesystems(root string) ([]string, error) {
 			return done, err
 		}
 	}
-	// /dev/ptmx must reach our devpts instance, not the host's.
-	ptmx := filepath.Join(root, "dev/ptmx")
-	if _, err := os.Lstat(ptmx); errors.Is(err, os.ErrNotExist) {
-		os.WriteFile(ptmx, nil, 0o666)
-	}
-	if err := unix.Mount(filepath.Join(root, "dev/pts/ptmx"), ptmx, "", unix.MS_BIND, ""); err == nil {
-		done = append(done, ptmx)
-	}
 	return done, nil
+}
+
+// devNodes are the device nodes the namespace gets, copied (type, number,
+// mode) from the distro's /dev where it has them.
+var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty", "console", "kmsg", "fuse", "net/tun", "loop-control", "vsock", "vhost-vsock"}
+
+// populateDev makes the usual device nodes and links in dev.
+func populateDev(dev string) error {
+	for _, name := range devNodes {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join("/dev", name), &st); err != nil {
+			continue // the distro has no such device
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFCHR && st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			continue
+		}
+		dst := filepath.Join(dev, name)
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := unix.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", name, err)
+		}
+		unix.Chmod(dst, st.Mode&0o7777)
+		unix.Chown(dst, int(st.Uid), int(st.Gid))
+	}
+	for link, target := range map[string]string{
+		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+		"stderr": "/proc/self/fd/2", "core": "/proc/kcore", "ptmx": "pts/ptmx",
+	} {
+		if err := os.Symlink(target, filepath.Join(dev, link)); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create /dev/%s: %w", link, err)
+		}
+	}
+	return nil
 }
 
 // switchRoot makes root the root directory of PID 1 with chroot and makes

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# make vm-test: boots a qemu guest (TCG) that plays WSL's utility VM —
+# /mnt/wsl shared, the C: drive over virtio-9p with the ISO images in
+# Docker Desktop's install folder, an ext4 data disk, vsock loopback — and
+# runs ddinit there exactly as the distro's boot command would. A driver
+# inside plays the Windows frontend over AF_VSOCK. One line per check,
+# then `vm-test: N passed, M failed`; exits non-zero when M > 0.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+vm=${VM_DIR:-$here/build/vm}
+kver=${VM_KERNEL:-}
+timeout=${VM_TIMEOUT:-480}
+
+need() { command -v "$1" >/dev/null || { echo "vm-test: $1 is missing (${2:-make deps-vm})" >&2; exit 1; }; }
+for t in qemu-system-x86_64 busybox mkfs.ext4 fsck.ext4 depmod modprobe cpio; do need "$t"; done
+[ -x "$here/bin/ddinit" ] && [ -f "$here/build/docker.iso" ] || { echo "vm-test: run make build isos first" >&2; exit 1; }
+mkdir -p "$vm"
+
+# --- the kernel: Debian's, unpacked without running its install scripts ---
+if [ -z "$kver" ]; then
+	kver=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(.*\)/\1/p' | head -1)
+fi
+[ -n "$kver" ] || { echo "vm-test: no linux-image-amd64 known to apt (apt-get update?)" >&2; exit 1; }
+kdir=$vm/kernel-$kver
+if [ ! -f "$kdir/boot/vmlinuz-$kver" ]; then
+	rm -rf "$kdir" "$vm/deb"
+	mkdir -p "$vm/deb"
+	(cd "$vm/deb" && apt-get download "linux-image-$kver" >/dev/null 2>&1) || { echo "vm-test: cannot download linux-image-$kver" >&2; exit 1; }
+	dpkg -x "$vm"/deb/linux-image-*.deb "$kdir"
+	depmod -b "$kdir" "$kver"
+	rm -rf "$vm/deb"
+fi
+mods=$kdir/lib/modules/$kver
+show_deps() { modprobe -d "$kdir" -S "$kver" --show-depends "$1" | awk '/^insmod/ {print $2}' | sed "s|.*/lib/modules/$kver/||"; }
+
+# --- the guest's root: busybox, ddinit, the docker CLI, modules ---------------
+root=$vm/root
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/vm,etc/ddinit,proc,sys,dev,run,tmp,var/tmp,mnt/wsl,mnt/host/c,results,root,lib/modules}
+ln -s bin "$root/lib64" 2>/dev/null || true
+cp "$(readlink -f "$(command -v busybox)")" "$root/bin/busybox"
+for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+for a in $(busybox --list); do [ -e "$root/sbin/$a" ] || ln -sf ../bin/busybox "$root/sbin/$a"; done
+install -m 0755 "$here/bin/ddinit" "$root/usr/bin/ddinit"
+docker_cli=$(command -v docker)
+install -m 0755 "$(readlink -f "$docker_cli")" "$root/usr/bin/docker"
+{ ldd "$docker_cli" 2>/dev/null || true; } | awk '/=>/ {print $3} /^[ \t]*\/.*\(0x/ {print $1}' | while read -r lib; do
+	[ -e "$lib" ] || continue
+	dest=$root$(readlink -f "$(dirname "$lib")")/$(basename "$lib")
+	mkdir -p "$(dirname "$dest")"
+	cp -L "$lib" "$dest"
+	mkdir -p "$root$(dirname "$lib")"
+	[ -e "$root$lib" ] || cp -L "$lib" "$root$lib"
+done
+mkdir -p "$root/lib/modules/$kver/kernel/drivers"
+for d in net fs lib crypto arch; do cp -r "$mods/kernel/$d" "$root/lib/modules/$kver/kernel/"; done
+for d in virtio block cdrom; do cp -r "$mods/kernel/drivers/$d" "$root/lib/modules/$kver/kernel/drivers/"; done
+mkdir -p "$root/lib/modules/$kver/kernel/drivers/net"
+cp "$mods/kernel/drivers/net/"{veth,tun,dummy}.ko "$root/lib/modules/$kver/kernel/drivers/net/" 2>/dev/null || true
+cp "$mods"/modules.* "$root/lib/modules/$kver/"
+depmod -b "$root" "$kver"
+cp -r "$here/distro/base/etc/." "$root/etc/"
+cp "$here/distro/wsl/etc/ddinit/config.json" "$root/etc/ddinit/config.json"
+printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
+install -m 0755 "$here/scripts/vm/vm-init" "$root/sbin/vm-init"
+install -m 0644 "$here/scripts/vm/driver.sh" "$root/etc/vm/driver.sh"
+cat >"$root/etc/vm/modules" <<'EOF'
+virtio_blk ext4 overlay isofs loop veth bridge br_netfilter nf_conntrack nf_nat nf_tables nft_chain_nat nft_compat
+xt_MASQUERADE xt_addrtype xt_conntrack xt_comment ip_tables iptable_nat iptable_filter vsock vsock_loopback ipv6
+EOF
+
+# --- the initramfs: just enough to mount the 9p root ------------------------
+init=$vm/initramfs
+rm -rf "$init"
+mkdir -p "$init/bin" "$init/modules"
+cp "$(readlink -f "$(command -v busybox)")" "$init/bin/busybox"
+install -m 0755 "$here/scripts/vm/initramfs-init" "$init/init"
+: >"$init/modules.load"
+for m in virtio_pci 9pnet_virtio 9p; do
+	for f in $(show_deps "$m"); do
+		b=$(basename "$f")
+		grep -qx "$b" "$init/modules.load" || { cp "$mods/$f" "$init/modules/$b"; echo "$b" >>"$init/modules.load"; }
+	done
+done
+(cd "$init" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$vm/initramfs.cpio.gz"
+
+# --- Windows' side: the C: drive and the data disk --------------------------
+c=$vm/c
+rm -rf "$c" "$vm/results"
+res="$c/Program Files/Docker/Docker/resources"
+mkdir -p "$res" "$vm/results"
+for iso in docker-desktop.iso docker.iso; do
+	ln "$here/build/$iso" "$res/$iso" 2>/dev/null || cp "$here/build/$iso" "$res/$iso"
+	cp "$here/build/$iso.sha256" "$res/$iso.sha256"
+done
+echo "written by the host at $(date -u +%FT%TZ) $RANDOM" >"$c/hello.txt"
+rm -f "$vm/data.img"
+truncate -s 4G "$vm/data.img"
+mkfs.ext4 -q -F "$vm/data.img"
+
+qemu() { # phase
+	timeout "$timeout" qemu-system-x86_64 -accel tcg -smp 2 -m 3072 -nographic -no-reboot \
+		-kernel "$kdir/boot/vmlinuz-$kver" -initrd "$vm/initramfs.cpio.gz" \
+		-append "console=ttyS0 quiet panic=-1 vmtest.phase=$1" \
+		-virtfs "local,path=$root,mount_tag=root,security_model=none,readonly=on" \
+		-virtfs "local,path=$c,mount_tag=cdrive,security_model=none" \
+		-virtfs "local,path=$vm/results,mount_tag=results,security_model=none" \
+		-drive "file=$vm/data.img,if=virtio,format=raw"
+}
+report=$vm/results/report
+hostline() { echo "$1 $2" >>"$report"; echo "$1 $2"; }
+
+echo "vm-test: kernel $kver, guest in $vm (console logs in $vm/results)"
+begin=$(date +%s)
+# 1. Cold boot, the C: drive, a volume, kill -9 dockerd, clean shutdown.
+qemu cold </dev/null >"$vm/results/qemu-cold.log" 2>&1 || true
+# 4. The data disk is clean after that shutdown.
+if fsck.ext4 -n "$vm/data.img" >"$vm/results/fsck.log" 2>&1; then
+	hostline PASS "host: the data disk passes fsck -n after the clean shutdown"
+else
+	hostline FAIL "host: fsck -n found errors on the data disk (see results/fsck.log)"
+fi
+# 2+5. Warm boot on the kernel path, then a hard stop while a container writes.
+qemu warm </dev/null >"$vm/results/qemu-warm.log" 2>&1 &
+qpid=$!
+synced=0
+for i in $(seq 1 $((timeout * 2))); do
+	synced=$(awk '{print $2}' "$vm/results/last-synced" 2>/dev/null || echo 0)
+	[ "${synced:-0}" -ge 5 ] 2>/dev/null && break
+	kill -0 $qpid 2>/dev/null || break
+	sleep 0.5
+done
+pkill -9 -f "qemu-system-x86_64.*vmtest.phase=warm" || true
+wait $qpid 2>/dev/null || true
+if [ "${synced:-0}" -ge 5 ] 2>/dev/null; then
+	hostline PASS "host: qemu killed while a container writes (last synced: $synced)"
+else
+	hostline FAIL "host: the writer never reported 5 synced writes (last: ${synced:-none})"
+fi
+# 5. The next boot is healthy and has what was synced.
+qemu after-crash </dev/null >"$vm/results/qemu-after-crash.log" 2>&1 || true
+
+passed=$(grep -c '^PASS' "$report" || true)
+failed=$(grep -c '^FAIL' "$report" || true)
+echo "vm-test: took $(( $(date +%s) - begin ))s"
+echo "vm-test: $passed passed, $failed failed"
+expected=14
+if [ "$passed" -lt "$expected" ] && [ "$failed" -eq 0 ]; then
+	echo "vm-test: only $passed of $expected checks reported (a guest stopped early: see $vm/results/*.log)" >&2
+	exit 1
+fi
+[ "$failed" -eq 0 ]

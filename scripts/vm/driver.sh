@@ -1,0 +1,114 @@
+#!/bin/sh
+# The frontend's stand-in inside the guest: boots ddinit the way the
+# distro's boot command does, then checks one phase of the scenario over
+# AF_VSOCK to CID 1. Each check writes "PASS name detail" or
+# "FAIL name detail" to /results/report.
+phase=$1
+report=/results/report
+control=vsock://1:61000
+pass() { echo "PASS $*" >>"$report"; echo "PASS $*"; }
+fail() { echo "FAIL $*" >>"$report"; echo "FAIL $*"; }
+check() { name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+elapsed() { echo $(( $(date +%s) - start )); }
+
+start=$(date +%s)
+ddinit run --config /etc/ddinit/config.json --vsock-allow-local --log-level debug >/results/ddinit-$phase.log 2>&1 &
+ddinit_pid=$!
+
+# The frontend polls health over vsock until ddinit says healthy.
+healthy() {
+	deadline=$(( $(date +%s) + $1 ))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if ddinit probe --timeout 5s "$control" >/tmp/probe.json 2>/tmp/probe.err; then
+			return 0
+		fi
+		if ! kill -0 "$ddinit_pid" 2>/dev/null; then
+			tail -1 /results/ddinit-$phase.log >/tmp/probe.err
+			return 1
+		fi
+		sleep 0.5
+	done
+	cat /tmp/probe.err
+	return 1
+}
+if healthy 400; then
+	pass "$phase: healthy over vsock after $(elapsed)s"
+else
+	fail "$phase: not healthy over vsock after $(elapsed)s: $(tail -1 /tmp/probe.err)"
+	tail -20 /results/ddinit-$phase.log
+	exit 0
+fi
+ddinit status --control "$control" >/tmp/status.txt 2>&1
+cp /tmp/probe.json /results/status-$phase.json
+phases=$(grep '^boot:' /tmp/status.txt)
+echo "$phases"
+
+# Docker through `ddinit forward`, as the frontend's named-pipe proxy.
+ddinit forward --listen unix:///tmp/docker.sock --to vsock://1:61001 >/tmp/forward.log 2>&1 &
+export DOCKER_HOST=unix:///tmp/docker.sock
+for i in $(seq 1 100); do docker version >/dev/null 2>&1 && break; sleep 0.2; done
+if ! docker image inspect busybox:local >/dev/null 2>&1; then
+	mkdir -p /tmp/img/bin
+	cp /bin/busybox /tmp/img/bin/busybox
+	for a in sh echo cat ls sleep sync mkdir; do ln -s busybox /tmp/img/bin/$a; done
+	tar -C /tmp/img -cf /tmp/img.tar .
+	docker import /tmp/img.tar busybox:local >/dev/null
+fi
+
+case "$phase" in
+cold)
+	pass "cold: boot phases printed: ${phases#boot: }"
+	out=$(docker run --rm -v /run/desktop/mnt/host/c/hello.txt:/f busybox:local cat /f 2>&1)
+	check "cold: a container reads the file the host wrote on the 9p C: drive ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
+	out=$(docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
+	check "cold: a container writes a named volume ($out)" [ "$out" = "persisted-across-boots" ]
+	# kill -9 dockerd: the frontend's probe sees 503, then 200.
+	killall -9 dockerd
+	saw503=no
+	deadline=$(( $(date +%s) + 120 ))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if ddinit probe --timeout 5s "$control" >/dev/null 2>/tmp/p.err; then
+			[ "$saw503" = yes ] && break
+		else
+			grep -q dockerd /tmp/p.err && saw503=yes
+		fi
+		sleep 0.1
+	done
+	if [ "$saw503" = yes ] && healthy 60; then
+		pass "cold: after kill -9 dockerd the frontend's probe saw 503, then 200"
+	else
+		fail "cold: after kill -9 dockerd the probe saw 503: $saw503; healthy again: no"
+	fi
+	# A clean shutdown through POST /shutdown (what `ddinit stop` sends).
+	ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	wait $ddinit_pid
+	check "cold: clean shutdown through POST /shutdown exits 0" [ $? -eq 0 ]
+	;;
+warm)
+	grep '"kernelMount": true' /tmp/probe.json >/dev/null && kernel=yes || kernel=no
+	hits=$(grep -c '"cacheHit": true' /tmp/probe.json)
+	if [ "$kernel" = yes ] && [ "$hits" -ge 2 ]; then
+		pass "warm: both images are cache hits mounted with the kernel's iso9660"
+	else
+		fail "warm: cache hits $hits, kernel iso9660 mount: $kernel"
+	fi
+	out=$(docker run --rm -v vmvol:/data busybox:local cat /data/f 2>&1)
+	check "warm: the next boot finds the volume's data ($out)" [ "$out" = "persisted-across-boots" ]
+	# A writer the host will cut off: each number is written, synced, and
+	# only then reported as safe.
+	docker run -d --name writer -v vmvol:/data busybox:local sh -c 'i=0; while :; do i=$((i+1)); echo $i > /data/n.$i; sync; echo synced $i; sleep 0.2; done' >/dev/null
+	while :; do
+		docker logs writer 2>/dev/null | tail -1 >/results/last-synced.tmp
+		mv /results/last-synced.tmp /results/last-synced
+		sleep 0.3
+	done
+	;;
+after-crash)
+	last=$(awk '{print $2}' /results/last-synced)
+	out=$(docker run --rm -v vmvol:/data busybox:local sh -c "cat /data/n.$last" 2>&1)
+	check "after-crash: data synced before the hard stop is there (n.$last: $out)" [ "$out" = "$last" ]
+	ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	wait $ddinit_pid
+	check "after-crash: clean shutdown exits 0" [ $? -eq 0 ]
+	;;
+esac
