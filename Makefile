@@ -5,7 +5,7 @@ GO ?= go
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzVolumeDescriptor FuzzDirectoryRecord FuzzSUSP FuzzImage
 
-.PHONY: all deps deps-vm build isos distro test unit fuzz bench demo vm-test clean
+.PHONY: all deps build isos distro test unit fuzz bench demo vm-test clean
 
 all: build
 
@@ -41,10 +41,8 @@ fuzz:
 bench: build isos
 	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./vsock/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
-# The WSL-like VM: qemu (TCG), Debian's kernel, virtio-9p, vsock loopback.
-deps-vm:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 kmod cpio e2fsprogs >/dev/null
-
+# The WSL-like VM: qemu (TCG), Debian's kernel, virtio-9p, vsock loopback
+# (make deps installs what it needs).
 vm-test: build isos
 	bash scripts/vm-test.sh
 

@@ -11,6 +11,7 @@ packages=(
 	containerd runc docker.io iptables # the engine the version pack carries
 	e2fsprogs        # mkfs.ext4 for the loop-device test
 	socat            # forwarding baseline
+	qemu-system-x86 kmod cpio # make vm-test: the WSL-like guest
 	ca-certificates make
 )
 if [ "$(id -u)" -eq 0 ]; then

@@ -11,7 +11,7 @@ vm=${VM_DIR:-$here/build/vm}
 kver=${VM_KERNEL:-}
 timeout=${VM_TIMEOUT:-480}
 
-need() { command -v "$1" >/dev/null || { echo "vm-test: $1 is missing (${2:-make deps-vm})" >&2; exit 1; }; }
+need() { command -v "$1" >/dev/null || { echo "vm-test: $1 is missing (make deps installs it)" >&2; exit 1; }; }
 for t in qemu-system-x86_64 busybox mkfs.ext4 fsck.ext4 depmod modprobe cpio; do need "$t"; done
 [ -x "$here/bin/ddinit" ] && [ -f "$here/build/docker.iso" ] || { echo "vm-test: run make build isos first" >&2; exit 1; }
 mkdir -p "$vm"
