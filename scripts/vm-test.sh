@@ -37,7 +37,6 @@ show_deps() { modprobe -d "$kdir" -S "$kver" --show-depends "$1" | awk '/^insmod
 root=$vm/root
 rm -rf "$root"
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/vm,etc/ddinit,proc,sys,dev,run,tmp,var/tmp,mnt/wsl,mnt/host/c,results,root,lib/modules}
-ln -s bin "$root/lib64" 2>/dev/null || true
 cp "$(readlink -f "$(command -v busybox)")" "$root/bin/busybox"
 for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
 for a in $(busybox --list); do [ -e "$root/sbin/$a" ] || ln -sf ../bin/busybox "$root/sbin/$a"; done
