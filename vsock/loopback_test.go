@@ -2,7 +2,6 @@ package vsock
 
 import (
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -28,7 +27,15 @@ func TestRealVsockLoopback(t *testing.T) {
 	if c, err := raw.Accept(); err == nil {
 		c.Close()
 	}
-	for _, allow := range []bool{false, true} {
+	raw.Close()
+	// One listener per policy, closed after: a filter keeps accepting (and
+	// refusing) until its listener closes.
+	for i, allow := range []bool{false, true} {
+		a := Addr{Scheme: "vsock", Port: 61991 + uint32(i)}
+		raw, err := Listen(a)
+		if err != nil {
+			t.Fatal(err)
+		}
 		l := Filter(raw, a, PeerPolicy{AllowLocal: allow}, logrus.New())
 		got := make(chan string, 1)
 		go func() {
@@ -42,7 +49,7 @@ func TestRealVsockLoopback(t *testing.T) {
 			c.Close()
 			got <- string(b)
 		}()
-		c, err := Dial(local, 2*time.Second)
+		c, err := Dial(Addr{Scheme: "vsock", Host: "1", Port: a.Port}, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +69,7 @@ func TestRealVsockLoopback(t *testing.T) {
 				t.Fatalf("server read %q", s)
 			}
 		}
+		raw.Close()
 	}
-	raw.Close()
-	var _ net.Listener = raw
+
 }

@@ -58,6 +58,12 @@ fi
 case "$phase" in
 cold)
 	pass "cold: boot phases printed: ${phases#boot: }"
+	vsock.test -test.run 'TestRealVsockLoopback|TestPeerFilter' -test.v >/results/vsock-test.log 2>&1
+	if grep -q -- '--- PASS: TestRealVsockLoopback' /results/vsock-test.log; then
+		pass "cold: the transport's real AF_VSOCK test passes (round trip, peer filter)"
+	else
+		fail "cold: the real AF_VSOCK test did not pass: $(grep -E -- '--- (FAIL|SKIP)|loopback_test' /results/vsock-test.log | head -2 | tr '\n' ' ')"
+	fi
 	out=$(docker run --rm -v /run/desktop/mnt/host/c/hello.txt:/f busybox:local cat /f 2>&1)
 	check "cold: a container reads the file the host wrote on the 9p C: drive ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
 	out=$(docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
