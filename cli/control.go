@@ -53,6 +53,19 @@ func notRunning(c *vsock.Client, err error) error {
 	return err
 }
 
+// fetchStatus asks the control API at addr for GET /status.
+func fetchStatus(addr string) (vsock.Status, error) {
+	c, err := dial(addr, 10*time.Second)
+	if err != nil {
+		return vsock.Status{}, err
+	}
+	st, err := c.Status(context.Background())
+	if err != nil {
+		return st, notRunning(c, err)
+	}
+	return st, nil
+}
+
 func errorsIsConnRefused(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "connection refused") || strings.Contains(s, "no such file or directory")
@@ -65,13 +78,9 @@ func runStatus(env *Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := dial(*control, 10*time.Second)
+	st, err := fetchStatus(*control)
 	if err != nil {
 		return err
-	}
-	st, err := c.Status(context.Background())
-	if err != nil {
-		return notRunning(c, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
@@ -381,13 +390,9 @@ func runEnter(env *Env, args []string) error {
 	if len(command) == 0 {
 		command = []string{"/bin/sh"}
 	}
-	c, err := dial(*control, 10*time.Second)
+	st, err := fetchStatus(*control)
 	if err != nil {
 		return err
-	}
-	st, err := c.Status(context.Background())
-	if err != nil {
-		return notRunning(c, err)
 	}
 	if st.HostPID == 0 {
 		return fmt.Errorf("the control API does not say where PID 1 is")

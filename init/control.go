@@ -47,7 +47,16 @@ func (in *inner) setState(state, reason string) {
 }
 
 // Status implements vsock.Backend.
-func (c control) Status() vsock.Status {
+func (c control) Status() vsock.Status { return c.status(true) }
+
+// Health implements vsock.Backend: Status without the parts /ping does
+// not need (the mount table is read only for /status).
+func (c control) Health() (string, bool, string) {
+	st := c.status(false)
+	return st.State, st.Ready, st.Reason
+}
+
+func (c control) status(full bool) vsock.Status {
 	in := c.in
 	in.mu.Lock()
 	st := vsock.Status{
@@ -84,7 +93,9 @@ func (c control) Status() vsock.Status {
 			st.Images = append(st.Images, vsock.Image{Name: l.Name, Source: l.Source, Digest: l.Digest, CacheHit: l.CacheHit, Kernel: root.Kernel})
 		}
 	}
-	st.Mounts = mountPoints()
+	if full {
+		st.Mounts = mountPoints()
+	}
 	if sup == nil {
 		if st.State == stateRunning {
 			st.State = stateBooting

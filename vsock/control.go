@@ -122,6 +122,9 @@ var ErrNotFound = errors.New("no such service")
 // Backend is what the control API serves; PID 1 implements it.
 type Backend interface {
 	Status() Status
+	// Health is what /ping needs of Status, cheap enough to poll: the
+	// state, whether ready, and why not.
+	Health() (state string, ready bool, reason string)
 	// Logs returns the last tail lines (all kept when tail <= 0) and, when
 	// follow, a channel of new ones and a function to stop following.
 	Logs(service string, tail int, follow bool) ([]LogLine, <-chan LogLine, func(), error)
@@ -184,15 +187,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func (s *ControlServer) ping(w http.ResponseWriter, r *http.Request) {
-	st := s.Backend.Status()
+	state, ready, reason := s.Backend.Health()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if st.Ready {
+	if ready {
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "OK\n")
 		return
 	}
 	w.WriteHeader(http.StatusServiceUnavailable)
-	fmt.Fprintf(w, "%s: %s\n", st.State, st.Reason)
+	fmt.Fprintf(w, "%s: %s\n", state, reason)
 }
 
 func (s *ControlServer) status(w http.ResponseWriter, r *http.Request) {
