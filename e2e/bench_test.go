@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/services"
 )
 
 // TestBenchBoot is `make bench` for the boot chain. Every figure is printed
@@ -75,15 +77,8 @@ func bootDirectly(t *testing.T) time.Duration {
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "docker.sock")
 	conf := filepath.Join(dir, "containerd.toml")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, dir+"/containerd", dir+"/containerd-state", dir+"/containerd.sock", dir+"/containerd.sock.ttrpc")), 0o644)
+	// The same containerd configuration ddinit writes.
+	os.WriteFile(conf, []byte(services.ContainerdConfig(dir+"/containerd", dir+"/containerd-state", dir+"/containerd.sock")), 0o644)
 	script := fmt.Sprintf(`
 containerd --config %[2]s >%[1]s/containerd.log 2>&1 &
 while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done

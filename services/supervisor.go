@@ -379,8 +379,18 @@ func (s *Supervisor) writeContainerdConfig() (string, error) {
 			return "", fmt.Errorf("containerd: %w", err)
 		}
 	}
-	// CRI is off: nothing here speaks it, and it costs boot time.
-	conf := fmt.Sprintf(`version = 2
+	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address)
+	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", fmt.Errorf("containerd config: %w", err)
+	}
+	return path, nil
+}
+
+// ContainerdConfig is the config.toml ddinit runs containerd with. CRI is
+// off: nothing here speaks it, and it costs boot time.
+func ContainerdConfig(root, state, address string) string {
+	return fmt.Sprintf(`version = 2
 root = %q
 state = %q
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
@@ -390,12 +400,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [ttrpc]
   address = %q
-`, s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.Address+".ttrpc")
-	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return "", fmt.Errorf("containerd config: %w", err)
-	}
-	return path, nil
+`, root, state, address, address+".ttrpc")
 }
 
 // launchContainerd starts containerd and waits until it answers.
