@@ -16,9 +16,15 @@ ddinit run --config /etc/ddinit/config.json --vsock-allow-local --log-level debu
 ddinit_pid=$!
 
 # The frontend polls health over vsock until ddinit says healthy.
+# Every 30 s of waiting leaves a line in the console log saying why.
 healthy() {
 	deadline=$(( $(date +%s) + $1 ))
+	next_note=$(( $(date +%s) + 30 ))
 	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if [ "$(date +%s)" -ge "$next_note" ]; then
+			echo "still waiting after $(elapsed)s: $(tail -1 /tmp/probe.err 2>/dev/null)"
+			next_note=$(( next_note + 30 ))
+		fi
 		if ddinit probe --timeout 5s "$control" >/tmp/probe.json 2>/tmp/probe.err; then
 			return 0
 		fi
@@ -35,7 +41,8 @@ if healthy 400; then
 	pass "$phase: healthy over vsock after $(elapsed)s"
 else
 	fail "$phase: not healthy over vsock after $(elapsed)s: $(tail -1 /tmp/probe.err)"
-	tail -20 /results/ddinit-$phase.log
+	ddinit status --control "$control" 2>&1 | head -40
+	grep -E '"level":"(warning|error|fatal)"' /results/ddinit-$phase.log | tail -15
 	exit 0
 fi
 ddinit status --control "$control" >/tmp/status.txt 2>&1
