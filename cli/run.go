@@ -32,6 +32,7 @@ func runRun(env *Env, args []string) error {
 	fs.StringVar(&flagCfg.AutomountRoot, "automount-root", "", "where WSL mounts the Windows drives (default "+initd.DefaultAutomount+")")
 	fs.StringVar(&flagCfg.WSLShared, "wsl-shared", "", "the tmpfs all distros share, where the docker socket is published (default "+initd.DefaultWSLShared+")")
 	fs.StringVar(&flagCfg.Subnet, "subnet", "", "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)")
+	fs.StringVar(&flagCfg.Subnet6, "subnet6", "", "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)")
 	fs.StringVar(&flagCfg.ResolvConf, "resolv-conf", "", "the distro's resolver configuration, copied inside (default /etc/resolv.conf)")
 	fs.BoolVar(&flagCfg.VsockAllowLocal, "vsock-allow-local", false, "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)")
 	var control, expose listFlag
@@ -80,6 +81,8 @@ func runRun(env *Env, args []string) error {
 			cfg.WSLShared = flagCfg.WSLShared
 		case "subnet":
 			cfg.Subnet = flagCfg.Subnet
+		case "subnet6":
+			cfg.Subnet6 = flagCfg.Subnet6
 		case "resolv-conf":
 			cfg.ResolvConf = flagCfg.ResolvConf
 		case "vsock-allow-local":

@@ -15,9 +15,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 const hostSide = "100.64.249.1" // the distro's end of ddinit's link (default subnet)
+
+// farV6 is the IPv6 address of the host beyond the distro; nothing routes
+// ddinit's IPv6 prefix there, so only NAT66 reaches it.
+const farV6 = "fd65:198:18:7::2"
 
 // serveOnce answers every connection on l with msg.
 func serveOnce(l net.Listener, msg string) {
@@ -34,7 +39,7 @@ func serveOnce(l net.Listener, msg string) {
 // internet makes a network namespace standing in for a host beyond the
 // distro: linked to the distro only, with no route back to ddinit's
 // subnet, so a container reaches it only through ddinit's NAT. It serves
-// msg on 198.18.7.2:8099.
+// msg on 198.18.7.2:8099 and [farV6]:8099.
 func internet(t *testing.T, msg string) string {
 	t.Helper()
 	runtime.LockOSThread()
@@ -60,6 +65,7 @@ func internet(t *testing.T, msg string) string {
 	})
 	host, _ := netlink.LinkByName("ddinit-e2e0")
 	netlink.AddrAdd(host, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("198.18.7.1"), Mask: net.CIDRMask(30, 32)}})
+	netlink.AddrAdd(host, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fd65:198:18:7::1"), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD})
 	netlink.LinkSetUp(host)
 	inet, err := netns.NewNamed("ddinit-e2e-inet") // this thread is now inside
 	if err != nil {
@@ -79,24 +85,32 @@ func internet(t *testing.T, msg string) string {
 	defer h.Close()
 	peer, _ = h.LinkByName("ddinit-e2e1")
 	h.AddrAdd(peer, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("198.18.7.2"), Mask: net.CIDRMask(30, 32)}})
+	h.AddrAdd(peer, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(farV6), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD})
 	h.LinkSetUp(peer)
 	if lo, err := h.LinkByName("lo"); err == nil {
 		h.LinkSetUp(lo)
 	}
 	netns.Set(inet)
 	l, err := net.Listen("tcp", "198.18.7.2:8099")
+	var l6 net.Listener
+	if err == nil {
+		l6, err = net.Listen("tcp", net.JoinHostPort(farV6, "8099"))
+	}
 	netns.Set(orig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() { l.Close(); l6.Close() })
 	go serveOnce(l, msg)
+	go serveOnce(l6, msg)
 	return "198.18.7.2"
 }
 
 func TestContainerNetworking(t *testing.T) {
 	requireEnvironment(t)
 	forwardBefore, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	ipv6Before := ipv6Sysctls()
+	distroHasIPv6 := strings.TrimSpace(ipv6Before["all/disable_ipv6"]) == "0"
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 192.0.2.53\nsearch corp.example.test\n"), 0o644)
 	outside, err := net.Listen("tcp", "0.0.0.0:0")
@@ -122,6 +136,17 @@ func TestContainerNetworking(t *testing.T) {
 	if out != "hello from beyond the distro" {
 		t.Fatalf("container -> beyond the distro (NAT): %q", out)
 	}
+	// IPv6 where the distro has it: the namespace (dockerd, and a
+	// host-network container) reaches the far host's IPv6 address, which
+	// has no route back to ddinit's prefix, so only NAT66 gets there.
+	if distroHasIPv6 {
+		out = in.docker("run", "--rm", "--network", "host", "busybox:local", "nc", farV6, "8099")
+		if out != "hello from beyond the distro" {
+			t.Fatalf("namespace -> beyond the distro over IPv6 (NAT66): %q", out)
+		}
+	} else {
+		t.Log("the distro's namespace has IPv6 disabled: the IPv6 path is not tested here")
+	}
 	// DNS follows the distro's resolver configuration.
 	out = in.docker("run", "--rm", "busybox:local", "cat", "/etc/resolv.conf")
 	if !strings.Contains(out, "nameserver 192.0.2.53") || !strings.Contains(out, "search corp.example.test") {
@@ -143,6 +168,18 @@ func TestContainerNetworking(t *testing.T) {
 	}
 	if !strings.Contains(body, "page-from-container") {
 		t.Fatalf("published port 18080 answered %q", body)
+	}
+	if distroHasIPv6 {
+		// localhost may resolve to ::1 first (Windows' forwarding does).
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://[::1]:18080/")
+		if err != nil {
+			t.Fatalf("published port 18080 over IPv6: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "page-from-container") {
+			t.Fatalf("published port 18080 over IPv6 answered %q", b)
+		}
 	}
 	in.docker("stop", "-t", "1", "web")
 	waitFor(t, "port 18080 to close", func() bool {
@@ -169,17 +206,24 @@ func TestContainerNetworking(t *testing.T) {
 	if _, err := netlink.LinkByName("ddinit0"); err == nil {
 		t.Fatal("the veth ddinit0 was left behind")
 	}
-	for _, table := range []string{"nat", "filter"} {
-		out, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables: %v %s", err, out)
-		}
-		if strings.Contains(string(out), "ddinit") {
-			t.Fatalf("NAT rules left in %s:\n%s", table, out)
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"nat", "filter"} {
+			out, err := exec.Command(tool, "-w", "-t", table, "-S").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: %v %s", tool, err, out)
+			}
+			if strings.Contains(string(out), "ddinit") {
+				t.Fatalf("NAT rules left in %s's %s table:\n%s", tool, table, out)
+			}
 		}
 	}
 	if after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); string(after) != string(forwardBefore) {
 		t.Fatalf("ip_forward was %q, is %q", forwardBefore, after)
+	}
+	for k, v := range ipv6Sysctls() {
+		if old, ok := ipv6Before[k]; ok && old != v {
+			t.Fatalf("net.ipv6.conf.%s was %q, is %q after shutdown", k, old, v)
+		}
 	}
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:18081", time.Second); err == nil {
 		c.Close()
@@ -188,4 +232,20 @@ func TestContainerNetworking(t *testing.T) {
 	if m := hostMounts(t, in.runDir, in.dataDir); len(m) > 0 {
 		t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
 	}
+}
+
+// ipv6Sysctls reads the distro's IPv6 settings ddinit may change: the
+// forwarding switch and every interface's forwarding and accept_ra.
+func ipv6Sysctls() map[string]string {
+	m := map[string]string{}
+	files, _ := filepath.Glob("/proc/sys/net/ipv6/conf/*/*")
+	for _, f := range files {
+		switch filepath.Base(f) {
+		case "forwarding", "accept_ra", "disable_ipv6":
+			if b, err := os.ReadFile(f); err == nil {
+				m[filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f)] = string(b)
+			}
+		}
+	}
+	return m
 }

@@ -85,6 +85,9 @@ type Config struct {
 	WSLShared string `json:"wslShared,omitempty"`
 	// Subnet is the veth link's; .1 is the distro's end, .2 the namespace's.
 	Subnet string `json:"subnet,omitempty"`
+	// Subnet6 is the link's IPv6 prefix (::1 the distro's end, ::2 the
+	// namespace's), used when the distro has IPv6; "off" leaves IPv6 out.
+	Subnet6 string `json:"subnet6,omitempty"`
 	// ResolvConf is the distro's resolver configuration (WSL writes it),
 	// copied into the namespace, and so into containers.
 	ResolvConf string `json:"resolvConf,omitempty"`
@@ -128,6 +131,7 @@ func (c *Config) Defaults() {
 	set(&c.AutomountRoot, DefaultAutomount)
 	set(&c.WSLShared, DefaultWSLShared)
 	set(&c.Subnet, network.DefaultSubnet)
+	set(&c.Subnet6, network.DefaultSubnet6)
 	set(&c.ResolvConf, "/etc/resolv.conf")
 	if len(c.Control) == 0 {
 		c.Control = []string{"unix://" + filepath.Join(c.RunDir, "control.sock")}
@@ -158,6 +162,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := network.Addrs(c.Subnet); err != nil {
 		return err
+	}
+	if c.Subnet6 != "off" {
+		if _, _, err := network.Addrs6(c.Subnet6); err != nil {
+			return err
+		}
 	}
 	if strings.ContainsAny(c.Hostname, "/ \t") || len(c.Hostname) > 64 {
 		return fmt.Errorf("hostname %q is not a host name", c.Hostname)

@@ -360,16 +360,25 @@ func (o *outer) wireNetwork(pid int, sockets map[string]string) {
 	// The child resolves this before it execs, while it still holds a copy
 	// of the descriptor.
 	chroot := fmt.Sprintf("/proc/self/fd/%d", rootDir.Fd())
-	link, err := network.Wire(pid, network.Config{
-		Subnet: o.cfg.Subnet,
-		Iptables: func(args ...string) *exec.Cmd {
-			c := exec.Command("/usr/sbin/iptables", args...)
+	subnet6 := o.cfg.Subnet6
+	if subnet6 == "off" {
+		subnet6 = ""
+	}
+	packTool := func(path string) func(args ...string) *exec.Cmd {
+		return func(args ...string) *exec.Cmd {
+			c := exec.Command(path, args...)
 			c.SysProcAttr = &syscall.SysProcAttr{Chroot: chroot}
 			c.Dir = "/"
 			c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 			return c
-		},
-		Log: log,
+		}
+	}
+	link, err := network.Wire(pid, network.Config{
+		Subnet:    o.cfg.Subnet,
+		Subnet6:   subnet6,
+		Iptables:  packTool("/usr/sbin/iptables"),
+		Ip6tables: packTool("/usr/sbin/ip6tables"),
+		Log:       log,
 	})
 	if err != nil {
 		log.WithError(err).Error("containers will have no network beyond the namespace")

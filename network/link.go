@@ -19,6 +19,11 @@ import (
 // range (172.16/12), and unlikely on a corporate LAN.
 const DefaultSubnet = "100.64.249.0/30"
 
+// DefaultSubnet6 is the link's IPv6 prefix when the distro has IPv6: a
+// unique local /64 (RFC 4193) named after the IPv4 one, so it meets no
+// global route and none of docker's or WSL's defaults.
+const DefaultSubnet6 = "fd64:100:249::/64"
+
 // Names of the two ends.
 const (
 	HostLink  = "ddinit0"
@@ -30,12 +35,17 @@ const (
 // Config says how to wire the namespaces.
 type Config struct {
 	Subnet string // a /30 (or larger): .1 is the distro's side, .2 ours
+	// Subnet6 is the IPv6 prefix (::1 the distro's side, ::2 ours), wired
+	// only when the distro's namespace has IPv6; "" leaves IPv6 out.
+	Subnet6 string
 	// Iptables makes an iptables command that runs in the distro's network
 	// namespace. ddinit run uses the version pack's, chrooted into PID 1's
 	// root: the bootstrap distro has no iptables of its own, and this is
 	// the very tool (nft backend) dockerd uses inside.
 	Iptables func(args ...string) *exec.Cmd
-	Log      logrus.FieldLogger
+	// Ip6tables is the same for ip6tables.
+	Ip6tables func(args ...string) *exec.Cmd
+	Log       logrus.FieldLogger
 }
 
 // Link is a wired namespace; Close undoes it.
@@ -45,6 +55,30 @@ type Link struct {
 	InnerAddr  netip.Prefix
 	rules      [][]string
 	oldForward string
+
+	// HostAddr6 and InnerAddr6 are valid when IPv6 is wired; IPv6Off
+	// says why it is not.
+	HostAddr6  netip.Prefix
+	InnerAddr6 netip.Prefix
+	IPv6Off    string
+	rules6     [][]string
+	pid        int
+	// oldSysctls are the IPv6 settings changed in the distro, restored in
+	// reverse order.
+	oldSysctls []sysctlValue
+}
+
+type sysctlValue struct{ path, value string }
+
+// Addrs6 returns the distro's (::1) and the namespace's (::2) addresses
+// for an IPv6 prefix.
+func Addrs6(subnet string) (host, inner netip.Prefix, err error) {
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() > 126 {
+		return host, inner, fmt.Errorf("subnet6 %q: want an IPv6 prefix of /126 or larger", subnet)
+	}
+	h := p.Masked().Addr().Next()
+	return netip.PrefixFrom(h, p.Bits()), netip.PrefixFrom(h.Next(), p.Bits()), nil
 }
 
 // Addrs returns the distro's and the namespace's addresses for a subnet.
@@ -100,12 +134,32 @@ func Wire(pid int, cfg Config) (*Link, error) {
 	if err := l.enableNAT(); err != nil {
 		return fail(err)
 	}
-	cfg.Log.WithFields(logrus.Fields{"distro": host.String(), "namespace": inner.String()}).Info("network wired")
+	fields := logrus.Fields{"distro": host.String(), "namespace": inner.String()}
+	// IPv6 is a bonus: without it the namespace still works over IPv4, so
+	// a failure here is a warning that names the cause, not a failed boot.
+	switch reason := distroIPv6(); {
+	case cfg.Subnet6 == "":
+		l.IPv6Off = "not configured (subnet6 is empty)"
+	case reason != "":
+		l.IPv6Off = reason
+	default:
+		if err := l.wireIPv6(pid, hostLink); err != nil {
+			l.unwireIPv6()
+			l.IPv6Off = err.Error()
+			cfg.Log.WithError(err).Warn("IPv6 left out of the namespace; IPv4 works")
+		}
+	}
+	if l.IPv6Off == "" {
+		fields["distro6"], fields["namespace6"] = l.HostAddr6.String(), l.InnerAddr6.String()
+	} else {
+		fields["ipv6"] = "off: " + l.IPv6Off
+	}
+	cfg.Log.WithFields(fields).Info("network wired")
 	return l, nil
 }
 
 func ipnet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // configureInner names, addresses and raises our end inside PID 1's
@@ -159,34 +213,61 @@ func (l *Link) enableNAT() error {
 		}
 		l.oldForward = strings.TrimSpace(string(old))
 	}
-	subnet := l.HostAddr.Masked().String()
-	comment := []string{"-m", "comment", "--comment", ruleTag}
-	rules := [][]string{
-		append([]string{"-t", "nat", "POSTROUTING", "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE"}, comment...),
-		append([]string{"-t", "filter", "FORWARD", "-i", HostLink, "-j", "ACCEPT"}, comment...),
-		append([]string{"-t", "filter", "FORWARD", "-o", HostLink, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"}, comment...),
-	}
-	for _, r := range rules {
-		// A crashed ddinit run may have left the same rule: remove copies.
-		for i := 0; i < 16 && l.iptables(append([]string{"-w", r[0], r[1], "-D", r[2]}, r[3:]...)...) == nil; i++ {
-		}
-		// Insert: ahead of a DROP another tool may have put first.
-		args := append([]string{"-w", r[0], r[1], "-I", r[2]}, r[3:]...)
-		if err := l.iptables(args...); err != nil {
-			return fmt.Errorf("NAT for %s: %w", subnet, err)
-		}
-		l.rules = append(l.rules, r)
+	rules, err := insertRules("iptables", l.cfg.Iptables, natRules(l.HostAddr.Masked().String()))
+	l.rules = rules
+	if err != nil {
+		return fmt.Errorf("NAT for %s: %w", l.HostAddr.Masked(), err)
 	}
 	return nil
 }
 
-func (l *Link) iptables(args ...string) error {
-	if l.cfg.Iptables == nil {
-		return errors.New("no iptables to run")
+// natRules masquerade a subnet's traffic and accept its forwarding, each
+// rule tagged so that a person reading the tables sees whose it is.
+func natRules(subnet string) [][]string {
+	comment := []string{"-m", "comment", "--comment", ruleTag}
+	return [][]string{
+		append([]string{"-t", "nat", "POSTROUTING", "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE"}, comment...),
+		append([]string{"-t", "filter", "FORWARD", "-i", HostLink, "-j", "ACCEPT"}, comment...),
+		append([]string{"-t", "filter", "FORWARD", "-o", HostLink, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"}, comment...),
 	}
-	out, err := l.cfg.Iptables(args...).CombinedOutput()
+}
+
+// insertRules puts rules (table flag, table, chain, match...) first in
+// their chains and returns those that went in.
+func insertRules(name string, cmd func(...string) *exec.Cmd, rules [][]string) ([][]string, error) {
+	var done [][]string
+	for _, r := range rules {
+		// A crashed ddinit run may have left the same rule: remove copies.
+		for i := 0; i < 16 && run(name, cmd, append([]string{"-w", r[0], r[1], "-D", r[2]}, r[3:]...)) == nil; i++ {
+		}
+		// Insert: ahead of a DROP another tool may have put first.
+		if err := run(name, cmd, append([]string{"-w", r[0], r[1], "-I", r[2]}, r[3:]...)); err != nil {
+			return done, err
+		}
+		done = append(done, r)
+	}
+	return done, nil
+}
+
+// deleteRules removes rules that insertRules put in, last first.
+func deleteRules(name string, cmd func(...string) *exec.Cmd, rules [][]string) error {
+	var errs []error
+	for i := len(rules) - 1; i >= 0; i-- {
+		r := rules[i]
+		if err := run(name, cmd, append([]string{"-w", r[0], r[1], "-D", r[2]}, r[3:]...)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func run(name string, cmd func(...string) *exec.Cmd, args []string) error {
+	if cmd == nil {
+		return fmt.Errorf("no %s to run", name)
+	}
+	out, err := cmd(args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -194,13 +275,7 @@ func (l *Link) iptables(args ...string) error {
 // Close removes the rules, restores forwarding and deletes the veth (the
 // namespace's end goes with it, or with the namespace).
 func (l *Link) Close() error {
-	var errs []error
-	for i := len(l.rules) - 1; i >= 0; i-- {
-		r := l.rules[i]
-		if err := l.iptables(append([]string{"-w", r[0], r[1], "-D", r[2]}, r[3:]...)...); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs := []error{l.unwireIPv6(), deleteRules("iptables", l.cfg.Iptables, l.rules)}
 	l.rules = nil
 	if l.oldForward != "" {
 		if err := os.WriteFile(forwardSysctl, []byte(l.oldForward), 0o644); err != nil {

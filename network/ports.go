@@ -203,7 +203,10 @@ func (p *Publisher) bindings(ctx context.Context, id string) ([]binding, error) 
 func (p *Publisher) publish(bs []binding) {
 	for _, b := range bs {
 		if strings.Contains(b.HostIP, ":") {
-			continue // IPv6 bindings: the namespace's link is IPv4
+			// docker lists a "::" binding beside each "0.0.0.0" one; the
+			// wildcard listener below is dual-stack (Go listens on [::]
+			// without IPV6_V6ONLY), so it already serves both.
+			continue
 		}
 		host := b.HostIP
 		if host == "" {
