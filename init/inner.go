@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/memtrim"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
@@ -127,7 +127,7 @@ func Inner(stderr io.Writer) int {
 		return 1
 	}
 	in.setState(stateRunning, "")
-	go settle()
+	go settle(in.log)
 	why := <-in.shutdown
 	in.log.WithField("by", why).Info("shutting down")
 	in.down()
@@ -155,10 +155,15 @@ func (in *inner) serveControl() error {
 }
 
 // settle hands the memory the boot needed back to the kernel once the
-// services have had time to come up: PID 1 then idles for hours.
-func settle() {
+// services have had time to come up: both processes then idle for hours.
+func settle(log logrus.FieldLogger) {
 	time.Sleep(time.Second)
-	debug.FreeOSMemory()
+	before, after, err := memtrim.Settle()
+	if err != nil {
+		log.WithError(err).Debug("boot memory not handed back")
+		return
+	}
+	log.WithFields(logrus.Fields{"imageResidentKB": before >> 10, "afterKB": after >> 10}).Debug("boot memory handed back")
 }
 
 func (in *inner) phase(name string, start time.Time) {

@@ -169,7 +169,7 @@ func (o *outer) run() (int, error) {
 	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	go settle()
+	go settle(o.log)
 	var waitErr error
 	for done := false; !done; {
 		select {
