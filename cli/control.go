@@ -150,6 +150,13 @@ func printStatus(w io.Writer, st vsock.Status) {
 		fmt.Fprintf(w, "components: %s\n", strings.Join(comps, ", "))
 	}
 	fmt.Fprintf(w, "data store: %s (%d MB free)\n", st.DataStore.Dir, st.DataStore.FreeBytes>>20)
+	if n := st.Network; n != nil {
+		if n.Error != "" {
+			fmt.Fprintf(w, "network: %s\n", n.Error)
+		} else {
+			fmt.Fprintf(w, "network: %s %s, default via %s\n", n.Link, strings.Join(n.Addresses, " "), strings.Join(n.Gateways, " "))
+		}
+	}
 }
 
 func runLogs(env *Env, args []string) error {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +148,19 @@ func TestContainerNetworking(t *testing.T) {
 		}
 	} else {
 		t.Log("the distro's namespace has IPv6 disabled: the IPv6 path is not tested here")
+	}
+	// /status shows the namespace's end of the link as the namespace sees it.
+	var st struct {
+		Network struct {
+			Addresses []string `json:"addresses"`
+			Gateways  []string `json:"gateways"`
+		} `json:"network"`
+	}
+	if _, body := in.get(http.MethodGet, "/status"); json.Unmarshal([]byte(body), &st) != nil || !slices.Contains(st.Network.Addresses, "100.64.249.2/30") || !slices.Contains(st.Network.Gateways, hostSide) {
+		t.Fatalf("/status network: %+v", st.Network)
+	}
+	if distroHasIPv6 && (!slices.Contains(st.Network.Addresses, "fd64:100:249::2/64") || !slices.Contains(st.Network.Gateways, "fd64:100:249::1")) {
+		t.Fatalf("/status network has no IPv6: %+v", st.Network)
 	}
 	// DNS follows the distro's resolver configuration.
 	out = in.docker("run", "--rm", "busybox:local", "cat", "/etc/resolv.conf")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
@@ -95,6 +96,9 @@ func (c control) status(full bool) vsock.Status {
 	}
 	if full {
 		st.Mounts = mountPoints()
+		// The link is wired by ddinit run a moment after PID 1 starts.
+		n := network.Describe()
+		st.Network = &vsock.NetworkState{Link: n.Link, Addresses: n.Addresses, Gateways: n.Gateways, Error: n.Error}
 	}
 	if sup == nil {
 		if st.State == stateRunning {

@@ -290,3 +290,35 @@ func (l *Link) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// State is a namespace's view of its end of the link, for /status.
+type State struct {
+	Link      string   `json:"link"`
+	Addresses []string `json:"addresses"`          // with prefix length; link-local ones left out
+	Gateways  []string `json:"gateways,omitempty"` // of the default routes
+	Error     string   `json:"error,omitempty"`
+}
+
+// Describe reads the calling thread's namespace's end of the link.
+func Describe() State {
+	st := State{Link: InnerLink}
+	link, err := netlink.LinkByName(InnerLink)
+	if err != nil {
+		st.Error = fmt.Sprintf("no %s: the namespace has no link to the distro (see ddinit's log)", InnerLink)
+		return st
+	}
+	addrs, _ := netlink.AddrList(link, netlink.FAMILY_ALL)
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		st.Addresses = append(st.Addresses, a.IPNet.String())
+	}
+	routes, _ := netlink.RouteList(link, netlink.FAMILY_ALL)
+	for _, r := range routes {
+		if r.Gw != nil && (r.Dst == nil || r.Dst.IP.IsUnspecified()) {
+			st.Gateways = append(st.Gateways, r.Gw.String())
+		}
+	}
+	return st
+}

@@ -37,8 +37,17 @@ type Status struct {
 	DataStore  DataStore        `json:"dataStore"`
 	Drives     []Drive          `json:"drives"`
 	Mounts     []string         `json:"mounts"`
+	Network    *NetworkState    `json:"network,omitempty"`
 	Goroutines int              `json:"goroutines"`
 	Orphans    int64            `json:"orphansReaped"`
+}
+
+// NetworkState is the namespace's end of its link to the distro.
+type NetworkState struct {
+	Link      string   `json:"link"`
+	Addresses []string `json:"addresses"`
+	Gateways  []string `json:"gateways,omitempty"`
+	Error     string   `json:"error,omitempty"`
 }
 
 // Phase is a boot step and its duration.
