@@ -25,7 +25,7 @@ healthy() {
 			echo "still waiting after $(elapsed)s: $(tail -1 /tmp/probe.err 2>/dev/null)"
 			next_note=$(( next_note + 30 ))
 		fi
-		if ddinit probe --timeout 5s "$control" >/tmp/probe.json 2>/tmp/probe.err; then
+		if timeout 20 ddinit probe --timeout 5s "$control" >/tmp/probe.json 2>/tmp/probe.err; then
 			return 0
 		fi
 		if ! kill -0 "$ddinit_pid" 2>/dev/null; then
@@ -41,11 +41,13 @@ if healthy 400; then
 	pass "$phase: healthy over vsock after $(elapsed)s"
 else
 	fail "$phase: not healthy over vsock after $(elapsed)s: $(tail -1 /tmp/probe.err)"
-	ddinit status --control "$control" 2>&1 | head -40
+	timeout 20 ddinit status --control "$control" 2>&1 | head -40
 	grep -E '"level":"(warning|error|fatal)"' /results/ddinit-$phase.log | tail -15
+	echo "guest: uptime $(cut -d' ' -f1 /proc/uptime)s, entropy $(cat /proc/sys/kernel/random/entropy_avail), $(dmesg | grep -c 'crng init done') crng-init lines, load $(cat /proc/loadavg)"
+	ps -o pid,stat,time,args 2>/dev/null | grep -v ' \[' | head -30
 	exit 0
 fi
-ddinit status --control "$control" >/tmp/status.txt 2>&1
+timeout 20 ddinit status --control "$control" >/tmp/status.txt 2>&1
 cp /tmp/probe.json /results/status-$phase.json
 phases=$(grep '^boot:' /tmp/status.txt)
 echo "$phases"
@@ -53,34 +55,34 @@ echo "$phases"
 # Docker through `ddinit forward`, as the frontend's named-pipe proxy.
 ddinit forward --listen unix:///tmp/docker.sock --to vsock://1:61001 >/tmp/forward.log 2>&1 &
 export DOCKER_HOST=unix:///tmp/docker.sock
-for i in $(seq 1 100); do docker version >/dev/null 2>&1 && break; sleep 0.2; done
-if ! docker image inspect busybox:local >/dev/null 2>&1; then
+for i in $(seq 1 100); do timeout 10 docker version >/dev/null 2>&1 && break; sleep 0.2; done
+if ! timeout 30 docker image inspect busybox:local >/dev/null 2>&1; then
 	mkdir -p /tmp/img/bin
 	cp /bin/busybox /tmp/img/bin/busybox
 	for a in sh echo cat ls sleep sync mkdir; do ln -s busybox /tmp/img/bin/$a; done
 	tar -C /tmp/img -cf /tmp/img.tar .
-	docker import /tmp/img.tar busybox:local >/dev/null
+	timeout 120 docker import /tmp/img.tar busybox:local >/dev/null
 fi
 
 case "$phase" in
 cold)
 	pass "cold: boot phases printed: ${phases#boot: }"
-	vsock.test -test.run 'TestRealVsockLoopback|TestPeerFilter' -test.v >/results/vsock-test.log 2>&1
+	timeout 120 vsock.test -test.run 'TestRealVsockLoopback|TestPeerFilter' -test.v >/results/vsock-test.log 2>&1
 	if grep -q -- '--- PASS: TestRealVsockLoopback' /results/vsock-test.log; then
 		pass "cold: the transport's real AF_VSOCK test passes (round trip, peer filter)"
 	else
 		fail "cold: the real AF_VSOCK test did not pass: $(grep -E -- '--- (FAIL|SKIP)|loopback_test' /results/vsock-test.log | head -2 | tr '\n' ' ')"
 	fi
-	out=$(docker run --rm -v /run/desktop/mnt/host/c/hello.txt:/f busybox:local cat /f 2>&1)
+	out=$(timeout 180 docker run --rm -v /run/desktop/mnt/host/c/hello.txt:/f busybox:local cat /f 2>&1)
 	check "cold: a container reads the file the host wrote on the 9p C: drive ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
-	out=$(docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
+	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
 	check "cold: a container writes a named volume ($out)" [ "$out" = "persisted-across-boots" ]
 	# kill -9 dockerd: the frontend's probe sees 503, then 200.
 	killall -9 dockerd
 	saw503=no
 	deadline=$(( $(date +%s) + 120 ))
 	while [ "$(date +%s)" -lt "$deadline" ]; do
-		if ddinit probe --timeout 5s "$control" >/dev/null 2>/tmp/p.err; then
+		if timeout 20 ddinit probe --timeout 5s "$control" >/dev/null 2>/tmp/p.err; then
 			[ "$saw503" = yes ] && break
 		else
 			grep -q dockerd /tmp/p.err && saw503=yes
@@ -93,7 +95,7 @@ cold)
 		fail "cold: after kill -9 dockerd the probe saw 503: $saw503; healthy again: no"
 	fi
 	# A clean shutdown through POST /shutdown (what `ddinit stop` sends).
-	ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
 	wait $ddinit_pid
 	check "cold: clean shutdown through POST /shutdown exits 0" [ $? -eq 0 ]
 	;;
@@ -105,22 +107,22 @@ warm)
 	else
 		fail "warm: cache hits $hits, kernel iso9660 mount: $kernel"
 	fi
-	out=$(docker run --rm -v vmvol:/data busybox:local cat /data/f 2>&1)
+	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local cat /data/f 2>&1)
 	check "warm: the next boot finds the volume's data ($out)" [ "$out" = "persisted-across-boots" ]
 	# A writer the host will cut off: each number is written, synced, and
 	# only then reported as safe.
-	docker run -d --name writer -v vmvol:/data busybox:local sh -c 'i=0; while :; do i=$((i+1)); echo $i > /data/n.$i; sync; echo synced $i; sleep 0.2; done' >/dev/null
+	timeout 180 docker run -d --name writer -v vmvol:/data busybox:local sh -c 'i=0; while :; do i=$((i+1)); echo $i > /data/n.$i; sync; echo synced $i; sleep 0.2; done' >/dev/null
 	while :; do
-		docker logs writer 2>/dev/null | tail -1 >/results/last-synced.tmp
+		timeout 10 docker logs writer 2>/dev/null | tail -1 >/results/last-synced.tmp
 		mv /results/last-synced.tmp /results/last-synced
 		sleep 0.3
 	done
 	;;
 after-crash)
 	last=$(awk '{print $2}' /results/last-synced)
-	out=$(docker run --rm -v vmvol:/data busybox:local sh -c "cat /data/n.$last" 2>&1)
+	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local sh -c "cat /data/n.$last" 2>&1)
 	check "after-crash: data synced before the hard stop is there (n.$last: $out)" [ "$out" = "$last" ]
-	ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
 	wait $ddinit_pid
 	check "after-crash: clean shutdown exits 0" [ $? -eq 0 ]
 	;;
