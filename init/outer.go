@@ -169,7 +169,6 @@ func (o *outer) run() (int, error) {
 	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	go settle(o.log)
 	var waitErr error
 	for done := false; !done; {
 		select {
@@ -237,7 +236,11 @@ func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
 				o.mu.Unlock()
 				o.log.WithError(err).Error("cannot expose sockets; stopping")
 				proc.Signal(unix.SIGTERM)
+				continue
 			}
+			// The busy part of this process's life is over: it now relays
+			// logs and connections.
+			go settle(o.log)
 		}
 	}
 }

@@ -44,7 +44,7 @@ else
 	timeout 20 ddinit status --control "$control" 2>&1 | head -40
 	grep -E '"level":"(warning|error|fatal)"' /results/ddinit-$phase.log | tail -15
 	echo "guest: uptime $(cut -d' ' -f1 /proc/uptime)s, entropy $(cat /proc/sys/kernel/random/entropy_avail), $(dmesg | grep -c 'crng init done') crng-init lines, load $(cat /proc/loadavg)"
-	ps -o pid,stat,time,args 2>/dev/null | grep -v ' \[' | head -30
+	ps | grep -v ' \[' | head -30
 	exit 0
 fi
 timeout 20 ddinit status --control "$control" >/tmp/status.txt 2>&1
