@@ -70,7 +70,7 @@ func (l *Link) wireIPv6(pid int, hostLink netlink.Link) error {
 // configureInner6 addresses our end inside PID 1's namespace and routes
 // IPv6 through the distro.
 func configureInner6(pid int, addr netip.Prefix, gw netip.Addr) error {
-	return withInner(pid, func(h *netlink.Handle, link netlink.Link) error {
+	return withInner(pid, InnerLink, func(h *netlink.Handle, link netlink.Link) error {
 		if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipnet(addr), Flags: unix.IFA_F_NODAD}); err != nil {
 			return fmt.Errorf("address %s on %s: %w", addr, InnerLink, err)
 		}
@@ -82,9 +82,9 @@ func configureInner6(pid int, addr netip.Prefix, gw netip.Addr) error {
 	})
 }
 
-// withInner runs fn with a netlink handle in PID 1's namespace and its
-// end of the link.
-func withInner(pid int, fn func(*netlink.Handle, netlink.Link) error) error {
+// withInner runs fn with a netlink handle in PID 1's namespace and the
+// link of that name there (our end of the link).
+func withInner(pid int, name string, fn func(*netlink.Handle, netlink.Link) error) error {
 	ns, err := netns.GetFromPid(pid)
 	if err != nil {
 		return fmt.Errorf("PID 1's network namespace: %w", err)
@@ -95,9 +95,9 @@ func withInner(pid int, fn func(*netlink.Handle, netlink.Link) error) error {
 		return fmt.Errorf("netlink in PID 1's namespace: %w", err)
 	}
 	defer h.Close()
-	link, err := h.LinkByName(InnerLink)
+	link, err := h.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("%s in PID 1's namespace: %w", InnerLink, err)
+		return fmt.Errorf("%s in PID 1's namespace: %w", name, err)
 	}
 	return fn(h, link)
 }
@@ -146,7 +146,7 @@ func (l *Link) unwireIPv6() error {
 	if l.InnerAddr6.IsValid() {
 		// The namespace may outlive the link by a moment: its IPv6 route
 		// must not point at a path without NAT.
-		withInner(l.pid, func(h *netlink.Handle, link netlink.Link) error {
+		withInner(l.pid, InnerLink, func(h *netlink.Handle, link netlink.Link) error {
 			return h.AddrDel(link, &netlink.Addr{IPNet: ipnet(l.InnerAddr6)})
 		})
 		l.InnerAddr6 = netip.Prefix{}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // DefaultSubnet is a /30 in the shared address space (RFC 6598): not in
@@ -165,20 +164,12 @@ func ipnet(p netip.Prefix) *net.IPNet {
 // configureInner names, addresses and raises our end inside PID 1's
 // namespace and routes everything through the distro.
 func configureInner(pid int, addr netip.Prefix, gw netip.Addr) error {
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		return fmt.Errorf("PID 1's network namespace: %w", err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink in PID 1's namespace: %w", err)
-	}
-	defer h.Close()
-	link, err := h.LinkByName(innerTemp)
-	if err != nil {
-		return err
-	}
+	return withInner(pid, innerTemp, func(h *netlink.Handle, link netlink.Link) error {
+		return configureInnerLink(h, link, addr, gw)
+	})
+}
+
+func configureInnerLink(h *netlink.Handle, link netlink.Link, addr netip.Prefix, gw netip.Addr) error {
 	if err := h.LinkSetName(link, InnerLink); err != nil {
 		return fmt.Errorf("rename to %s: %w", InnerLink, err)
 	}
