@@ -106,7 +106,9 @@ func printStatus(w io.Writer, st vsock.Status) {
 	}
 	fmt.Fprintf(w, "containerd: pid %d, restarted %d times\n", st.Containerd.PID, st.Containerd.Restarts)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tRESTARTS\tLAST EXIT\tREASON")
+	// A person in the distro signals the distro's pid; docker inspect and
+	// the namespace's own tools give the other.
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
 	for _, s := range st.Services {
 		last := "-"
 		if e := s.LastExit; e != nil {
@@ -119,11 +121,14 @@ func printStatus(w io.Writer, st vsock.Status) {
 				last = fmt.Sprintf("code %d after %s", e.Code, e.Ran)
 			}
 		}
-		pid := "-"
+		pid, distroPID := "-", "-"
 		if s.PID > 0 {
 			pid = strconv.Itoa(s.PID)
+			if p, err := hostPID(st.HostPID, s.PID); err == nil {
+				distroPID = strconv.Itoa(p)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, s.Restarts, last, s.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, distroPID, s.Restarts, last, s.Reason)
 	}
 	tw.Flush()
 	for _, s := range st.Services {

@@ -130,7 +130,7 @@ func TestControlAPI(t *testing.T) {
 			line = l
 		}
 	}
-	if f := strings.Fields(line); len(f) < 6 || f[4] != "1" || !strings.Contains(line, "SIGKILL") {
+	if f := strings.Fields(line); len(f) < 7 || f[5] != "1" || !strings.Contains(line, "SIGKILL") {
 		t.Fatalf("ddinit status does not show one restart and the SIGKILL:\n%s", out)
 	}
 

@@ -76,6 +76,9 @@ func (c control) status(full bool) vsock.Status {
 	}
 	sup, root, ds := in.sup, in.root, in.ds
 	st.Drives = append([]vsock.Drive(nil), in.drives...)
+	for _, b := range in.binds {
+		st.DistroBinds = append(st.DistroBinds, vsock.Bind{Source: b.Source, Target: b.Target, ReadOnly: b.ReadOnly, Slave: b.Slave})
+	}
 	in.mu.Unlock()
 	if ds != nil {
 		st.DataStore = vsock.DataStore{Dir: ds.Dir, FreeBytes: ds.FreeBytes, LowSpace: ds.LowSpace}

@@ -70,7 +70,7 @@ type inner struct {
 	root       *rootfs.Root
 	components []vsock.Component
 	drives     []vsock.Drive
-	binds      []string // data bind mount points, as seen after the root switch
+	binds      []mounts.DistroBind // what was bound from the distro
 	sup        *services.Supervisor
 }
 
@@ -221,24 +221,27 @@ func (in *inner) up() error {
 	if _, err := mountAPIFilesystems(root.Dir); err != nil {
 		return err
 	}
-	if err := bindKernelModules(root.Dir); err != nil {
-		return err
-	}
+	// The version pack's daemon.json seeds the store before the store's
+	// etc/docker is bound over it.
 	if err := seedDockerConfig(root.Dir, ds.Path("etc/docker")); err != nil {
 		return err
 	}
 	if err := copyResolvConf(in.cfg.ResolvConf, root.Dir, in.log); err != nil {
 		return err
 	}
-	if err := in.bindDrives(root.Dir); err != nil {
+	if err := in.listDrives(); err != nil {
 		return err
 	}
-	for _, b := range ds.DataBinds(root.Dir) {
-		if err := b.Mount(); err != nil {
+	for _, b := range ds.DistroBinds(cfg.AutomountRoot) {
+		made, err := b.Mount(root.Dir)
+		if made {
+			in.mu.Lock()
+			in.binds = append(in.binds, b)
+			in.mu.Unlock()
+		}
+		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(root.Dir, b.Target)
-		in.binds = append(in.binds, "/"+rel)
 	}
 	if err := switchRoot(root.Dir); err != nil {
 		return err
@@ -299,20 +302,16 @@ func (in *inner) up() error {
 	return nil
 }
 
-// bindDrives brings the Windows drives into the namespace at
-// /run/desktop/mnt/host/<letter>.
-func (in *inner) bindDrives(root string) error {
+// listDrives records, for /status, the Windows drives the automount root
+// holds; they come in with its bind.
+func (in *inner) listDrives() error {
+	if _, err := os.Stat(in.cfg.AutomountRoot); err != nil {
+		in.log.WithField("automountRoot", in.cfg.AutomountRoot).Info("no automount root: no Windows drives")
+		return nil
+	}
 	drives, err := mounts.Drives("/proc/self/mountinfo", in.cfg.AutomountRoot)
 	if err != nil {
 		return fmt.Errorf("list the Windows drives: %w", err)
-	}
-	bound, err := mounts.BindDrives(in.cfg.AutomountRoot, root)
-	if err != nil {
-		return err
-	}
-	if !bound {
-		in.log.WithField("automountRoot", in.cfg.AutomountRoot).Info("no automount root: no Windows drives")
-		return nil
 	}
 	var list []vsock.Drive
 	for _, d := range drives {
@@ -321,7 +320,7 @@ func (in *inner) bindDrives(root string) error {
 	in.mu.Lock()
 	in.drives = list
 	in.mu.Unlock()
-	in.log.WithField("drives", len(list)).Info("Windows drives bound")
+	in.log.WithField("drives", len(list)).Info("Windows drives found")
 	return nil
 }
 
@@ -399,7 +398,11 @@ func (in *inner) down() {
 	}
 	defer in.server.Close()
 	unix.Sync()
-	if err := mounts.Unmount(in.binds); err != nil {
+	var targets []string
+	for _, b := range in.binds {
+		targets = append(targets, b.Target)
+	}
+	if err := mounts.Unmount(targets); err != nil {
 		in.log.WithError(err).Warn("unmounting the data store")
 	}
 	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("shutdown complete")

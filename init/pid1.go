@@ -114,52 +114,33 @@ func populateDev(dev string) error {
 	return nil
 }
 
-// switchRoot makes root the root directory of PID 1 with chroot and makes
-// the tree under it shared, so that mounts the services make in their own
-// mount namespaces (dockerd's layers, its network namespaces) reach
-// containerd here. The distro's mounts stay in this namespace, out of
-// reach of every path under the new root. pivot_root is not used: it
-// attaches the new root where the old one was mounted, and on a VM whose
-// root is itself stacked mounts that leaves a root over a hidden mount,
-// which breaks dockerd's own pivot_root when it unpacks image layers.
+// switchRoot makes root the root of this mount namespace with pivot_root
+// and detaches the distro's root, so that no path and no mount in the
+// namespace leads back to it: runc can then pivot containers into their
+// own roots, and a process joining the namespace (docker exec, nsenter -m)
+// starts at the assembled root. The tree is already rslave (never
+// rprivate: drives and /mnt/wsl mounted later must still propagate in),
+// which pivot_root needs; the detach is not propagated to the distro.
+// Afterwards the tree is made rshared, so that mounts the services make in
+// their own mount namespaces (dockerd's layers, its network namespaces)
+// reach containerd here.
 func switchRoot(root string) error {
 	if err := unix.Chdir(root); err != nil {
 		return fmt.Errorf("switch root: %w", err)
 	}
-	if err := unix.Chroot("."); err != nil {
-		return fmt.Errorf("chroot into %s: %w", root, err)
+	// pivot_root(".", ".") stacks the old root on the new one; the detach
+	// below takes it off again, with everything mounted under it.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root into %s: %w", root, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the distro's root: %w", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
-		return err
+		return fmt.Errorf("switch root: %w", err)
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
 		return fmt.Errorf("make the root shared: %w", err)
-	}
-	return nil
-}
-
-// bindKernelModules makes the running kernel's modules visible, read-only,
-// at /lib/modules: dockerd loads netfilter modules with modprobe, which
-// without them fails slowly, step by step, on every boot.
-func bindKernelModules(root string) error {
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return err
-	}
-	src := filepath.Join("/lib/modules", unix.ByteSliceToString(uts.Release[:]))
-	if _, err := os.Stat(src); err != nil {
-		return nil // a kernel with everything built in
-	}
-	target := filepath.Join(root, "usr/lib/modules", filepath.Base(src))
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return fmt.Errorf("kernel modules: %w", err)
-	}
-	if err := unix.Mount(src, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", src, err)
-	}
-	// A read-only bind needs a remount of its own.
-	if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("make %s read-only: %w", target, err)
 	}
 	return nil
 }

@@ -70,34 +70,6 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// Bind is one bind mount.
-type Bind struct {
-	Source string
-	Target string
-}
-
-// DataBinds are the data store's binds into a root at root.
-func (d *DataStore) DataBinds(root string) []Bind {
-	return []Bind{
-		{d.Path("var/lib/docker"), filepath.Join(root, "var/lib/docker")},
-		{d.Path("var/lib/containerd"), filepath.Join(root, "var/lib/containerd")},
-		{d.Path("var/lib/kubelet"), filepath.Join(root, "var/lib/kubelet")},
-		{d.Path("etc/docker"), filepath.Join(root, "etc/docker")},
-		{d.Path("log"), filepath.Join(root, "var/log/ddinit")},
-	}
-}
-
-// Mount makes the bind, creating its mount point.
-func (b Bind) Mount() error {
-	if err := os.MkdirAll(b.Target, 0o755); err != nil {
-		return fmt.Errorf("bind %s: %w", b.Target, err)
-	}
-	if err := unix.Mount(b.Source, b.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s at %s: %w", b.Source, b.Target, err)
-	}
-	return nil
-}
-
 // Unmount takes targets down, last first; a busy one is detached so that
 // shutdown never hangs on it.
 func Unmount(targets []string) error {

@@ -84,27 +84,6 @@ func unescapeMountPath(s string) string {
 	return b.String()
 }
 
-// BindDrives binds the automount root, with every drive under it, at
-// DrivesTarget under newRoot, as a slave: a drive WSL mounts later
-// appears inside too, while nothing mounted inside reaches the distro.
-// A missing automount root is not an error: there are then no drives.
-func BindDrives(automountRoot, newRoot string) (bool, error) {
-	if _, err := os.Stat(automountRoot); err != nil {
-		return false, nil
-	}
-	target := filepath.Join(newRoot, DrivesTarget)
-	if err := os.MkdirAll(target, 0o755); err != nil {
-		return false, fmt.Errorf("drives: %w", err)
-	}
-	if err := unix.Mount(automountRoot, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return false, fmt.Errorf("bind the Windows drives (%s) at %s: %w", automountRoot, DrivesTarget, err)
-	}
-	if err := unix.Mount("", target, "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
-		return false, fmt.Errorf("make %s a slave: %w", DrivesTarget, err)
-	}
-	return true, nil
-}
-
 // SpaceLeft measures the free space of dir's file system.
 func SpaceLeft(dir string) (free uint64, err error) {
 	var fs unix.Statfs_t

@@ -36,10 +36,13 @@ type Status struct {
 	Components []Component      `json:"components"`
 	DataStore  DataStore        `json:"dataStore"`
 	Drives     []Drive          `json:"drives"`
-	Mounts     []string         `json:"mounts"`
-	Network    *NetworkState    `json:"network,omitempty"`
-	Goroutines int              `json:"goroutines"`
-	Orphans    int64            `json:"orphansReaped"`
+	// DistroBinds are the only places where the namespace reaches the
+	// distro's file systems.
+	DistroBinds []Bind        `json:"distroBinds"`
+	Mounts      []string      `json:"mounts"`
+	Network     *NetworkState `json:"network,omitempty"`
+	Goroutines  int           `json:"goroutines"`
+	Orphans     int64         `json:"orphansReaped"`
 }
 
 // NetworkState is the namespace's end of its link to the distro.
@@ -115,6 +118,14 @@ type Drive struct {
 	Path   string `json:"path"`   // in the distro
 	Inside string `json:"inside"` // in the namespace
 	FSType string `json:"fsType"`
+}
+
+// Bind is a folder of the distro bound into the namespace.
+type Bind struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+	Slave    bool   `json:"slave,omitempty"`
 }
 
 // LogLine is one line of GET /logs?format=json.

@@ -77,6 +77,27 @@ cold)
 	check "cold: a container reads the file the host wrote on the 9p C: drive ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
 	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
 	check "cold: a container writes a named volume ($out)" [ "$out" = "persisted-across-boots" ]
+	# Isolation: exec lands in the container's root, and a chroot walk from
+	# docker run or docker exec finds only the container. /etc/vm/driver.sh
+	# exists only on the guest distro's root.
+	timeout 120 docker run -d --name iso busybox:local sleep 600 >/dev/null 2>&1
+	echo "copied in" >/tmp/copied.txt
+	timeout 60 docker cp /tmp/copied.txt iso:/copied.txt >/dev/null 2>&1
+	timeout 60 docker cp /usr/bin/breakout iso:/breakout >/dev/null 2>&1
+	got=$(timeout 60 docker exec iso cat /copied.txt 2>&1)
+	leak=$(timeout 60 docker exec iso cat /etc/vm/driver.sh 2>/dev/null | head -1)
+	check "cold: docker exec reads what docker cp put in the container, not the distro's files ($got)" [ "$got" = "copied in" ] && [ -z "$leak" ]
+	from_exec=$(timeout 60 docker exec iso /breakout /etc/vm/driver.sh 2>&1)
+	timeout 60 docker create --name bo busybox:local /breakout /etc/vm/driver.sh >/dev/null 2>&1
+	timeout 60 docker cp /usr/bin/breakout bo:/breakout >/dev/null 2>&1
+	from_run=$(timeout 60 docker start -a bo 2>&1)
+	contained() { case "$1" in *'"marker":false'*'"breakout"'*|*'"breakout"'*'"marker":false'*) case "$1" in *'"usr"'*|*error*) return 1 ;; esac ;; *) return 1 ;; esac; }
+	if contained "$from_exec" && contained "$from_run"; then
+		pass "cold: a chroot walk from docker run and docker exec stays in the container"
+	else
+		fail "cold: a chroot walk got out: exec $from_exec; run $from_run"
+	fi
+	timeout 60 docker rm -f iso bo >/dev/null 2>&1
 	# kill -9 dockerd: the frontend's probe sees 503, then 200.
 	killall -9 dockerd
 	saw503=no
