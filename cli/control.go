@@ -104,22 +104,23 @@ func printStatus(w io.Writer, st vsock.Status) {
 		}
 		fmt.Fprintf(w, "boot: %s\n", strings.Join(parts, ", "))
 	}
-	fmt.Fprintf(w, "containerd: pid %d, restarted %d times\n", st.Containerd.PID, st.Containerd.Restarts)
+	c := st.Containerd
+	fmt.Fprintf(w, "containerd: %s, pid %d, restarted %d times", c.State, c.PID, c.Restarts)
+	if c.LastExit != nil {
+		fmt.Fprintf(w, ", last exit %s", describeExit(c.LastExit))
+	}
+	if c.Reason != "" {
+		fmt.Fprintf(w, " (%s)", c.Reason)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	// A person in the distro signals the distro's pid; docker inspect and
 	// the namespace's own tools give the other.
 	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
 	for _, s := range st.Services {
 		last := "-"
-		if e := s.LastExit; e != nil {
-			switch {
-			case e.Error != "":
-				last = "start failed"
-			case e.Signal != "":
-				last = fmt.Sprintf("%s after %s", e.Signal, e.Ran)
-			default:
-				last = fmt.Sprintf("code %d after %s", e.Code, e.Ran)
-			}
+		if s.LastExit != nil {
+			last = describeExit(s.LastExit)
 		}
 		pid, distroPID := "-", "-"
 		if s.PID > 0 {
@@ -162,6 +163,24 @@ func printStatus(w io.Writer, st vsock.Status) {
 			fmt.Fprintf(w, "network: %s %s, default via %s\n", n.Link, strings.Join(n.Addresses, " "), strings.Join(n.Gateways, " "))
 		}
 	}
+}
+
+// describeExit is a run's end in a few words: "SIGKILL after 31s (not
+// answering for 30s)", "code 1 after 20ms", "start failed".
+func describeExit(e *vsock.Exit) string {
+	var s string
+	switch {
+	case e.Error != "":
+		return "start failed"
+	case e.Signal != "":
+		s = fmt.Sprintf("%s after %s", e.Signal, e.Ran)
+	default:
+		s = fmt.Sprintf("code %d after %s", e.Code, e.Ran)
+	}
+	if e.Cause != "" {
+		s += " (" + e.Cause + ")"
+	}
+	return s
 }
 
 func runLogs(env *Env, args []string) error {

@@ -58,6 +58,14 @@ type RestartPolicy struct {
 	CrashLoop  int      `json:"crashLoop,omitempty"`
 }
 
+// LivenessConfig is the liveness timing in the config file: containerd's,
+// and the default of every service's probe.
+type LivenessConfig struct {
+	Period    Duration `json:"period,omitempty"`
+	Timeout   Duration `json:"timeout,omitempty"`
+	KillAfter Duration `json:"killAfter,omitempty"`
+}
+
 // Config is everything `ddinit run` is told, from flags or --config.
 type Config struct {
 	BaseImage   string           `json:"baseImage,omitempty"`
@@ -72,6 +80,7 @@ type Config struct {
 	Hostname    string           `json:"hostname,omitempty"`
 	Kubernetes  bool             `json:"kubernetes,omitempty"`
 	Restart     RestartPolicy    `json:"restart,omitzero"`
+	Liveness    LivenessConfig   `json:"liveness,omitzero"`
 	LogLevel    string           `json:"logLevel,omitempty"`
 	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
 	// tests whose frontend stand-in runs inside the VM; the default admits
@@ -174,19 +183,32 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Backoff turns the restart policy into the supervisor's.
-func (c *Config) Backoff() services.Backoff {
-	b := services.DefaultBackoff
+// RestartPolicy turns the config's restart policy into the supervisor's.
+func (c *Config) RestartPolicy() services.RestartPolicy {
+	p := services.DefaultRestartPolicy
 	if c.Restart.Initial > 0 {
-		b.Initial = time.Duration(c.Restart.Initial)
+		p.Initial = time.Duration(c.Restart.Initial)
 	}
 	if c.Restart.Max > 0 {
-		b.Max = time.Duration(c.Restart.Max)
+		p.Max = time.Duration(c.Restart.Max)
 	}
 	if c.Restart.ResetAfter > 0 {
-		b.ResetAfter = time.Duration(c.Restart.ResetAfter)
+		p.ResetAfter = time.Duration(c.Restart.ResetAfter)
 	}
-	return b
+	if c.Restart.CrashLoop > 0 {
+		p.CrashLoop = c.Restart.CrashLoop
+	}
+	return p
+}
+
+// LivenessTiming is the config's liveness timing; unset fields take the
+// supervisor's defaults.
+func (c *Config) LivenessTiming() services.LivenessTiming {
+	return services.LivenessTiming{
+		Period:    time.Duration(c.Liveness.Period),
+		Timeout:   time.Duration(c.Liveness.Timeout),
+		KillAfter: time.Duration(c.Liveness.KillAfter),
+	}
 }
 
 // LoadConfigFile reads a JSON config; unknown fields are errors, so a typo

@@ -36,7 +36,7 @@ func TestConfigFileErrorsNameTheProblem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := c.Backoff(); b.Initial != 10*time.Millisecond || b.Max != time.Second || b.ResetAfter != time.Minute {
+	if b := c.RestartPolicy(); b.Initial != 10*time.Millisecond || b.Max != time.Second || b.ResetAfter != time.Minute {
 		t.Fatalf("backoff %+v", b)
 	}
 	if _, err := LoadConfigFile(write(`{"restart": {"initial": 10}}`)); err == nil {

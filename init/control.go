@@ -109,23 +109,20 @@ func (c control) status(full bool) vsock.Status {
 		}
 		return st
 	}
-	st.Containerd = vsock.ContainerdStatus{PID: sup.ContainerdPID(), Restarts: sup.ContainerdRestarts()}
+	st.Containerd = serviceStatus(sup.ContainerdStatus())
 	for _, s := range sup.Status() {
-		ss := vsock.ServiceStatus{Name: s.Name, State: s.State, Ready: s.Ready, Required: s.Required, PID: s.PID, Restarts: s.Restarts, Since: s.Since, Reason: s.Reason, NextStart: s.NextStart}
-		if e := s.LastExit; e != nil {
-			ss.LastExit = &vsock.Exit{Code: e.Code, Signal: e.Signal, Error: e.Error, Time: e.Time, Ran: e.Ran, Output: e.Output}
-		}
-		st.Services = append(st.Services, ss)
+		st.Services = append(st.Services, serviceStatus(s))
 	}
 	if st.State == stateRunning {
 		st.Ready = true
-		if st.Containerd.PID == 0 {
-			st.Ready, st.Reason = false, "containerd is restarting"
-		}
-		for _, s := range st.Services {
+		for _, s := range append([]vsock.ServiceStatus{st.Containerd}, st.Services...) {
 			if st.Ready && s.Required && s.State != services.StateDisabled && !s.Ready {
 				st.Ready = false
-				st.Reason = fmt.Sprintf("%s is %s", s.Name, s.State)
+				state := s.State
+				if state == services.StateFailed {
+					state = "failing" // still retried
+				}
+				st.Reason = fmt.Sprintf("%s is %s", s.Name, state)
 				if s.Reason != "" {
 					st.Reason += ": " + s.Reason
 				}
@@ -139,6 +136,15 @@ func (c control) status(full bool) vsock.Status {
 		st.Reason = fmt.Sprintf("the data store has only %d MB free", st.DataStore.FreeBytes>>20)
 	}
 	return st
+}
+
+// serviceStatus is the control API's view of a supervised program.
+func serviceStatus(s services.Status) vsock.ServiceStatus {
+	ss := vsock.ServiceStatus{Name: s.Name, State: s.State, Ready: s.Ready, Required: s.Required, PID: s.PID, Restarts: s.Restarts, Since: s.Since, Reason: s.Reason, NextStart: s.NextStart}
+	if e := s.LastExit; e != nil {
+		ss.LastExit = &vsock.Exit{Code: e.Code, Signal: e.Signal, Error: e.Error, Cause: e.Cause, Time: e.Time, Ran: e.Ran, Output: e.Output}
+	}
+	return ss
 }
 
 // mountPoints lists this namespace's mount points, as PID 1 sees them.
@@ -175,7 +181,8 @@ func (c control) Logs(name string, tail int, follow bool) ([]vsock.LogLine, <-ch
 		if sup == nil {
 			return nil, nil, nil, fmt.Errorf("%w: %s (the services have not started yet)", vsock.ErrNotFound, name)
 		}
-		if ring = sup.Logs(name); ring == nil {
+		var err error
+		if ring, err = sup.Logs(name); err != nil {
 			return nil, nil, nil, fmt.Errorf("%w: %s", vsock.ErrNotFound, name)
 		}
 		label = name

@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ddinit/ddinit/logs"
-	"github.com/ddinit/ddinit/memtrim"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
@@ -154,16 +154,13 @@ func (in *inner) serveControl() error {
 	return nil
 }
 
-// settle hands the memory the boot needed back to the kernel once the
-// services have had time to come up: both processes then idle for hours.
+// settle hands the heap the boot needed back to the kernel once the
+// services have had time to come up: both processes then idle for hours,
+// and without this the Go runtime keeps the freed pages for minutes.
 func settle(log logrus.FieldLogger) {
 	time.Sleep(time.Second)
-	before, after, err := memtrim.Settle()
-	if err != nil {
-		log.WithError(err).Debug("boot memory not handed back")
-		return
-	}
-	log.WithFields(logrus.Fields{"imageResidentKB": before >> 10, "afterKB": after >> 10}).Debug("boot memory handed back")
+	debug.FreeOSMemory()
+	log.Debug("boot heap returned to the kernel")
 }
 
 func (in *inner) phase(name string, start time.Time) {
@@ -283,8 +280,8 @@ func (in *inner) up() error {
 		ContainerdState:  "/run/containerd",
 		Address:          containerdSocket,
 		LogDir:           innerLogDir,
-		Backoff:          cfg.Backoff(),
-		CrashLoop:        cfg.Restart.CrashLoop,
+		Restart:          cfg.RestartPolicy(),
+		Liveness:         cfg.LivenessTiming(),
 		Settings:         map[string]bool{"kubernetes": cfg.Kubernetes},
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),

@@ -20,6 +20,18 @@ const (
 	// (GET must answer 200) or "unix:///sock" (a connect must succeed).
 	// Without it a service is ready once started.
 	AnnotationReady = "io.ddinit.service.ready"
+	// AnnotationLiveness is the liveness probe, run every period once the
+	// service is ready: "http+unix:///sock:/path" or "http://host:port/path",
+	// which must answer 200 (a connect alone proves nothing: the kernel
+	// accepts connections for a stopped process). Without an answer for
+	// the kill-after time the service is killed and restarted.
+	AnnotationLiveness = "io.ddinit.service.liveness"
+	// AnnotationLivenessPeriod, AnnotationLivenessTimeout and
+	// AnnotationLivenessKillAfter override the liveness timing (durations;
+	// defaults 5s, 2s and 30s, or ddinit's config).
+	AnnotationLivenessPeriod    = "io.ddinit.service.liveness-period"
+	AnnotationLivenessTimeout   = "io.ddinit.service.liveness-timeout"
+	AnnotationLivenessKillAfter = "io.ddinit.service.liveness-kill-after"
 	// AnnotationDependsOn lists, comma-separated, services that must be
 	// ready first. containerd is always a dependency.
 	AnnotationDependsOn = "io.ddinit.service.depends-on"
@@ -45,6 +57,8 @@ type Definition struct {
 	Path        string // the config.json it came from
 	Spec        *specs.Spec
 	Ready       *Probe
+	Live        *Probe
+	LiveTiming  LivenessTiming // unset fields: the supervisor's defaults
 	DependsOn   []string
 	Required    bool
 	Setting     string
@@ -109,6 +123,30 @@ func LoadDefinition(path string) (Definition, error) {
 		}
 		d.Ready = &p
 	}
+	if v := a[AnnotationLiveness]; v != "" {
+		p, err := ParseProbe(v)
+		if err != nil {
+			return d, fmt.Errorf("service %s: %s: %w", name, AnnotationLiveness, err)
+		}
+		if !p.Answers() {
+			return d, fmt.Errorf("service %s: %s %q only connects: a liveness probe must get an answer (http+unix:///socket:/path or http://host:port/path)", name, AnnotationLiveness, v)
+		}
+		d.Live = &p
+	}
+	for key, field := range map[string]*time.Duration{
+		AnnotationLivenessPeriod:    &d.LiveTiming.Period,
+		AnnotationLivenessTimeout:   &d.LiveTiming.Timeout,
+		AnnotationLivenessKillAfter: &d.LiveTiming.KillAfter,
+		AnnotationStopTimeout:       &d.StopTimeout,
+	} {
+		if v := a[key]; v != "" {
+			t, err := time.ParseDuration(v)
+			if err != nil || t <= 0 {
+				return d, fmt.Errorf("service %s: %s %q is not a duration", name, key, v)
+			}
+			*field = t
+		}
+	}
 	for _, dep := range strings.Split(a[AnnotationDependsOn], ",") {
 		if dep = strings.TrimSpace(dep); dep != "" && dep != "containerd" {
 			d.DependsOn = append(d.DependsOn, dep)
@@ -118,13 +156,6 @@ func LoadDefinition(path string) (Definition, error) {
 		d.Required = v == "true"
 	}
 	d.Setting = a[AnnotationSetting]
-	if v := a[AnnotationStopTimeout]; v != "" {
-		t, err := time.ParseDuration(v)
-		if err != nil || t <= 0 {
-			return d, fmt.Errorf("service %s: %s %q is not a duration", name, AnnotationStopTimeout, v)
-		}
-		d.StopTimeout = t
-	}
 	d.Socket = a[AnnotationSocket]
 	return d, nil
 }

@@ -5,17 +5,19 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
-	"time"
 )
 
 // Probe checks that a service answers.
 type Probe struct {
 	Socket string // unix socket path inside the namespace
+	Addr   string // or host:port, for a service that answers on TCP
 	Path   string // HTTP path; empty means a connect is enough
 }
 
-// ParseProbe reads "http+unix:///sock:/path" or "unix:///sock".
+// ParseProbe reads "http+unix:///sock:/path", "http://host:port/path" or
+// "unix:///sock".
 func ParseProbe(s string) (Probe, error) {
 	switch {
 	case strings.HasPrefix(s, "http+unix://"):
@@ -25,36 +27,55 @@ func ParseProbe(s string) (Probe, error) {
 			return Probe{}, fmt.Errorf("%q: want http+unix:///socket:/path", s)
 		}
 		return Probe{Socket: rest[:i], Path: rest[i+1:]}, nil
+	case strings.HasPrefix(s, "http://"):
+		u, err := url.Parse(s)
+		if err != nil || u.Port() == "" {
+			return Probe{}, fmt.Errorf("%q: want http://host:port/path", s)
+		}
+		path := u.EscapedPath()
+		if path == "" {
+			path = "/"
+		}
+		return Probe{Addr: u.Host, Path: path}, nil
 	case strings.HasPrefix(s, "unix://"):
 		return Probe{Socket: strings.TrimPrefix(s, "unix://")}, nil
 	}
-	return Probe{}, fmt.Errorf("%q: want http+unix:///socket:/path or unix:///socket", s)
+	return Probe{}, fmt.Errorf("%q: want http+unix:///socket:/path, http://host:port/path or unix:///socket", s)
 }
 
+// Answers reports whether the probe needs a reply (HTTP), not just a
+// connect: the kernel accepts connections for a process that is stopped.
+func (p Probe) Answers() bool { return p.Path != "" }
+
 func (p Probe) String() string {
-	if p.Path == "" {
+	switch {
+	case p.Addr != "":
+		return "http://" + p.Addr + p.Path
+	case p.Path == "":
 		return "unix://" + p.Socket
 	}
 	return "http+unix://" + p.Socket + ":" + p.Path
 }
 
-// Check runs the probe once.
+func (p Probe) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	if p.Addr != "" {
+		return d.DialContext(ctx, "tcp", p.Addr)
+	}
+	return d.DialContext(ctx, "unix", p.Socket)
+}
+
+// Check runs the probe once, within ctx's deadline.
 func (p Probe) Check(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	if p.Path == "" {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", p.Socket)
+		c, err := p.dial(ctx)
 		if err != nil {
 			return err
 		}
 		return c.Close()
 	}
 	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", p.Socket)
-		},
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return p.dial(ctx) },
 		DisableKeepAlives: true,
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://service"+p.Path, nil)
@@ -63,11 +84,20 @@ func (p Probe) Check(ctx context.Context) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("GET %s: %w", p.Path, unwrapURLError(err))
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %s", p, resp.Status)
+		return fmt.Errorf("GET %s answered %s", p.Path, resp.Status)
 	}
 	return nil
+}
+
+// unwrapURLError drops net/http's "Get \"http://service/_ping\":" prefix,
+// which names a host that does not exist.
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
 }

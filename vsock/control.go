@@ -22,20 +22,20 @@ import (
 
 // Status is GET /status.
 type Status struct {
-	Version    string           `json:"version"`
-	State      string           `json:"state"` // booting, running, stopping, failed
-	Ready      bool             `json:"ready"`
-	Reason     string           `json:"reason,omitempty"`
-	Started    time.Time        `json:"started"`
-	Uptime     string           `json:"uptime"`
-	HostPID    int              `json:"hostPid,omitempty"` // PID 1 as the distro sees it
-	Phases     []Phase          `json:"bootPhases"`
-	Services   []ServiceStatus  `json:"services"`
-	Containerd ContainerdStatus `json:"containerd"`
-	Images     []Image          `json:"images"`
-	Components []Component      `json:"components"`
-	DataStore  DataStore        `json:"dataStore"`
-	Drives     []Drive          `json:"drives"`
+	Version    string          `json:"version"`
+	State      string          `json:"state"` // booting, running, stopping, failed
+	Ready      bool            `json:"ready"`
+	Reason     string          `json:"reason,omitempty"`
+	Started    time.Time       `json:"started"`
+	Uptime     string          `json:"uptime"`
+	HostPID    int             `json:"hostPid,omitempty"` // PID 1 as the distro sees it
+	Phases     []Phase         `json:"bootPhases"`
+	Services   []ServiceStatus `json:"services"`
+	Containerd ServiceStatus   `json:"containerd"`
+	Images     []Image         `json:"images"`
+	Components []Component     `json:"components"`
+	DataStore  DataStore       `json:"dataStore"`
+	Drives     []Drive         `json:"drives"`
 	// DistroBinds are the only places where the namespace reaches the
 	// distro's file systems.
 	DistroBinds []Bind        `json:"distroBinds"`
@@ -78,15 +78,10 @@ type Exit struct {
 	Code   int       `json:"code"`
 	Signal string    `json:"signal,omitempty"`
 	Error  string    `json:"error,omitempty"`
+	Cause  string    `json:"cause,omitempty"` // why ddinit killed it
 	Time   time.Time `json:"time"`
 	Ran    string    `json:"ran"`
 	Output []string  `json:"output,omitempty"`
-}
-
-// ContainerdStatus is the containerd daemon.
-type ContainerdStatus struct {
-	PID      int `json:"pid,omitempty"`
-	Restarts int `json:"restarts"`
 }
 
 // Image is one boot image.

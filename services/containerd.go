@@ -1,0 +1,257 @@
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// daemon is one run of the containerd daemon.
+type daemon struct {
+	pid     int
+	client  *containerd.Client
+	started time.Time
+	wait    <-chan unix.WaitStatus // its exit status, once
+	down    chan struct{}          // closed when this run is over
+	exited  chan struct{}          // closed once its process is reaped
+}
+
+// ContainerdConfig is the config.toml ddinit runs containerd with. CRI is
+// off: nothing here speaks it, and it costs boot time.
+func ContainerdConfig(root, state, address string) string {
+	return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+`, root, state, address, address+".ttrpc")
+}
+
+func (s *Supervisor) writeContainerdConfig() (string, error) {
+	for _, d := range []string{s.cfg.RunDir, s.cfg.ContainerdRoot, s.cfg.ContainerdState, filepath.Dir(s.cfg.Address)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return "", fmt.Errorf("containerd: %w", err)
+		}
+	}
+	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address)
+	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", fmt.Errorf("containerd config: %w", err)
+	}
+	return path, nil
+}
+
+// launchContainerd starts containerd, waits until it answers and marks it
+// running.
+func (s *Supervisor) launchContainerd() (*daemon, error) {
+	conf, err := s.writeContainerdConfig()
+	if err != nil {
+		return nil, err
+	}
+	// A socket left by a killed containerd; none is the usual case.
+	if err := os.Remove(s.cfg.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove containerd's old socket: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(s.cfg.ContainerdBinary, "--config", conf)
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Env = []string{"PATH=" + DefaultPath}
+	s.update(s.ctrd, func(st *Status) { st.State, st.Reason, st.NextStart = StateStarting, "", time.Time{} })
+	start := time.Now()
+	exitCh, err := s.cfg.Spawner.Start(cmd)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("start containerd (%s): %w", s.cfg.ContainerdBinary, err)
+	}
+	out := s.ctrd.sink.Writer("stderr")
+	go func() {
+		io.Copy(out, r)
+		out.Close()
+		r.Close()
+	}()
+	d := &daemon{pid: cmd.Process.Pid, started: start, down: make(chan struct{}), exited: make(chan struct{})}
+	deadline := time.After(30 * time.Second)
+	for delay := time.Millisecond; d.client == nil; delay = min(delay*2, 20*time.Millisecond) {
+		select {
+		case ws := <-exitCh:
+			return nil, fmt.Errorf("containerd exited during start (%s); its last output: %s", describeWait(ws), lastLines(s.ctrd.sink.Ring, 3))
+		case <-deadline:
+			syscall.Kill(d.pid, syscall.SIGKILL)
+			<-exitCh
+			return nil, fmt.Errorf("containerd did not answer on %s within 30s; its last output: %s", s.cfg.Address, lastLines(s.ctrd.sink.Ring, 3))
+		case <-time.After(delay):
+		}
+		d.client = s.dialContainerd()
+	}
+	d.wait = exitCh
+	s.mu.Lock()
+	s.cur = d
+	s.mu.Unlock()
+	s.update(s.ctrd, func(st *Status) { st.State, st.Ready, st.PID, st.Reason = StateRunning, true, d.pid, "" })
+	s.cfg.Log.WithFields(logrus.Fields{"pid": d.pid, "ms": time.Since(start).Milliseconds()}).Info("containerd is up")
+	return d, nil
+}
+
+// dialContainerd returns a client once containerd answers Version.
+func (s *Supervisor) dialContainerd() *containerd.Client {
+	conn, err := net.Dial("unix", s.cfg.Address)
+	if err != nil {
+		return nil
+	}
+	conn.Close()
+	client, err := containerd.New(s.cfg.Address, containerd.WithDefaultNamespace(s.cfg.Namespace), containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		return nil
+	}
+	if _, err := client.Version(s.ctx); err != nil {
+		client.Close()
+		return nil
+	}
+	return client
+}
+
+// superviseContainerd watches each run of containerd, answering its
+// liveness check, and when it dies outside a shutdown restarts it under
+// the restart policy; the services notice and restart on the new one.
+func (s *Supervisor) superviseContainerd(d *daemon) {
+	defer close(s.monitor)
+	log := s.cfg.Log.WithField("service", "containerd")
+	failures := 0
+	for {
+		exit, ran := s.awaitContainerdExit(d, log)
+		if exit == nil {
+			return // a shutdown
+		}
+		for {
+			var delay time.Duration
+			var state string
+			failures, delay, state = s.cfg.Restart.Next(failures, ran)
+			s.update(s.ctrd, func(st *Status) { exitedWhile(st, exit, state, failures, delay) })
+			fields := logrus.Fields{"status": describeExit(exit), "ran": exit.Ran, "restartIn": delay.String(), "backoffMs": delay.Milliseconds()}
+			if state == StateFailed {
+				log.WithFields(fields).WithField("lastOutput", lastLines(s.ctrd.sink.Ring, 5)).Error("containerd is failing")
+			} else {
+				log.WithFields(fields).Error("containerd died; restarting it and then its services")
+			}
+			select {
+			case <-time.After(delay):
+			case <-s.stopAll:
+				return
+			}
+			next, err := s.launchContainerd()
+			if err == nil {
+				d = next
+				break
+			}
+			exit, ran = &ExitInfo{Code: -1, Error: err.Error(), Time: time.Now(), Ran: "0s"}, 0
+		}
+	}
+}
+
+// awaitContainerdExit runs d's liveness check until d exits and returns
+// how the run ended and how long it lasted; nil when ddinit is stopping.
+func (s *Supervisor) awaitContainerdExit(d *daemon, log *logrus.Entry) (*ExitInfo, time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cause := make(chan string, 1)
+	go liveness{
+		timing: s.cfg.Liveness,
+		check: func(ctx context.Context) error {
+			_, err := d.client.Version(ctx)
+			return err
+		},
+		failing: func(silent time.Duration, err error) {
+			reason := notAnswering(silent, err)
+			s.update(s.ctrd, func(st *Status) { st.State, st.Ready, st.Reason = StateUnresponsive, false, reason })
+			log.WithField("reason", reason).Warn("containerd is not answering")
+		},
+		recovered: func() {
+			s.update(s.ctrd, func(st *Status) { st.State, st.Ready, st.Reason = StateRunning, true, "" })
+			log.Info("containerd answers again")
+		},
+		kill: func(reason string) {
+			cause <- reason
+			log.WithField("reason", reason).Error("containerd is not answering; killing it")
+			syscall.Kill(d.pid, syscall.SIGKILL)
+		},
+	}.run(ctx)
+	ws := <-d.wait
+	cancel()
+	ran := time.Since(d.started)
+	close(d.exited)
+	s.mu.Lock()
+	stopping := s.stopping
+	if s.cur == d {
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	close(d.down)
+	d.client.Close()
+	if stopping {
+		s.update(s.ctrd, func(st *Status) { st.State, st.Ready, st.PID = StateStopped, false, 0 })
+		return nil, ran
+	}
+	exit := &ExitInfo{Code: ws.ExitStatus(), Time: time.Now(), Ran: ran.Round(time.Millisecond).String(), Output: tailText(s.ctrd.sink.Ring, 10)}
+	if ws.Signaled() {
+		exit.Code, exit.Signal = 128+int(ws.Signal()), unix.SignalName(ws.Signal())
+	}
+	select {
+	case exit.Cause = <-cause:
+	default:
+	}
+	return exit, ran
+}
+
+// removeStale deletes every container and task in the services namespace:
+// what a previous boot, or a previous containerd, left running.
+func (s *Supervisor) removeStale(client *containerd.Client) error {
+	containers, err := client.Containers(s.ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range containers {
+		s.cfg.Log.WithField("container", c.ID()).Info("removing a service container left by an earlier run")
+		errs = append(errs, s.removeContainer(client, c.ID()))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Supervisor) removeContainer(client *containerd.Client, id string) error {
+	c, err := client.LoadContainer(s.ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if t, err := c.Task(s.ctx, nil); err == nil {
+		if _, err := t.Delete(s.ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", id, err)
+		}
+	}
+	if err := c.Delete(s.ctx); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return nil
+}

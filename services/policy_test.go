@@ -1,0 +1,121 @@
+package services
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestRestartPolicyBacksOffAndCallsACrashLoop(t *testing.T) {
+	p := RestartPolicy{Backoff: Backoff{Initial: 100 * time.Millisecond, Max: time.Second, ResetAfter: time.Minute}, CrashLoop: 4}
+	want := []struct {
+		delay time.Duration
+		state string
+	}{
+		{100 * time.Millisecond, StateRestarting},
+		{200 * time.Millisecond, StateRestarting},
+		{400 * time.Millisecond, StateRestarting},
+		{800 * time.Millisecond, StateFailed},
+		{time.Second, StateFailed},
+		{time.Second, StateFailed},
+	}
+	failures := 0
+	for i, w := range want {
+		var delay time.Duration
+		var state string
+		// Each run dies at once, as a containerd that cannot start does.
+		failures, delay, state = p.Next(failures, 0)
+		if failures != i+1 || delay != w.delay || state != w.state {
+			t.Fatalf("exit %d: failures %d, delay %s, state %s; want %d, %s, %s", i+1, failures, delay, state, i+1, w.delay, w.state)
+		}
+	}
+	// A run that lasted ResetAfter starts the count over.
+	if f, d, st := p.Next(failures, time.Minute); f != 1 || d != 100*time.Millisecond || st != StateRestarting {
+		t.Fatalf("after a stable run: %d %s %s", f, d, st)
+	}
+	// One that did not keeps counting.
+	if f, _, st := p.Next(failures, 59*time.Second); f != failures+1 || st != StateFailed {
+		t.Fatalf("after a short run: %d %s", f, st)
+	}
+}
+
+// A probe that stops answering is reported as failing with a growing
+// silence, then killed once; one that answers again is reported recovered.
+func TestLivenessReportsThenKills(t *testing.T) {
+	var mu sync.Mutex
+	answering := true
+	var reasons []string
+	recovered, killed := 0, make(chan string, 2)
+	l := liveness{
+		timing: LivenessTiming{Period: 10 * time.Millisecond, Timeout: 5 * time.Millisecond, KillAfter: 200 * time.Millisecond},
+		check: func(ctx context.Context) error {
+			mu.Lock()
+			ok := answering
+			mu.Unlock()
+			if ok {
+				return nil
+			}
+			<-ctx.Done() // a stopped process: no answer at all
+			return ctx.Err()
+		},
+		failing: func(silent time.Duration, err error) {
+			mu.Lock()
+			reasons = append(reasons, notAnswering(silent, err))
+			mu.Unlock()
+		},
+		recovered: func() { mu.Lock(); recovered++; mu.Unlock() },
+		kill:      func(reason string) { killed <- reason },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { l.run(ctx); close(done) }()
+
+	set := func(v bool) { mu.Lock(); answering = v; mu.Unlock() }
+	time.Sleep(50 * time.Millisecond)
+	set(false)
+	time.Sleep(80 * time.Millisecond)
+	set(true)
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	if len(reasons) == 0 || recovered != 1 {
+		t.Fatalf("a short silence: %d failing reports, %d recoveries", len(reasons), recovered)
+	}
+	if !strings.Contains(reasons[0], "not answering for") || !strings.Contains(reasons[0], context.DeadlineExceeded.Error()) {
+		t.Fatalf("reason %q", reasons[0])
+	}
+	mu.Unlock()
+	set(false)
+	select {
+	case reason := <-killed:
+		if !strings.HasPrefix(reason, "not answering for") {
+			t.Fatalf("kill reason %q", reason)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a probe silent past KillAfter was never killed")
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("the liveness loop went on after the kill")
+	}
+	if len(killed) != 0 {
+		t.Fatal("killed twice")
+	}
+}
+
+func TestLivenessProbeMustGetAnAnswer(t *testing.T) {
+	dir := t.TempDir()
+	writeDef(t, dir, "a", spec(`["/a"]`, `"io.ddinit.service.liveness":"unix:///run/a.sock"`))
+	if _, err := LoadDefinitions(dir); err == nil || !strings.Contains(err.Error(), "must get an answer") {
+		t.Fatalf("connect-only liveness probe: %v", err)
+	}
+	dir = t.TempDir()
+	writeDef(t, dir, "a", spec(`["/a"]`, `"io.ddinit.service.liveness":"http://127.0.0.1:10248/healthz","io.ddinit.service.liveness-kill-after":"1m"`))
+	defs, err := LoadDefinitions(dir)
+	if err != nil || defs[0].Live == nil || defs[0].Live.Addr != "127.0.0.1:10248" || defs[0].LiveTiming.KillAfter != time.Minute {
+		t.Fatalf("tcp liveness probe: %+v %v", defs, err)
+	}
+}
