@@ -5,7 +5,7 @@ GO ?= go
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzVolumeDescriptor FuzzDirectoryRecord FuzzSUSP FuzzImage
 
-.PHONY: all deps build isos distro test unit fuzz bench demo vm-test clean
+.PHONY: all deps build isos distro test test-builds unit fuzz bench demo vm-test clean
 
 all: build
 
@@ -30,7 +30,19 @@ test: build isos distro
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) test -count=1 ./...
+	$(MAKE) test-builds
 	$(MAKE) fuzz
+
+# ddinit boots the same however it is built: a plain `go build` (cgo,
+# dynamically linked) through ten boots, a PIE, and the race detector.
+BOOT_TESTS := TestBootRunStopBootAgain|TestRepeatedBootsStayUp
+test-builds: isos
+	$(GO) build -o bin/ddinit-dynamic ./cmd/ddinit
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-dynamic DDINIT_BOOT_LOOP=10 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
+	$(GO) build -buildmode=pie -o bin/ddinit-pie ./cmd/ddinit
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-pie DDINIT_BOOT_LOOP=2 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
+	$(GO) build -race -o bin/ddinit-race ./cmd/ddinit
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-race DDINIT_BOOT_LOOP=1 $(GO) test -count=1 -run '^($(BOOT_TESTS)|TestHungServicesAreKilledAndRestarted)$$' ./e2e/
 
 fuzz:
 	@for f in $(FUZZ_TARGETS); do \

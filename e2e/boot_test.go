@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -263,5 +265,50 @@ func TestBootFailuresAreClear(t *testing.T) {
 				t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
 			}
 		})
+	}
+}
+
+// Boot after boot, each used as the frontend and a developer would once
+// it has settled: a container runs, health and docker are polled for a
+// few seconds, then a clean stop. No boot may crash, whatever the build
+// (make test runs this with the dynamically linked and PIE builds too).
+func TestRepeatedBootsStayUp(t *testing.T) {
+	requireEnvironment(t)
+	boots := 3
+	if v := os.Getenv("DDINIT_BOOT_LOOP"); v != "" {
+		fmt.Sscan(v, &boots)
+	}
+	data, _ := newDirs(t)
+	for i := range boots {
+		in := start(t, options{dataDir: data})
+		in.waitPing(60 * time.Second)
+		time.Sleep(1500 * time.Millisecond) // past the moment the boot settles
+		if i == 0 {
+			in.importBusybox()
+		}
+		if out := in.docker("run", "--rm", "busybox:local", "echo", "boot", strconv.Itoa(i)); !strings.Contains(out, "boot "+strconv.Itoa(i)) {
+			t.Fatalf("boot %d: container printed %q", i, out)
+		}
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if code, body := in.get(http.MethodGet, "/ping"); code != http.StatusOK {
+				t.Fatalf("boot %d: /ping %d %s", i, code, body)
+			}
+			if err := ping(in.sock); err != nil {
+				t.Fatalf("boot %d: docker _ping: %v", i, err)
+			}
+		}
+		select {
+		case <-in.done:
+			t.Fatalf("boot %d: ddinit died on its own: %v\n%s", i, in.err, tail(in.stderr.String(), 20))
+		default:
+		}
+		if code, _ := in.stop(); code != 0 {
+			t.Fatalf("boot %d: exit %d\n%s", i, code, tail(in.stderr.String(), 20))
+		}
+		for _, bad := range []string{"SIGSEGV", "panic:", "fatal error:", "DATA RACE"} {
+			if strings.Contains(in.stderr.String(), bad) {
+				t.Fatalf("boot %d: %s in ddinit's output:\n%s", i, bad, tail(in.stderr.String(), 40))
+			}
+		}
 	}
 }

@@ -26,10 +26,21 @@ import (
 // Paths of the artifacts `make test` builds before running the suite.
 var (
 	repoRoot, _ = filepath.Abs("..")
-	binary      = filepath.Join(repoRoot, "bin", "ddinit")
+	binary      = ddinitBinary()
 	baseISO     = filepath.Join(repoRoot, "build", "docker-desktop.iso")
 	packISO     = filepath.Join(repoRoot, "build", "docker.iso")
 )
+
+// ddinitBinary is bin/ddinit (make build's static binary), or the build
+// named by DDINIT_BINARY: make test also boots a plain `go build`
+// (dynamically linked), a PIE and a race-detector build.
+func ddinitBinary() string {
+	if b := os.Getenv("DDINIT_BINARY"); b != "" {
+		abs, _ := filepath.Abs(b)
+		return abs
+	}
+	return filepath.Join(repoRoot, "bin", "ddinit")
+}
 
 func requireEnvironment(t *testing.T) {
 	t.Helper()

@@ -155,8 +155,7 @@ func (in *inner) serveControl() error {
 }
 
 // settle hands the heap the boot needed back to the kernel once the
-// services have had time to come up: both processes then idle for hours,
-// and without this the Go runtime keeps the freed pages for minutes.
+// services have had time to come up: both processes then idle for hours.
 func settle(log logrus.FieldLogger) {
 	time.Sleep(time.Second)
 	debug.FreeOSMemory()

@@ -12,7 +12,9 @@ packages=(
 	e2fsprogs        # mkfs.ext4 for the loop-device test
 	socat            # forwarding baseline
 	qemu-system-x86 kmod cpio # make vm-test: the WSL-like guest
-	ca-certificates make
+	ca-certificates  # the version pack's CA bundle (Go's TLS in dockerd and containerd)
+	docker-registry openssl # a real TLS registry and the certificates the tests make
+	make
 )
 if [ "$(id -u)" -eq 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive

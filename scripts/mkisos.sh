@@ -94,6 +94,12 @@ for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6t
 	ln -s xtables-legacy-multi "$pack/usr/sbin/${cmd/tables/tables-legacy}"
 done
 cp -r "$here/distro/pack/." "$pack/"
+# Debian's CA bundle where Go's crypto/x509 (dockerd, containerd) looks for
+# system roots first, so pulls from public registries verify.
+bundle=/etc/ssl/certs/ca-certificates.crt
+[ -s "$bundle" ] || { echo "mkisos: $bundle is missing (install ca-certificates)" >&2; exit 1; }
+mkdir -p "$pack/etc/ssl/certs"
+cp "$bundle" "$pack/etc/ssl/certs/ca-certificates.crt"
 # A loader cache, so each exec (dockerd runs iptables dozens of times at
 # start) finds its libraries at once instead of probing every directory.
 printf '/usr/lib/x86_64-linux-gnu\n/usr/lib64\n' > "$pack/etc/ld.so.conf"
@@ -108,6 +114,7 @@ components=(
 	"docker-proxy docker.io"
 	"docker-init docker.io"
 	"iptables iptables"
+	"ca-certificates ca-certificates"
 )
 {
 	echo '{'
