@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 )
@@ -37,8 +38,8 @@ func controlFlag(fs *flag.FlagSet) *string {
 	return fs.String("control", def, "control API address")
 }
 
-func dial(addr string, timeout time.Duration) (*vsock.Client, error) {
-	c, err := vsock.NewClient(addr, timeout)
+func dial(addr string, timeout time.Duration) (*control.Client, error) {
+	c, err := control.NewClient(addr, timeout)
 	if err != nil {
 		return nil, usagef("--control: %v", err)
 	}
@@ -46,7 +47,7 @@ func dial(addr string, timeout time.Duration) (*vsock.Client, error) {
 }
 
 // notRunning rewords a refused connection into what a person should do.
-func notRunning(c *vsock.Client, err error) error {
+func notRunning(c *control.Client, err error) error {
 	if errorsIsConnRefused(err) {
 		return fmt.Errorf("ddinit is not running (nothing answers on %s): start it with `ddinit run`, or see its log in the data store's log/ddinit.log", c.Addr)
 	}
@@ -54,10 +55,10 @@ func notRunning(c *vsock.Client, err error) error {
 }
 
 // fetchStatus asks the control API at addr for GET /status.
-func fetchStatus(addr string) (vsock.Status, error) {
+func fetchStatus(addr string) (control.Status, error) {
 	c, err := dial(addr, 10*time.Second)
 	if err != nil {
-		return vsock.Status{}, err
+		return control.Status{}, err
 	}
 	st, err := c.Status(context.Background())
 	if err != nil {
@@ -73,12 +74,12 @@ func errorsIsConnRefused(err error) bool {
 
 func runStatus(env *Env, args []string) error {
 	fs := newFlags(env, "status", "status [--json]")
-	control := controlFlag(fs)
+	controlAddr := controlFlag(fs)
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	st, err := fetchStatus(*control)
+	st, err := fetchStatus(*controlAddr)
 	if err != nil {
 		return err
 	}
@@ -91,7 +92,7 @@ func runStatus(env *Env, args []string) error {
 	return nil
 }
 
-func printStatus(w io.Writer, st vsock.Status) {
+func printStatus(w io.Writer, st control.Status) {
 	health := "healthy"
 	if !st.Ready {
 		health = "NOT READY: " + st.Reason
@@ -167,7 +168,7 @@ func printStatus(w io.Writer, st vsock.Status) {
 
 // describeExit is a run's end in a few words: "SIGKILL after 31s (not
 // answering for 30s)", "code 1 after 20ms", "start failed".
-func describeExit(e *vsock.Exit) string {
+func describeExit(e *control.Exit) string {
 	var s string
 	switch {
 	case e.Error != "":
@@ -185,7 +186,7 @@ func describeExit(e *vsock.Exit) string {
 
 func runLogs(env *Env, args []string) error {
 	fs := newFlags(env, "logs", "logs [-f] [-n N] [SERVICE]")
-	control := controlFlag(fs)
+	controlAddr := controlFlag(fs)
 	follow := fs.Bool("f", false, "follow: keep printing new lines")
 	n := fs.Int("n", 100, "how many past lines (0: all kept)")
 	if err := fs.Parse(args); err != nil {
@@ -194,7 +195,7 @@ func runLogs(env *Env, args []string) error {
 	if fs.NArg() > 1 {
 		return usagef("usage: ddinit logs [-f] [-n N] [SERVICE]")
 	}
-	c, err := dial(*control, 10*time.Second)
+	c, err := dial(*controlAddr, 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -210,7 +211,7 @@ func runLogs(env *Env, args []string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return vsock.ResponseError(resp)
+		return control.ResponseError(resp)
 	}
 	_, err = io.Copy(env.Stdout, resp.Body)
 	if ctx.Err() != nil {
@@ -221,14 +222,14 @@ func runLogs(env *Env, args []string) error {
 
 func runRestart(env *Env, args []string) error {
 	fs := newFlags(env, "restart", "restart SERVICE")
-	control := controlFlag(fs)
+	controlAddr := controlFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("usage: ddinit restart SERVICE")
 	}
-	c, err := dial(*control, 10*time.Second)
+	c, err := dial(*controlAddr, 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -238,7 +239,7 @@ func runRestart(env *Env, args []string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("restart %s: %w", fs.Arg(0), vsock.ResponseError(resp))
+		return fmt.Errorf("restart %s: %w", fs.Arg(0), control.ResponseError(resp))
 	}
 	fmt.Fprintf(env.Stdout, "restarting %s\n", fs.Arg(0))
 	return nil
@@ -246,12 +247,12 @@ func runRestart(env *Env, args []string) error {
 
 func runStop(env *Env, args []string) error {
 	fs := newFlags(env, "stop", "stop [--timeout D]")
-	control := controlFlag(fs)
+	controlAddr := controlFlag(fs)
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the shutdown")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := dial(*control, 10*time.Second)
+	c, err := dial(*controlAddr, 10*time.Second)
 	if err != nil {
 		return err
 	}
@@ -261,7 +262,7 @@ func runStop(env *Env, args []string) error {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return vsock.ResponseError(resp)
+		return control.ResponseError(resp)
 	}
 	fmt.Fprintln(env.Stdout, "stopping ddinit")
 	deadline := time.Now().Add(*timeout)
@@ -277,7 +278,7 @@ func runStop(env *Env, args []string) error {
 
 func runDiagnose(env *Env, args []string) error {
 	fs := newFlags(env, "diagnose", "diagnose [-o FILE]")
-	control := controlFlag(fs)
+	controlAddr := controlFlag(fs)
 	out := fs.String("o", "", "where to write the archive (default ddinit-diagnostics-TIME.tar.gz)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -286,7 +287,7 @@ func runDiagnose(env *Env, args []string) error {
 	if path == "" {
 		path = fmt.Sprintf("ddinit-diagnostics-%s.tar.gz", time.Now().UTC().Format("20060102-150405"))
 	}
-	c, err := dial(*control, 2*time.Minute)
+	c, err := dial(*controlAddr, 2*time.Minute)
 	if err != nil {
 		return err
 	}
@@ -296,7 +297,7 @@ func runDiagnose(env *Env, args []string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return vsock.ResponseError(resp)
+		return control.ResponseError(resp)
 	}
 	tmp := path + ".partial"
 	f, err := os.Create(tmp)
@@ -398,7 +399,7 @@ func runForward(env *Env, args []string) error {
 // runs a shell or the given command there, through nsenter.
 func runEnter(env *Env, args []string) error {
 	fs := newFlags(env, "enter", "enter [SERVICE] [-- CMD...]")
-	control := controlFlag(fs)
+	controlAddr := controlFlag(fs)
 	var command []string
 	for i, a := range args {
 		if a == "--" {
@@ -421,7 +422,7 @@ func runEnter(env *Env, args []string) error {
 	if len(command) == 0 {
 		command = []string{"/bin/sh"}
 	}
-	st, err := fetchStatus(*control)
+	st, err := fetchStatus(*controlAddr)
 	if err != nil {
 		return err
 	}

@@ -15,26 +15,45 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
+// runFlag binds one `ddinit run` flag to its config field: a flag given
+// on the command line overrides the config file's value.
+type runFlag struct {
+	name, usage string
+	str         func(*initd.Config) *string
+	boolean     func(*initd.Config) *bool
+}
+
+var runFlags = []runFlag{
+	{name: "base-image", usage: "the base distro image (default " + initd.DefaultBaseImage + ")", str: func(c *initd.Config) *string { return &c.BaseImage }},
+	{name: "base-digest", usage: "sha256 the base image must have (default: its .sha256 sidecar)", str: func(c *initd.Config) *string { return &c.BaseDigest }},
+	{name: "version-pack", usage: "the engine version pack image (default " + initd.DefaultVersionPack + ")", str: func(c *initd.Config) *string { return &c.VersionPack }},
+	{name: "version-pack-digest", usage: "sha256 the version pack must have (default: its .sha256 sidecar)", str: func(c *initd.Config) *string { return &c.PackDigest }},
+	{name: "data-dir", usage: "the data distro's root (default " + initd.DefaultDataDir + ")", str: func(c *initd.Config) *string { return &c.DataDir }},
+	{name: "run-dir", usage: "private directory for mounts and sockets (default " + initd.DefaultRunDir + ")", str: func(c *initd.Config) *string { return &c.RunDir }},
+	{name: "image-mode", usage: "auto, kernel (loop-mount with iso9660) or userspace (extract)", str: func(c *initd.Config) *string { return &c.ImageMode }},
+	{name: "hostname", usage: "host name inside the namespace (default " + initd.DefaultHostname + ")", str: func(c *initd.Config) *string { return &c.Hostname }},
+	{name: "kubernetes", usage: "run kubelet when the version pack has it", boolean: func(c *initd.Config) *bool { return &c.Kubernetes }},
+	{name: "log-level", usage: "debug, info, warn or error (default info)", str: func(c *initd.Config) *string { return &c.LogLevel }},
+	{name: "automount-root", usage: "where WSL mounts the Windows drives (default " + initd.DefaultAutomount + ")", str: func(c *initd.Config) *string { return &c.AutomountRoot }},
+	{name: "wsl-shared", usage: "the tmpfs all distros share, where the docker socket is published (default " + initd.DefaultWSLShared + ")", str: func(c *initd.Config) *string { return &c.WSLShared }},
+	{name: "wsl-lib", usage: "WSL's GPU libraries, bound read-only at /usr/lib/wsl inside when present (default " + initd.DefaultWSLLib + ")", str: func(c *initd.Config) *string { return &c.WSLLib }},
+	{name: "subnet", usage: "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)", str: func(c *initd.Config) *string { return &c.Subnet }},
+	{name: "subnet6", usage: "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)", str: func(c *initd.Config) *string { return &c.Subnet6 }},
+	{name: "resolv-conf", usage: "the distro's resolver configuration, copied inside (default /etc/resolv.conf)", str: func(c *initd.Config) *string { return &c.ResolvConf }},
+	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *initd.Config) *bool { return &c.VsockAllowLocal }},
+}
+
 func runRun(env *Env, args []string) error {
 	fs := newFlags(env, "run", "run [flags]")
 	configPath := fs.String("config", "", "JSON config file; flags given on the command line override it")
 	var flagCfg initd.Config
-	fs.StringVar(&flagCfg.BaseImage, "base-image", "", "the base distro image (default "+initd.DefaultBaseImage+")")
-	fs.StringVar(&flagCfg.BaseDigest, "base-digest", "", "sha256 the base image must have (default: its .sha256 sidecar)")
-	fs.StringVar(&flagCfg.VersionPack, "version-pack", "", "the engine version pack image (default "+initd.DefaultVersionPack+")")
-	fs.StringVar(&flagCfg.PackDigest, "version-pack-digest", "", "sha256 the version pack must have (default: its .sha256 sidecar)")
-	fs.StringVar(&flagCfg.DataDir, "data-dir", "", "the data distro's root (default "+initd.DefaultDataDir+")")
-	fs.StringVar(&flagCfg.RunDir, "run-dir", "", "private directory for mounts and sockets (default "+initd.DefaultRunDir+")")
-	fs.StringVar(&flagCfg.ImageMode, "image-mode", "", "auto, kernel (loop-mount with iso9660) or userspace (extract)")
-	fs.StringVar(&flagCfg.Hostname, "hostname", "", "host name inside the namespace (default "+initd.DefaultHostname+")")
-	fs.BoolVar(&flagCfg.Kubernetes, "kubernetes", false, "run kubelet when the version pack has it")
-	fs.StringVar(&flagCfg.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
-	fs.StringVar(&flagCfg.AutomountRoot, "automount-root", "", "where WSL mounts the Windows drives (default "+initd.DefaultAutomount+")")
-	fs.StringVar(&flagCfg.WSLShared, "wsl-shared", "", "the tmpfs all distros share, where the docker socket is published (default "+initd.DefaultWSLShared+")")
-	fs.StringVar(&flagCfg.Subnet, "subnet", "", "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)")
-	fs.StringVar(&flagCfg.Subnet6, "subnet6", "", "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)")
-	fs.StringVar(&flagCfg.ResolvConf, "resolv-conf", "", "the distro's resolver configuration, copied inside (default /etc/resolv.conf)")
-	fs.BoolVar(&flagCfg.VsockAllowLocal, "vsock-allow-local", false, "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)")
+	for _, f := range runFlags {
+		if f.str != nil {
+			fs.StringVar(f.str(&flagCfg), f.name, "", f.usage)
+		} else {
+			fs.BoolVar(f.boolean(&flagCfg), f.name, false, f.usage)
+		}
+	}
 	var control, expose listFlag
 	fs.Var(&control, "control", "control API address (repeatable)")
 	fs.Var(&expose, "expose", "NAME=ADDR: expose a service's socket, e.g. docker=unix:///run/ddinit/docker.sock (repeatable)")
@@ -53,42 +72,18 @@ func runRun(env *Env, args []string) error {
 		cfg = c
 	}
 	// Flags given explicitly win over the file.
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "base-image":
-			cfg.BaseImage = flagCfg.BaseImage
-		case "base-digest":
-			cfg.BaseDigest = flagCfg.BaseDigest
-		case "version-pack":
-			cfg.VersionPack = flagCfg.VersionPack
-		case "version-pack-digest":
-			cfg.PackDigest = flagCfg.PackDigest
-		case "data-dir":
-			cfg.DataDir = flagCfg.DataDir
-		case "run-dir":
-			cfg.RunDir = flagCfg.RunDir
-		case "image-mode":
-			cfg.ImageMode = flagCfg.ImageMode
-		case "hostname":
-			cfg.Hostname = flagCfg.Hostname
-		case "kubernetes":
-			cfg.Kubernetes = flagCfg.Kubernetes
-		case "log-level":
-			cfg.LogLevel = flagCfg.LogLevel
-		case "automount-root":
-			cfg.AutomountRoot = flagCfg.AutomountRoot
-		case "wsl-shared":
-			cfg.WSLShared = flagCfg.WSLShared
-		case "subnet":
-			cfg.Subnet = flagCfg.Subnet
-		case "subnet6":
-			cfg.Subnet6 = flagCfg.Subnet6
-		case "resolv-conf":
-			cfg.ResolvConf = flagCfg.ResolvConf
-		case "vsock-allow-local":
-			cfg.VsockAllowLocal = flagCfg.VsockAllowLocal
-		case "control":
+	fs.Visit(func(given *flag.Flag) {
+		if given.Name == "control" {
 			cfg.Control = control
+		}
+		for _, f := range runFlags {
+			switch {
+			case f.name != given.Name:
+			case f.str != nil:
+				*f.str(&cfg) = *f.str(&flagCfg)
+			default:
+				*f.boolean(&cfg) = *f.boolean(&flagCfg)
+			}
 		}
 	})
 	exposeFromFlags := map[string]bool{}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/control"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -20,33 +20,33 @@ import (
 // bootPoint is a moment of a cold boot, recognised in /status.
 type bootPoint struct {
 	name string
-	at   func(st vsock.Status) bool
+	at   func(st control.Status) bool
 }
 
-func hasPhase(st vsock.Status, name string) bool {
-	return slices.ContainsFunc(st.Phases, func(p vsock.Phase) bool { return p.Name == name })
+func hasPhase(st control.Status, name string) bool {
+	return slices.ContainsFunc(st.Phases, func(p control.Phase) bool { return p.Name == name })
 }
 
 var bootPoints = []bootPoint{
-	{"the control API answers", func(vsock.Status) bool { return true }},
-	{"verifying and preparing the images", func(st vsock.Status) bool { return strings.Contains(st.Reason, "verifying") }},
-	{"starting containerd", func(st vsock.Status) bool { return hasPhase(st, "mounts") }},
-	{"containerd up and dockerd not yet ready", func(st vsock.Status) bool { return hasPhase(st, "containerd") && !st.Ready }},
-	{"healthy", func(st vsock.Status) bool { return st.Ready }},
+	{"the control API answers", func(control.Status) bool { return true }},
+	{"verifying and preparing the images", func(st control.Status) bool { return strings.Contains(st.Reason, "verifying") }},
+	{"starting containerd", func(st control.Status) bool { return hasPhase(st, "mounts") }},
+	{"containerd up and dockerd not yet ready", func(st control.Status) bool { return hasPhase(st, "containerd") && !st.Ready }},
+	{"healthy", func(st control.Status) bool { return st.Ready }},
 }
 
 // waitForPoint polls /status until p holds and returns the state seen
 // then; a boot that went past p faster than the poll is reported as the
 // state it was caught in.
-func (in *instance) waitForPoint(p bootPoint) vsock.Status {
+func (in *instance) waitForPoint(p bootPoint) control.Status {
 	in.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := vsock.NewClient("unix://"+in.controlSock(), time.Second)
+		c, err := control.NewClient("unix://"+in.controlSock(), time.Second)
 		if err == nil {
 			resp, err := c.Do(in.t.Context(), http.MethodGet, "/status", false)
 			if err == nil {
-				var st vsock.Status
+				var st control.Status
 				err = json.NewDecoder(resp.Body).Decode(&st)
 				resp.Body.Close()
 				if err == nil && p.at(st) {
@@ -61,7 +61,7 @@ func (in *instance) waitForPoint(p bootPoint) vsock.Status {
 		}
 	}
 	in.t.Fatalf("the boot never reached %q", p.name)
-	return vsock.Status{}
+	return control.Status{}
 }
 
 // assertRecovers boots again on dataDir, runs a container, stops cleanly

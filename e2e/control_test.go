@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/control"
 )
 
 func (in *instance) controlSock() string { return filepath.Join(in.runDir, "control.sock") }
@@ -30,7 +30,7 @@ func (in *instance) controlSock() string { return filepath.Join(in.runDir, "cont
 // get sends one request to the control API and returns status and body.
 func (in *instance) get(method, path string) (int, string) {
 	in.t.Helper()
-	c, err := vsock.NewClient("unix://"+in.controlSock(), 30*time.Second)
+	c, err := control.NewClient("unix://"+in.controlSock(), 30*time.Second)
 	if err != nil {
 		in.t.Fatal(err)
 	}
@@ -43,13 +43,13 @@ func (in *instance) get(method, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (in *instance) status() vsock.Status {
+func (in *instance) status() control.Status {
 	in.t.Helper()
 	code, body := in.get(http.MethodGet, "/status")
 	if code != 200 {
 		in.t.Fatalf("/status: %d %s", code, body)
 	}
-	var st vsock.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		in.t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestControlAPI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "tick") {
 		t.Fatalf("ddinit logs chatty: %v\n%s", err, out)
 	}
-	c, _ := vsock.NewClient("unix://"+in.controlSock(), 0)
+	c, _ := control.NewClient("unix://"+in.controlSock(), 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	resp, err := c.Do(ctx, http.MethodGet, "/logs?service=chatty&tail=0&follow=1", true)
 	if err != nil {
@@ -220,13 +220,13 @@ func TestControlAPI(t *testing.T) {
 	}
 }
 
-func serviceStatus(st vsock.Status, name string) vsock.ServiceStatus {
+func serviceStatus(st control.Status, name string) control.ServiceStatus {
 	for _, s := range st.Services {
 		if s.Name == name {
 			return s
 		}
 	}
-	return vsock.ServiceStatus{}
+	return control.ServiceStatus{}
 }
 
 func readTarGz(t *testing.T, path string) map[string]string {

@@ -24,6 +24,7 @@ const (
 	DefaultHostname    = "docker-desktop"
 	DefaultAutomount   = "/mnt/host"
 	DefaultWSLShared   = "/mnt/wsl"
+	DefaultWSLLib      = "/usr/lib/wsl"
 )
 
 // SharedSocketsDir is where, under the WSL shared tmpfs, the docker socket
@@ -89,6 +90,9 @@ type Config struct {
 	// AutomountRoot is where WSL mounts the Windows drives (wsl.conf
 	// [automount] root).
 	AutomountRoot string `json:"automountRoot,omitempty"`
+	// WSLLib is where WSL puts its GPU user-space libraries; bound
+	// read-only at /usr/lib/wsl inside when it exists.
+	WSLLib string `json:"wslLib,omitempty"`
 	// WSLShared is the tmpfs every distro shares; the docker socket is
 	// published under it for WSL integration.
 	WSLShared string `json:"wslShared,omitempty"`
@@ -139,6 +143,7 @@ func (c *Config) Defaults() {
 	set(&c.LogLevel, "info")
 	set(&c.AutomountRoot, DefaultAutomount)
 	set(&c.WSLShared, DefaultWSLShared)
+	set(&c.WSLLib, DefaultWSLLib)
 	set(&c.Subnet, network.DefaultSubnet)
 	set(&c.Subnet6, network.DefaultSubnet6)
 	set(&c.ResolvConf, "/etc/resolv.conf")

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
@@ -32,7 +33,8 @@ const (
 	hostRoot             = "/run/ddinit/rootfs"
 	servicesNamespace    = "services.ddinit"
 	configFD, eventsFD   = 3, 4
-	firstControlFD       = 5
+	drivesFD             = 5
+	firstControlFD       = 6
 	innerProcessArgument = "init"
 )
 
@@ -57,10 +59,10 @@ type inner struct {
 	reaper *Reaper
 	events *json.Encoder
 
-	started  time.Time
-	ownLog   *logs.Ring
-	shutdown chan string // why to stop: a signal or the control API
-	server   *vsock.ControlServer
+	started time.Time
+	ownLog  *logs.Ring
+	stop    chan string // why to stop: a signal or the control API
+	server  *control.Server
 
 	mu         sync.Mutex
 	state      string
@@ -68,9 +70,9 @@ type inner struct {
 	phases     []Phase
 	ds         *mounts.DataStore
 	root       *rootfs.Root
-	components []vsock.Component
-	drives     []vsock.Drive
-	binds      []mounts.DistroBind // what was bound from the distro
+	components []control.Component
+	drives     []control.Drive
+	mounted    []mounts.Mount // what the mounts phase made, for the shutdown
 	sup        *services.Supervisor
 }
 
@@ -95,22 +97,27 @@ func Inner(stderr io.Writer) int {
 	}
 	eventsFile := os.NewFile(eventsFD, "events")
 	in := &inner{
-		cfg:      cfg,
-		log:      logs.New("init", stderr, nil, level),
-		events:   json.NewEncoder(eventsFile),
-		started:  time.Now(),
-		ownLog:   logs.NewRing(2000),
-		shutdown: make(chan string, 4),
-		state:    stateBooting,
-		reason:   "starting",
+		cfg:     cfg,
+		log:     logs.New("init", stderr, nil, level),
+		events:  json.NewEncoder(eventsFile),
+		started: time.Now(),
+		ownLog:  logs.NewRing(2000),
+		stop:    make(chan string, 4),
+		state:   stateBooting,
+		reason:  "starting",
 	}
-	in.log.Logger.AddHook(ownLogHook{ring: in.ownLog})
+	in.log.Logger.AddHook(logs.RingHook{Ring: in.ownLog})
 	in.reaper = NewReaper(in.log)
+	if conn, err := unixConn(os.NewFile(drivesFD, "drives")); err == nil {
+		go in.followDrives(conn)
+	} else {
+		in.log.WithError(err).Warn("drives mounted after the boot will not appear")
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	go func() {
 		for sig := range sigs {
-			in.shutdown <- "signal " + sig.String()
+			in.stop <- "signal " + sig.String()
 		}
 	}()
 	// The control API answers from the first moment, so the frontend can
@@ -119,18 +126,18 @@ func Inner(stderr io.Writer) int {
 		in.events.Encode(event{Event: "failed", Error: err.Error()})
 		return 1
 	}
-	if err := in.up(); err != nil {
+	if err := in.boot(); err != nil {
 		in.setState(stateFailed, err.Error())
 		in.events.Encode(event{Event: "failed", Error: err.Error()})
 		in.log.WithError(err).Error("boot failed")
-		in.down()
+		in.shutdown()
 		return 1
 	}
 	in.setState(stateRunning, "")
 	go settle(in.log)
-	why := <-in.shutdown
+	why := <-in.stop
 	in.log.WithField("by", why).Info("shutting down")
-	in.down()
+	in.shutdown()
 	return 0
 }
 
@@ -149,7 +156,7 @@ func (in *inner) serveControl() error {
 		}
 		ls = append(ls, vsock.Filter(l, a, vsock.PeerPolicy{AllowLocal: in.cfg.VsockAllowLocal}, in.log))
 	}
-	in.server = &vsock.ControlServer{Backend: control{in}, Log: in.log.WithField("component", "control")}
+	in.server = &control.Server{Backend: backend{in}, Log: in.log.WithField("component", "control")}
 	in.server.Serve(ls...)
 	return nil
 }
@@ -160,164 +167,6 @@ func settle(log logrus.FieldLogger) {
 	time.Sleep(time.Second)
 	debug.FreeOSMemory()
 	log.Debug("boot heap returned to the kernel")
-}
-
-func (in *inner) phase(name string, start time.Time) {
-	d := time.Since(start)
-	in.mu.Lock()
-	in.phases = append(in.phases, Phase{Name: name, Duration: d})
-	in.mu.Unlock()
-	in.log.WithFields(logrus.Fields{"phase": name, "ms": float64(d.Microseconds()) / 1000}).Info("boot phase done")
-}
-
-func (in *inner) up() error {
-	cfg := in.cfg
-	t := time.Now()
-	in.setState(stateBooting, "checking the data store")
-	// Our mounts must never reach the distro, while the distro's later
-	// mounts (a drive appearing) still reach us.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
-		return fmt.Errorf("make the mount namespace private: %w", err)
-	}
-	ds, err := mounts.OpenDataStore(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	if ds.LowSpace {
-		in.log.WithFields(logrus.Fields{"dataDir": ds.Dir, "freeMB": ds.FreeBytes >> 20}).Warn("the data store is nearly full")
-	}
-	in.mu.Lock()
-	in.ds = ds
-	in.mu.Unlock()
-	in.phase("datastore", t)
-
-	t = time.Now()
-	in.setState(stateBooting, "verifying and preparing the images")
-	root, err := rootfs.Prepare(rootfs.PrepareOptions{
-		CacheDir: ds.Path("isocache"),
-		Images: []rootfs.Source{
-			{Name: "base", Path: cfg.BaseImage, Digest: cfg.BaseDigest},
-			{Name: "version pack", Path: cfg.VersionPack, Digest: cfg.PackDigest},
-		},
-		RunDir: cfg.RunDir,
-		Target: filepath.Join(cfg.RunDir, "rootfs"),
-		Mode:   rootfs.Mode(cfg.ImageMode),
-		Log:    in.log.WithField("component", "rootfs"),
-	})
-	if err != nil {
-		return err
-	}
-	in.mu.Lock()
-	in.root = root
-	in.mu.Unlock()
-	in.phase("rootfs", t)
-
-	t = time.Now()
-	in.setState(stateBooting, "mounting")
-	if _, err := mountAPIFilesystems(root.Dir); err != nil {
-		return err
-	}
-	// The version pack's daemon.json seeds the store before the store's
-	// etc/docker is bound over it.
-	if err := seedDockerConfig(root.Dir, ds.Path("etc/docker")); err != nil {
-		return err
-	}
-	if err := copyResolvConf(in.cfg.ResolvConf, root.Dir, in.log); err != nil {
-		return err
-	}
-	if err := in.listDrives(); err != nil {
-		return err
-	}
-	for _, b := range ds.DistroBinds(cfg.AutomountRoot) {
-		made, err := b.Mount(root.Dir)
-		if made {
-			in.mu.Lock()
-			in.binds = append(in.binds, b)
-			in.mu.Unlock()
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := switchRoot(root.Dir); err != nil {
-		return err
-	}
-	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
-		return fmt.Errorf("set hostname: %w", err)
-	}
-	if err := loopbackUp(); err != nil {
-		return err
-	}
-	if err := bindHostRoot(hostRoot); err != nil {
-		return err
-	}
-	in.phase("mounts", t)
-	in.loadComponents()
-
-	t = time.Now()
-	in.setState(stateBooting, "starting containerd")
-	defs, err := services.LoadDefinitions(services.ServicesDir)
-	if err != nil {
-		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
-	}
-	sockets := map[string]string{"containerd": containerdSocket}
-	for _, d := range defs {
-		if d.Socket != "" {
-			sockets[d.Name] = d.Socket
-			if d.Name == "dockerd" {
-				sockets["docker"] = d.Socket
-			}
-		}
-	}
-	in.events.Encode(event{Event: "sockets", Sockets: sockets})
-	sup, err := services.New(services.Config{
-		Namespace:        servicesNamespace,
-		ContainerdBinary: containerdBinary,
-		RunDir:           innerRunDir,
-		HostRoot:         hostRoot,
-		ContainerdRoot:   "/var/lib/containerd",
-		ContainerdState:  "/run/containerd",
-		Address:          containerdSocket,
-		LogDir:           innerLogDir,
-		Restart:          cfg.RestartPolicy(),
-		Liveness:         cfg.LivenessTiming(),
-		Settings:         map[string]bool{"kubernetes": cfg.Kubernetes},
-		Spawner:          in.reaper,
-		Log:              in.log.WithField("component", "supervisor"),
-	}, defs)
-	if err != nil {
-		return err
-	}
-	if err := sup.Start(); err != nil {
-		return err
-	}
-	in.mu.Lock()
-	in.sup = sup
-	in.mu.Unlock()
-	in.phase("containerd", t)
-	return nil
-}
-
-// listDrives records, for /status, the Windows drives the automount root
-// holds; they come in with its bind.
-func (in *inner) listDrives() error {
-	if _, err := os.Stat(in.cfg.AutomountRoot); err != nil {
-		in.log.WithField("automountRoot", in.cfg.AutomountRoot).Info("no automount root: no Windows drives")
-		return nil
-	}
-	drives, err := mounts.Drives("/proc/self/mountinfo", in.cfg.AutomountRoot)
-	if err != nil {
-		return fmt.Errorf("list the Windows drives: %w", err)
-	}
-	var list []vsock.Drive
-	for _, d := range drives {
-		list = append(list, vsock.Drive{Letter: d.Letter, Path: d.Path, Inside: filepath.Join(mounts.DrivesTarget, d.Letter), FSType: d.FSType})
-	}
-	in.mu.Lock()
-	in.drives = list
-	in.mu.Unlock()
-	in.log.WithField("drives", len(list)).Info("Windows drives found")
-	return nil
 }
 
 // copyResolvConf gives the namespace the distro's resolver configuration,
@@ -350,7 +199,7 @@ func (in *inner) loadComponents() {
 		return
 	}
 	var m struct {
-		Components []vsock.Component `json:"components"`
+		Components []control.Component `json:"components"`
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		in.log.WithError(err).Warn("the version pack's manifest is not valid JSON")
@@ -377,29 +226,4 @@ func seedDockerConfig(root, dataEtcDocker string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dataEtcDocker, "daemon.json"), b, 0o644)
-}
-
-// down stops the services and containerd, flushes and unmounts the data
-// store. Whatever else was mounted lives in this mount namespace and goes
-// with it.
-func (in *inner) down() {
-	start := time.Now()
-	in.mu.Lock()
-	if in.state != stateFailed {
-		in.state, in.reason = stateStopping, "shutting down"
-	}
-	in.mu.Unlock()
-	if in.sup != nil {
-		in.sup.Stop()
-	}
-	defer in.server.Close()
-	unix.Sync()
-	var targets []string
-	for _, b := range in.binds {
-		targets = append(targets, b.Target)
-	}
-	if err := mounts.Unmount(targets); err != nil {
-		in.log.WithError(err).Warn("unmounting the data store")
-	}
-	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("shutdown complete")
 }

@@ -101,6 +101,8 @@ type outer struct {
 	link          *network.Link
 	stopPublisher func()
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone
+	drives        *net.UnixConn
+	stopFollowing context.CancelFunc
 }
 
 func (o *outer) run() (int, error) {
@@ -127,9 +129,13 @@ func (o *outer) run() (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	drivesHere, drivesThere, err := socketPair()
+	if err != nil {
+		return 1, err
+	}
 	cmd := exec.Command(self, innerProcessArgument)
 	cmd.Args[0] = "ddinit"
-	cmd.ExtraFiles = append([]*os.File{cfgR, evW}, controlFiles...) // fds 3, 4, then 5…
+	cmd.ExtraFiles = append([]*os.File{cfgR, evW, drivesThere}, controlFiles...) // fds 3, 4, 5, then 6…
 	cmd.Stderr = logW
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -148,6 +154,13 @@ func (o *outer) run() (int, error) {
 	cfgR.Close()
 	evW.Close()
 	logW.Close()
+	drivesThere.Close()
+	drives, err := unixConn(drivesHere)
+	if err != nil {
+		cmd.Process.Kill()
+		return 1, fmt.Errorf("drives socket: %w", err)
+	}
+	o.drives = drives
 	for _, f := range controlFiles {
 		f.Close()
 	}
@@ -180,6 +193,12 @@ func (o *outer) run() (int, error) {
 		}
 	}
 	o.closeForwarders()
+	o.mu.Lock()
+	if o.stopFollowing != nil {
+		o.stopFollowing()
+	}
+	o.mu.Unlock()
+	o.drives.Close()
 	<-relayed
 	<-evDone
 	o.unwireNetwork()
@@ -228,8 +247,10 @@ func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
 			o.bootError = ev.Error
 			o.mu.Unlock()
 		case "sockets":
-			// PID 1's root is in place: its iptables can set up NAT.
+			// PID 1's root is in place: its iptables can set up NAT, and
+			// its /dev and drives can follow the distro's.
 			o.wireNetwork(pid, ev.Sockets)
+			o.follow(pid)
 			if err := o.expose(pid, ev.Sockets); err != nil {
 				o.mu.Lock()
 				o.bootError = err.Error()
@@ -243,6 +264,17 @@ func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
 			go settle(o.log)
 		}
 	}
+}
+
+// follow starts keeping PID 1's drives and devices in step with the
+// distro's.
+func (o *outer) follow(pid int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	o.mu.Lock()
+	o.stopFollowing = cancel
+	o.mu.Unlock()
+	go o.sendDrives(ctx, o.drives)
+	go o.mirrorDevices(ctx, pid)
 }
 
 // openControlSockets opens a listening socket per control address (unix

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // Layout is what the data store holds, relative to its root.
@@ -68,20 +66,4 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// Unmount takes targets down, last first; a busy one is detached so that
-// shutdown never hangs on it.
-func Unmount(targets []string) error {
-	var errs []error
-	for i := len(targets) - 1; i >= 0; i-- {
-		err := unix.Unmount(targets[i], 0)
-		if err == unix.EBUSY {
-			err = unix.Unmount(targets[i], unix.MNT_DETACH)
-		}
-		if err != nil && err != unix.EINVAL && err != unix.ENOENT {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", targets[i], err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -36,7 +36,7 @@ show_deps() { modprobe -d "$kdir" -S "$kver" --show-depends "$1" | awk '/^insmod
 # --- the guest's root: busybox, ddinit, the docker CLI, modules ---------------
 root=$vm/root
 rm -rf "$root"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/vm,etc/ddinit,proc,sys,dev,run,tmp,var/tmp,mnt/wsl,mnt/host/c,results,root,lib/modules}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/vm,etc/ddinit,proc,sys,dev,run,tmp,var/tmp,mnt/wsl,mnt/host/c,mnt/host/d,results,root,lib/modules}
 cp "$(readlink -f "$(command -v busybox)")" "$root/bin/busybox"
 for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
 for a in $(busybox --list); do [ -e "$root/sbin/$a" ] || ln -sf ../bin/busybox "$root/sbin/$a"; done
@@ -100,6 +100,11 @@ for iso in docker-desktop.iso docker.iso; do
 	cp "$here/build/$iso.sha256" "$res/$iso.sha256"
 done
 echo "written by the host at $(date -u +%FT%TZ) $RANDOM" >"$c/hello.txt"
+# D:, a second drive the guest mounts only after ddinit has booted.
+d=$vm/d
+rm -rf "$d"
+mkdir -p "$d"
+echo "on drive D, mounted after the boot $RANDOM" >"$d/hello.txt"
 # The data disk is sparse; a host disk that fills up under it would pause
 # the guest (werror=report turns that into an I/O error the guest reports).
 free_kb=$(df -Pk "$vm" | awk 'NR==2 {print $4}')
@@ -117,6 +122,7 @@ qemu() { # phase
 		-append "console=ttyS0 quiet panic=-1 vmtest.phase=$1" \
 		-virtfs "local,path=$root,mount_tag=root,security_model=none,readonly=on" \
 		-virtfs "local,path=$c,mount_tag=cdrive,security_model=none" \
+		-virtfs "local,path=$d,mount_tag=ddrive,security_model=none,readonly=on" \
 		-virtfs "local,path=$vm/results,mount_tag=results,security_model=none" \
 		-device virtio-rng-pci \
 		-drive "file=$vm/data.img,if=virtio,format=raw,werror=report,rerror=report"
@@ -171,7 +177,7 @@ fi
 cat "$report"
 passed=$(grep -c '^PASS' "$report" || true)
 failed=$(grep -c '^FAIL' "$report" || true)
-expected=17
+expected=18
 if [ "$failed" -gt 0 ] || [ "$passed" -lt "$expected" ]; then
 	# What CI shows is all there is to go on: the end of each guest's logs.
 	for phase in cold warm after-crash; do

@@ -2,7 +2,6 @@ package services
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/sirupsen/logrus"
 )
@@ -36,9 +36,6 @@ type Config struct {
 	Spawner  Spawner
 	Log      *logrus.Entry
 }
-
-// ErrUnknownService is returned for a name no definition has.
-var ErrUnknownService = errors.New("no such service")
 
 // Supervisor runs containerd and the services.
 type Supervisor struct {
@@ -143,6 +140,28 @@ func (s *Supervisor) Status() []Status {
 	return out
 }
 
+// Health is whether containerd and every required service that is not
+// switched off are ready; when not, the reason names the first that is
+// not and why.
+func (s *Supervisor) Health() (bool, string) {
+	for _, svc := range append([]*service{s.ctrd}, s.order...) {
+		st := svc.status()
+		if !st.Required || st.State == StateDisabled || st.Ready {
+			continue
+		}
+		state := st.State
+		if state == StateFailed {
+			state = "failing" // it is still retried
+		}
+		reason := fmt.Sprintf("%s is %s", st.Name, state)
+		if st.Reason != "" {
+			reason += ": " + st.Reason
+		}
+		return false, reason
+	}
+	return true, ""
+}
+
 // ContainerdStatus is containerd's state, pid, restarts and last exit.
 func (s *Supervisor) ContainerdStatus() Status { return s.ctrd.status() }
 
@@ -151,7 +170,7 @@ func (s *Supervisor) Logs(name string) (*logs.Ring, error) {
 	if svc := s.find(name); svc != nil {
 		return svc.sink.Ring, nil
 	}
-	return nil, fmt.Errorf("%w: %s", ErrUnknownService, name)
+	return nil, fmt.Errorf("%w: no service named %s", errdefs.ErrNotFound, name)
 }
 
 func (s *Supervisor) find(name string) *service {
@@ -171,7 +190,7 @@ func (s *Supervisor) find(name string) *service {
 func (s *Supervisor) Restart(name string) error {
 	svc := s.find(name)
 	if svc == nil || svc == s.ctrd {
-		return fmt.Errorf("%w: %s", ErrUnknownService, name)
+		return fmt.Errorf("%w: no service named %s", errdefs.ErrNotFound, name)
 	}
 	if st := svc.status(); st.State == StateDisabled {
 		return fmt.Errorf("service %s is disabled: %s", name, st.Reason)

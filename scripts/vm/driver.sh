@@ -77,6 +77,13 @@ cold)
 	check "cold: a container reads the file the host wrote on the 9p C: drive ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
 	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
 	check "cold: a container writes a named volume ($out)" [ "$out" = "persisted-across-boots" ]
+	# A drive WSL mounts after the boot, under an automount root that is
+	# not shared (as WSL's is not), reaches containers.
+	mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none ddrive /mnt/host/d
+	want=$(cat /mnt/host/d/hello.txt)
+	sleep 2
+	out=$(timeout 120 docker run --rm -v /run/desktop/mnt/host/d/hello.txt:/f busybox:local cat /f 2>&1)
+	check "cold: a container reads a 9p drive mounted after the boot, 2s later ($out)" [ "$out" = "$want" ]
 	# Isolation: exec lands in the container's root, and a chroot walk from
 	# docker run or docker exec finds only the container. /etc/vm/driver.sh
 	# exists only on the guest distro's root.

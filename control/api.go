@@ -1,0 +1,133 @@
+package control
+
+import (
+	"io"
+	"time"
+)
+
+// Status is GET /status.
+type Status struct {
+	Version    string          `json:"version"`
+	State      string          `json:"state"` // booting, running, stopping, failed
+	Ready      bool            `json:"ready"`
+	Reason     string          `json:"reason,omitempty"`
+	Started    time.Time       `json:"started"`
+	Uptime     string          `json:"uptime"`
+	HostPID    int             `json:"hostPid,omitempty"` // PID 1 as the distro sees it
+	Phases     []Phase         `json:"bootPhases"`
+	Services   []ServiceStatus `json:"services"`
+	Containerd ServiceStatus   `json:"containerd"`
+	Images     []Image         `json:"images"`
+	Components []Component     `json:"components"`
+	DataStore  DataStore       `json:"dataStore"`
+	Drives     []Drive         `json:"drives"`
+	// DistroBinds are the only places where the namespace reaches the
+	// distro's file systems.
+	DistroBinds []Bind        `json:"distroBinds"`
+	Mounts      []string      `json:"mounts"`
+	Network     *NetworkState `json:"network,omitempty"`
+	Goroutines  int           `json:"goroutines"`
+	Orphans     int64         `json:"orphansReaped"`
+}
+
+// NetworkState is the namespace's end of its link to the distro.
+type NetworkState struct {
+	Link      string   `json:"link"`
+	Addresses []string `json:"addresses"`
+	Gateways  []string `json:"gateways,omitempty"`
+	Error     string   `json:"error,omitempty"`
+}
+
+// Phase is a boot step and its duration.
+type Phase struct {
+	Name       string  `json:"name"`
+	DurationMs float64 `json:"durationMs"`
+}
+
+// ServiceStatus is one service.
+type ServiceStatus struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Ready     bool      `json:"ready"`
+	Required  bool      `json:"required"`
+	PID       int       `json:"pid,omitempty"`
+	Restarts  int       `json:"restarts"`
+	Since     time.Time `json:"since"`
+	Reason    string    `json:"reason,omitempty"`
+	LastExit  *Exit     `json:"lastExit,omitempty"`
+	NextStart time.Time `json:"nextStart,omitzero"`
+}
+
+// Exit is how a service's last run ended.
+type Exit struct {
+	Code   int       `json:"code"`
+	Signal string    `json:"signal,omitempty"`
+	Error  string    `json:"error,omitempty"`
+	Cause  string    `json:"cause,omitempty"` // why ddinit killed it
+	Time   time.Time `json:"time"`
+	Ran    string    `json:"ran"`
+	Output []string  `json:"output,omitempty"`
+}
+
+// Image is one boot image.
+type Image struct {
+	Name     string `json:"name"`
+	Source   string `json:"source"`
+	Digest   string `json:"digest"`
+	CacheHit bool   `json:"cacheHit"`
+	Kernel   bool   `json:"kernelMount"`
+}
+
+// Component is a line of the version pack's manifest.
+type Component struct {
+	Name    string `json:"name"`
+	Package string `json:"package,omitempty"`
+	Version string `json:"version"`
+}
+
+// DataStore is the data distro's root.
+type DataStore struct {
+	Dir       string `json:"dir"`
+	FreeBytes uint64 `json:"freeBytes"`
+	LowSpace  bool   `json:"lowSpace"`
+}
+
+// Drive is a Windows drive as the namespace sees it.
+type Drive struct {
+	Letter string `json:"letter"`
+	Path   string `json:"path"`   // in the distro
+	Inside string `json:"inside"` // in the namespace
+	FSType string `json:"fsType"`
+}
+
+// Bind is a folder of the distro bound into the namespace.
+type Bind struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+	Slave    bool   `json:"slave,omitempty"`
+}
+
+// LogLine is one line of GET /logs?format=json.
+type LogLine struct {
+	Time    time.Time `json:"time"`
+	Service string    `json:"service"`
+	Stream  string    `json:"stream"`
+	Text    string    `json:"text"`
+}
+
+// Backend is what the control API serves; PID 1 implements it.
+type Backend interface {
+	Status() Status
+	// Health is what /ping needs of Status, cheap enough to poll: the
+	// state, whether ready, and why not.
+	Health() (state string, ready bool, reason string)
+	// Logs returns the last tail lines (all kept when tail <= 0) and, when
+	// follow, a channel of new ones and a function to stop following.
+	// Logs and Restart answer an unknown service with an error that is
+	// errdefs.ErrNotFound (github.com/containerd/errdefs): a 404.
+	Logs(service string, tail int, follow bool) ([]LogLine, <-chan LogLine, func(), error)
+	Restart(service string) error
+	Shutdown()
+	Diagnostics(w io.Writer) error
+}

@@ -1,0 +1,101 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ddinit/ddinit/vsock"
+)
+
+// Client talks to the control API.
+type Client struct {
+	Addr vsock.Addr
+	http *http.Client
+}
+
+// NewClient makes a client for addr. timeout bounds each request, except
+// the streaming ones (logs -f).
+func NewClient(addr string, timeout time.Duration) (*Client, error) {
+	a, err := vsock.Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{Addr: a}
+	c.http = &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				dl, ok := ctx.Deadline()
+				d := 10 * time.Second
+				if ok {
+					d = time.Until(dl)
+				}
+				return vsock.Dial(a, d)
+			},
+			DisableKeepAlives: true,
+		},
+	}
+	return c, nil
+}
+
+// Do sends a request to the control API.
+func (c *Client) Do(ctx context.Context, method, path string, stream bool) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://ddinit"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := c.http
+	if stream {
+		copy := *c.http
+		copy.Timeout = 0
+		hc = &copy
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("control API at %s: %w", c.Addr, unwrapURLError(err))
+	}
+	return resp, nil
+}
+
+// Status fetches GET /status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	resp, err := c.Do(ctx, http.MethodGet, "/status", false)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, responseError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("control API at %s: status: %w", c.Addr, err)
+	}
+	return st, nil
+}
+
+// responseError turns a non-2xx answer into an error carrying its body.
+func responseError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+}
+
+// ResponseError is responseError for callers outside the package.
+func ResponseError(resp *http.Response) error { return responseError(resp) }
+
+func unwrapURLError(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}

@@ -1,0 +1,187 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+)
+
+// Server serves the control API for a Backend.
+type Server struct {
+	Backend Backend
+	Log     logrus.FieldLogger
+	http    *http.Server
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ping", s.ping)
+	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("GET /version", s.version)
+	mux.HandleFunc("GET /logs", s.logs)
+	mux.HandleFunc("POST /services/{name}/restart", s.restart)
+	mux.HandleFunc("POST /shutdown", s.shutdown)
+	mux.HandleFunc("GET /diagnostics", s.diagnostics)
+	return mux
+}
+
+// Serve serves on every listener until Close.
+func (s *Server) Serve(ls ...net.Listener) {
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10, // a 1 MB header gets 431, not memory
+		ErrorLog:          nil,
+	}
+	for _, l := range ls {
+		go s.http.Serve(l)
+	}
+}
+
+// Close stops serving; requests in flight get a moment to finish.
+func (s *Server) Close() {
+	if s.http == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s.http.Shutdown(ctx)
+	s.http.Close()
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
+	state, ready, reason := s.Backend.Health()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if ready {
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "OK\n")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintf(w, "%s: %s\n", state, reason)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Backend.Status())
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	st := s.Backend.Status()
+	writeJSON(w, http.StatusOK, map[string]any{"version": st.Version, "components": st.Components})
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	tail := 100
+	if v := q.Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			http.Error(w, "tail: want a number of lines", http.StatusBadRequest)
+			return
+		}
+		tail = n
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	lines, ch, stop, err := s.Backend.Logs(q.Get("service"), tail, follow)
+	if errdefs.IsNotFound(err) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if stop != nil {
+		defer stop()
+	}
+	asJSON := q.Get("format") == "json"
+	if asJSON {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	bw := bufio.NewWriter(w)
+	write := func(l LogLine) {
+		if asJSON {
+			b, _ := json.Marshal(l)
+			bw.Write(append(b, '\n'))
+			return
+		}
+		fmt.Fprintf(bw, "%s %s %s %s\n", l.Time.UTC().Format(time.RFC3339Nano), l.Service, l.Stream, l.Text)
+	}
+	for _, l := range lines {
+		write(l)
+	}
+	bw.Flush()
+	if ch == nil {
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	for {
+		select {
+		case l, ok := <-ch:
+			if !ok {
+				return
+			}
+			write(l)
+			bw.Flush()
+			if flusher != nil {
+				flusher.Flush()
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := s.Backend.Restart(name)
+	switch {
+	case errdefs.IsNotFound(err):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusConflict)
+	default:
+		writeJSON(w, http.StatusAccepted, map[string]string{"restarting": name})
+	}
+}
+
+func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusAccepted, map[string]string{"state": "stopping"})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	s.Log.Info("shutdown requested through the control API")
+	go s.Backend.Shutdown()
+}
+
+func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("Content-Disposition", `attachment; filename="ddinit-diagnostics.tar.gz"`)
+	if err := s.Backend.Diagnostics(w); err != nil {
+		s.Log.WithError(err).Warn("diagnostics incomplete")
+	}
+}

@@ -1,0 +1,200 @@
+package initd
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/services"
+)
+
+// Version is ddinit's version; builds may set it with -ldflags -X.
+var Version = "0.3.0-dev"
+
+// Boot states the control API reports.
+const (
+	stateBooting  = "booting"
+	stateRunning  = "running"
+	stateStopping = "stopping"
+	stateFailed   = "failed"
+)
+
+// backend is PID 1's side of the control API.
+type backend struct{ in *inner }
+
+func (in *inner) setState(state, reason string) {
+	in.mu.Lock()
+	in.state, in.reason = state, reason
+	in.mu.Unlock()
+}
+
+// Status implements control.Backend.
+func (c backend) Status() control.Status { return c.status(true) }
+
+// Health implements control.Backend: Status without the parts /ping does
+// not need (the mount table is read only for /status).
+func (c backend) Health() (string, bool, string) {
+	st := c.status(false)
+	return st.State, st.Ready, st.Reason
+}
+
+func (c backend) status(full bool) control.Status {
+	in := c.in
+	in.mu.Lock()
+	st := control.Status{
+		Version:    Version,
+		State:      in.state,
+		Reason:     in.reason,
+		Started:    in.started,
+		Uptime:     time.Since(in.started).Round(time.Second).String(),
+		HostPID:    in.cfg.HostPID,
+		Components: in.components,
+		Goroutines: runtime.NumGoroutine(),
+		Orphans:    in.reaper.Orphans(),
+	}
+	for _, p := range in.phases {
+		st.Phases = append(st.Phases, control.Phase{Name: p.Name, DurationMs: float64(p.Duration.Microseconds()) / 1000})
+	}
+	sup, root, ds := in.sup, in.root, in.ds
+	st.Drives = append([]control.Drive(nil), in.drives...)
+	for _, m := range in.mounted {
+		if m.FromDistro {
+			st.DistroBinds = append(st.DistroBinds, control.Bind{Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly, Slave: m.Slave})
+		}
+	}
+	in.mu.Unlock()
+	if ds != nil {
+		st.DataStore = control.DataStore{Dir: ds.Dir, FreeBytes: ds.FreeBytes, LowSpace: ds.LowSpace}
+		// Measured afresh: the store fills while the engine runs. After
+		// the root switch the store is reached through its binds.
+		for _, p := range []string{"/var/lib/docker", ds.Dir} {
+			if free, err := mounts.SpaceLeft(p); err == nil {
+				st.DataStore.FreeBytes = free
+				st.DataStore.LowSpace = free < mounts.LowSpaceBytes
+				break
+			}
+		}
+	}
+	if root != nil {
+		for _, l := range root.Layers {
+			st.Images = append(st.Images, control.Image{Name: l.Name, Source: l.Source, Digest: l.Digest, CacheHit: l.CacheHit, Kernel: root.Kernel})
+		}
+	}
+	if full {
+		st.Mounts = mountPoints()
+		// The link is wired by ddinit run a moment after PID 1 starts.
+		n := network.Describe()
+		st.Network = &control.NetworkState{Link: n.Link, Addresses: n.Addresses, Gateways: n.Gateways, Error: n.Error}
+	}
+	if sup == nil {
+		if st.State == stateRunning {
+			st.State = stateBooting
+		}
+		return st
+	}
+	st.Containerd = serviceStatus(sup.ContainerdStatus())
+	for _, s := range sup.Status() {
+		st.Services = append(st.Services, serviceStatus(s))
+	}
+	if st.State == stateRunning {
+		st.Ready, st.Reason = sup.Health()
+	}
+	if ds != nil && st.DataStore.FreeBytes < mounts.FullBytes {
+		st.Ready = false
+		st.Reason = fmt.Sprintf("the data store %s is full (%d MB free): free space on the data disk", ds.Dir, st.DataStore.FreeBytes>>20)
+	} else if st.DataStore.LowSpace && st.Reason == "" {
+		st.Reason = fmt.Sprintf("the data store has only %d MB free", st.DataStore.FreeBytes>>20)
+	}
+	return st
+}
+
+// serviceStatus is the control API's view of a supervised program.
+func serviceStatus(s services.Status) control.ServiceStatus {
+	ss := control.ServiceStatus{Name: s.Name, State: s.State, Ready: s.Ready, Required: s.Required, PID: s.PID, Restarts: s.Restarts, Since: s.Since, Reason: s.Reason, NextStart: s.NextStart}
+	if e := s.LastExit; e != nil {
+		ss.LastExit = &control.Exit{Code: e.Code, Signal: e.Signal, Error: e.Error, Cause: e.Cause, Time: e.Time, Ran: e.Ran, Output: e.Output}
+	}
+	return ss
+}
+
+// mountPoints lists this namespace's mount points, as PID 1 sees them.
+func mountPoints() []string {
+	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(table))
+	for _, m := range table {
+		out = append(out, m.Point+" "+m.FSType)
+	}
+	return out
+}
+
+// Logs implements control.Backend. The empty name is ddinit's own log.
+func (c backend) Logs(name string, tail int, follow bool) ([]control.LogLine, <-chan control.LogLine, func(), error) {
+	in := c.in
+	ring := in.ownLog
+	label := "ddinit"
+	if name != "" && name != "ddinit" {
+		in.mu.Lock()
+		sup := in.sup
+		in.mu.Unlock()
+		if sup == nil {
+			return nil, nil, nil, fmt.Errorf("%w: %s (the services have not started yet)", errdefs.ErrNotFound, name)
+		}
+		var err error
+		if ring, err = sup.Logs(name); err != nil {
+			return nil, nil, nil, err
+		}
+		label = name
+	}
+	convert := func(l logs.Line) control.LogLine {
+		return control.LogLine{Time: l.Time, Service: label, Stream: l.Stream, Text: l.Text}
+	}
+	var lines []control.LogLine
+	var src <-chan logs.Line
+	var stop func()
+	if follow {
+		// Subscribe before reading the tail so no line falls between.
+		src, stop = ring.Follow()
+	}
+	for _, l := range ring.Tail(tail) {
+		lines = append(lines, convert(l))
+	}
+	if !follow {
+		return lines, nil, nil, nil
+	}
+	out := make(chan control.LogLine, 64)
+	go func() {
+		defer close(out)
+		for l := range src {
+			out <- convert(l)
+		}
+	}()
+	return lines, out, stop, nil
+}
+
+// Restart implements control.Backend.
+func (c backend) Restart(name string) error {
+	c.in.mu.Lock()
+	sup := c.in.sup
+	c.in.mu.Unlock()
+	if sup == nil {
+		return errors.New("the services have not started yet")
+	}
+	return sup.Restart(name)
+}
+
+// Shutdown implements control.Backend: the same as a SIGTERM.
+func (c backend) Shutdown() {
+	select {
+	case c.in.stop <- "control API":
+	default:
+	}
+}

@@ -1,0 +1,252 @@
+package initd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/rootfs"
+	"github.com/ddinit/ddinit/services"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// phase is one step of PID 1's boot or shutdown: its name (in /status and
+// the log), what the frontend is told while it runs, and the step.
+type phase struct {
+	name, doing string
+	run         func(*inner) error
+}
+
+// bootPhases is PID 1's boot, in order.
+var bootPhases = []phase{
+	{"datastore", "checking the data store", (*inner).openDataStore},
+	{"rootfs", "verifying and preparing the images", (*inner).prepareRoot},
+	{"mounts", "mounting", (*inner).mountNamespace},
+	{"switch-root", "entering the assembled root", (*inner).enterRoot},
+	{"containerd", "starting containerd", (*inner).startServices},
+}
+
+// shutdownPhases is PID 1's shutdown, in order; a step that fails is
+// logged and the next one runs.
+var shutdownPhases = []phase{
+	{"stop-services", "stopping the services and containerd", (*inner).stopServices},
+	{"sync", "flushing the data store", func(*inner) error { unix.Sync(); return nil }},
+	{"unmount", "unmounting the distro's file systems", (*inner).unmountDistro},
+}
+
+// boot runs bootPhases, showing each in /status; it stops at the first
+// error.
+func (in *inner) boot() error {
+	for _, p := range bootPhases {
+		start := time.Now()
+		in.setState(stateBooting, p.doing)
+		if err := p.run(in); err != nil {
+			return err
+		}
+		d := time.Since(start)
+		in.mu.Lock()
+		in.phases = append(in.phases, Phase{Name: p.name, Duration: d})
+		in.mu.Unlock()
+		in.log.WithFields(logrus.Fields{"phase": p.name, "ms": float64(d.Microseconds()) / 1000}).Info("boot phase done")
+	}
+	return nil
+}
+
+// shutdown runs shutdownPhases and closes the control API last.
+func (in *inner) shutdown() {
+	start := time.Now()
+	for _, p := range shutdownPhases {
+		in.mu.Lock()
+		if in.state != stateFailed {
+			in.state, in.reason = stateStopping, p.doing
+		}
+		in.mu.Unlock()
+		if err := p.run(in); err != nil {
+			in.log.WithError(err).WithField("phase", p.name).Warn("shutdown step incomplete")
+		}
+	}
+	in.server.Close()
+	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("shutdown complete")
+}
+
+func (in *inner) openDataStore() error {
+	// Our mounts must never reach the distro, while the distro's later
+	// mounts (a drive appearing) still reach us: rslave, never rprivate.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make the mount namespace a slave of the distro's: %w", err)
+	}
+	ds, err := mounts.OpenDataStore(in.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if ds.LowSpace {
+		in.log.WithFields(logrus.Fields{"dataDir": ds.Dir, "freeMB": ds.FreeBytes >> 20}).Warn("the data store is nearly full")
+	}
+	in.mu.Lock()
+	in.ds = ds
+	in.mu.Unlock()
+	return nil
+}
+
+func (in *inner) prepareRoot() error {
+	cfg := in.cfg
+	root, err := rootfs.Prepare(rootfs.PrepareOptions{
+		CacheDir: in.ds.Path("isocache"),
+		Images: []rootfs.Source{
+			{Name: "base", Path: cfg.BaseImage, Digest: cfg.BaseDigest},
+			{Name: "version pack", Path: cfg.VersionPack, Digest: cfg.PackDigest},
+		},
+		RunDir: cfg.RunDir,
+		Target: filepath.Join(cfg.RunDir, "rootfs"),
+		Mode:   rootfs.Mode(cfg.ImageMode),
+		Log:    in.log.WithField("component", "rootfs"),
+	})
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.root = root
+	in.mu.Unlock()
+	return nil
+}
+
+// mountNamespace makes every mount of mounts.Plan under the assembled
+// root, after what must be read from the root first.
+func (in *inner) mountNamespace() error {
+	root, ds := in.root.Dir, in.ds
+	// The version pack's daemon.json seeds the store before the store's
+	// etc/docker is bound over it.
+	if err := seedDockerConfig(root, ds.Path("etc/docker")); err != nil {
+		return err
+	}
+	if err := copyResolvConf(in.cfg.ResolvConf, root, in.log); err != nil {
+		return err
+	}
+	if err := in.listDrives(); err != nil {
+		return err
+	}
+	done, err := mounts.MountAll(mounts.Plan(ds, in.cfg.AutomountRoot, in.cfg.WSLLib), root)
+	in.mu.Lock()
+	in.mounted = done
+	in.mu.Unlock()
+	return err
+}
+
+// enterRoot pivots into the assembled root and sets up what only exists
+// there: the host name, loopback, the root services run on.
+func (in *inner) enterRoot() error {
+	if err := switchRoot(in.root.Dir); err != nil {
+		return err
+	}
+	if err := unix.Sethostname([]byte(in.cfg.Hostname)); err != nil {
+		return fmt.Errorf("set hostname: %w", err)
+	}
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+	if err := bindHostRoot(hostRoot); err != nil {
+		return err
+	}
+	in.loadComponents()
+	return nil
+}
+
+// startServices starts containerd and the version pack's services, and
+// tells ddinit run which sockets to expose.
+func (in *inner) startServices() error {
+	cfg := in.cfg
+	defs, err := services.LoadDefinitions(services.ServicesDir)
+	if err != nil {
+		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
+	}
+	sockets := map[string]string{"containerd": containerdSocket}
+	for _, d := range defs {
+		if d.Socket != "" {
+			sockets[d.Name] = d.Socket
+			if d.Name == "dockerd" {
+				sockets["docker"] = d.Socket
+			}
+		}
+	}
+	in.events.Encode(event{Event: "sockets", Sockets: sockets})
+	sup, err := services.New(services.Config{
+		Namespace:        servicesNamespace,
+		ContainerdBinary: containerdBinary,
+		RunDir:           innerRunDir,
+		HostRoot:         hostRoot,
+		ContainerdRoot:   "/var/lib/containerd",
+		ContainerdState:  "/run/containerd",
+		Address:          containerdSocket,
+		LogDir:           innerLogDir,
+		Restart:          cfg.RestartPolicy(),
+		Liveness:         cfg.LivenessTiming(),
+		Settings:         map[string]bool{"kubernetes": cfg.Kubernetes},
+		Spawner:          in.reaper,
+		Log:              in.log.WithField("component", "supervisor"),
+	}, defs)
+	if err != nil {
+		return err
+	}
+	if err := sup.Start(); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.sup = sup
+	in.mu.Unlock()
+	return nil
+}
+
+// listDrives records, for /status, the Windows drives the automount root
+// holds; they come in with its bind.
+func (in *inner) listDrives() error {
+	if _, err := os.Stat(in.cfg.AutomountRoot); err != nil {
+		in.log.WithField("automountRoot", in.cfg.AutomountRoot).Info("no automount root: no Windows drives")
+		return nil
+	}
+	drives, err := mounts.Drives("/proc/self/mountinfo", in.cfg.AutomountRoot)
+	if err != nil {
+		return fmt.Errorf("list the Windows drives: %w", err)
+	}
+	in.setDrives(drives)
+	in.log.WithField("drives", len(drives)).Info("Windows drives found")
+	return nil
+}
+
+func (in *inner) setDrives(drives []mounts.Drive) {
+	var list []control.Drive
+	for _, d := range drives {
+		list = append(list, control.Drive{Letter: d.Letter, Path: d.Path, Inside: filepath.Join(mounts.DrivesTarget, d.Letter), FSType: d.FSType})
+	}
+	in.mu.Lock()
+	in.drives = list
+	in.mu.Unlock()
+}
+
+func (in *inner) stopServices() error {
+	in.mu.Lock()
+	sup := in.sup
+	in.mu.Unlock()
+	if sup != nil {
+		sup.Stop()
+	}
+	return nil
+}
+
+// unmountDistro takes down the binds from the distro (the data store
+// first of all) so that they are released cleanly; the namespace's own
+// file systems go with the namespace.
+func (in *inner) unmountDistro() error {
+	in.mu.Lock()
+	var binds []mounts.Mount
+	for _, m := range in.mounted {
+		if m.FromDistro {
+			binds = append(binds, m)
+		}
+	}
+	in.mu.Unlock()
+	return mounts.Unmount(binds, "/")
+}
