@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -54,6 +55,20 @@ func notRunning(c *control.Client, err error) error {
 	return err
 }
 
+// request dials the control API at addr and sends one request; a refused
+// connection is reworded into what a person should do.
+func request(ctx context.Context, addr string, timeout time.Duration, method, path string, stream bool) (*control.Client, *http.Response, error) {
+	c, err := dial(addr, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := c.Do(ctx, method, path, stream)
+	if err != nil {
+		return c, nil, notRunning(c, err)
+	}
+	return c, resp, nil
+}
+
 // fetchStatus asks the control API at addr for GET /status.
 func fetchStatus(addr string) (control.Status, error) {
 	c, err := dial(addr, 10*time.Second)
@@ -68,8 +83,7 @@ func fetchStatus(addr string) (control.Status, error) {
 }
 
 func errorsIsConnRefused(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "connection refused") || strings.Contains(s, "no such file or directory")
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 }
 
 func runStatus(env *Env, args []string) error {
@@ -195,19 +209,15 @@ func runLogs(env *Env, args []string) error {
 	if fs.NArg() > 1 {
 		return usagef("usage: ddinit logs [-f] [-n N] [SERVICE]")
 	}
-	c, err := dial(*controlAddr, 10*time.Second)
-	if err != nil {
-		return err
-	}
 	q := url.Values{"service": {fs.Arg(0)}, "tail": {strconv.Itoa(*n)}}
 	if *follow {
 		q.Set("follow", "1")
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	resp, err := c.Do(ctx, http.MethodGet, "/logs?"+q.Encode(), *follow)
+	_, resp, err := request(ctx, *controlAddr, 10*time.Second, http.MethodGet, "/logs?"+q.Encode(), *follow)
 	if err != nil {
-		return notRunning(c, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -229,13 +239,9 @@ func runRestart(env *Env, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("usage: ddinit restart SERVICE")
 	}
-	c, err := dial(*controlAddr, 10*time.Second)
+	_, resp, err := request(context.Background(), *controlAddr, 10*time.Second, http.MethodPost, "/services/"+url.PathEscape(fs.Arg(0))+"/restart", false)
 	if err != nil {
 		return err
-	}
-	resp, err := c.Do(context.Background(), http.MethodPost, "/services/"+url.PathEscape(fs.Arg(0))+"/restart", false)
-	if err != nil {
-		return notRunning(c, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
@@ -252,13 +258,9 @@ func runStop(env *Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := dial(*controlAddr, 10*time.Second)
+	c, resp, err := request(context.Background(), *controlAddr, 10*time.Second, http.MethodPost, "/shutdown", false)
 	if err != nil {
 		return err
-	}
-	resp, err := c.Do(context.Background(), http.MethodPost, "/shutdown", false)
-	if err != nil {
-		return notRunning(c, err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
@@ -287,13 +289,9 @@ func runDiagnose(env *Env, args []string) error {
 	if path == "" {
 		path = fmt.Sprintf("ddinit-diagnostics-%s.tar.gz", time.Now().UTC().Format("20060102-150405"))
 	}
-	c, err := dial(*controlAddr, 2*time.Minute)
+	_, resp, err := request(context.Background(), *controlAddr, 2*time.Minute, http.MethodGet, "/diagnostics", false)
 	if err != nil {
 		return err
-	}
-	resp, err := c.Do(context.Background(), http.MethodGet, "/diagnostics", false)
-	if err != nil {
-		return notRunning(c, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

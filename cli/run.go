@@ -104,14 +104,14 @@ func runRun(env *Env, args []string) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("ddinit run needs root (namespaces, mounts)")
 	}
-	if code := initd.Outer(cfg, env.Stderr); code != 0 {
+	if code := initd.Run(cfg, env.Stderr); code != 0 {
 		return exitCode(code)
 	}
 	return nil
 }
 
 func runInit(env *Env, args []string) error {
-	if code := initd.Inner(env.Stderr); code != 0 {
+	if code := initd.PID1(env.Stderr); code != 0 {
 		return exitCode(code)
 	}
 	return nil

@@ -3,6 +3,8 @@ package control
 import (
 	"io"
 	"time"
+
+	"github.com/ddinit/ddinit/services"
 )
 
 // Status is GET /status.
@@ -44,30 +46,12 @@ type Phase struct {
 	DurationMs float64 `json:"durationMs"`
 }
 
-// ServiceStatus is one service.
-type ServiceStatus struct {
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	Ready     bool      `json:"ready"`
-	Required  bool      `json:"required"`
-	PID       int       `json:"pid,omitempty"`
-	Restarts  int       `json:"restarts"`
-	Since     time.Time `json:"since"`
-	Reason    string    `json:"reason,omitempty"`
-	LastExit  *Exit     `json:"lastExit,omitempty"`
-	NextStart time.Time `json:"nextStart,omitzero"`
-}
+// ServiceStatus is containerd's or a service's state, as the supervisor
+// keeps it: one vocabulary from the supervisor to the frontend.
+type ServiceStatus = services.Status
 
-// Exit is how a service's last run ended.
-type Exit struct {
-	Code   int       `json:"code"`
-	Signal string    `json:"signal,omitempty"`
-	Error  string    `json:"error,omitempty"`
-	Cause  string    `json:"cause,omitempty"` // why ddinit killed it
-	Time   time.Time `json:"time"`
-	Ran    string    `json:"ran"`
-	Output []string  `json:"output,omitempty"`
-}
+// Exit is how a run of containerd or a service ended.
+type Exit = services.ExitInfo
 
 // Image is one boot image.
 type Image struct {

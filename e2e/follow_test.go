@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,24 +18,15 @@ import (
 // master:N), except those under skip.
 func propagation(t *testing.T, skip string) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 7 || f[4] == skip || strings.HasPrefix(f[4], skip+"/") {
-			continue
+	for _, m := range table {
+		if m.Point != skip && !strings.HasPrefix(m.Point, skip+"/") {
+			out[m.ID+" "+m.Point] = strings.Join(m.Optional, " ")
 		}
-		var opt []string
-		for _, o := range f[6:] {
-			if o == "-" {
-				break
-			}
-			opt = append(opt, o)
-		}
-		out[f[0]+" "+f[4]] = strings.Join(opt, " ")
 	}
 	return out
 }
@@ -150,19 +142,18 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 	}
 }
 
-// mountHolding is the mountinfo line of the mount that holds path.
+// mountHolding is the propagation of the mount that holds path.
 func mountHolding(t *testing.T, path string) string {
 	t.Helper()
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	best, bestLine := "", ""
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if (path == f[4] || strings.HasPrefix(path, strings.TrimSuffix(f[4], "/")+"/")) && len(f[4]) >= len(best) {
-			best, bestLine = f[4], line
+	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	best, opt := "", ""
+	for _, m := range table {
+		if (path == m.Point || strings.HasPrefix(path, strings.TrimSuffix(m.Point, "/")+"/")) && len(m.Point) >= len(best) {
+			best, opt = m.Point, strings.Join(m.Optional, " ")
 		}
 	}
-	return bestLine
+	return opt
 }

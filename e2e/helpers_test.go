@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 )
 
@@ -351,23 +351,18 @@ func findComm(ns, comm string) []int {
 	return pids
 }
 
-// hostMounts lists the host's mount points under any of dirs.
+// hostMounts lists the host's mounts at or under any of dirs, or whose
+// source or root names one.
 func hostMounts(t *testing.T, dirs ...string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 5 {
-			continue
-		}
+	for _, m := range table {
 		for _, d := range dirs {
-			if fields[4] == d || strings.HasPrefix(fields[4], d+"/") || strings.Contains(s.Text(), d) {
-				out = append(out, s.Text())
+			if m.Point == d || strings.HasPrefix(m.Point, d+"/") || strings.Contains(m.Root, d) || strings.Contains(m.Source, d) {
+				out = append(out, fmt.Sprintf("%s %s (%s from %s)", m.Point, m.FSType, m.Root, m.Source))
 			}
 		}
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
 
@@ -162,43 +162,18 @@ func regexpLine(out, name string, words ...string) bool {
 	return false
 }
 
-// hostMount is one line of a mountinfo file.
-type hostMount struct {
-	dev, root, point string
-}
-
-func readMountinfo(t *testing.T, text string) []hostMount {
+func parseMountinfo(t *testing.T, text string) []mounts.MountInfo {
 	t.Helper()
-	var out []hostMount
-	s := bufio.NewScanner(strings.NewReader(text))
-	for s.Scan() {
-		f := strings.Fields(s.Text())
-		if len(f) < 5 {
-			continue
-		}
-		out = append(out, hostMount{dev: f[2], root: unescapeOctal(f[3]), point: unescapeOctal(f[4])})
+	table, err := mounts.ParseMountinfo(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
-}
-
-func unescapeOctal(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return table
 }
 
 // fsPath is where a path of the distro lies in its file system: the
 // mount root of the mount holding it joined with the rest of the path.
-func fsPath(t *testing.T, distro []hostMount, path string) (dev, root string) {
+func fsPath(t *testing.T, distro []mounts.MountInfo, path string) (dev, root string) {
 	t.Helper()
 	path, err := filepath.EvalSymlinks(path)
 	if err != nil {
@@ -206,13 +181,13 @@ func fsPath(t *testing.T, distro []hostMount, path string) (dev, root string) {
 	}
 	best := -1
 	for i, m := range distro {
-		if (path == m.point || strings.HasPrefix(path, strings.TrimSuffix(m.point, "/")+"/")) && (best < 0 || len(m.point) >= len(distro[best].point)) {
+		if (path == m.Point || strings.HasPrefix(path, strings.TrimSuffix(m.Point, "/")+"/")) && (best < 0 || len(m.Point) >= len(distro[best].Point)) {
 			best = i
 		}
 	}
 	m := distro[best]
-	rel, _ := filepath.Rel(m.point, path)
-	return m.dev, filepath.Join(m.root, rel)
+	rel, _ := filepath.Rel(m.Point, path)
+	return m.Dev, filepath.Join(m.Root, rel)
 }
 
 // checkNamespaceRoot: inside PID 1's namespace every mount of the distro's
@@ -225,7 +200,7 @@ func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	distro := readMountinfo(t, string(self))
+	distro := parseMountinfo(t, string(self))
 	rootDev, _ := fsPath(t, distro, "/")
 	// The deliberate binds: the data store's folders, the kernel's modules
 	// and the automount root. Each is named by where it comes from in the
@@ -254,7 +229,7 @@ func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
 	if err != nil {
 		t.Fatalf("ddinit enter -- cat /proc/1/mountinfo: %v %s", err, out)
 	}
-	inside := readMountinfo(t, out)
+	inside := parseMountinfo(t, out)
 	if len(inside) < 5 {
 		t.Fatalf("PID 1's mount table is too short to be real:\n%s", out)
 	}
@@ -262,24 +237,24 @@ func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
 	// recursive bind of "/" at serviceRoot, which repeats the binds there.
 	const serviceRoot = "/run/ddinit/rootfs"
 	for _, m := range inside {
-		if m.dev != rootDev {
+		if m.Dev != rootDev {
 			continue
 		}
 		ok := false
 		for _, b := range binds {
-			if b.dev != m.dev {
+			if b.dev != m.Dev {
 				continue
 			}
-			rel, err := filepath.Rel(b.root, m.root)
+			rel, err := filepath.Rel(b.root, m.Root)
 			if err != nil || strings.HasPrefix(rel, "..") {
 				continue
 			}
-			if m.point == filepath.Join(b.point, rel) || m.point == filepath.Join(serviceRoot, b.point, rel) {
+			if m.Point == filepath.Join(b.point, rel) || m.Point == filepath.Join(serviceRoot, b.point, rel) {
 				ok = true
 			}
 		}
 		if !ok {
-			t.Errorf("PID 1's namespace mounts the distro's root file system (%s) at %s from %s, which is none of ddinit's binds %+v", m.dev, m.point, m.root, binds)
+			t.Errorf("PID 1's namespace mounts the distro's root file system (%s) at %s from %s, which is none of ddinit's binds %+v", m.Dev, m.Point, m.Root, binds)
 		}
 	}
 	if out, err := in.cli("enter", "--", "cat", marker); err == nil || strings.Contains(out, "the distro's own file") {

@@ -11,7 +11,6 @@ import (
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
-	"github.com/ddinit/ddinit/services"
 )
 
 // Version is ddinit's version; builds may set it with -ldflags -X.
@@ -26,9 +25,9 @@ const (
 )
 
 // backend is PID 1's side of the control API.
-type backend struct{ in *inner }
+type backend struct{ in *pid1 }
 
-func (in *inner) setState(state, reason string) {
+func (in *pid1) setState(state, reason string) {
 	in.mu.Lock()
 	in.state, in.reason = state, reason
 	in.mu.Unlock()
@@ -98,10 +97,8 @@ func (c backend) status(full bool) control.Status {
 		}
 		return st
 	}
-	st.Containerd = serviceStatus(sup.ContainerdStatus())
-	for _, s := range sup.Status() {
-		st.Services = append(st.Services, serviceStatus(s))
-	}
+	st.Containerd = sup.ContainerdStatus()
+	st.Services = sup.Status()
 	if st.State == stateRunning {
 		st.Ready, st.Reason = sup.Health()
 	}
@@ -112,15 +109,6 @@ func (c backend) status(full bool) control.Status {
 		st.Reason = fmt.Sprintf("the data store has only %d MB free", st.DataStore.FreeBytes>>20)
 	}
 	return st
-}
-
-// serviceStatus is the control API's view of a supervised program.
-func serviceStatus(s services.Status) control.ServiceStatus {
-	ss := control.ServiceStatus{Name: s.Name, State: s.State, Ready: s.Ready, Required: s.Required, PID: s.PID, Restarts: s.Restarts, Since: s.Since, Reason: s.Reason, NextStart: s.NextStart}
-	if e := s.LastExit; e != nil {
-		ss.LastExit = &control.Exit{Code: e.Code, Signal: e.Signal, Error: e.Error, Cause: e.Cause, Time: e.Time, Ran: e.Ran, Output: e.Output}
-	}
-	return ss
 }
 
 // mountPoints lists this namespace's mount points, as PID 1 sees them.

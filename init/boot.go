@@ -18,29 +18,29 @@ import (
 // the log), what the frontend is told while it runs, and the step.
 type phase struct {
 	name, doing string
-	run         func(*inner) error
+	run         func(*pid1) error
 }
 
 // bootPhases is PID 1's boot, in order.
 var bootPhases = []phase{
-	{"datastore", "checking the data store", (*inner).openDataStore},
-	{"rootfs", "verifying and preparing the images", (*inner).prepareRoot},
-	{"mounts", "mounting", (*inner).mountNamespace},
-	{"switch-root", "entering the assembled root", (*inner).enterRoot},
-	{"containerd", "starting containerd", (*inner).startServices},
+	{"datastore", "checking the data store", (*pid1).openDataStore},
+	{"rootfs", "verifying and preparing the images", (*pid1).prepareRoot},
+	{"mounts", "mounting", (*pid1).mountNamespace},
+	{"switch-root", "entering the assembled root", (*pid1).enterRoot},
+	{"containerd", "starting containerd", (*pid1).startServices},
 }
 
 // shutdownPhases is PID 1's shutdown, in order; a step that fails is
 // logged and the next one runs.
 var shutdownPhases = []phase{
-	{"stop-services", "stopping the services and containerd", (*inner).stopServices},
-	{"sync", "flushing the data store", func(*inner) error { unix.Sync(); return nil }},
-	{"unmount", "unmounting the distro's file systems", (*inner).unmountDistro},
+	{"stop-services", "stopping the services and containerd", (*pid1).stopServices},
+	{"sync", "flushing the data store", func(*pid1) error { unix.Sync(); return nil }},
+	{"unmount", "unmounting the distro's file systems", (*pid1).unmountDistro},
 }
 
 // boot runs bootPhases, showing each in /status; it stops at the first
 // error.
-func (in *inner) boot() error {
+func (in *pid1) boot() error {
 	for _, p := range bootPhases {
 		start := time.Now()
 		in.setState(stateBooting, p.doing)
@@ -57,7 +57,7 @@ func (in *inner) boot() error {
 }
 
 // shutdown runs shutdownPhases and closes the control API last.
-func (in *inner) shutdown() {
+func (in *pid1) shutdown() {
 	start := time.Now()
 	for _, p := range shutdownPhases {
 		in.mu.Lock()
@@ -73,7 +73,7 @@ func (in *inner) shutdown() {
 	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("shutdown complete")
 }
 
-func (in *inner) openDataStore() error {
+func (in *pid1) openDataStore() error {
 	// Our mounts must never reach the distro, while the distro's later
 	// mounts (a drive appearing) still reach us: rslave, never rprivate.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
@@ -92,7 +92,7 @@ func (in *inner) openDataStore() error {
 	return nil
 }
 
-func (in *inner) prepareRoot() error {
+func (in *pid1) prepareRoot() error {
 	cfg := in.cfg
 	root, err := rootfs.Prepare(rootfs.PrepareOptions{
 		CacheDir: in.ds.Path("isocache"),
@@ -116,7 +116,7 @@ func (in *inner) prepareRoot() error {
 
 // mountNamespace makes every mount of mounts.Plan under the assembled
 // root, after what must be read from the root first.
-func (in *inner) mountNamespace() error {
+func (in *pid1) mountNamespace() error {
 	root, ds := in.root.Dir, in.ds
 	// The version pack's daemon.json seeds the store before the store's
 	// etc/docker is bound over it.
@@ -138,7 +138,7 @@ func (in *inner) mountNamespace() error {
 
 // enterRoot pivots into the assembled root and sets up what only exists
 // there: the host name, loopback, the root services run on.
-func (in *inner) enterRoot() error {
+func (in *pid1) enterRoot() error {
 	if err := switchRoot(in.root.Dir); err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (in *inner) enterRoot() error {
 
 // startServices starts containerd and the version pack's services, and
 // tells ddinit run which sockets to expose.
-func (in *inner) startServices() error {
+func (in *pid1) startServices() error {
 	cfg := in.cfg
 	defs, err := services.LoadDefinitions(services.ServicesDir)
 	if err != nil {
@@ -202,7 +202,7 @@ func (in *inner) startServices() error {
 
 // listDrives records, for /status, the Windows drives the automount root
 // holds; they come in with its bind.
-func (in *inner) listDrives() error {
+func (in *pid1) listDrives() error {
 	if _, err := os.Stat(in.cfg.AutomountRoot); err != nil {
 		in.log.WithField("automountRoot", in.cfg.AutomountRoot).Info("no automount root: no Windows drives")
 		return nil
@@ -216,7 +216,7 @@ func (in *inner) listDrives() error {
 	return nil
 }
 
-func (in *inner) setDrives(drives []mounts.Drive) {
+func (in *pid1) setDrives(drives []mounts.Drive) {
 	var list []control.Drive
 	for _, d := range drives {
 		list = append(list, control.Drive{Letter: d.Letter, Path: d.Path, Inside: filepath.Join(mounts.DrivesTarget, d.Letter), FSType: d.FSType})
@@ -226,7 +226,7 @@ func (in *inner) setDrives(drives []mounts.Drive) {
 	in.mu.Unlock()
 }
 
-func (in *inner) stopServices() error {
+func (in *pid1) stopServices() error {
 	in.mu.Lock()
 	sup := in.sup
 	in.mu.Unlock()
@@ -239,7 +239,7 @@ func (in *inner) stopServices() error {
 // unmountDistro takes down the binds from the distro (the data store
 // first of all) so that they are released cleanly; the namespace's own
 // file systems go with the namespace.
-func (in *inner) unmountDistro() error {
+func (in *pid1) unmountDistro() error {
 	in.mu.Lock()
 	var binds []mounts.Mount
 	for _, m := range in.mounted {

@@ -54,9 +54,9 @@ func unixConn(f *os.File) (*net.UnixConn, error) {
 // sends each change to PID 1, starting with the whole list: PID 1 bound
 // the automount root a moment ago, and drives may have come and gone
 // since.
-func (o *outer) sendDrives(ctx context.Context, conn *net.UnixConn) {
-	root := o.cfg.AutomountRoot
-	log := o.log.WithField("component", "drives")
+func (l *launcher) sendDrives(ctx context.Context, conn *net.UnixConn) {
+	root := l.cfg.AutomountRoot
+	log := l.log.WithField("component", "drives")
 	if _, err := os.Stat(root); err != nil {
 		return
 	}
@@ -114,7 +114,7 @@ func (o *outer) sendDrives(ctx context.Context, conn *net.UnixConn) {
 
 // followDrives (PID 1) applies what sendDrives reports until the socket
 // closes.
-func (in *inner) followDrives(conn *net.UnixConn) {
+func (in *pid1) followDrives(conn *net.UnixConn) {
 	defer conn.Close()
 	log := in.log.WithField("component", "drives")
 	buf, oob := make([]byte, 64<<10), make([]byte, unix.CmsgSpace(26*4))
@@ -145,7 +145,7 @@ func (in *inner) followDrives(conn *net.UnixConn) {
 	}
 }
 
-func (in *inner) applyDrives(msg drivesMessage, trees []*os.File, log *logrus.Entry) {
+func (in *pid1) applyDrives(msg drivesMessage, trees []*os.File, log *logrus.Entry) {
 	have := map[string]bool{}
 	for _, d := range msg.Drives {
 		have[d.Letter] = true
@@ -174,8 +174,8 @@ func (in *inner) applyDrives(msg drivesMessage, trees []*os.File, log *logrus.En
 }
 
 // mirrorDevices (ddinit run) keeps PID 1's /dev following the distro's.
-func (o *outer) mirrorDevices(ctx context.Context, pid int) {
-	log := o.log.WithField("component", "devices")
+func (l *launcher) mirrorDevices(ctx context.Context, pid int) {
+	log := l.log.WithField("component", "devices")
 	dst := fmt.Sprintf("/proc/%d/root/dev", pid)
 	if err := mounts.WatchDevices(ctx, "/dev", dst, log); err != nil && !strings.Contains(err.Error(), "no such process") {
 		log.WithError(err).Warn("devices are not followed")

@@ -1,73 +1,229 @@
 package initd
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/rootfs"
+	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
-// switchRoot makes root the root of this mount namespace with pivot_root
-// and detaches the distro's root, so that no path and no mount in the
-// namespace leads back to it: runc can then pivot containers into their
-// own roots, and a process joining the namespace (docker exec, nsenter -m)
-// starts at the assembled root. The tree is already rslave (never
-// rprivate: drives and /mnt/wsl mounted later must still propagate in),
-// which pivot_root needs; the detach is not propagated to the distro.
-// Afterwards the tree is made rshared, so that mounts the services make in
-// their own mount namespaces (dockerd's layers, its network namespaces)
-// reach containerd here.
-func switchRoot(root string) error {
-	if err := unix.Chdir(root); err != nil {
-		return fmt.Errorf("switch root: %w", err)
-	}
-	// pivot_root(".", ".") stacks the old root on the new one; the detach
-	// below takes it off again, with everything mounted under it.
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root into %s: %w", root, err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach the distro's root: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return fmt.Errorf("switch root: %w", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
-		return fmt.Errorf("make the root shared: %w", err)
-	}
-	return nil
+// Paths inside the namespace, after the pivot.
+const (
+	innerRunDir        = "/run/ddinit"
+	containerdSocket   = "/run/containerd/containerd.sock"
+	containerdBinary   = "/usr/bin/containerd"
+	innerLogDir        = "/var/log/ddinit"
+	hostRoot           = "/run/ddinit/rootfs"
+	servicesNamespace  = "services.ddinit"
+	configFD, eventsFD = 3, 4
+	drivesFD           = 5
+	firstControlFD     = 6
+	pid1Argument       = "init"
+)
+
+// event is what the inner process tells the outer one, one JSON line each,
+// on the events pipe.
+type event struct {
+	Event   string            `json:"event"` // "sockets" or "failed"
+	Sockets map[string]string `json:"sockets,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
-// bindHostRoot binds the whole root, recursively, at dir: the root.path
-// of services that run on ddinit's own root (runc needs a root it can
-// pivot into, which the current root never is).
-func bindHostRoot(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("service root %s: %w", dir, err)
-	}
-	if err := unix.Mount("/", dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind / at %s: %w", dir, err)
-	}
-	return nil
+// Phase is a step of the boot and how long it took.
+type Phase struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration"`
 }
 
-// loopbackUp brings lo up in this network namespace.
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// inner is PID 1's state.
+type pid1 struct {
+	cfg    Config
+	log    *logrus.Entry
+	reaper *Reaper
+	events *json.Encoder
+
+	started time.Time
+	ownLog  *logs.Ring
+	stop    chan string // why to stop: a signal or the control API
+	server  *control.Server
+
+	mu         sync.Mutex
+	state      string
+	reason     string
+	phases     []Phase
+	ds         *mounts.DataStore
+	root       *rootfs.Root
+	components []control.Component
+	drives     []control.Drive
+	mounted    []mounts.Mount // what the mounts phase made, for the shutdown
+	sup        *services.Supervisor
+}
+
+// Inner is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It
+// reads its config from fd 3 and reports to the outer process on fd 4.
+func PID1(stderr io.Writer) int {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(stderr, "ddinit: `ddinit init` is PID 1 of the namespaces `ddinit run` creates; start ddinit with `ddinit run`")
+		return 2
+	}
+	cfgFile := os.NewFile(configFD, "config")
+	var cfg Config
+	err := json.NewDecoder(cfgFile).Decode(&cfg)
+	cfgFile.Close()
 	if err != nil {
-		return fmt.Errorf("lo: %w", err)
+		fmt.Fprintf(stderr, "ddinit: init: read config from ddinit run: %v\n", err)
+		return 2
 	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
+	level, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = logrus.InfoLevel
+	}
+	eventsFile := os.NewFile(eventsFD, "events")
+	in := &pid1{
+		cfg:     cfg,
+		log:     logs.New("init", stderr, nil, level),
+		events:  json.NewEncoder(eventsFile),
+		started: time.Now(),
+		ownLog:  logs.NewRing(2000),
+		stop:    make(chan string, 4),
+		state:   stateBooting,
+		reason:  "starting",
+	}
+	in.log.Logger.AddHook(logs.RingHook{Ring: in.ownLog})
+	in.reaper = NewReaper(in.log)
+	if conn, err := unixConn(os.NewFile(drivesFD, "drives")); err == nil {
+		go in.followDrives(conn)
+	} else {
+		in.log.WithError(err).Warn("drives mounted after the boot will not appear")
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		for sig := range sigs {
+			in.stop <- "signal " + sig.String()
+		}
+	}()
+	// The control API answers from the first moment, so the frontend can
+	// watch the boot: /ping says 503 and why until the services are ready.
+	if err := in.serveControl(); err != nil {
+		in.events.Encode(event{Event: "failed", Error: err.Error()})
+		return 1
+	}
+	if err := in.boot(); err != nil {
+		in.setState(stateFailed, err.Error())
+		in.events.Encode(event{Event: "failed", Error: err.Error()})
+		in.log.WithError(err).Error("boot failed")
+		in.shutdown()
+		return 1
+	}
+	in.setState(stateRunning, "")
+	go settle(in.log)
+	why := <-in.stop
+	in.log.WithField("by", why).Info("shutting down")
+	in.shutdown()
+	return 0
+}
+
+// serveControl serves the control API on the sockets ddinit run opened
+// (fds 5… in the order of cfg.Control).
+func (in *pid1) serveControl() error {
+	var ls []net.Listener
+	for i, s := range in.cfg.Control {
+		a, err := vsock.Parse(s)
+		if err != nil {
+			return err
+		}
+		l, err := vsock.FileListener(a, os.NewFile(uintptr(firstControlFD+i), s))
+		if err != nil {
+			return fmt.Errorf("control API on %s: %w", s, err)
+		}
+		ls = append(ls, vsock.Filter(l, a, vsock.PeerPolicy{AllowLocal: in.cfg.VsockAllowLocal}, in.log))
+	}
+	in.server = &control.Server{Backend: backend{in}, Log: in.log.WithField("component", "control")}
+	in.server.Serve(ls...)
+	return nil
+}
+
+// settle hands the heap the boot needed back to the kernel once the
+// services have had time to come up: both processes then idle for hours.
+func settle(log logrus.FieldLogger) {
+	time.Sleep(time.Second)
+	debug.FreeOSMemory()
+	log.Debug("boot heap returned to the kernel")
+}
+
+// copyResolvConf gives the namespace the distro's resolver configuration,
+// which dockerd passes on to containers. A nameserver on the distro's
+// loopback cannot be reached from inside: that is said, not hidden.
+func copyResolvConf(src, root string, log *logrus.Entry) error {
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		log.WithField("path", src).Warn("the distro has no resolver configuration; containers get docker's default")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("resolver configuration: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			log.WithField("nameserver", f[1]).Warn("the distro's nameserver is on its loopback, which the namespace cannot reach")
+		}
+	}
+	dst := filepath.Join(root, "etc/resolv.conf")
+	os.Remove(dst) // the base image may have a symlink there
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// loadComponents reads the version pack's manifest for /status.
+func (in *pid1) loadComponents() {
+	b, err := os.ReadFile("/version-pack.json")
+	if err != nil {
+		in.log.WithError(err).Warn("the version pack has no manifest")
+		return
+	}
+	var m struct {
+		Components []control.Component `json:"components"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		in.log.WithError(err).Warn("the version pack's manifest is not valid JSON")
+		return
+	}
+	in.mu.Lock()
+	in.components = m.Components
+	in.mu.Unlock()
+}
+
+// seedDockerConfig gives a new data store the version pack's
+// /etc/docker (daemon.json); an existing one keeps the user's.
+func seedDockerConfig(root, dataEtcDocker string) error {
+	entries, err := os.ReadDir(dataEtcDocker)
+	if err != nil || len(entries) > 0 {
+		return err
+	}
+	src := filepath.Join(root, "etc/docker/daemon.json")
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("lo up: %w", err)
-	}
-	return nil
+	return os.WriteFile(filepath.Join(dataEtcDocker, "daemon.json"), b, 0o644)
 }

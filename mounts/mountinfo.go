@@ -3,6 +3,7 @@ package mounts
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -25,8 +26,17 @@ func ReadMountinfo(path string) ([]MountInfo, error) {
 		return nil, err
 	}
 	defer f.Close()
+	out, err := ParseMountinfo(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// ParseMountinfo parses mountinfo text.
+func ParseMountinfo(r io.Reader) ([]MountInfo, error) {
 	var out []MountInfo
-	s := bufio.NewScanner(f)
+	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 64<<10), 1<<20)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
@@ -45,10 +55,7 @@ func ReadMountinfo(path string) ([]MountInfo, error) {
 			Optional: fields[6:sep], FSType: fields[sep+1], Source: unescapeMountPath(fields[sep+2]),
 		})
 	}
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return out, nil
+	return out, s.Err()
 }
 
 // unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).

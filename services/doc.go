@@ -2,9 +2,10 @@
 // version pack as a child of PID 1, and every service the version pack
 // defines (/containers/services/<name>/config.json, an OCI runtime spec) as
 // a containerd container plus task: started in dependency order, probed
-// for readiness, restarted with exponential backoff when it dies, its
-// output kept in a ring buffer and a rotated JSON-lines file, and stopped
-// in reverse order.
+// for readiness and liveness, restarted under one restart policy (shared
+// with containerd) when it dies or stops answering, its output kept in a
+// ring buffer and a rotated JSON-lines file, and stopped in reverse order.
+// It decides health: what is ready, what is failing and why.
 //
 // It must not mount, pivot or reap: PID-1 duties belong to package init,
 // which hands the supervisor a Spawner that starts processes it can wait

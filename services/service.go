@@ -21,8 +21,9 @@ type service struct {
 	done    chan struct{}
 	restart chan struct{} // a restart asked for (control API)
 
-	mu sync.Mutex
-	st Status
+	mu        sync.Mutex
+	st        Status
+	killCause string // why the supervisor killed the current run, if it did
 }
 
 func (svc *service) status() Status {
@@ -44,6 +45,9 @@ func (s *Supervisor) run(svc *service) {
 			return
 		}
 		started := time.Now()
+		svc.mu.Lock()
+		svc.killCause = ""
+		svc.mu.Unlock()
 		r, err := s.startTask(d, svc)
 		if err != nil {
 			select {
@@ -61,13 +65,13 @@ func (s *Supervisor) run(svc *service) {
 			continue
 		}
 		s.update(svc, func(st *Status) {
-			st.State, st.PID, st.Reason, st.NextStart = StateStarting, r.pid, "", time.Time{}
+			st.State, st.PID, st.Reason, st.NextStart = StateStarting, r.PID(), "", time.Time{}
 		})
-		log.WithField("pid", r.pid).Info("service started")
+		log.WithField("pid", r.PID()).Info("service started")
 		watchCtx, stopWatching := context.WithCancel(context.Background())
 		go s.watch(watchCtx, svc, r, log)
 		select {
-		case st := <-r.exit:
+		case st := <-r.Exited():
 			stopWatching()
 			if st.Error() != nil {
 				// The wait broke, not the service: containerd went away.
@@ -75,12 +79,15 @@ func (s *Supervisor) run(svc *service) {
 				case <-d.down:
 				case <-svc.stop:
 				}
-				r.close()
+				r.Abandon()
 				continue
 			}
 			ran := time.Since(started)
-			r.finish(s)
-			exit := &ExitInfo{Code: int(st.ExitCode()), Time: st.ExitTime(), Ran: ran.Round(time.Millisecond).String(), Output: tailText(svc.sink.Ring, 10), Cause: r.killCause()}
+			r.Finish()
+			svc.mu.Lock()
+			cause := svc.killCause
+			svc.mu.Unlock()
+			exit := &ExitInfo{Code: int(st.ExitCode()), Time: st.ExitTime(), Ran: ran.Round(time.Millisecond).String(), Output: tailText(svc.sink.Ring, 10), Cause: cause}
 			if code := st.ExitCode(); code > 128 && code < 128+65 {
 				exit.Signal = unix.SignalName(syscall.Signal(code - 128))
 			}
@@ -89,7 +96,7 @@ func (s *Supervisor) run(svc *service) {
 			}
 		case <-d.down:
 			stopWatching()
-			r.close()
+			r.Abandon()
 		case <-svc.stop:
 			stopWatching()
 			s.stopTask(svc, r, log)
@@ -174,7 +181,7 @@ func (s *Supervisor) backoff(svc *service, log *logrus.Entry, failures int, ran 
 
 // watch polls the readiness probe until it passes once, marks the service
 // running, and then runs its liveness probe until ctx ends.
-func (s *Supervisor) watch(ctx context.Context, svc *service, r *running, log *logrus.Entry) {
+func (s *Supervisor) watch(ctx context.Context, svc *service, t task, log *logrus.Entry) {
 	start := time.Now()
 	if p := svc.def.Ready; p != nil {
 		for delay := 2 * time.Millisecond; ; delay = min(delay*2, 10*time.Millisecond) {
@@ -214,7 +221,12 @@ func (s *Supervisor) watch(ctx context.Context, svc *service, r *running, log *l
 		},
 		kill: func(reason string) {
 			log.WithField("reason", reason).Error("service is not answering; killing it")
-			r.kill(s, reason)
+			svc.mu.Lock()
+			svc.killCause = reason
+			svc.mu.Unlock()
+			if err := t.Signal(syscall.SIGKILL); err != nil {
+				log.WithError(err).Warn("SIGKILL failed")
+			}
 		},
 	}.run(ctx)
 }

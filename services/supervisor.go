@@ -44,6 +44,9 @@ type Supervisor struct {
 	ctx   context.Context // carries the containerd namespace; never cancelled
 
 	ctrd *service // containerd's status, logs and stop channel
+	// startTask starts a service's run on containerd: the containerd task
+	// (startContainerdTask), or a fake in tests.
+	startTask func(d *daemon, svc *service) (task, error)
 
 	mu       sync.Mutex
 	cur      *daemon       // the running containerd, nil while it is down
@@ -79,6 +82,7 @@ func New(cfg Config, defs []Definition) (*Supervisor, error) {
 		stopAll: make(chan struct{}),
 		monitor: make(chan struct{}),
 	}
+	s.startTask = s.startContainerdTask
 	if s.ctrd, err = s.newService(Definition{Name: "containerd", Required: true}); err != nil {
 		return nil, err
 	}
@@ -218,7 +222,7 @@ func (s *Supervisor) Stop() {
 		close(svc.stop)
 		<-svc.done
 	}
-	if d != nil {
+	if d != nil && d.pid > 0 {
 		s.update(s.ctrd, func(st *Status) { st.State, st.Ready = StateStopping, false })
 		syscall.Kill(d.pid, syscall.SIGTERM)
 		select {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -16,52 +15,61 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
-// running is one started task of a service.
+// task is one started run of a service: a containerd task (running), or
+// a fake in the supervisor's tests.
+type task interface {
+	PID() int
+	// Exited delivers the exit status once; one with Error() set means the
+	// wait broke (containerd went away), not the task.
+	Exited() <-chan containerd.ExitStatus
+	Signal(sig syscall.Signal) error
+	// Finish deletes the exited task and closes its output; Abandon only
+	// closes the output (containerd is gone and the task with it).
+	Finish()
+	Abandon()
+}
+
+// running is a service's containerd task.
 type running struct {
+	ctx       context.Context
 	container containerd.Container
 	task      containerd.Task
 	exit      <-chan containerd.ExitStatus
 	pid       int
 	outputs   []io.Closer
-
-	mu    sync.Mutex
-	cause string // why ddinit killed it, if it did
 }
 
-func (r *running) close() {
+func (r *running) PID() int                             { return r.pid }
+func (r *running) Exited() <-chan containerd.ExitStatus { return r.exit }
+
+func (r *running) Signal(sig syscall.Signal) error {
+	if err := r.task.Kill(r.ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("signal %s: %w", unix.SignalName(sig), err)
+	}
+	return nil
+}
+
+func (r *running) Abandon() {
 	for _, o := range r.outputs {
 		o.Close()
 	}
 }
 
-// kill ends the task with SIGKILL, remembering why for its exit record.
-func (r *running) kill(s *Supervisor, cause string) {
-	r.mu.Lock()
-	r.cause = cause
-	r.mu.Unlock()
-	if err := r.task.Kill(s.ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
-		s.cfg.Log.WithError(err).Warn("SIGKILL failed")
-	}
-}
-
-func (r *running) killCause() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cause
-}
-
-// finish deletes the exited task (draining its output) and its container.
-func (r *running) finish(s *Supervisor) {
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+func (r *running) Finish() {
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
+	// Best effort: a task or container already gone is what we want.
 	r.task.Delete(ctx)
 	r.container.Delete(ctx)
-	r.close()
+	r.Abandon()
 }
 
-func (s *Supervisor) startTask(d *daemon, svc *service) (*running, error) {
+// startContainerdTask creates svc's container and starts its task on
+// containerd d.
+func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) {
 	name := svc.def.Name
 	if err := s.removeContainer(d.client, name); err != nil {
 		return nil, fmt.Errorf("remove the previous %s container: %w", name, err)
@@ -90,15 +98,15 @@ func (s *Supervisor) startTask(d *daemon, svc *service) (*running, error) {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
 	stdout, stderr := svc.sink.Writer("stdout"), svc.sink.Writer("stderr")
-	r := &running{container: container, outputs: []io.Closer{stdout, stderr}}
-	fail := func(err error) (*running, error) {
+	r := &running{ctx: s.ctx, container: container, outputs: []io.Closer{stdout, stderr}}
+	fail := func(err error) (task, error) {
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		defer cancel()
 		if r.task != nil {
 			r.task.Delete(ctx, containerd.WithProcessKill)
 		}
 		container.Delete(ctx)
-		r.close()
+		r.Abandon()
 		return nil, err
 	}
 	fifos := filepath.Join(s.cfg.RunDir, "fifo")
@@ -146,24 +154,26 @@ func withOwnMountNamespace(l *specs.Linux, name string) *specs.Linux {
 }
 
 // stopTask ends a running service: SIGTERM, its stop timeout, SIGKILL.
-func (s *Supervisor) stopTask(svc *service, r *running, log *logrus.Entry) {
+func (s *Supervisor) stopTask(svc *service, t task, log *logrus.Entry) {
 	s.update(svc, func(st *Status) { st.State, st.Ready = StateStopping, false })
 	start := time.Now()
-	if err := r.task.Kill(s.ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+	if err := t.Signal(syscall.SIGTERM); err != nil {
 		log.WithError(err).Warn("SIGTERM failed")
 	}
 	select {
-	case <-r.exit:
+	case <-t.Exited():
 	case <-time.After(svc.def.StopTimeout):
 		log.WithField("timeout", svc.def.StopTimeout.String()).Warn("service ignored SIGTERM; killing it")
-		r.task.Kill(s.ctx, syscall.SIGKILL)
+		if err := t.Signal(syscall.SIGKILL); err != nil {
+			log.WithError(err).Warn("SIGKILL failed")
+		}
 		select {
-		case <-r.exit:
+		case <-t.Exited():
 		case <-time.After(10 * time.Second):
 			log.Error("service survived SIGKILL for 10s")
 		}
 	}
-	r.finish(s)
+	t.Finish()
 	s.update(svc, func(st *Status) { st.PID = 0 })
 	log.WithField("ms", time.Since(start).Milliseconds()).Info("service stopped")
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -29,7 +30,7 @@ import (
 // Outer is `ddinit run`: it starts PID 1 in new namespaces, relays
 // signals to it, exposes its sockets and returns its exit status. Any
 // failure is reported as one line on stderr naming the cause.
-func Outer(cfg Config, stderr io.Writer) int {
+func Run(cfg Config, stderr io.Writer) int {
 	cfg.Defaults()
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "ddinit: boot failed: %s\n", oneLine(err.Error()))
@@ -60,8 +61,8 @@ func Outer(cfg Config, stderr io.Writer) int {
 	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
 		return fail(fmt.Errorf("run directory %s: %w", cfg.RunDir, err))
 	}
-	o := &outer{cfg: cfg, log: log}
-	code, err := o.run()
+	l := &launcher{cfg: cfg, log: log}
+	code, err := l.run()
 	if err != nil {
 		log.WithError(err).Error("boot failed")
 		logFile.Sync()
@@ -90,7 +91,7 @@ func lockDataStore(dir string) (*os.File, error) {
 	return f, nil
 }
 
-type outer struct {
+type launcher struct {
 	cfg Config
 	log *logrus.Entry
 
@@ -105,108 +106,134 @@ type outer struct {
 	stopFollowing context.CancelFunc
 }
 
-func (o *outer) run() (int, error) {
+// run is ddinit run's life: start PID 1 in new namespaces, relay signals
+// to it while following what it reports, clean up after it, and return
+// its exit status.
+func (l *launcher) run() (int, error) {
+	defer l.removeUnixSockets()
+	sigs := make(chan os.Signal, 4)
+	// Relayed from before the start, so a signal during it is not lost.
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(sigs)
+	child, err := l.startPID1()
+	if err != nil {
+		return 1, err
+	}
+	waitErr := l.relayUntilExit(child, sigs)
+	l.cleanUp()
+	return l.exitStatus(child, waitErr)
+}
+
+// child is PID 1 as ddinit run holds it: the process and the streams
+// it reports on.
+type child struct {
+	cmd             *exec.Cmd
+	started         time.Time
+	relayed, events chan struct{} // closed when its log and events end
+}
+
+// startPID1 re-executes ddinit as PID 1 of new mount, pid, net, ipc and
+// uts namespaces, handing it its config (fd 3), the events pipe (fd 4),
+// the drives socket (fd 5) and the control API's sockets (fd 6…), which
+// it serves from its first moment, before the root even exists.
+func (l *launcher) startPID1() (*child, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return 1, fmt.Errorf("find ddinit's own binary: %w", err)
+		return nil, fmt.Errorf("find ddinit's own binary: %w", err)
 	}
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return 1, err
+	var pipes [3][2]*os.File // config, events, log: read and write ends
+	for i := range pipes {
+		if pipes[i][0], pipes[i][1], err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("pipes to PID 1: %w", err)
+		}
 	}
-	evR, evW, err := os.Pipe()
+	cfgR, cfgW, evR, evW, logR, logW := pipes[0][0], pipes[0][1], pipes[1][0], pipes[1][1], pipes[2][0], pipes[2][1]
+	controlFiles, err := l.openControlSockets()
 	if err != nil {
-		return 1, err
-	}
-	logR, logW, err := os.Pipe()
-	if err != nil {
-		return 1, err
-	}
-	// The control API's sockets are opened here and handed to PID 1, which
-	// serves on them from its first moment, before the root even exists.
-	controlFiles, err := o.openControlSockets()
-	defer o.removeUnixSockets()
-	if err != nil {
-		return 1, err
+		return nil, err
 	}
 	drivesHere, drivesThere, err := socketPair()
 	if err != nil {
-		return 1, err
+		return nil, err
 	}
-	cmd := exec.Command(self, innerProcessArgument)
+	cmd := exec.Command(self, pid1Argument)
 	cmd.Args[0] = "ddinit"
-	cmd.ExtraFiles = append([]*os.File{cfgR, evW, drivesThere}, controlFiles...) // fds 3, 4, 5, then 6…
+	cmd.ExtraFiles = append([]*os.File{cfgR, evW, drivesThere}, controlFiles...)
 	cmd.Stderr = logW
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	cmd.Env = []string{"PATH=" + services.DefaultPath, "HOME=/root"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS,
 		// If ddinit run dies, PID 1 dies, and the kernel ends the namespace.
 		Pdeathsig: unix.SIGKILL,
 	}
-	// Relay before starting so a signal during the start is not lost.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
-	defer signal.Stop(sigs)
-	start := time.Now()
+	c := &child{cmd: cmd, started: time.Now(), relayed: make(chan struct{}), events: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
-		return 1, fmt.Errorf("start PID 1 in new namespaces: %w", err)
+		return nil, fmt.Errorf("start PID 1 in new namespaces: %w", err)
 	}
-	cfgR.Close()
-	evW.Close()
-	logW.Close()
-	drivesThere.Close()
-	drives, err := unixConn(drivesHere)
-	if err != nil {
-		cmd.Process.Kill()
-		return 1, fmt.Errorf("drives socket: %w", err)
-	}
-	o.drives = drives
-	for _, f := range controlFiles {
+	// PID 1 holds its ends now.
+	for _, f := range append([]*os.File{cfgR, evW, logW, drivesThere}, controlFiles...) {
 		f.Close()
 	}
+	if l.drives, err = unixConn(drivesHere); err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("drives socket: %w", err)
+	}
 	pid := cmd.Process.Pid
-	o.cfg.HostPID = pid
-	json.NewEncoder(cfgW).Encode(o.cfg)
+	l.cfg.HostPID = pid
+	if err := json.NewEncoder(cfgW).Encode(l.cfg); err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("hand PID 1 its config: %w", err)
+	}
 	cfgW.Close()
-	o.log.WithField("pid", pid).Info("PID 1 started in new namespaces")
+	l.log.WithField("pid", pid).Info("PID 1 started in new namespaces")
+	go func() {
+		logs.Relay(logR, l.log)
+		close(c.relayed)
+	}()
+	go func() {
+		l.readEvents(evR, pid, cmd.Process)
+		close(c.events)
+	}()
+	return c, nil
+}
 
-	relayed := make(chan struct{})
-	go func() {
-		logs.Relay(logR, o.log)
-		close(relayed)
-	}()
-	evDone := make(chan struct{})
-	go func() {
-		o.readEvents(evR, pid, cmd.Process)
-		close(evDone)
-	}()
+// relayUntilExit passes SIGTERM and SIGINT on to PID 1 until it exits.
+func (l *launcher) relayUntilExit(c *child, sigs <-chan os.Signal) error {
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var waitErr error
-	for done := false; !done; {
+	go func() { exited <- c.cmd.Wait() }()
+	for {
 		select {
 		case sig := <-sigs:
-			o.log.WithField("signal", sig.String()).Info("stopping")
-			cmd.Process.Signal(unix.SIGTERM)
-		case waitErr = <-exited:
-			done = true
+			l.log.WithField("signal", sig.String()).Info("stopping")
+			c.cmd.Process.Signal(unix.SIGTERM)
+		case err := <-exited:
+			<-c.relayed
+			<-c.events
+			return err
 		}
 	}
-	o.closeForwarders()
-	o.mu.Lock()
-	if o.stopFollowing != nil {
-		o.stopFollowing()
+}
+
+// cleanUp undoes what ddinit run set up in the distro for PID 1: exposed
+// sockets, the drive and device followers, the network.
+func (l *launcher) cleanUp() {
+	l.closeForwarders()
+	l.mu.Lock()
+	if l.stopFollowing != nil {
+		l.stopFollowing()
 	}
-	o.mu.Unlock()
-	o.drives.Close()
-	<-relayed
-	<-evDone
-	o.unwireNetwork()
+	l.mu.Unlock()
+	l.drives.Close()
+	l.unwireNetwork()
 	// Mount points PID 1 made on the distro's file system; its mounts went
 	// with its namespace, the empty directories are left to remove.
 	for _, d := range []string{"rootfs", "upper", "layers"} {
-		removeEmptyTree(filepath.Join(o.cfg.RunDir, d))
+		removeEmptyTree(filepath.Join(l.cfg.RunDir, d))
 	}
+}
+
+// exitStatus is PID 1's exit status, and the boot failure it reported.
+func (l *launcher) exitStatus(c *child, waitErr error) (int, error) {
 	code := 0
 	if waitErr != nil {
 		var ee *exec.ExitError
@@ -219,22 +246,22 @@ func (o *outer) run() (int, error) {
 			code = 128 + int(ws.Signal())
 		}
 	}
-	o.log.WithField("ranFor", time.Since(start).Round(time.Millisecond).String()).Debug("PID 1 exited")
-	o.mu.Lock()
-	bootErr := o.bootError
-	o.mu.Unlock()
+	l.log.WithField("ranFor", time.Since(c.started).Round(time.Millisecond).String()).Debug("PID 1 exited")
+	l.mu.Lock()
+	bootErr := l.bootError
+	l.mu.Unlock()
 	if bootErr != "" {
 		return code, errors.New(bootErr)
 	}
 	if code != 0 {
-		return code, fmt.Errorf("PID 1 exited with status %d; see %s", code, filepath.Join(o.cfg.DataDir, "log/ddinit.log"))
+		return code, fmt.Errorf("PID 1 exited with status %d; see %s", code, filepath.Join(l.cfg.DataDir, "log/ddinit.log"))
 	}
 	return code, nil
 }
 
 // readEvents handles what PID 1 reports: its sockets (which are then
 // exposed) and a boot failure.
-func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
+func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 	s := bufio.NewScanner(r)
 	for s.Scan() {
 		var ev event
@@ -243,45 +270,45 @@ func (o *outer) readEvents(r io.Reader, pid int, proc *os.Process) {
 		}
 		switch ev.Event {
 		case "failed":
-			o.mu.Lock()
-			o.bootError = ev.Error
-			o.mu.Unlock()
+			l.mu.Lock()
+			l.bootError = ev.Error
+			l.mu.Unlock()
 		case "sockets":
 			// PID 1's root is in place: its iptables can set up NAT, and
 			// its /dev and drives can follow the distro's.
-			o.wireNetwork(pid, ev.Sockets)
-			o.follow(pid)
-			if err := o.expose(pid, ev.Sockets); err != nil {
-				o.mu.Lock()
-				o.bootError = err.Error()
-				o.mu.Unlock()
-				o.log.WithError(err).Error("cannot expose sockets; stopping")
+			l.wireNetwork(pid, ev.Sockets)
+			l.follow(pid)
+			if err := l.expose(pid, ev.Sockets); err != nil {
+				l.mu.Lock()
+				l.bootError = err.Error()
+				l.mu.Unlock()
+				l.log.WithError(err).Error("cannot expose sockets; stopping")
 				proc.Signal(unix.SIGTERM)
 				continue
 			}
 			// The busy part of this process's life is over: it now relays
 			// logs and connections.
-			go settle(o.log)
+			go settle(l.log)
 		}
 	}
 }
 
 // follow starts keeping PID 1's drives and devices in step with the
 // distro's.
-func (o *outer) follow(pid int) {
+func (l *launcher) follow(pid int) {
 	ctx, cancel := context.WithCancel(context.Background())
-	o.mu.Lock()
-	o.stopFollowing = cancel
-	o.mu.Unlock()
-	go o.sendDrives(ctx, o.drives)
-	go o.mirrorDevices(ctx, pid)
+	l.mu.Lock()
+	l.stopFollowing = cancel
+	l.mu.Unlock()
+	go l.sendDrives(ctx, l.drives)
+	go l.mirrorDevices(ctx, pid)
 }
 
 // openControlSockets opens a listening socket per control address (unix
 // sockets mode 0600: the API can stop the engine).
-func (o *outer) openControlSockets() ([]*os.File, error) {
+func (l *launcher) openControlSockets() ([]*os.File, error) {
 	var files []*os.File
-	for _, s := range o.cfg.Control {
+	for _, s := range l.cfg.Control {
 		a, err := vsock.Parse(s)
 		if err != nil {
 			return files, err
@@ -291,33 +318,33 @@ func (o *outer) openControlSockets() ([]*os.File, error) {
 			return files, fmt.Errorf("control API: %w", err)
 		}
 		if a.Scheme == "unix" {
-			o.unixSockets = append(o.unixSockets, a.Path)
+			l.unixSockets = append(l.unixSockets, a.Path)
 		}
 		files = append(files, f)
 	}
 	return files, nil
 }
 
-func (o *outer) removeUnixSockets() {
-	for _, p := range o.unixSockets {
+func (l *launcher) removeUnixSockets() {
+	for _, p := range l.unixSockets {
 		os.Remove(p)
 	}
 }
 
 // expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
 // reported under NAME, reached through /proc/PID/root.
-func (o *outer) expose(pid int, sockets map[string]string) error {
+func (l *launcher) expose(pid int, sockets map[string]string) error {
 	exposed := map[string]Addrs{}
-	for n, a := range o.cfg.Expose {
+	for n, a := range l.cfg.Expose {
 		exposed[n] = a
 	}
 	// Distros with WSL integration find the docker socket on the tmpfs
 	// every distro shares. Only a socket file is made there: no mount, so
 	// nothing ddinit does can take another distro's view of it away.
-	if st, err := os.Stat(o.cfg.WSLShared); err == nil && st.IsDir() && sockets["docker"] != "" {
-		shared := filepath.Join(o.cfg.WSLShared, SharedSocketsDir, "docker.sock")
+	if st, err := os.Stat(l.cfg.WSLShared); err == nil && st.IsDir() && sockets["docker"] != "" {
+		shared := filepath.Join(l.cfg.WSLShared, SharedSocketsDir, "docker.sock")
 		exposed["docker"] = append(append(Addrs(nil), exposed["docker"]...), "unix://"+shared)
-		o.unixSockets = append(o.unixSockets, shared)
+		l.unixSockets = append(l.unixSockets, shared)
 	}
 	names := make([]string, 0, len(exposed))
 	for n := range exposed {
@@ -337,23 +364,23 @@ func (o *outer) expose(pid int, sockets map[string]string) error {
 		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
 		for _, s := range exposed[name] {
 			addr, _ := vsock.Parse(s)
-			l, err := vsock.Listen(addr)
+			listener, err := vsock.Listen(addr)
 			if err != nil {
 				return fmt.Errorf("--expose %s: %w", name, err)
 			}
-			log := o.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()})
+			log := l.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()})
 			f := &vsock.Forwarder{
 				Name:     name,
-				Listener: vsock.Filter(l, addr, vsock.PeerPolicy{AllowLocal: o.cfg.VsockAllowLocal}, log),
+				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
 				Dial: func(ctx context.Context) (net.Conn, error) {
 					var d net.Dialer
 					return d.DialContext(ctx, "unix", target)
 				},
 				Log: log,
 			}
-			o.mu.Lock()
-			o.forwarders = append(o.forwarders, f)
-			o.mu.Unlock()
+			l.mu.Lock()
+			l.forwarders = append(l.forwarders, f)
+			l.mu.Unlock()
 			go f.Serve(context.Background())
 			log.WithField("target", inner).Info("socket exposed")
 		}
@@ -379,9 +406,9 @@ func removeEmptyTree(dir string) {
 // wireNetwork connects PID 1's network namespace to the distro's and
 // starts publishing container ports. A failure leaves the engine running
 // without outside network, and says so.
-func (o *outer) wireNetwork(pid int, sockets map[string]string) {
+func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
 	root := fmt.Sprintf("/proc/%d/root", pid)
-	log := o.log.WithField("component", "network")
+	log := l.log.WithField("component", "network")
 	// Held open so that the NAT rules can still be removed with the pack's
 	// iptables after PID 1, and its namespace, are gone.
 	rootDir, err := os.Open(root)
@@ -389,13 +416,13 @@ func (o *outer) wireNetwork(pid int, sockets map[string]string) {
 		log.WithError(err).Error("containers will have no network beyond the namespace")
 		return
 	}
-	o.mu.Lock()
-	o.rootDir = rootDir
-	o.mu.Unlock()
+	l.mu.Lock()
+	l.rootDir = rootDir
+	l.mu.Unlock()
 	// The child resolves this before it execs, while it still holds a copy
 	// of the descriptor.
 	chroot := fmt.Sprintf("/proc/self/fd/%d", rootDir.Fd())
-	subnet6 := o.cfg.Subnet6
+	subnet6 := l.cfg.Subnet6
 	if subnet6 == "off" {
 		subnet6 = ""
 	}
@@ -409,7 +436,7 @@ func (o *outer) wireNetwork(pid int, sockets map[string]string) {
 		}
 	}
 	link, err := network.Wire(pid, network.Config{
-		Subnet:    o.cfg.Subnet,
+		Subnet:    l.cfg.Subnet,
 		Subnet6:   subnet6,
 		Iptables:  packTool("/usr/sbin/iptables"),
 		Ip6tables: packTool("/usr/sbin/ip6tables"),
@@ -419,9 +446,9 @@ func (o *outer) wireNetwork(pid int, sockets map[string]string) {
 		log.WithError(err).Error("containers will have no network beyond the namespace")
 		return
 	}
-	o.mu.Lock()
-	o.link = link
-	o.mu.Unlock()
+	l.mu.Lock()
+	l.link = link
+	l.mu.Unlock()
 	if sockets["docker"] == "" {
 		return
 	}
@@ -429,24 +456,24 @@ func (o *outer) wireNetwork(pid int, sockets map[string]string) {
 	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Log: log}
 	done := make(chan struct{})
 	go func() { pub.Run(ctx); close(done) }()
-	o.mu.Lock()
-	o.stopPublisher = func() { cancel(); <-done }
-	o.mu.Unlock()
+	l.mu.Lock()
+	l.stopPublisher = func() { cancel(); <-done }
+	l.mu.Unlock()
 }
 
 // unwireNetwork closes the published ports and removes the link and the
 // NAT rules.
-func (o *outer) unwireNetwork() {
-	o.mu.Lock()
-	stop, link, rootDir := o.stopPublisher, o.link, o.rootDir
-	o.stopPublisher, o.link, o.rootDir = nil, nil, nil
-	o.mu.Unlock()
+func (l *launcher) unwireNetwork() {
+	l.mu.Lock()
+	stop, link, rootDir := l.stopPublisher, l.link, l.rootDir
+	l.stopPublisher, l.link, l.rootDir = nil, nil, nil
+	l.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
 	if link != nil {
 		if err := link.Close(); err != nil {
-			o.log.WithError(err).Warn("network cleanup incomplete")
+			l.log.WithError(err).Warn("network cleanup incomplete")
 		}
 	}
 	if rootDir != nil {
@@ -454,10 +481,10 @@ func (o *outer) unwireNetwork() {
 	}
 }
 
-func (o *outer) closeForwarders() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, f := range o.forwarders {
+func (l *launcher) closeForwarders() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.forwarders {
 		f.Listener.Close()
 	}
 }
