@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,13 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ddinit/ddinit/control"
@@ -84,118 +80,6 @@ func fetchStatus(addr string) (control.Status, error) {
 
 func errorsIsConnRefused(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
-}
-
-func runStatus(env *Env, args []string) error {
-	fs := newFlags(env, "status", "status [--json]")
-	controlAddr := controlFlag(fs)
-	asJSON := fs.Bool("json", false, "print the raw JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	st, err := fetchStatus(*controlAddr)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	printStatus(env.Stdout, st)
-	return nil
-}
-
-func printStatus(w io.Writer, st control.Status) {
-	health := "healthy"
-	if !st.Ready {
-		health = "NOT READY: " + st.Reason
-	}
-	fmt.Fprintf(w, "ddinit %s: %s, %s, up %s\n", st.Version, st.State, health, st.Uptime)
-	if len(st.Phases) > 0 {
-		var parts []string
-		for _, p := range st.Phases {
-			parts = append(parts, fmt.Sprintf("%s %.1fms", p.Name, p.DurationMs))
-		}
-		fmt.Fprintf(w, "boot: %s\n", strings.Join(parts, ", "))
-	}
-	c := st.Containerd
-	fmt.Fprintf(w, "containerd: %s, pid %d, restarted %d times", c.State, c.PID, c.Restarts)
-	if c.LastExit != nil {
-		fmt.Fprintf(w, ", last exit %s", describeExit(c.LastExit))
-	}
-	if c.Reason != "" {
-		fmt.Fprintf(w, " (%s)", c.Reason)
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	// A person in the distro signals the distro's pid; docker inspect and
-	// the namespace's own tools give the other.
-	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
-	for _, s := range st.Services {
-		last := "-"
-		if s.LastExit != nil {
-			last = describeExit(s.LastExit)
-		}
-		pid, distroPID := "-", "-"
-		if s.PID > 0 {
-			pid = strconv.Itoa(s.PID)
-			if p, err := hostPID(st.HostPID, s.PID); err == nil {
-				distroPID = strconv.Itoa(p)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, distroPID, s.Restarts, last, s.Reason)
-	}
-	tw.Flush()
-	for _, s := range st.Services {
-		if e := s.LastExit; e != nil && len(e.Output) > 0 && !s.Ready {
-			fmt.Fprintf(w, "last output of %s:\n  %s\n", s.Name, strings.Join(e.Output, "\n  "))
-		}
-	}
-	for _, im := range st.Images {
-		how := "extracted"
-		if im.Kernel {
-			how = "kernel mount"
-		}
-		hit := "cache miss"
-		if im.CacheHit {
-			hit = "cache hit"
-		}
-		fmt.Fprintf(w, "image %s: sha256:%s (%s, %s) %s\n", im.Name, im.Digest, hit, how, im.Source)
-	}
-	var comps []string
-	for _, c := range st.Components {
-		comps = append(comps, c.Name+" "+c.Version)
-	}
-	if len(comps) > 0 {
-		fmt.Fprintf(w, "components: %s\n", strings.Join(comps, ", "))
-	}
-	fmt.Fprintf(w, "data store: %s (%d MB free)\n", st.DataStore.Dir, st.DataStore.FreeBytes>>20)
-	if n := st.Network; n != nil {
-		if n.Error != "" {
-			fmt.Fprintf(w, "network: %s\n", n.Error)
-		} else {
-			fmt.Fprintf(w, "network: %s %s, default via %s\n", n.Link, strings.Join(n.Addresses, " "), strings.Join(n.Gateways, " "))
-		}
-	}
-}
-
-// describeExit is a run's end in a few words: "SIGKILL after 31s (not
-// answering for 30s)", "code 1 after 20ms", "start failed".
-func describeExit(e *control.Exit) string {
-	var s string
-	switch {
-	case e.Error != "":
-		return "start failed"
-	case e.Signal != "":
-		s = fmt.Sprintf("%s after %s", e.Signal, e.Ran)
-	default:
-		s = fmt.Sprintf("code %d after %s", e.Code, e.Ran)
-	}
-	if e.Cause != "" {
-		s += " (" + e.Cause + ")"
-	}
-	return s
 }
 
 func runLogs(env *Env, args []string) error {
@@ -391,91 +275,4 @@ func runForward(env *Env, args []string) error {
 	go func() { <-ctx.Done(); l.Close() }()
 	entry.Info("forwarding")
 	return f.Serve(ctx)
-}
-
-// runEnter joins the namespaces of PID 1 (or of a service's process) and
-// runs a shell or the given command there, through nsenter.
-func runEnter(env *Env, args []string) error {
-	fs := newFlags(env, "enter", "enter [SERVICE] [-- CMD...]")
-	controlAddr := controlFlag(fs)
-	var command []string
-	for i, a := range args {
-		if a == "--" {
-			command = args[i+1:]
-			args = args[:i]
-			break
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	rest := fs.Args()
-	var service string
-	if len(rest) > 1 {
-		return usagef("usage: ddinit enter [SERVICE] [-- CMD...]")
-	}
-	if len(rest) == 1 {
-		service = rest[0]
-	}
-	if len(command) == 0 {
-		command = []string{"/bin/sh"}
-	}
-	st, err := fetchStatus(*controlAddr)
-	if err != nil {
-		return err
-	}
-	if st.HostPID == 0 {
-		return fmt.Errorf("the control API does not say where PID 1 is")
-	}
-	target := st.HostPID
-	if service != "" {
-		inner := 0
-		for _, s := range st.Services {
-			if s.Name == service {
-				inner = s.PID
-			}
-		}
-		if inner == 0 {
-			return fmt.Errorf("service %s is not running (see ddinit status)", service)
-		}
-		if target, err = hostPID(st.HostPID, inner); err != nil {
-			return err
-		}
-	}
-	nsenter, err := exec.LookPath("nsenter")
-	if err != nil {
-		return fmt.Errorf("enter needs nsenter (util-linux or busybox)")
-	}
-	argv := append([]string{"nsenter", "-t", strconv.Itoa(target), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"}, command...)
-	return syscall.Exec(nsenter, argv, os.Environ())
-}
-
-// hostPID maps a pid inside PID 1's namespace to the distro's pid.
-func hostPID(pid1, inner int) (int, error) {
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid1))
-	if err != nil {
-		return 0, err
-	}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		if l, err := os.Readlink(d + "/ns/pid"); err != nil || l != ns {
-			continue
-		}
-		f, err := os.Open(d + "/status")
-		if err != nil {
-			continue
-		}
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			if v, ok := strings.CutPrefix(s.Text(), "NSpid:"); ok {
-				fields := strings.Fields(v)
-				if len(fields) > 1 && fields[len(fields)-1] == strconv.Itoa(inner) {
-					f.Close()
-					return strconv.Atoi(filepath.Base(d))
-				}
-			}
-		}
-		f.Close()
-	}
-	return 0, fmt.Errorf("no process %d in PID 1's namespace", inner)
 }

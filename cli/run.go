@@ -104,7 +104,11 @@ func runRun(env *Env, args []string) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("ddinit run needs root (namespaces, mounts)")
 	}
-	if code := initd.Run(cfg, env.Stderr); code != 0 {
+	code, err := initd.Run(cfg, env.Stderr)
+	if err != nil {
+		return fmt.Errorf("boot failed: %w", err)
+	}
+	if code != 0 {
 		return exitCode(code)
 	}
 	return nil

@@ -12,8 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,15 +25,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Outer is `ddinit run`: it starts PID 1 in new namespaces, relays
-// signals to it, exposes its sockets and returns its exit status. Any
-// failure is reported as one line on stderr naming the cause.
-func Run(cfg Config, stderr io.Writer) int {
+// Run is `ddinit run`: it starts PID 1 in new namespaces, relays
+// signals to it, exposes its sockets and returns its exit status, or the
+// error that ended the boot, naming the cause.
+func Run(cfg Config, stderr io.Writer) (int, error) {
 	cfg.Defaults()
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "ddinit: boot failed: %s\n", oneLine(err.Error()))
-		return 1
-	}
+	fail := func(err error) (int, error) { return 1, err }
 	if err := cfg.Validate(); err != nil {
 		return fail(err)
 	}
@@ -47,7 +42,7 @@ func Run(cfg Config, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	lock, err := lockDataStore(ds.Dir)
+	lock, err := mounts.LockExclusive(ds.Path(".ddinit.lock"), "data store "+ds.Dir)
 	if err != nil {
 		return fail(err)
 	}
@@ -69,26 +64,7 @@ func Run(cfg Config, stderr io.Writer) int {
 		return fail(err)
 	}
 	log.WithField("status", code).Info("ddinit exited")
-	return code
-}
-
-func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
-
-// lockDataStore keeps a second ddinit off the same data store.
-func lockDataStore(dir string) (*os.File, error) {
-	path := filepath.Join(dir, ".ddinit.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("data store lock %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if err == unix.EWOULDBLOCK {
-			return nil, fmt.Errorf("data store %s is in use by another ddinit (it holds %s)", dir, path)
-		}
-		return nil, fmt.Errorf("lock data store %s: %w", dir, err)
-	}
-	return f, nil
+	return code, nil
 }
 
 type launcher struct {
@@ -302,189 +278,4 @@ func (l *launcher) follow(pid int) {
 	l.mu.Unlock()
 	go l.sendDrives(ctx, l.drives)
 	go l.mirrorDevices(ctx, pid)
-}
-
-// openControlSockets opens a listening socket per control address (unix
-// sockets mode 0600: the API can stop the engine).
-func (l *launcher) openControlSockets() ([]*os.File, error) {
-	var files []*os.File
-	for _, s := range l.cfg.Control {
-		a, err := vsock.Parse(s)
-		if err != nil {
-			return files, err
-		}
-		f, err := vsock.ListenFile(a, 0o600)
-		if err != nil {
-			return files, fmt.Errorf("control API: %w", err)
-		}
-		if a.Scheme == "unix" {
-			l.unixSockets = append(l.unixSockets, a.Path)
-		}
-		files = append(files, f)
-	}
-	return files, nil
-}
-
-func (l *launcher) removeUnixSockets() {
-	for _, p := range l.unixSockets {
-		os.Remove(p)
-	}
-}
-
-// expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
-// reported under NAME, reached through /proc/PID/root.
-func (l *launcher) expose(pid int, sockets map[string]string) error {
-	exposed := map[string]Addrs{}
-	for n, a := range l.cfg.Expose {
-		exposed[n] = a
-	}
-	// Distros with WSL integration find the docker socket on the tmpfs
-	// every distro shares. Only a socket file is made there: no mount, so
-	// nothing ddinit does can take another distro's view of it away.
-	if st, err := os.Stat(l.cfg.WSLShared); err == nil && st.IsDir() && sockets["docker"] != "" {
-		shared := filepath.Join(l.cfg.WSLShared, SharedSocketsDir, "docker.sock")
-		exposed["docker"] = append(append(Addrs(nil), exposed["docker"]...), "unix://"+shared)
-		l.unixSockets = append(l.unixSockets, shared)
-	}
-	names := make([]string, 0, len(exposed))
-	for n := range exposed {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		inner, ok := sockets[name]
-		if !ok {
-			known := make([]string, 0, len(sockets))
-			for k := range sockets {
-				known = append(known, k)
-			}
-			sort.Strings(known)
-			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
-		}
-		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
-		for _, s := range exposed[name] {
-			addr, _ := vsock.Parse(s)
-			listener, err := vsock.Listen(addr)
-			if err != nil {
-				return fmt.Errorf("--expose %s: %w", name, err)
-			}
-			log := l.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()})
-			f := &vsock.Forwarder{
-				Name:     name,
-				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
-				Dial: func(ctx context.Context) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, "unix", target)
-				},
-				Log: log,
-			}
-			l.mu.Lock()
-			l.forwarders = append(l.forwarders, f)
-			l.mu.Unlock()
-			go f.Serve(context.Background())
-			log.WithField("target", inner).Info("socket exposed")
-		}
-	}
-	return nil
-}
-
-// removeEmptyTree removes dir and its subdirectories, but only while they
-// are empty directories: nothing with content is ever removed.
-func removeEmptyTree(dir string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if e.IsDir() && e.Type()&os.ModeSymlink == 0 {
-			removeEmptyTree(filepath.Join(dir, e.Name()))
-		}
-	}
-	os.Remove(dir) // fails, harmlessly, when not empty
-}
-
-// wireNetwork connects PID 1's network namespace to the distro's and
-// starts publishing container ports. A failure leaves the engine running
-// without outside network, and says so.
-func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
-	root := fmt.Sprintf("/proc/%d/root", pid)
-	log := l.log.WithField("component", "network")
-	// Held open so that the NAT rules can still be removed with the pack's
-	// iptables after PID 1, and its namespace, are gone.
-	rootDir, err := os.Open(root)
-	if err != nil {
-		log.WithError(err).Error("containers will have no network beyond the namespace")
-		return
-	}
-	l.mu.Lock()
-	l.rootDir = rootDir
-	l.mu.Unlock()
-	// The child resolves this before it execs, while it still holds a copy
-	// of the descriptor.
-	chroot := fmt.Sprintf("/proc/self/fd/%d", rootDir.Fd())
-	subnet6 := l.cfg.Subnet6
-	if subnet6 == "off" {
-		subnet6 = ""
-	}
-	packTool := func(path string) func(args ...string) *exec.Cmd {
-		return func(args ...string) *exec.Cmd {
-			c := exec.Command(path, args...)
-			c.SysProcAttr = &syscall.SysProcAttr{Chroot: chroot}
-			c.Dir = "/"
-			c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-			return c
-		}
-	}
-	link, err := network.Wire(pid, network.Config{
-		Subnet:    l.cfg.Subnet,
-		Subnet6:   subnet6,
-		Iptables:  packTool("/usr/sbin/iptables"),
-		Ip6tables: packTool("/usr/sbin/ip6tables"),
-		Log:       log,
-	})
-	if err != nil {
-		log.WithError(err).Error("containers will have no network beyond the namespace")
-		return
-	}
-	l.mu.Lock()
-	l.link = link
-	l.mu.Unlock()
-	if sockets["docker"] == "" {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Log: log}
-	done := make(chan struct{})
-	go func() { pub.Run(ctx); close(done) }()
-	l.mu.Lock()
-	l.stopPublisher = func() { cancel(); <-done }
-	l.mu.Unlock()
-}
-
-// unwireNetwork closes the published ports and removes the link and the
-// NAT rules.
-func (l *launcher) unwireNetwork() {
-	l.mu.Lock()
-	stop, link, rootDir := l.stopPublisher, l.link, l.rootDir
-	l.stopPublisher, l.link, l.rootDir = nil, nil, nil
-	l.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	if link != nil {
-		if err := link.Close(); err != nil {
-			l.log.WithError(err).Warn("network cleanup incomplete")
-		}
-	}
-	if rootDir != nil {
-		rootDir.Close()
-	}
-}
-
-func (l *launcher) closeForwarders() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, f := range l.forwarders {
-		f.Listener.Close()
-	}
 }

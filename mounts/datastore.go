@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Layout is what the data store holds, relative to its root.
@@ -66,4 +68,23 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// LockExclusive takes an exclusive lock on the file at path (created when
+// missing) without waiting: what keeps a second ddinit off a data store or
+// an image cache. The lock lasts until the file is closed; what names the
+// locked thing in the error.
+func LockExclusive(path, what string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", what, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, fmt.Errorf("%s is in use by another ddinit (it holds %s)", what, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", what, err)
+	}
+	return f, nil
 }

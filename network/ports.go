@@ -278,9 +278,5 @@ func (p *Publisher) Published() []string {
 	return out
 }
 
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
+// short is a container id's first 12 characters, as docker shows them.
+func short(id string) string { return id[:min(12, len(id))] }

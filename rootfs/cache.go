@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
 
 // Cache layout, under <data-dir>/isocache:
@@ -75,16 +75,9 @@ func OpenCache(dir string, log logrus.FieldLogger) (*Cache, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("image cache %s: %w", dir, err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := mounts.LockExclusive(filepath.Join(dir, lockFile), "image cache "+dir)
 	if err != nil {
-		return nil, fmt.Errorf("image cache %s: %w", dir, err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		if err == unix.EWOULDBLOCK {
-			return nil, fmt.Errorf("image cache %s is in use by another ddinit (it holds %s)", dir, lock.Name())
-		}
-		return nil, fmt.Errorf("lock image cache %s: %w", dir, err)
+		return nil, err
 	}
 	c := &Cache{Dir: dir, Log: log, lock: lock}
 	names, err := readDirNames(dir)
@@ -330,9 +323,5 @@ func mustJSON(v any) []byte {
 	return append(b, '\n')
 }
 
-func short(digest string) string {
-	if len(digest) > 12 {
-		return digest[:12]
-	}
-	return digest
-}
+// short is a digest's first 12 characters, as docker shows ids.
+func short(digest string) string { return digest[:min(12, len(digest))] }

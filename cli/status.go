@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ddinit/ddinit/control"
+)
+
+func runStatus(env *Env, args []string) error {
+	fs := newFlags(env, "status", "status [--json]")
+	controlAddr := controlFlag(fs)
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	st, err := fetchStatus(*controlAddr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(env.Stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st control.Status) {
+	health := "healthy"
+	if !st.Ready {
+		health = "NOT READY: " + st.Reason
+	}
+	fmt.Fprintf(w, "ddinit %s: %s, %s, up %s\n", st.Version, st.State, health, st.Uptime)
+	if len(st.Phases) > 0 {
+		var parts []string
+		for _, p := range st.Phases {
+			parts = append(parts, fmt.Sprintf("%s %.1fms", p.Name, p.DurationMs))
+		}
+		fmt.Fprintf(w, "boot: %s\n", strings.Join(parts, ", "))
+	}
+	c := st.Containerd
+	fmt.Fprintf(w, "containerd: %s, pid %d, restarted %d times", c.State, c.PID, c.Restarts)
+	if c.LastExit != nil {
+		fmt.Fprintf(w, ", last exit %s", describeExit(c.LastExit))
+	}
+	if c.Reason != "" {
+		fmt.Fprintf(w, " (%s)", c.Reason)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// A person in the distro signals the distro's pid; docker inspect and
+	// the namespace's own tools give the other.
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
+	for _, s := range st.Services {
+		last := "-"
+		if s.LastExit != nil {
+			last = describeExit(s.LastExit)
+		}
+		pid, distroPID := "-", "-"
+		if s.PID > 0 {
+			pid = strconv.Itoa(s.PID)
+			if p, err := hostPID(st.HostPID, s.PID); err == nil {
+				distroPID = strconv.Itoa(p)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, distroPID, s.Restarts, last, s.Reason)
+	}
+	tw.Flush()
+	for _, s := range st.Services {
+		if e := s.LastExit; e != nil && len(e.Output) > 0 && !s.Ready {
+			fmt.Fprintf(w, "last output of %s:\n  %s\n", s.Name, strings.Join(e.Output, "\n  "))
+		}
+	}
+	for _, im := range st.Images {
+		how := "extracted"
+		if im.Kernel {
+			how = "kernel mount"
+		}
+		hit := "cache miss"
+		if im.CacheHit {
+			hit = "cache hit"
+		}
+		fmt.Fprintf(w, "image %s: sha256:%s (%s, %s) %s\n", im.Name, im.Digest, hit, how, im.Source)
+	}
+	var comps []string
+	for _, c := range st.Components {
+		comps = append(comps, c.Name+" "+c.Version)
+	}
+	if len(comps) > 0 {
+		fmt.Fprintf(w, "components: %s\n", strings.Join(comps, ", "))
+	}
+	fmt.Fprintf(w, "data store: %s (%d MB free)\n", st.DataStore.Dir, st.DataStore.FreeBytes>>20)
+	if n := st.Network; n != nil {
+		if n.Error != "" {
+			fmt.Fprintf(w, "network: %s\n", n.Error)
+		} else {
+			fmt.Fprintf(w, "network: %s %s, default via %s\n", n.Link, strings.Join(n.Addresses, " "), strings.Join(n.Gateways, " "))
+		}
+	}
+}
+
+// describeExit is a run's end in a few words: "SIGKILL after 31s (not
+// answering for 30s)", "code 1 after 20ms", "start failed".
+func describeExit(e *control.Exit) string {
+	var s string
+	switch {
+	case e.Error != "":
+		return "start failed"
+	case e.Signal != "":
+		s = fmt.Sprintf("%s after %s", e.Signal, e.Ran)
+	default:
+		s = fmt.Sprintf("code %d after %s", e.Code, e.Ran)
+	}
+	if e.Cause != "" {
+		s += " (" + e.Cause + ")"
+	}
+	return s
+}

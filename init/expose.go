@@ -1,0 +1,121 @@
+package initd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
+)
+
+// openControlSockets opens a listening socket per control address (unix
+// sockets mode 0600: the API can stop the engine).
+func (l *launcher) openControlSockets() ([]*os.File, error) {
+	var files []*os.File
+	for _, s := range l.cfg.Control {
+		a, err := vsock.Parse(s)
+		if err != nil {
+			return files, err
+		}
+		f, err := vsock.ListenFile(a, 0o600)
+		if err != nil {
+			return files, fmt.Errorf("control API: %w", err)
+		}
+		if a.Scheme == "unix" {
+			l.unixSockets = append(l.unixSockets, a.Path)
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func (l *launcher) removeUnixSockets() {
+	for _, p := range l.unixSockets {
+		os.Remove(p)
+	}
+}
+
+// expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
+// reported under NAME, reached through /proc/PID/root.
+func (l *launcher) expose(pid int, sockets map[string]string) error {
+	exposed := map[string]Addrs{}
+	for n, a := range l.cfg.Expose {
+		exposed[n] = a
+	}
+	// Distros with WSL integration find the docker socket on the tmpfs
+	// every distro shares. Only a socket file is made there: no mount, so
+	// nothing ddinit does can take another distro's view of it away.
+	if st, err := os.Stat(l.cfg.WSLShared); err == nil && st.IsDir() && sockets["docker"] != "" {
+		shared := filepath.Join(l.cfg.WSLShared, SharedSocketsDir, "docker.sock")
+		exposed["docker"] = append(append(Addrs(nil), exposed["docker"]...), "unix://"+shared)
+		l.unixSockets = append(l.unixSockets, shared)
+	}
+	names := make([]string, 0, len(exposed))
+	for n := range exposed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		inner, ok := sockets[name]
+		if !ok {
+			known := make([]string, 0, len(sockets))
+			for k := range sockets {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
+		}
+		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
+		for _, s := range exposed[name] {
+			addr, _ := vsock.Parse(s)
+			listener, err := vsock.Listen(addr)
+			if err != nil {
+				return fmt.Errorf("--expose %s: %w", name, err)
+			}
+			log := l.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()})
+			f := &vsock.Forwarder{
+				Name:     name,
+				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", target)
+				},
+				Log: log,
+			}
+			l.mu.Lock()
+			l.forwarders = append(l.forwarders, f)
+			l.mu.Unlock()
+			go f.Serve(context.Background())
+			log.WithField("target", inner).Info("socket exposed")
+		}
+	}
+	return nil
+}
+
+// removeEmptyTree removes dir and its subdirectories, but only while they
+// are empty directories: nothing with content is ever removed.
+func removeEmptyTree(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() && e.Type()&os.ModeSymlink == 0 {
+			removeEmptyTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	os.Remove(dir) // fails, harmlessly, when not empty
+}
+
+func (l *launcher) closeForwarders() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.forwarders {
+		f.Listener.Close()
+	}
+}

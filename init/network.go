@@ -1,0 +1,89 @@
+package initd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/ddinit/ddinit/network"
+)
+
+// wireNetwork connects PID 1's network namespace to the distro's and
+// starts publishing container ports. A failure leaves the engine running
+// without outside network, and says so.
+func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	log := l.log.WithField("component", "network")
+	// Held open so that the NAT rules can still be removed with the pack's
+	// iptables after PID 1, and its namespace, are gone.
+	rootDir, err := os.Open(root)
+	if err != nil {
+		log.WithError(err).Error("containers will have no network beyond the namespace")
+		return
+	}
+	l.mu.Lock()
+	l.rootDir = rootDir
+	l.mu.Unlock()
+	// The child resolves this before it execs, while it still holds a copy
+	// of the descriptor.
+	chroot := fmt.Sprintf("/proc/self/fd/%d", rootDir.Fd())
+	subnet6 := l.cfg.Subnet6
+	if subnet6 == "off" {
+		subnet6 = ""
+	}
+	packTool := func(path string) func(args ...string) *exec.Cmd {
+		return func(args ...string) *exec.Cmd {
+			c := exec.Command(path, args...)
+			c.SysProcAttr = &syscall.SysProcAttr{Chroot: chroot}
+			c.Dir = "/"
+			c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+			return c
+		}
+	}
+	link, err := network.Wire(pid, network.Config{
+		Subnet:    l.cfg.Subnet,
+		Subnet6:   subnet6,
+		Iptables:  packTool("/usr/sbin/iptables"),
+		Ip6tables: packTool("/usr/sbin/ip6tables"),
+		Log:       log,
+	})
+	if err != nil {
+		log.WithError(err).Error("containers will have no network beyond the namespace")
+		return
+	}
+	l.mu.Lock()
+	l.link = link
+	l.mu.Unlock()
+	if sockets["docker"] == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Log: log}
+	done := make(chan struct{})
+	go func() { pub.Run(ctx); close(done) }()
+	l.mu.Lock()
+	l.stopPublisher = func() { cancel(); <-done }
+	l.mu.Unlock()
+}
+
+// unwireNetwork closes the published ports and removes the link and the
+// NAT rules.
+func (l *launcher) unwireNetwork() {
+	l.mu.Lock()
+	stop, link, rootDir := l.stopPublisher, l.link, l.rootDir
+	l.stopPublisher, l.link, l.rootDir = nil, nil, nil
+	l.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	if link != nil {
+		if err := link.Close(); err != nil {
+			l.log.WithError(err).Warn("network cleanup incomplete")
+		}
+	}
+	if rootDir != nil {
+		rootDir.Close()
+	}
+}
