@@ -6,9 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 )
@@ -87,6 +90,9 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 				},
 				Log: log,
 			}
+			if name == "docker" || name == "dockerd" {
+				f.Handle = l.dockerProxy(f.Dial, log).Handle
+			}
 			l.mu.Lock()
 			l.forwarders = append(l.forwarders, f)
 			l.mu.Unlock()
@@ -118,4 +124,24 @@ func (l *launcher) closeForwarders() {
 	for _, f := range l.forwarders {
 		f.Listener.Close()
 	}
+}
+
+// dockerProxy is the docker API proxy on an exposed docker socket: bind
+// sources from Windows mapped to the drives inside, published ports
+// reserved in the distro before a container starts.
+func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log logrus.FieldLogger) *dockerproxy.Proxy {
+	windows := dockerproxy.WindowsPaths{
+		Inside: mounts.DrivesTarget,
+		Mounted: func(letter string) bool {
+			drives, err := mounts.Drives("/proc/self/mountinfo", l.cfg.AutomountRoot)
+			return err == nil && slices.ContainsFunc(drives, func(d mounts.Drive) bool { return d.Letter == letter })
+		},
+	}
+	p := &dockerproxy.Proxy{Dial: dial, Translate: windows.Translate, Log: log}
+	l.mu.Lock()
+	if l.publisher != nil {
+		p.Ports = l.publisher
+	}
+	l.mu.Unlock()
+	return p
 }

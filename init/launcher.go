@@ -77,6 +77,7 @@ type launcher struct {
 	unixSockets   []string // control sockets to remove at exit
 	link          *network.Link
 	stopPublisher func()
+	publisher     *network.Publisher
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone
 	drives        *net.UnixConn
 	stopFollowing context.CancelFunc

@@ -65,6 +65,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
 	go func() { pub.Run(ctx); close(done) }()
 	l.mu.Lock()
 	l.stopPublisher = func() { cancel(); <-done }
+	l.publisher = pub
 	l.mu.Unlock()
 }
 

@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 )
@@ -30,22 +32,42 @@ type Publisher struct {
 	Target       netip.Addr // the namespace's address
 	Log          logrus.FieldLogger
 
+	once   sync.Once
 	mu     sync.Mutex
 	open   map[string]*published // binding key -> listener
 	http   *http.Client
 	stream *http.Client
 }
 
+// setUp makes the publisher's state, once: Run and Reserve may come first.
+func (p *Publisher) setUp() {
+	p.once.Do(func() {
+		p.open = map[string]*published{}
+		p.http, p.stream = p.newClient(30*time.Second), p.newClient(0)
+	})
+}
+
 type published struct {
 	container string
+	key       string
 	closer    io.Closer
 }
 
 type binding struct {
 	Container string
+	Name      string // the container's name, for errors
 	Proto     string // tcp or udp
 	HostIP    string
 	HostPort  int
+}
+
+// addr is where the binding listens in the distro.
+func (b binding) addr() string {
+	host := b.HostIP
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(b.HostPort))
 }
 
 func (b binding) key() string {
@@ -68,10 +90,7 @@ func (p *Publisher) newClient(timeout time.Duration) *http.Client {
 
 // Run follows docker until ctx ends, then closes every listener.
 func (p *Publisher) Run(ctx context.Context) {
-	p.mu.Lock()
-	p.open = map[string]*published{}
-	p.http, p.stream = p.newClient(30*time.Second), p.newClient(0)
-	p.mu.Unlock()
+	p.setUp()
 	defer p.closeAll()
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -200,56 +219,136 @@ func (p *Publisher) bindings(ctx context.Context, id string) ([]binding, error) 
 	return out, nil
 }
 
+// Reserve publishes a container's configured ports before it starts, so
+// that a port something else in the distro holds fails the start (as on
+// Docker Engine) instead of leaving the container to answer nowhere. The
+// start event finds them published already; release, when the start did
+// not happen, closes them again.
+func (p *Publisher) Reserve(ctx context.Context, container string) (func(), error) {
+	p.setUp()
+	bs, id, err := p.configured(ctx, container)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.publishAll(bs); err != nil {
+		return nil, err
+	}
+	return func() {
+		p.unpublish(func(pub *published) bool { return pub.container == id })
+	}, nil
+}
+
+// configured reads the port bindings a container asks for (its
+// HostConfig: a container not yet started has no others) and its full id.
+func (p *Publisher) configured(ctx context.Context, container string) ([]binding, string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/containers/"+url.PathEscape(container)+"/json", nil)
+	resp, err := p.client().Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", fmt.Errorf("inspect %s: %s", container, resp.Status)
+	}
+	var c struct {
+		ID         string `json:"Id"`
+		Name       string `json:"Name"`
+		HostConfig struct {
+			PortBindings map[string][]struct {
+				HostIP   string `json:"HostIp"`
+				HostPort string `json:"HostPort"`
+			} `json:"PortBindings"`
+		} `json:"HostConfig"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		return nil, "", err
+	}
+	var out []binding
+	for spec, hosts := range c.HostConfig.PortBindings {
+		_, proto, _ := strings.Cut(spec, "/")
+		for _, h := range hosts {
+			// A range or an empty port is docker's to choose at start.
+			port, err := strconv.Atoi(h.HostPort)
+			if err != nil || port == 0 {
+				continue
+			}
+			out = append(out, binding{Container: c.ID, Name: strings.TrimPrefix(c.Name, "/"), Proto: proto, HostIP: h.HostIP, HostPort: port})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key() < out[j].key() })
+	return out, c.ID, nil
+}
+
+// publishAll publishes every binding or, when one cannot be (its port is
+// taken), none, and says which.
+func (p *Publisher) publishAll(bs []binding) error {
+	var made []string
+	for _, b := range bs {
+		key, fresh, err := p.publishOne(b)
+		if err != nil {
+			p.unpublish(func(pub *published) bool { return slices.Contains(made, pub.key) })
+			return &dockerproxy.PortTakenError{Container: b.Name + " (" + short(b.Container) + ")", Addr: b.addr(), Err: err}
+		}
+		if fresh {
+			made = append(made, key)
+		}
+	}
+	return nil
+}
+
 func (p *Publisher) publish(bs []binding) {
 	for _, b := range bs {
-		if strings.Contains(b.HostIP, ":") {
-			// docker lists a "::" binding beside each "0.0.0.0" one; the
-			// wildcard listener below is dual-stack (Go listens on [::]
-			// without IPV6_V6ONLY), so it already serves both.
-			continue
+		if _, _, err := p.publishOne(b); err != nil {
+			p.Log.WithError(err).WithFields(logrus.Fields{"container": short(b.Container), "port": b.key()}).Warn("cannot publish the port in the distro (in use?)")
 		}
-		host := b.HostIP
-		if host == "" {
-			host = "0.0.0.0"
-		}
-		p.mu.Lock()
-		_, exists := p.open[b.key()]
-		p.mu.Unlock()
-		if exists {
-			continue
-		}
-		addr := net.JoinHostPort(host, strconv.Itoa(b.HostPort))
-		target := net.JoinHostPort(p.Target.String(), strconv.Itoa(b.HostPort))
-		log := p.Log.WithFields(logrus.Fields{"container": short(b.Container), "port": b.key()})
-		var closer io.Closer
-		switch b.Proto {
-		case "tcp":
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				log.WithError(err).Warn("cannot publish the port in the distro (in use?)")
-				continue
-			}
-			f := &vsock.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "tcp", target)
-			}}
-			go f.Serve(context.Background())
-			closer = l
-		case "udp":
-			u, err := newUDPRelay(addr, target)
-			if err != nil {
-				log.WithError(err).Warn("cannot publish the port in the distro (in use?)")
-				continue
-			}
-			closer = u
-		default:
-			continue
-		}
-		p.mu.Lock()
-		p.open[b.key()] = &published{container: b.Container, closer: closer}
-		p.mu.Unlock()
-		log.Info("port published")
 	}
+}
+
+// publishOne listens on one binding in the distro, unless it is open
+// already; fresh says it was opened now.
+func (p *Publisher) publishOne(b binding) (key string, fresh bool, err error) {
+	if strings.Contains(b.HostIP, ":") {
+		// docker lists a "::" binding beside each "0.0.0.0" one; the
+		// wildcard listener below is dual-stack (Go listens on [::]
+		// without IPV6_V6ONLY), so it already serves both.
+		return "", false, nil
+	}
+	key = b.key()
+	p.mu.Lock()
+	_, exists := p.open[key]
+	p.mu.Unlock()
+	if exists {
+		return key, false, nil
+	}
+	target := net.JoinHostPort(p.Target.String(), strconv.Itoa(b.HostPort))
+	log := p.Log.WithFields(logrus.Fields{"container": short(b.Container), "port": key})
+	var closer io.Closer
+	switch b.Proto {
+	case "tcp":
+		l, err := net.Listen("tcp", b.addr())
+		if err != nil {
+			return key, false, err
+		}
+		f := &vsock.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", target)
+		}}
+		go f.Serve(context.Background())
+		closer = l
+	case "udp":
+		u, err := newUDPRelay(b.addr(), target)
+		if err != nil {
+			return key, false, err
+		}
+		closer = u
+	default:
+		return key, false, nil
+	}
+	p.mu.Lock()
+	p.open[key] = &published{container: b.Container, key: key, closer: closer}
+	p.mu.Unlock()
+	log.Info("port published")
+	return key, true, nil
 }
 
 func (p *Publisher) unpublish(match func(*published) bool) {
@@ -265,18 +364,6 @@ func (p *Publisher) unpublish(match func(*published) bool) {
 }
 
 func (p *Publisher) closeAll() { p.unpublish(func(*published) bool { return true }) }
-
-// Published lists the open bindings, for status and tests.
-func (p *Publisher) Published() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for k := range p.open {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // short is a container id's first 12 characters, as docker shows them.
 func short(id string) string { return id[:min(12, len(id))] }

@@ -18,6 +18,10 @@ type Forwarder struct {
 	Listener net.Listener
 	// Dial opens the target; it is called once per accepted connection.
 	Dial func(ctx context.Context) (net.Conn, error)
+	// Handle, when set, serves each accepted connection instead of Dial
+	// and a byte-for-byte join (a protocol-aware proxy on the same accept
+	// loop); it must close the connection.
+	Handle func(ctx context.Context, c net.Conn)
 	// MaxConns bounds concurrent connections; 0 means 1024.
 	MaxConns int
 	Log      logrus.FieldLogger
@@ -61,6 +65,10 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 		go func() {
 			defer f.wg.Done()
 			defer func() { <-slots }()
+			if f.Handle != nil {
+				f.Handle(ctx, c)
+				return
+			}
 			f.join(ctx, c)
 		}()
 	}

@@ -1,0 +1,101 @@
+package dockerproxy
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func windows(mounted ...string) func(string) (string, bool, error) {
+	return WindowsPaths{Inside: "/run/desktop/mnt/host", Mounted: func(l string) bool {
+		for _, m := range mounted {
+			if m == l {
+				return true
+			}
+		}
+		return false
+	}}.Translate
+}
+
+func TestWindowsPathsMapToTheDrivesInside(t *testing.T) {
+	tr := windows("c")
+	for src, want := range map[string]string{
+		`C:\Users\me\src`:   "/run/desktop/mnt/host/c/Users/me/src",
+		`C:/Users/me/src`:   "/run/desktop/mnt/host/c/Users/me/src",
+		`c:\Users\me\src\`:  "/run/desktop/mnt/host/c/Users/me/src",
+		`/c/Users/me/src`:   "/run/desktop/mnt/host/c/Users/me/src",
+		`//c/Users/me/src`:  "/run/desktop/mnt/host/c/Users/me/src",
+		`C:\`:               "/run/desktop/mnt/host/c",
+		`C:\a\..\..\..\etc`: "/run/desktop/mnt/host/c/etc",
+	} {
+		got, ok, err := tr(src)
+		if err != nil || !ok || got != want {
+			t.Errorf("%s: %q %v %v, want %q", src, got, ok, err, want)
+		}
+	}
+	for _, src := range []string{"myvolume", "/var/lib/x", "/run/desktop/mnt/host/c/x", "/cc/x", "relative/c"} {
+		if got, ok, err := tr(src); ok || err != nil {
+			t.Errorf("%s is not a Windows path, got %q %v %v", src, got, ok, err)
+		}
+	}
+	if _, _, err := tr(`D:\data`); err == nil || !strings.Contains(err.Error(), `D:\data`) || !strings.Contains(err.Error(), "drive D:") {
+		t.Errorf("an unmounted drive: %v", err)
+	}
+}
+
+func TestRewriteCreateKeepsWhatItDoesNotRewrite(t *testing.T) {
+	body := `{"Image":"busybox","FutureField":{"nested":[1,2,{"x":null}]},"HostConfig":{"Binds":["C:\\Users\\me\\src:/src:ro","named:/data","/engine/path:/p"],` +
+		`"Mounts":[{"Type":"bind","Source":"C:/Users/me/f.txt","Target":"/f","ReadOnly":true,"BindOptions":{"Propagation":"rslave"},"NewOption":7},` +
+		`{"Type":"volume","Source":"vol","Target":"/v"}],"Memory":123,"UnknownHostField":"kept"}}`
+	out, err := RewriteCreate([]byte(body), windows("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Image       string
+		FutureField json.RawMessage
+		HostConfig  struct {
+			Binds            []string
+			Mounts           []map[string]any
+			Memory           int
+			UnknownHostField string
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got.HostConfig.Binds, " ") != "/run/desktop/mnt/host/c/Users/me/src:/src:ro named:/data /engine/path:/p" {
+		t.Errorf("binds: %v", got.HostConfig.Binds)
+	}
+	m := got.HostConfig.Mounts
+	if m[0]["Source"] != "/run/desktop/mnt/host/c/Users/me/f.txt" || m[0]["ReadOnly"] != true || m[0]["NewOption"] != float64(7) ||
+		m[0]["BindOptions"].(map[string]any)["Propagation"] != "rslave" || m[1]["Source"] != "vol" {
+		t.Errorf("mounts: %v", m)
+	}
+	if string(got.FutureField) != `{"nested":[1,2,{"x":null}]}` || got.Image != "busybox" || got.HostConfig.Memory != 123 || got.HostConfig.UnknownHostField != "kept" {
+		t.Errorf("fields not rewritten were changed: %s", out)
+	}
+	same := `{"Image":"busybox","HostConfig":{"Binds":["named:/data"]},"Odd":  1}`
+	if out, err := RewriteCreate([]byte(same), windows("c")); err != nil || string(out) != same {
+		t.Errorf("a body with nothing to rewrite changed: %s %v", out, err)
+	}
+	if _, err := RewriteCreate([]byte(`{"HostConfig":{"Binds":["E:\\x:/x"]}}`), windows("c")); err == nil || !strings.Contains(err.Error(), "drive E:") {
+		t.Errorf("unmounted drive: %v", err)
+	}
+	for _, bad := range []string{`[]`, `{"HostConfig":[]}`, `{"HostConfig":{"Binds":"x"}}`, `{"HostConfig":{"Mounts":[{"Type":"bind","Source":1}]}}`, `{`} {
+		if _, err := RewriteCreate([]byte(bad), windows("c")); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+func FuzzRewriteCreate(f *testing.F) {
+	f.Add([]byte(`{"HostConfig":{"Binds":["C:\\x:/x:ro","v:/v"],"Mounts":[{"Type":"bind","Source":"/c/y"}]}}`))
+	f.Add([]byte(`{"HostConfig":null}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := RewriteCreate(body, windows("c"))
+		if err == nil && !json.Valid(out) {
+			t.Fatalf("rewrote %q into invalid JSON %q", body, out)
+		}
+	})
+}

@@ -1,0 +1,253 @@
+package dockerproxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// engine is a stand-in for dockerd's API: just what the tests ask of it.
+func engine(t testing.TB) string {
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
+	mux.HandleFunc("HEAD /_ping", func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Content-Length", "2") })
+	mux.HandleFunc("POST /{version}/containers/create", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		w.Write(b) // what the engine received, for the test to read
+	})
+	mux.HandleFunc("POST /containers/{id}/start", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") == "broken" {
+			http.Error(w, `{"message":"cannot start"}`, http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /logs", func(w http.ResponseWriter, r *http.Request) {
+		for i := range 3 {
+			fmt.Fprintf(w, "line %d\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	})
+	mux.HandleFunc("POST /attach", func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		// Echo stdin until the client half-closes, then say goodbye.
+		io.Copy(conn, brw)
+		io.WriteString(conn, "bye\n")
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+type fakePorts struct{ reserved, released []string }
+
+func (f *fakePorts) Reserve(_ context.Context, id string) (func(), error) {
+	if id == "taken" {
+		return nil, &PortTakenError{Container: "web (taken)", Addr: "0.0.0.0:18090", Err: errors.New("address already in use")}
+	}
+	f.reserved = append(f.reserved, id)
+	return func() { f.released = append(f.released, id) }, nil
+}
+
+func proxyFor(t testing.TB, engineSock string, ports PortReserver) string {
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	p := &Proxy{
+		Dial:      func(ctx context.Context) (net.Conn, error) { var d net.Dialer; return d.DialContext(ctx, "unix", engineSock) },
+		Translate: windows("c"),
+		Ports:     ports,
+		Log:       quiet,
+	}
+	go p.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return sock
+}
+
+func dialUnix(t testing.TB, sock string) *net.UnixConn {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c.(*net.UnixConn)
+}
+
+// Several requests on one connection, HEAD, a rewritten create, a refused
+// start and a streamed response, all in order on one keep-alive
+// connection.
+func TestProxyKeepAliveRewritesAndPassesThrough(t *testing.T) {
+	ports := &fakePorts{}
+	sock := proxyFor(t, engine(t), ports)
+	c := dialUnix(t, sock)
+	br := bufio.NewReader(c)
+	send := func(raw string) *http.Response {
+		t.Helper()
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		method := strings.Fields(raw)[0]
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	body := func(resp *http.Response) string {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b)
+	}
+	if r := send("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"); body(r) != "OK" {
+		t.Fatal("ping")
+	}
+	if r := send("HEAD /_ping HTTP/1.1\r\nHost: d\r\n\r\n"); r.StatusCode != 200 || r.ContentLength != 2 || body(r) != "" {
+		t.Fatalf("HEAD: %d %d", r.StatusCode, r.ContentLength)
+	}
+	create := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src:ro"],"Next":true}}`
+	r := send(fmt.Sprintf("POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(create), create))
+	var seen struct{ HostConfig struct{ Binds []string; Next bool } }
+	if err := json.Unmarshal([]byte(body(r)), &seen); err != nil || r.StatusCode != 201 || seen.HostConfig.Binds[0] != "/run/desktop/mnt/host/c/src:/src:ro" || !seen.HostConfig.Next {
+		t.Fatalf("create as the engine saw it: %d %+v %v", r.StatusCode, seen, err)
+	}
+	bad := `{"HostConfig":{"Binds":["Q:\\x:/x"]}}`
+	r = send(fmt.Sprintf("POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n%s", len(bad), bad))
+	if b := body(r); r.StatusCode != 400 || !strings.Contains(b, `Q:\\x`) || !strings.Contains(b, "drive Q:") {
+		t.Fatalf("unmounted drive: %d %s", r.StatusCode, b)
+	}
+	r = send("POST /containers/taken/start HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n")
+	if b := body(r); r.StatusCode != 500 || !strings.Contains(b, "Bind for 0.0.0.0:18090 failed: port is already allocated") {
+		t.Fatalf("a taken port: %d %s", r.StatusCode, b)
+	}
+	if r := send("POST /containers/ok/start HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n"); r.StatusCode != 204 || len(ports.released) != 0 {
+		t.Fatalf("start: %d, released %v", r.StatusCode, ports.released)
+	}
+	if r := send("POST /containers/broken/start HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\n\r\n"); r.StatusCode != 500 || strings.Join(ports.released, ",") != "broken" {
+		body(r)
+		t.Fatalf("a failed start keeps its ports: %d, released %v", r.StatusCode, ports.released)
+	} else {
+		body(r)
+	}
+	// A chunked upload, then a streamed answer whose lines arrive as sent.
+	r = send("POST /upload HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+	if b := body(r); b != "11" {
+		t.Fatalf("chunked upload: %q", b)
+	}
+	r = send("GET /logs HTTP/1.1\r\nHost: d\r\n\r\n")
+	lines := bufio.NewReader(r.Body)
+	start := time.Now()
+	first, _ := lines.ReadString('\n')
+	if first != "line 0\n" || time.Since(start) > 40*time.Millisecond {
+		t.Fatalf("the stream's first line came after %s: %q", time.Since(start), first)
+	}
+	if rest := body(r); rest != "line 1\nline 2\n" {
+		t.Fatalf("stream: %q", rest)
+	}
+}
+
+// A hijacked connection carries bytes both ways and passes a half-close.
+func TestProxyHijackAndHalfClose(t *testing.T) {
+	c := dialUnix(t, proxyFor(t, engine(t), nil))
+	io.WriteString(c, "POST /attach HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\nstdin before the answer\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(c, "more stdin\n")
+	c.CloseWrite()
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "stdin before the answer\nmore stdin\nbye\n" {
+		t.Fatalf("through the hijacked connection: %q %v", rest, err)
+	}
+}
+
+// Garbage, a truncated head and an oversized head get an answer or a
+// close, never a hang.
+func TestProxyRefusesMalformedRequests(t *testing.T) {
+	sock := proxyFor(t, engine(t), nil)
+	for name, raw := range map[string]string{
+		"garbage":   "\x00\x01\x02 not http\r\n\r\n",
+		"no method": "GET\r\n\r\n",
+		"big head":  "GET /_ping HTTP/1.1\r\nX: " + strings.Repeat("a", 70<<10) + "\r\n\r\n",
+		"truncated": "GET /_ping HTTP/1.1\r\nHost: d\r\n",
+	} {
+		c := dialUnix(t, sock)
+		io.WriteString(c, raw)
+		c.CloseWrite()
+		b, err := io.ReadAll(c)
+		if err != nil && !(name == "big head" && errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if name != "truncated" && err == nil && !strings.HasPrefix(string(b), "HTTP/1.1 4") {
+			t.Errorf("%s: answered %q", name, b)
+		}
+	}
+}
+
+// FuzzProxyRequest feeds arbitrary bytes as a client: the proxy answers
+// or closes, and never panics or hangs.
+func FuzzProxyRequest(f *testing.F) {
+	f.Add([]byte("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"))
+	f.Add([]byte("POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 40\r\n\r\n{\"HostConfig\":{\"Binds\":[\"C:\\\\x:/x\"]}}"))
+	f.Add([]byte("POST /upload HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"))
+	f.Add([]byte("POST /containers/x/start HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n\r\n"))
+	sock := engine(f)
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	p := &Proxy{
+		Dial:      func(ctx context.Context) (net.Conn, error) { var d net.Dialer; return d.DialContext(ctx, "unix", sock) },
+		Translate: windows("c"),
+		Ports:     &fakePorts{},
+		Log:       quiet,
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		client, server := net.Pipe()
+		done := make(chan struct{})
+		go func() { p.Handle(context.Background(), server); close(done) }()
+		go io.Copy(io.Discard, client)
+		client.SetWriteDeadline(time.Now().Add(time.Second))
+		client.Write(in)
+		client.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the proxy hung on %q", in)
+		}
+	})
+}
