@@ -88,7 +88,10 @@ func proxyFor(t testing.TB, engineSock string, ports PortReserver) string {
 	quiet := logrus.New()
 	quiet.Out = io.Discard
 	p := &Proxy{
-		Dial:      func(ctx context.Context) (net.Conn, error) { var d net.Dialer; return d.DialContext(ctx, "unix", engineSock) },
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", engineSock)
+		},
 		Translate: windows("c"),
 		Ports:     ports,
 		Log:       quiet,
@@ -141,7 +144,12 @@ func TestProxyKeepAliveRewritesAndPassesThrough(t *testing.T) {
 	}
 	create := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src:ro"],"Next":true}}`
 	r := send(fmt.Sprintf("POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(create), create))
-	var seen struct{ HostConfig struct{ Binds []string; Next bool } }
+	var seen struct {
+		HostConfig struct {
+			Binds []string
+			Next  bool
+		}
+	}
 	if err := json.Unmarshal([]byte(body(r)), &seen); err != nil || r.StatusCode != 201 || seen.HostConfig.Binds[0] != "/run/desktop/mnt/host/c/src:/src:ro" || !seen.HostConfig.Next {
 		t.Fatalf("create as the engine saw it: %d %+v %v", r.StatusCode, seen, err)
 	}
