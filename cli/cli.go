@@ -42,6 +42,7 @@ func init() {
 		{"diagnose", "write a diagnostics archive (status, logs, mounts, processes, network, kernel log)", runDiagnose},
 		{"enter", "a shell (or a command) inside the namespace, or inside a service", runEnter},
 		{"probe", "health-check a control address the way the frontend does (exit 0 when healthy)", runProbe},
+		{"proxy", "serve a WSL distro's docker socket, binding its paths for the engine (run in each integrated distro)", runProxy},
 		{"forward", "bridge a listening address to another socket (the frontend's vsock proxy)", runForward},
 		{"iso", "inspect, verify and extract ISO images (ls, extract, verify)", runISO},
 		{"init", "", runInit}, // PID 1 of the namespaces `ddinit run` creates

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func windows(mounted ...string) func(string) (string, bool, error) {
+func windows(mounted ...string) Translator {
 	return WindowsPaths{Inside: "/run/desktop/mnt/host", Mounted: func(l string) bool {
 		for _, m := range mounted {
 			if m == l {
@@ -28,17 +28,17 @@ func TestWindowsPathsMapToTheDrivesInside(t *testing.T) {
 		`C:\`:               "/run/desktop/mnt/host/c",
 		`C:\a\..\..\..\etc`: "/run/desktop/mnt/host/c/etc",
 	} {
-		got, ok, err := tr(src)
+		got, ok, err := tr(src, FromBinds)
 		if err != nil || !ok || got != want {
 			t.Errorf("%s: %q %v %v, want %q", src, got, ok, err, want)
 		}
 	}
 	for _, src := range []string{"myvolume", "/var/lib/x", "/run/desktop/mnt/host/c/x", "/cc/x", "relative/c"} {
-		if got, ok, err := tr(src); ok || err != nil {
+		if got, ok, err := tr(src, FromBinds); ok || err != nil {
 			t.Errorf("%s is not a Windows path, got %q %v %v", src, got, ok, err)
 		}
 	}
-	if _, _, err := tr(`D:\data`); err == nil || !strings.Contains(err.Error(), `D:\data`) || !strings.Contains(err.Error(), "drive D:") {
+	if _, _, err := tr(`D:\data`, FromMounts); err == nil || !strings.Contains(err.Error(), `D:\data`) || !strings.Contains(err.Error(), "drive D:") {
 		t.Errorf("an unmounted drive: %v", err)
 	}
 }
@@ -47,7 +47,7 @@ func TestRewriteCreateKeepsWhatItDoesNotRewrite(t *testing.T) {
 	body := `{"Image":"busybox","FutureField":{"nested":[1,2,{"x":null}]},"HostConfig":{"Binds":["C:\\Users\\me\\src:/src:ro","named:/data","/engine/path:/p"],` +
 		`"Mounts":[{"Type":"bind","Source":"C:/Users/me/f.txt","Target":"/f","ReadOnly":true,"BindOptions":{"Propagation":"rslave"},"NewOption":7},` +
 		`{"Type":"volume","Source":"vol","Target":"/v"}],"Memory":123,"UnknownHostField":"kept"}}`
-	out, err := RewriteCreate([]byte(body), windows("c"))
+	out, err := RewriteCreate([]byte(body), windows("c"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,14 +76,14 @@ func TestRewriteCreateKeepsWhatItDoesNotRewrite(t *testing.T) {
 		t.Errorf("fields not rewritten were changed: %s", out)
 	}
 	same := `{"Image":"busybox","HostConfig":{"Binds":["named:/data"]},"Odd":  1}`
-	if out, err := RewriteCreate([]byte(same), windows("c")); err != nil || string(out) != same {
+	if out, err := RewriteCreate([]byte(same), windows("c"), "io.test"); err != nil || string(out) != same {
 		t.Errorf("a body with nothing to rewrite changed: %s %v", out, err)
 	}
-	if _, err := RewriteCreate([]byte(`{"HostConfig":{"Binds":["E:\\x:/x"]}}`), windows("c")); err == nil || !strings.Contains(err.Error(), "drive E:") {
+	if _, err := RewriteCreate([]byte(`{"HostConfig":{"Binds":["E:\\x:/x"]}}`), windows("c"), ""); err == nil || !strings.Contains(err.Error(), "drive E:") {
 		t.Errorf("unmounted drive: %v", err)
 	}
 	for _, bad := range []string{`[]`, `{"HostConfig":[]}`, `{"HostConfig":{"Binds":"x"}}`, `{"HostConfig":{"Mounts":[{"Type":"bind","Source":1}]}}`, `{`} {
-		if _, err := RewriteCreate([]byte(bad), windows("c")); err == nil {
+		if _, err := RewriteCreate([]byte(bad), windows("c"), ""); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
 	}
@@ -93,9 +93,23 @@ func FuzzRewriteCreate(f *testing.F) {
 	f.Add([]byte(`{"HostConfig":{"Binds":["C:\\x:/x:ro","v:/v"],"Mounts":[{"Type":"bind","Source":"/c/y"}]}}`))
 	f.Add([]byte(`{"HostConfig":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		out, err := RewriteCreate(body, windows("c"))
+		out, err := RewriteCreate(body, windows("c"), "io.test")
 		if err == nil && !json.Valid(out) {
 			t.Fatalf("rewrote %q into invalid JSON %q", body, out)
 		}
 	})
+}
+
+func TestRewriteCreateLabelsWhatItRewrote(t *testing.T) {
+	body := `{"Image":"x","Labels":{"keep":"me"},"HostConfig":{"Binds":["/c/src:/src"]}}`
+	out, err := RewriteCreate([]byte(body), windows("c"), "io.ddinit.binds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Labels map[string]string }
+	json.Unmarshal(out, &got)
+	var binds map[string]string
+	if got.Labels["keep"] != "me" || json.Unmarshal([]byte(got.Labels["io.ddinit.binds"]), &binds) != nil || binds["/run/desktop/mnt/host/c/src"] != "/c/src" {
+		t.Fatalf("labels: %v", got.Labels)
+	}
 }

@@ -31,10 +31,11 @@ const (
 type Proxy struct {
 	// Dial opens a connection to the engine's socket.
 	Dial func(ctx context.Context) (net.Conn, error)
-	// Translate maps a bind source of a create request to the path the
-	// engine sees; ok false leaves it as it is (a named volume, an engine
-	// path). An error is the client's mistake: a 400 naming it.
-	Translate func(src string) (dst string, ok bool, err error)
+	// Translate maps the bind sources of create requests.
+	Translate Translator
+	// Label, when set, names the label a created container gets with the
+	// sources that were rewritten (see RewriteCreate).
+	Label string
 	// Ports, when set, reserves a container's published ports before its
 	// start is passed on.
 	Ports PortReserver
@@ -108,23 +109,56 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 			p.Log.WithError(err).Debug("request not passed to the engine")
 			return
 		}
+		stopWatching := watchClient(client, br, engine)
 		resp, err := http.ReadResponse(ebr, req)
 		if err != nil {
+			stopWatching()
 			release(false)
 			writeError(client, http.StatusBadGateway, "the docker engine's answer was cut off: "+err.Error())
 			return
 		}
 		release(resp.StatusCode < 300)
 		if hijacked(req, resp) {
+			stopWatching()
 			p.joinHijacked(client, br, engine, ebr, resp)
 			return
 		}
 		err = resp.Write(client)
 		resp.Body.Close()
+		stopWatching()
 		if err != nil || req.Close || resp.Close {
 			return
 		}
 	}
+}
+
+// watchClient passes on, while the engine answers, a client that goes
+// away or half-closes, as a byte forwarder would: the engine then ends
+// what it streams (events, logs -f) instead of streaming to nobody. It
+// reads nothing: what the client sends next stays on br. stop ends the
+// watch before br is read again.
+func watchClient(client net.Conn, br *bufio.Reader, engine net.Conn) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var ne net.Error
+		if _, err := br.Peek(1); err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			closeWrite(engine)
+		}
+	}()
+	return func() {
+		client.SetReadDeadline(time.Now()) // wakes the Peek
+		<-done
+		client.SetReadDeadline(time.Time{})
+	}
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
 }
 
 // readRequest reads one request's head; its body stays on br, read as it
@@ -171,7 +205,7 @@ func (p *Proxy) prepare(ctx context.Context, req *http.Request) (release func(ke
 		if len(body) > maxCreateBody {
 			return release, http.StatusRequestEntityTooLarge, fmt.Sprintf("a create request over %d bytes", maxCreateBody)
 		}
-		out, err := RewriteCreate(body, p.Translate)
+		out, err := RewriteCreate(body, p.Translate, p.Label)
 		if err != nil {
 			return release, http.StatusBadRequest, err.Error()
 		}

@@ -20,7 +20,7 @@ type WindowsPaths struct {
 // //c/Users/… to <Inside>/c/Users/me/src. Other sources (engine paths,
 // named volumes) are not for it: ok is false. A drive that is not mounted
 // is an error naming the path and the drive, never an empty directory.
-func (w WindowsPaths) Translate(src string) (string, bool, error) {
+func (w WindowsPaths) Translate(src string, _ SourceKind) (string, bool, error) {
 	var letter, rest string
 	switch {
 	case isDrivePath(src):

@@ -263,7 +263,7 @@ func (in *instance) importBusybox() {
 	}
 	b, _ := os.ReadFile(bb)
 	os.WriteFile(filepath.Join(bin, "busybox"), b, 0o755)
-	for _, a := range []string{"sh", "echo", "cat", "ls", "sleep", "sync", "httpd", "nc", "mkdir", "wget"} {
+	for _, a := range []string{"sh", "echo", "cat", "ls", "sleep", "sync", "httpd", "nc", "mkdir", "wget", "inotifyd", "true", "touch", "wc", "tty"} {
 		os.Symlink("busybox", filepath.Join(bin, a))
 	}
 	tarball := filepath.Join(dir, "busybox.tar")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
@@ -129,7 +130,16 @@ func (in *pid1) mountNamespace() error {
 	if err := in.listDrives(); err != nil {
 		return err
 	}
-	done, err := mounts.MountAll(mounts.Plan(ds, in.cfg.AutomountRoot, in.cfg.WSLLib), root)
+	// The folder where the distros' proxies bind their paths: made in the
+	// shared tmpfs (a folder, no mount: nothing another distro sees
+	// changes), so that their binds propagate in.
+	distroBinds := filepath.Join(in.cfg.WSLShared, distroproxy.BindsDir)
+	if st, err := os.Stat(in.cfg.WSLShared); err == nil && st.IsDir() {
+		if err := os.MkdirAll(distroBinds, 0o755); err != nil {
+			return fmt.Errorf("the distros' binds folder: %w", err)
+		}
+	}
+	done, err := mounts.MountAll(mounts.Plan(ds, in.cfg.AutomountRoot, distroBinds, in.cfg.WSLLib), root)
 	in.mu.Lock()
 	in.mounted = done
 	in.mu.Unlock()

@@ -2,14 +2,19 @@ package initd
 
 import (
 	"context"
+	"debug/elf"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
+	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/vsock"
@@ -76,7 +81,9 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
 		for _, s := range exposed[name] {
 			addr, _ := vsock.Parse(s)
-			listener, err := vsock.Listen(addr)
+			// root and the docker group where the distro has one, 0660, as
+			// Docker Engine on Linux (vsock has no file to own).
+			listener, err := vsock.ListenOwned(addr, 0o660, dockerGID())
 			if err != nil {
 				return fmt.Errorf("--expose %s: %w", name, err)
 			}
@@ -137,11 +144,97 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 			return err == nil && slices.ContainsFunc(drives, func(d mounts.Drive) bool { return d.Letter == letter })
 		},
 	}
-	p := &dockerproxy.Proxy{Dial: dial, Translate: windows.Translate, Log: log}
+	// Windows paths: the drives, and the distros' files (\\wsl$\<distro>\…)
+	// through that distro's proxy; the containers are labelled with what
+	// was bound, so that proxy keeps its binds while they exist.
+	wsl := distroproxy.WSLPaths{Shared: l.cfg.WSLShared}
+	p := &dockerproxy.Proxy{Dial: dial, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Log: log}
 	l.mu.Lock()
 	if l.publisher != nil {
 		p.Ports = l.publisher
 	}
 	l.mu.Unlock()
 	return p
+}
+
+// dockerGID is the distro's docker group, or root's when it has none.
+func dockerGID() int {
+	if g, err := user.LookupGroup("docker"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			return gid
+		}
+	}
+	return 0
+}
+
+// publishBinary puts a copy of ddinit in the shared tmpfs, where every
+// distro finds it to run `ddinit proxy`: only a static build runs in any
+// distro, glibc or musl, so only a static build is put there.
+func (l *launcher) publishBinary() {
+	if st, err := os.Stat(l.cfg.WSLShared); err != nil || !st.IsDir() {
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	if static, err := isStatic(self); err != nil || !static {
+		l.log.Debug("ddinit is not statically linked: no copy for the distros' proxies")
+		return
+	}
+	dst := filepath.Join(l.cfg.WSLShared, SharedBinary)
+	if err := copyFileAtomic(self, dst, 0o755); err != nil {
+		l.log.WithError(err).Warn("the distros' proxies will not find ddinit in the shared tmpfs")
+		return
+	}
+	l.log.WithField("path", dst).Info("ddinit published for the distros' proxies")
+}
+
+// SharedBinary is where, under the shared tmpfs, ddinit puts its copy.
+const SharedBinary = "docker-desktop/ddinit"
+
+// isStatic reports whether the ELF file at path has no program
+// interpreter: it needs no dynamic loader.
+func isStatic(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// copyFileAtomic copies src to dst through a temporary file in dst's
+// folder, renamed into place: a distro starting it never sees half a file.
+func copyFileAtomic(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".ddinit-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
 }

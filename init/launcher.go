@@ -263,6 +263,7 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 				proc.Signal(unix.SIGTERM)
 				continue
 			}
+			l.publishBinary()
 			// The busy part of this process's life is over: it now relays
 			// logs and connections.
 			go settle(l.log)

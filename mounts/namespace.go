@@ -38,6 +38,11 @@ const (
 	bindRec           = unix.MS_BIND | unix.MS_REC
 )
 
+// DistroBindsTarget is where the engine sees the folder of the shared
+// tmpfs in which each integrated distro's proxy binds the paths its
+// containers use (package distroproxy).
+const DistroBindsTarget = "/run/desktop/bind-mounts"
+
 // WSLLibTarget is where WSL's GPU user-space libraries (lib/, drivers/)
 // are inside, the path GPU containers bind.
 const WSLLibTarget = "/usr/lib/wsl"
@@ -45,12 +50,13 @@ const WSLLibTarget = "/usr/lib/wsl"
 // Plan is every mount the namespace makes, in order: the file systems
 // every Linux userland expects, then the binds from the distro — the data
 // store's folders, the Windows drives (the automount root, as a slave),
+// the folder where distros bind the paths their containers use,
 // WSL's GPU libraries (read-only at the same path, as GPU containers on
 // WSL expect: `-v /usr/lib/wsl:/usr/lib/wsl:ro` with `--device /dev/dxg`)
 // and the kernel's modules (read-only: dockerd loads netfilter modules
 // with modprobe, which without them fails slowly, step by step, on every
 // boot).
-func Plan(ds *DataStore, automountRoot, wslLib string) []Mount {
+func Plan(ds *DataStore, automountRoot, distroBinds, wslLib string) []Mount {
 	plan := []Mount{
 		{Name: "proc", Source: "proc", Target: "/proc", FSType: "proc", Flags: nosuidNodevNoexec},
 		{Name: "sysfs", Source: "sysfs", Target: "/sys", FSType: "sysfs", Flags: nosuidNodevNoexec},
@@ -73,6 +79,11 @@ func Plan(ds *DataStore, automountRoot, wslLib string) []Mount {
 		{Name: "docker's configuration", Source: ds.Path("etc/docker"), Target: "/etc/docker", Flags: bindRec, FromDistro: true},
 		{Name: "logs", Source: ds.Path("log"), Target: "/var/log/ddinit", Flags: bindRec, FromDistro: true},
 		{Name: "Windows drives", Source: automountRoot, Target: DrivesTarget, Flags: bindRec, FromDistro: true, Slave: true, Optional: true},
+		// A slave, so that the binds distros make there later come in;
+		// read-only, so that a bind not made (yet) is never written into
+		// the tmpfs, nor created there by the engine: the container fails
+		// to start instead of running on an empty directory.
+		{Name: "distros' binds", Source: distroBinds, Target: DistroBindsTarget, Flags: bindRec, FromDistro: true, Slave: true, ReadOnly: true, Optional: true},
 		{Name: "WSL's GPU libraries", Source: wslLib, Target: WSLLibTarget, Flags: bindRec, FromDistro: true, ReadOnly: true, Optional: true},
 	}
 	if m := kernelModules(); m != "" {

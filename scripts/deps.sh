@@ -14,6 +14,7 @@ packages=(
 	qemu-system-x86 kmod cpio # make vm-test: the WSL-like guest
 	ca-certificates  # the version pack's CA bundle (Go's TLS in dockerd and containerd)
 	docker-registry openssl # a real TLS registry and the certificates the tests make
+	docker-compose python3-docker # real clients of the distro proxy
 	make
 )
 if [ "$(id -u)" -eq 0 ]; then

@@ -86,3 +86,22 @@ func (f *filtered) Accept() (net.Conn, error) {
 		c.Close()
 	}
 }
+
+// ListenOwned listens on a; a unix socket gets mode and the group gid
+// (its owner is root, who runs ddinit). The socket is made under the
+// umask (which leaves others no write, so no connect) and then given them.
+func ListenOwned(a Addr, mode os.FileMode, gid int) (net.Listener, error) {
+	l, err := Listen(a)
+	if err != nil || a.Scheme != "unix" {
+		return l, err
+	}
+	if err := os.Chown(a.Path, 0, gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen %s: %w", a, err)
+	}
+	if err := os.Chmod(a.Path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen %s: %w", a, err)
+	}
+	return l, nil
+}

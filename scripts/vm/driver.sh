@@ -77,6 +77,9 @@ cold)
 	check "cold: a container reads the file the host wrote on the 9p C: drive ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
 	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local sh -c 'echo persisted-across-boots > /data/f && sync && cat /data/f' 2>&1)
 	check "cold: a container writes a named volume ($out)" [ "$out" = "persisted-across-boots" ]
+	# The docker API proxy on the vsock socket maps a Windows-style path.
+	out=$(timeout 180 docker run --rm -v /c/hello.txt:/f busybox:local cat /f 2>&1)
+	check "cold: through the proxy on vsock, -v /c/hello.txt reads C: ($out)" [ "$out" = "$(cat /mnt/host/c/hello.txt)" ]
 	# A drive WSL mounts after the boot, under an automount root that is
 	# not shared (as WSL's is not), reaches containers.
 	mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none ddrive /mnt/host/d

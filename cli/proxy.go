@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/ddinit/ddinit/distroproxy"
+	"github.com/ddinit/ddinit/dockerproxy"
+	initd "github.com/ddinit/ddinit/init"
+	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
+)
+
+// runProxy is `ddinit proxy --distro NAME`, which the frontend runs as
+// root in each integrated distro: the distro's docker socket, served by
+// the docker API proxy with the distro's paths bound for the engine.
+func runProxy(env *Env, args []string) error {
+	fs := newFlags(env, "proxy", "proxy --distro NAME [--socket PATH] [--wsl-shared DIR] [--engine ADDR]")
+	distro := fs.String("distro", os.Getenv("WSL_DISTRO_NAME"), "this WSL distro's name (default $WSL_DISTRO_NAME)")
+	socket := fs.String("socket", "/var/run/docker.sock", "the docker socket to serve in this distro")
+	shared := fs.String("wsl-shared", initd.DefaultWSLShared, "the tmpfs all distros share")
+	engine := fs.String("engine", "", "the engine's shared socket (default <wsl-shared>/"+initd.SharedSocketsDir+"/docker.sock)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *distro == "" || filepath.Base(*distro) != *distro || *distro == ".." {
+		return usagef("--distro: the WSL distro's name is needed (WSL sets $WSL_DISTRO_NAME)")
+	}
+	if *engine == "" {
+		*engine = filepath.Join(*shared, initd.SharedSocketsDir, "docker.sock")
+	}
+	lvl, err := logrus.ParseLevel(*level)
+	if err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	log := logs.New("proxy", env.Stderr, nil, lvl).WithField("distro", *distro)
+	dialEngine := func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", *engine)
+	}
+	binds := &distroproxy.Binds{Distro: *distro, Shared: *shared, Log: log}
+	follower := &distroproxy.Follower{Binds: binds, Log: log, Engine: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dialEngine(ctx) },
+		DisableKeepAlives: true,
+	}}}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	// The bind service first: ddinit may ask for a \\wsl$ path at once.
+	svc, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: distroproxy.ServiceSocket(*shared, *distro)}, 0o600, 0)
+	if err != nil {
+		return fmt.Errorf("the bind service: %w", err)
+	}
+	defer svc.Close()
+	go binds.ServeBinds(svc)
+	if err := follower.Recover(ctx); err != nil {
+		log.WithError(err).Warn("the binds of existing containers were not made again (is ddinit running?)")
+	}
+	go follower.Follow(ctx)
+	// root and the distro's docker group, 0660, as Docker Engine on Linux.
+	gid := 0
+	if g, err := user.LookupGroup("docker"); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	l, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: *socket}, 0o660, gid)
+	if err != nil {
+		return fmt.Errorf("serve %s: %w", *socket, err)
+	}
+	p := &dockerproxy.Proxy{Dial: dialEngine, Translate: binds.Translate, Label: distroproxy.LabelBinds, Log: log}
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	log.WithFields(logrus.Fields{"socket": *socket, "engine": *engine, "group": gid}).Info("serving the distro's docker socket")
+	p.Serve(l)
+	return nil
+}

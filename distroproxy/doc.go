@@ -1,0 +1,15 @@
+// Package distroproxy is the distro's side of the docker API proxy, what
+// `ddinit proxy --distro NAME` runs in each integrated WSL distro: it
+// makes the distro's paths that containers bind visible to the engine by
+// bind-mounting them into the tmpfs every distro shares
+// (<wsl-shared>/docker-desktop-bind-mounts/<distro>/<id>, which ddinit
+// binds read-only at /run/desktop/bind-mounts inside), keeps each bind
+// while a container uses it, makes them again after WSL restarts (the
+// containers carry the sources in a label) and starts the containers that
+// could not start without them, and serves a bind service so that
+// \\wsl$\<distro>\… paths sent from Windows reach the same binds.
+//
+// It must never unmount or remove anything but the binds it made, under
+// its own distro's folder: a propagated unmount under the shared tmpfs
+// reaches every distro.
+package distroproxy

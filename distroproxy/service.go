@@ -1,0 +1,95 @@
+package distroproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ddinit/ddinit/dockerproxy"
+)
+
+// ServiceSocket is where a distro's proxy answers for its binds, under
+// the shared tmpfs: ddinit, in another distro, reaches it there.
+func ServiceSocket(shared, distro string) string {
+	return filepath.Join(shared, ServicesDir, distro+".sock")
+}
+
+type bindRequest struct {
+	Path   string `json:"path"`
+	Create bool   `json:"create"`
+}
+
+type bindAnswer struct {
+	Source  string `json:"source,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// ServeBinds answers POST /binds on l: a bind of one of the distro's
+// paths, made for a create that came from Windows (\\wsl$\<distro>\…).
+func (b *Binds) ServeBinds(l net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /binds", func(w http.ResponseWriter, r *http.Request) {
+		var req bindRequest
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || !filepath.IsAbs(req.Path) {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(bindAnswer{Message: "want {\"path\": \"/abs/path\", \"create\": bool}"})
+			return
+		}
+		src, err := b.Ensure(req.Path, req.Create)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(bindAnswer{Message: err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(bindAnswer{Source: src})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	return srv.Serve(l)
+}
+
+// WSLPaths maps \\wsl$\<distro>\… and \\wsl.localhost\<distro>\… sources
+// sent from Windows by asking that distro's proxy for the bind.
+type WSLPaths struct {
+	Shared string // the shared tmpfs, where the proxies' sockets are
+}
+
+// Translate implements dockerproxy.Translator.
+func (w WSLPaths) Translate(src string, kind dockerproxy.SourceKind) (string, bool, error) {
+	distro, path, ok := parseWSLPath(src)
+	if !ok {
+		return "", false, nil
+	}
+	sock := ServiceSocket(w.Shared, distro)
+	client := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	body, _ := json.Marshal(bindRequest{Path: path, Create: kind == dockerproxy.FromBinds})
+	resp, err := client.Post("http://proxy/binds", "application/json", bytes.NewReader(body))
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return "", false, fmt.Errorf("%s is in the WSL distro %q, whose docker proxy is not running: turn on WSL integration for it (or check the name)", src, distro)
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("%s: the docker proxy of %q: %w", src, distro, err)
+	}
+	defer resp.Body.Close()
+	var a bindAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&a); err != nil {
+		return "", false, fmt.Errorf("%s: the docker proxy of %q answered %s", src, distro, resp.Status)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", false, fmt.Errorf("%s: %s", src, a.Message)
+	}
+	return a.Source, true, nil
+}

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
+)
+
+// TestBenchProxy is `make bench` for the docker API proxy: the exposed
+// docker socket (the proxy, in ddinit run) against a plain byte forwarder
+// on the same hop (a unix socket to dockerd's, through /proc/PID/root),
+// measured in the same run, as ratios.
+func TestBenchProxy(t *testing.T) {
+	if os.Getenv("DDINIT_BENCH") == "" {
+		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
+	}
+	requireEnvironment(t)
+	in := start(t, options{})
+	in.waitPing(60 * time.Second)
+	in.importBusybox()
+	plain := filepath.Join(in.runDir, "plain.sock")
+	l, err := net.Listen("unix", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.pid1())
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	f := &vsock.Forwarder{Listener: l, Log: quiet, Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", target)
+	}}
+	go f.Serve(context.Background())
+	defer l.Close()
+	sockets := map[string]string{"proxy": in.sock, "plain": plain}
+
+	// _ping latency on one keep-alive connection.
+	latency := map[string]time.Duration{}
+	for _, name := range []string{"proxy", "plain", "proxy", "plain"} {
+		c, err := net.Dial("unix", sockets[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		var d []time.Duration
+		for range 5000 {
+			start := time.Now()
+			io.WriteString(c, "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			d = append(d, time.Since(start))
+		}
+		c.Close()
+		slices.Sort(d)
+		if m := d[len(d)/2]; latency[name] == 0 || m < latency[name] {
+			latency[name] = m
+		}
+	}
+
+	// docker cp of 1 GB into a container and out again.
+	src := filepath.Join(t.TempDir(), "big")
+	if out, err := exec.Command("dd", "if=/dev/urandom", "of="+src, "bs=1M", "count=1024", "status=none").CombinedOutput(); err != nil {
+		t.Fatalf("dd: %v %s", err, out)
+	}
+	in.docker("run", "-d", "--name", "cpbench", "busybox:local", "sleep", "3600")
+	copyTime := map[string]time.Duration{}
+	for _, name := range []string{"proxy", "plain", "proxy", "plain"} {
+		start := time.Now()
+		cmd := exec.Command("docker", "cp", src, "cpbench:/big")
+		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+sockets[name])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker cp through %s: %v %s", name, err, out)
+		}
+		if d := time.Since(start); copyTime[name] == 0 || d < copyTime[name] {
+			copyTime[name] = d
+		}
+	}
+
+	// containers/create with three binds, then removed.
+	dir := t.TempDir()
+	create := map[string]time.Duration{}
+	body := fmt.Sprintf(`{"Image":"busybox:local","HostConfig":{"Binds":["%[1]s/a:/a","%[1]s/b:/b:ro","%[1]s/c:/c"]}}`, dir)
+	for _, name := range []string{"proxy", "plain", "proxy", "plain"} {
+		client := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sockets[name])
+		}}}
+		var d []time.Duration
+		for range 40 {
+			start := time.Now()
+			resp, err := client.Post("http://docker/v1.41/containers/create", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			d = append(d, time.Since(start))
+			id := strings.Split(strings.Split(string(b), `"Id":"`)[1], `"`)[0]
+			req, _ := http.NewRequest(http.MethodDelete, "http://docker/v1.41/containers/"+id, nil)
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+		slices.Sort(d)
+		if m := d[len(d)/2]; create[name] == 0 || m < create[name] {
+			create[name] = m
+		}
+	}
+	in.docker("rm", "-f", "cpbench")
+	t.Logf("BENCH docker API proxy, _ping latency on one connection: proxy median %v, plain forwarder %v, ratio %.2f (target <= 1.2)",
+		latency["proxy"], latency["plain"], float64(latency["proxy"])/float64(latency["plain"]))
+	gb := func(d time.Duration) float64 { return 1 / d.Seconds() }
+	t.Logf("BENCH docker API proxy, docker cp of 1 GB in: proxy %.2f GB/s, plain forwarder %.2f GB/s, ratio %.2f (target >= 0.9)",
+		gb(copyTime["proxy"]), gb(copyTime["plain"]), float64(copyTime["plain"])/float64(copyTime["proxy"]))
+	t.Logf("BENCH docker API proxy, containers/create with three binds: proxy median %v, plain forwarder %v, added %v",
+		create["proxy"].Round(time.Microsecond), create["plain"].Round(time.Microsecond), (create["proxy"] - create["plain"]).Round(time.Microsecond))
+}
