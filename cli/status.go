@@ -44,6 +44,14 @@ func printStatus(w io.Writer, st control.Status) {
 		}
 		fmt.Fprintf(w, "boot: %s\n", strings.Join(parts, ", "))
 	}
+	settingsLine := fmt.Sprintf("settings: generation %d", st.SettingsGeneration)
+	if st.Applying != "" {
+		settingsLine += ", applying: " + st.Applying
+	}
+	if st.SettingsError != "" {
+		settingsLine += "; the last change failed: " + st.SettingsError
+	}
+	fmt.Fprintln(w, settingsLine)
 	c := st.Containerd
 	fmt.Fprintf(w, "containerd: %s, pid %d, restarted %d times", c.State, c.PID, c.Restarts)
 	if c.LastExit != nil {

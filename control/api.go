@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/settings"
 )
 
 // Status is GET /status.
@@ -28,8 +29,13 @@ type Status struct {
 	DistroBinds []Bind        `json:"distroBinds"`
 	Mounts      []string      `json:"mounts"`
 	Network     *NetworkState `json:"network,omitempty"`
-	Goroutines  int           `json:"goroutines"`
-	Orphans     int64         `json:"orphansReaped"`
+	// SettingsGeneration is the settings document in force; Applying, a
+	// change being applied.
+	SettingsGeneration int64  `json:"settingsGeneration"`
+	Applying           string `json:"applyingSettings,omitempty"`
+	SettingsError      string `json:"settingsError,omitempty"` // the last change rolled back
+	Goroutines         int    `json:"goroutines"`
+	Orphans            int64  `json:"orphansReaped"`
 }
 
 // NetworkState is the namespace's end of its link to the distro.
@@ -114,4 +120,22 @@ type Backend interface {
 	Restart(service string) error
 	Shutdown()
 	Diagnostics(w io.Writer) error
+	// Settings is the settings document in force.
+	Settings() Settings
+	// PutSettings validates, applies and stores a document (a PUT body).
+	// A *settings.Invalid is a 400, settings.ErrStale a 409; any other
+	// error is a change the engine refused, rolled back.
+	PutSettings(body []byte) (Settings, error)
+}
+
+// Settings is GET /settings and the answer to PUT /settings: the document
+// in force, its generation, a change being applied, and how the last
+// change that failed failed.
+type Settings struct {
+	Generation int64             `json:"generation"`
+	Settings   settings.Document `json:"settings"`
+	Applying   string            `json:"applying,omitempty"`
+	// LastError is the last change that was rolled back, with the
+	// engine's own message.
+	LastError string `json:"lastError,omitempty"`
 }

@@ -99,3 +99,23 @@ func unwrapURLError(err error) error {
 	}
 	return err
 }
+
+// HTTP is the client's HTTP client, for requests Do does not make.
+func (c *Client) HTTP() *http.Client { return c.http }
+
+// Settings fetches GET /settings.
+func (c *Client) Settings(ctx context.Context) (Settings, error) {
+	var st Settings
+	resp, err := c.Do(ctx, http.MethodGet, "/settings", false)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, responseError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("control API at %s: settings: %w", c.Addr, err)
+	}
+	return st, nil
+}

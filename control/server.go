@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/settings"
 	"github.com/sirupsen/logrus"
 )
 
@@ -32,6 +34,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /services/{name}/restart", s.restart)
 	mux.HandleFunc("POST /shutdown", s.shutdown)
 	mux.HandleFunc("GET /diagnostics", s.diagnostics)
+	mux.HandleFunc("GET /settings", s.getSettings)
+	mux.HandleFunc("PUT /settings", s.putSettings)
 	return mux
 }
 
@@ -183,5 +187,33 @@ func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Disposition", `attachment; filename="ddinit-diagnostics.tar.gz"`)
 	if err := s.Backend.Diagnostics(w); err != nil {
 		s.Log.WithError(err).Warn("diagnostics incomplete")
+	}
+}
+
+func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.Backend.Settings())
+}
+
+// putSettings answers 200 with the document in force once the change is
+// applied; 400 naming the field for an invalid document, 409 for a stale
+// generation (nothing changed in either case); 422 with the engine's own
+// message when the change was refused and rolled back.
+func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
+	if err != nil || len(body) > 1<<20 {
+		http.Error(w, "a settings document is at most 1 MB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	st, err := s.Backend.PutSettings(body)
+	var invalid *settings.Invalid
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, st)
+	case errors.As(err, &invalid):
+		writeJSON(w, http.StatusBadRequest, map[string]any{"message": err.Error(), "field": invalid.Field, "settings": st})
+	case errors.Is(err, settings.ErrStale):
+		writeJSON(w, http.StatusConflict, map[string]any{"message": err.Error(), "settings": st})
+	default:
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"message": err.Error(), "settings": st})
 	}
 }

@@ -273,13 +273,18 @@ func (in *instance) importBusybox() {
 	in.docker("import", tarball, "busybox:local")
 }
 
-// pid1 is the host pid of `ddinit init`, PID 1 of the namespaces.
+// pid1 is the host pid of `ddinit init`, PID 1 of the namespaces: the
+// child of ddinit run that lives in a pid namespace of its own.
 func (in *instance) pid1() int {
 	in.t.Helper()
 	outer := in.cmd.Process.Pid
+	own, _ := os.Readlink("/proc/self/ns/pid")
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		for _, p := range processes() {
-			if p.ppid == outer {
+			if p.ppid != outer {
+				continue
+			}
+			if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p.pid)); err == nil && ns != own {
 				return p.pid
 			}
 		}

@@ -216,7 +216,7 @@ func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
 	}
 	for src, point := range map[string]string{
 		"var/lib/docker": "/var/lib/docker", "var/lib/containerd": "/var/lib/containerd",
-		"var/lib/kubelet": "/var/lib/kubelet", "etc/docker": "/etc/docker", "log": "/var/log/ddinit",
+		"var/lib/kubelet": "/var/lib/kubelet", "etc/docker": "/etc/docker", "etc/ddinit": "/etc/ddinit", "log": "/var/log/ddinit",
 	} {
 		add(filepath.Join(in.dataDir, src), point)
 	}

@@ -102,6 +102,12 @@ func (c backend) status(full bool) control.Status {
 	if st.State == stateRunning {
 		st.Ready, st.Reason = sup.Health()
 	}
+	in.mu.Lock()
+	st.SettingsGeneration, st.Applying, st.SettingsError = in.settingsState.Generation, in.applying, in.settingsError
+	in.mu.Unlock()
+	if st.Applying != "" {
+		st.Ready, st.Reason = false, "applying settings: "+st.Applying
+	}
 	if ds != nil && st.DataStore.FreeBytes < mounts.FullBytes {
 		st.Ready = false
 		st.Reason = fmt.Sprintf("the data store %s is full (%d MB free): free space on the data disk", ds.Dir, st.DataStore.FreeBytes>>20)

@@ -127,6 +127,10 @@ func (in *pid1) mountNamespace() error {
 	if err := copyResolvConf(in.cfg.ResolvConf, root, in.log); err != nil {
 		return err
 	}
+	// The stored settings win: dockerd first starts on their daemon.json.
+	if err := in.loadSettings(); err != nil {
+		return err
+	}
 	if err := in.listDrives(); err != nil {
 		return err
 	}
@@ -152,6 +156,9 @@ func (in *pid1) enterRoot() error {
 	if err := switchRoot(in.root.Dir); err != nil {
 		return err
 	}
+	in.mu.Lock()
+	in.switched = true
+	in.mu.Unlock()
 	if err := unix.Sethostname([]byte(in.cfg.Hostname)); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
@@ -173,6 +180,7 @@ func (in *pid1) startServices() error {
 	if err != nil {
 		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
 	}
+	in.ownedKeys = ownedDaemonKeys(defs)
 	sockets := map[string]string{"containerd": containerdSocket}
 	for _, d := range defs {
 		if d.Socket != "" {
@@ -194,7 +202,7 @@ func (in *pid1) startServices() error {
 		LogDir:           innerLogDir,
 		Restart:          cfg.RestartPolicy(),
 		Liveness:         cfg.LivenessTiming(),
-		Settings:         map[string]bool{"kubernetes": cfg.Kubernetes},
+		Settings:         map[string]bool{"kubernetes": in.kubernetes()},
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),
 	}, defs)

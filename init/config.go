@@ -82,7 +82,10 @@ type Config struct {
 	Kubernetes  bool             `json:"kubernetes,omitempty"`
 	Restart     RestartPolicy    `json:"restart,omitzero"`
 	Liveness    LivenessConfig   `json:"liveness,omitzero"`
-	LogLevel    string           `json:"logLevel,omitempty"`
+	// SettingsDeadline is how long dockerd gets to be ready on a changed
+	// daemon.json before the change is rolled back (default 60s).
+	SettingsDeadline Duration `json:"settingsDeadline,omitempty"`
+	LogLevel         string   `json:"logLevel,omitempty"`
 	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
 	// tests whose frontend stand-in runs inside the VM; the default admits
 	// only the host, CID 2.
@@ -231,4 +234,11 @@ func LoadConfigFile(path string) (Config, error) {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+func (c *Config) settingsDeadline() time.Duration {
+	if c.SettingsDeadline > 0 {
+		return time.Duration(c.SettingsDeadline)
+	}
+	return time.Minute
 }

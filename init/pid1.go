@@ -19,6 +19,7 @@ import (
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/settings"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -73,7 +74,16 @@ type pid1 struct {
 	components []control.Component
 	drives     []control.Drive
 	mounted    []mounts.Mount // what the mounts phase made, for the shutdown
-	sup        *services.Supervisor
+	switched   bool           // the root is the assembled one
+
+	settingsMu     sync.Mutex // one settings change at a time
+	settingsStore  settings.Store
+	settingsState  settings.Stored
+	baseDaemonJSON map[string]json.RawMessage // daemon.json before any document
+	ownedKeys      map[string]string
+	applying       string // the change being applied, for /ping and /status
+	settingsError  string // the last change rolled back
+	sup            *services.Supervisor
 }
 
 // Inner is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It

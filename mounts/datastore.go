@@ -10,7 +10,7 @@ import (
 )
 
 // Layout is what the data store holds, relative to its root.
-var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "log", "isocache"}
+var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "etc/ddinit", "log", "isocache"}
 
 // Free-space thresholds: under LowSpaceBytes the data store is reported as
 // nearly full; under FullBytes it is full and the engine unhealthy (image

@@ -64,6 +64,10 @@ func fakeSupervisor(t *testing.T, defs ...Definition) (*Supervisor, chan *fakeTa
 	s.ctrd.st.State, s.ctrd.st.Ready = StateRunning, true
 	close(s.monitor) // no containerd to watch
 	for _, svc := range s.order {
+		if svc.status().State == StateDisabled {
+			close(svc.done)
+			continue
+		}
 		go s.run(svc)
 	}
 	t.Cleanup(s.Stop)
@@ -159,5 +163,25 @@ func TestRunLoopDependenciesRestartAndStop(t *testing.T) {
 	s.Stop()
 	if st := app.status(); st.State != StateStopped || !third.finished.Load() {
 		t.Fatalf("after stop: %+v", st)
+	}
+}
+
+// A setting switches its services on and off without touching the others.
+func TestSwitchStartsAndStopsAsettingsServices(t *testing.T) {
+	kube := def("kubelet", "engine")
+	kube.Setting, kube.Required = "kubernetes", false
+	s, started := fakeSupervisor(t, def("engine"), kube)
+	engine := next(t, started)
+	k := s.find("kubelet")
+	eventually(t, "kubelet disabled", func() bool { return k.status().State == StateDisabled })
+	s.Switch("kubernetes", true)
+	run := next(t, started)
+	eventually(t, "kubelet running", func() bool { return k.status().Ready })
+	s.Switch("kubernetes", false)
+	if st := k.status(); st.State != StateDisabled || !run.finished.Load() {
+		t.Fatalf("switched off: %+v", st)
+	}
+	if s.find("engine").status().PID != engine.pid {
+		t.Fatal("switching kubernetes touched the engine")
 	}
 }

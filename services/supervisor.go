@@ -206,6 +206,42 @@ func (s *Supervisor) Restart(name string) error {
 	return nil
 }
 
+// Switch turns the services of a setting ("kubernetes") on or off: those
+// switched on start as usual (after what they depend on), those switched
+// off are stopped and shown disabled. The others are not touched.
+func (s *Supervisor) Switch(setting string, on bool) {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return
+	}
+	if s.cfg.Settings == nil {
+		s.cfg.Settings = map[string]bool{}
+	}
+	s.cfg.Settings[setting] = on
+	s.mu.Unlock()
+	for _, svc := range s.order {
+		if svc.def.Setting != setting {
+			continue
+		}
+		disabled := svc.status().State == StateDisabled
+		switch {
+		case on && disabled:
+			svc.stop, svc.done = make(chan struct{}), make(chan struct{})
+			s.update(svc, func(st *Status) { st.State, st.Reason = StateWaiting, "" })
+			go s.run(svc)
+			s.cfg.Log.WithField("service", svc.def.Name).Info("switched on")
+		case !on && !disabled:
+			close(svc.stop)
+			<-svc.done
+			s.update(svc, func(st *Status) {
+				st.State, st.Ready, st.PID, st.Reason = StateDisabled, false, 0, fmt.Sprintf("setting %q is off", setting)
+			})
+			s.cfg.Log.WithField("service", svc.def.Name).Info("switched off")
+		}
+	}
+}
+
 // Stop stops the services in reverse start order, then containerd.
 func (s *Supervisor) Stop() {
 	s.mu.Lock()
@@ -219,6 +255,9 @@ func (s *Supervisor) Stop() {
 	s.mu.Unlock()
 	for i := len(s.order) - 1; i >= 0; i-- {
 		svc := s.order[i]
+		if svc.status().State == StateDisabled {
+			continue // never started, or switched off: stopped already
+		}
 		close(svc.stop)
 		<-svc.done
 	}

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ddinit/ddinit/control"
+)
+
+// runSettings is `ddinit settings get` and `ddinit settings set FILE|-`.
+func runSettings(env *Env, args []string) error {
+	fs := newFlags(env, "settings", "settings get | settings set FILE|-")
+	controlAddr := controlFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() == 1 && fs.Arg(0) == "get":
+		_, resp, err := request(context.Background(), *controlAddr, 10*time.Second, http.MethodGet, "/settings", false)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return control.ResponseError(resp)
+		}
+		_, err = io.Copy(env.Stdout, resp.Body)
+		return err
+	case fs.NArg() == 2 && fs.Arg(0) == "set":
+		return setSettings(env, *controlAddr, fs.Arg(1))
+	}
+	return usagef(`usage: ddinit settings get | ddinit settings set FILE|- (a document: {"daemonJSON": {…}, "kubernetes": true})`)
+}
+
+// setSettings puts a document; one without a generation replaces the
+// current one.
+func setSettings(env *Env, addr, file string) error {
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return fmt.Errorf("settings: %w", err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("settings %s: not a JSON object: %w", file, err)
+	}
+	if _, ok := doc["generation"]; !ok {
+		c, err := dial(addr, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		cur, err := c.Settings(context.Background())
+		if err != nil {
+			return notRunning(c, err)
+		}
+		doc["generation"], _ = json.Marshal(cur.Generation)
+		b, _ = json.Marshal(doc)
+	}
+	c, err := dial(addr, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequest(http.MethodPut, "http://ddinit/settings", bytes.NewReader(b))
+	resp, err := c.HTTP().Do(req)
+	if err != nil {
+		return notRunning(c, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Message string }
+		json.Unmarshal(out, &e)
+		return fmt.Errorf("settings not applied (%s): %s", resp.Status, e.Message)
+	}
+	env.Stdout.Write(out)
+	return nil
+}
