@@ -68,7 +68,7 @@ func TestSettings(t *testing.T) {
 	}
 
 	for doc, field := range map[string]string{
-		`{"generation": 1, "daemonJSON": {`:               "(document)",
+		`{"generation": 1, "daemonJSON": {`:              "(document)",
 		`{"generation": 1, "colour": "blue"}`:            "colour",
 		`{"generation": 1, "daemonJSON": {"hosts": []}}`: "daemonJSON.hosts",
 	} {
