@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/dockerproxy"
@@ -50,10 +48,7 @@ func runProxy(env *Env, args []string) error {
 		return d.DialContext(ctx, "unix", *engine)
 	}
 	binds := &distroproxy.Binds{Distro: *distro, Shared: *shared, Log: log}
-	follower := &distroproxy.Follower{Binds: binds, Log: log, Engine: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dialEngine(ctx) },
-		DisableKeepAlives: true,
-	}}}
+	follower := &distroproxy.Follower{Binds: binds, Log: log, Engine: dockerproxy.NewEngine(dialEngine)}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	// The bind service first: ddinit may ask for a \\wsl$ path at once.

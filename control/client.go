@@ -67,18 +67,28 @@ func (c *Client) Do(ctx context.Context, method, path string, stream bool) (*htt
 // Status fetches GET /status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	resp, err := c.Do(ctx, http.MethodGet, "/status", false)
+	return st, c.getJSON(ctx, "/status", &st)
+}
+
+// Settings fetches GET /settings.
+func (c *Client) Settings(ctx context.Context) (Settings, error) {
+	var st Settings
+	return st, c.getJSON(ctx, "/settings", &st)
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.Do(ctx, http.MethodGet, path, false)
 	if err != nil {
-		return st, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return st, responseError(resp)
+		return responseError(resp)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("control API at %s: status: %w", c.Addr, err)
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("control API at %s: %s: %w", c.Addr, path, err)
 	}
-	return st, nil
+	return nil
 }
 
 // responseError turns a non-2xx answer into an error carrying its body.
@@ -102,20 +112,3 @@ func unwrapURLError(err error) error {
 
 // HTTP is the client's HTTP client, for requests Do does not make.
 func (c *Client) HTTP() *http.Client { return c.http }
-
-// Settings fetches GET /settings.
-func (c *Client) Settings(ctx context.Context) (Settings, error) {
-	var st Settings
-	resp, err := c.Do(ctx, http.MethodGet, "/settings", false)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, responseError(resp)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("control API at %s: settings: %w", c.Addr, err)
-	}
-	return st, nil
-}

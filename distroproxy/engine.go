@@ -1,15 +1,14 @@
 package distroproxy
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/sirupsen/logrus"
 )
 
@@ -17,26 +16,13 @@ import (
 // connections of its own to the engine.
 type Follower struct {
 	Binds  *Binds
-	Engine *http.Client // reaches the engine's socket
+	Engine *dockerproxy.Engine
 	Log    logrus.FieldLogger
 }
 
 // SweepGrace is how long a bind nobody uses is kept: long enough for the
 // create it was made for to be answered.
 const SweepGrace = time.Minute
-
-func (f *Follower) get(ctx context.Context, path string, v any) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker"+path, nil)
-	resp, err := f.Engine.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
 
 // boundPaths is a container's label: engine path → source sent.
 func boundPaths(label string) map[string]string {
@@ -55,7 +41,7 @@ func (f *Follower) Recover(ctx context.Context) error {
 		ID     string            `json:"Id"`
 		Labels map[string]string `json:"Labels"`
 	}
-	if err := f.get(ctx, "/containers/json?all=1&filters="+filters, &list); err != nil {
+	if err := f.Engine.Get(ctx, "/containers/json?all=1&filters="+filters, &list); err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range list {
@@ -85,21 +71,19 @@ func (f *Follower) Recover(ctx context.Context) error {
 				} `json:"RestartPolicy"`
 			} `json:"HostConfig"`
 		}
-		if err := f.get(ctx, "/containers/"+c.ID+"/json", &state); err != nil {
+		if err := f.Engine.Get(ctx, "/containers/"+c.ID+"/json", &state); err != nil {
 			continue
 		}
 		policy := state.HostConfig.RestartPolicy.Name
 		if state.State.Running || state.State.Error == "" || (policy != "always" && policy != "unless-stopped") {
 			continue
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://docker/containers/"+c.ID+"/start", nil)
-		resp, err := f.Engine.Do(req)
+		code, err := f.Engine.Post(ctx, "/containers/"+c.ID+"/start")
 		if err != nil {
 			f.Log.WithError(err).WithField("container", c.ID[:12]).Warn("container not started again")
 			continue
 		}
-		resp.Body.Close()
-		f.Log.WithFields(logrus.Fields{"container": c.ID[:12], "status": resp.Status}).Info("started again now that its binds exist")
+		f.Log.WithFields(logrus.Fields{"container": c.ID[:12], "status": code}).Info("started again now that its binds exist")
 	}
 	return nil
 }
@@ -133,30 +117,7 @@ func (f *Follower) Follow(ctx context.Context) {
 }
 
 func (f *Follower) events(ctx context.Context) error {
-	filters := url.QueryEscape(`{"type":["container"],"event":["create","destroy"]}`)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+filters, nil)
-	stream := *f.Engine
-	stream.Timeout = 0
-	resp, err := stream.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("events: %s", resp.Status)
-	}
-	dec := json.NewDecoder(bufio.NewReader(resp.Body))
-	for {
-		var ev struct {
-			Action string `json:"Action"`
-			Actor  struct {
-				ID         string            `json:"ID"`
-				Attributes map[string]string `json:"Attributes"`
-			} `json:"Actor"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			return err
-		}
+	return f.Engine.Events(ctx, `{"type":["container"],"event":["create","destroy"]}`, nil, func(ev dockerproxy.Event) {
 		switch ev.Action {
 		case "create":
 			var paths []string
@@ -167,7 +128,7 @@ func (f *Follower) events(ctx context.Context) error {
 		case "destroy":
 			f.Binds.Forget(ev.Actor.ID)
 		}
-	}
+	})
 }
 
 // parseWSLPath reads \\wsl$\<distro>\path and \\wsl.localhost\<distro>\path

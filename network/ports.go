@@ -1,13 +1,10 @@
 package network
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -35,15 +32,18 @@ type Publisher struct {
 	once   sync.Once
 	mu     sync.Mutex
 	open   map[string]*published // binding key -> listener
-	http   *http.Client
-	stream *http.Client
+	engine *dockerproxy.Engine
 }
 
 // setUp makes the publisher's state, once: Run and Reserve may come first.
 func (p *Publisher) setUp() {
 	p.once.Do(func() {
 		p.open = map[string]*published{}
-		p.http, p.stream = p.newClient(30*time.Second), p.newClient(0)
+		// The publisher asks rarely, and keeps no connection idle.
+		p.engine = dockerproxy.NewEngine(func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", p.DockerSocket)
+		})
 	})
 }
 
@@ -74,20 +74,6 @@ func (b binding) key() string {
 	return fmt.Sprintf("%s/%s:%d", b.Proto, b.HostIP, b.HostPort)
 }
 
-func (p *Publisher) client() *http.Client { return p.http }
-
-// newClient makes an API client for dockerd's socket. Requests close their
-// connection: the publisher asks rarely, and keeps nothing idle.
-func (p *Publisher) newClient(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", p.DockerSocket)
-		},
-		DisableKeepAlives: true,
-	}}
-}
-
 // Run follows docker until ctx ends, then closes every listener.
 func (p *Publisher) Run(ctx context.Context) {
 	p.setUp()
@@ -112,52 +98,25 @@ func (p *Publisher) Run(ctx context.Context) {
 // the running containers (so nothing started in between is missed), then
 // applies events until the stream breaks.
 func (p *Publisher) follow(ctx context.Context) error {
-	filters := url.QueryEscape(`{"type":["container"],"event":["start","die"]}`)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+filters, nil)
-	resp, err := p.stream.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("events: %s", resp.Status)
-	}
-	if err := p.sync(ctx); err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bufio.NewReader(resp.Body))
-	for {
-		var ev struct {
-			Action string `json:"Action"`
-			Actor  struct {
-				ID string `json:"ID"`
-			} `json:"Actor"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			return err
-		}
-		switch ev.Action {
-		case "start":
-			bs, err := p.bindings(ctx, ev.Actor.ID)
-			if err != nil {
-				p.Log.WithError(err).WithField("container", short(ev.Actor.ID)).Warn("cannot read a started container's ports")
-				continue
+	return p.engine.Events(ctx, `{"type":["container"],"event":["start","die"]}`,
+		func() error { return p.sync(ctx) },
+		func(ev dockerproxy.Event) {
+			switch ev.Action {
+			case "start":
+				bs, err := p.bindings(ctx, ev.Actor.ID)
+				if err != nil {
+					p.Log.WithError(err).WithField("container", short(ev.Actor.ID)).Warn("cannot read a started container's ports")
+					return
+				}
+				p.publish(bs)
+			case "die":
+				p.unpublish(func(pub *published) bool { return pub.container == ev.Actor.ID })
 			}
-			p.publish(bs)
-		case "die":
-			p.unpublish(func(pub *published) bool { return pub.container == ev.Actor.ID })
-		}
-	}
+		})
 }
 
 // sync publishes what running containers bind and drops the rest.
 func (p *Publisher) sync(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/containers/json", nil)
-	resp, err := p.client().Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 	var list []struct {
 		ID    string `json:"Id"`
 		Ports []struct {
@@ -167,7 +126,7 @@ func (p *Publisher) sync(ctx context.Context) error {
 			Type        string `json:"Type"`
 		} `json:"Ports"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+	if err := p.engine.Get(ctx, "/containers/json", &list); err != nil {
 		return fmt.Errorf("containers: %w", err)
 	}
 	running := map[string]bool{}
@@ -187,12 +146,6 @@ func (p *Publisher) sync(ctx context.Context) error {
 
 // bindings reads a container's published ports.
 func (p *Publisher) bindings(ctx context.Context, id string) ([]binding, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/containers/"+url.PathEscape(id)+"/json", nil)
-	resp, err := p.client().Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var c struct {
 		NetworkSettings struct {
 			Ports map[string][]struct {
@@ -201,7 +154,7 @@ func (p *Publisher) bindings(ctx context.Context, id string) ([]binding, error) 
 			} `json:"Ports"`
 		} `json:"NetworkSettings"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+	if err := p.engine.Get(ctx, "/containers/"+url.PathEscape(id)+"/json", &c); err != nil {
 		return nil, err
 	}
 	var out []binding
@@ -241,15 +194,6 @@ func (p *Publisher) Reserve(ctx context.Context, container string) (func(), erro
 // configured reads the port bindings a container asks for (its
 // HostConfig: a container not yet started has no others) and its full id.
 func (p *Publisher) configured(ctx context.Context, container string) ([]binding, string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/containers/"+url.PathEscape(container)+"/json", nil)
-	resp, err := p.client().Do(req)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, "", fmt.Errorf("inspect %s: %s", container, resp.Status)
-	}
 	var c struct {
 		ID         string `json:"Id"`
 		Name       string `json:"Name"`
@@ -260,7 +204,7 @@ func (p *Publisher) configured(ctx context.Context, container string) ([]binding
 			} `json:"PortBindings"`
 		} `json:"HostConfig"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+	if err := p.engine.Get(ctx, "/containers/"+url.PathEscape(container)+"/json", &c); err != nil {
 		return nil, "", err
 	}
 	var out []binding

@@ -1,0 +1,93 @@
+package dockerproxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Engine is ddinit's own client of the docker engine's API: the requests
+// it makes for itself (the port publisher, a distro proxy following
+// containers), each on a connection of its own that is closed after it.
+type Engine struct {
+	http, stream *http.Client
+}
+
+// NewEngine makes a client that reaches the engine through dial.
+func NewEngine(dial func(ctx context.Context) (net.Conn, error)) *Engine {
+	client := func(timeout time.Duration) *http.Client {
+		return &http.Client{Timeout: timeout, Transport: &http.Transport{
+			DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			DisableKeepAlives: true,
+		}}
+	}
+	return &Engine{http: client(30 * time.Second), stream: client(0)}
+}
+
+// Get asks for path and decodes the JSON answer into v.
+func (e *Engine) Get(ctx context.Context, path string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker"+path, nil)
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Post sends an empty POST to path and returns the answer's status.
+func (e *Engine) Post(ctx context.Context, path string) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://docker"+path, nil)
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Event is one of the engine's events.
+type Event struct {
+	Action string `json:"Action"`
+	Actor  struct {
+		ID         string            `json:"ID"`
+		Attributes map[string]string `json:"Attributes"`
+	} `json:"Actor"`
+}
+
+// Events follows the engine's events that filters (the API's JSON)
+// select: opened calls back once the stream is open (so nothing after
+// it is missed), then each event is handed to fn, until the stream or
+// ctx ends; the error says why.
+func (e *Engine) Events(ctx context.Context, filters string, opened func() error, fn func(Event)) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+url.QueryEscape(filters), nil)
+	resp, err := e.stream.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("events: %s", resp.Status)
+	}
+	if opened != nil {
+		if err := opened(); err != nil {
+			return err
+		}
+	}
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			return err
+		}
+		fn(ev)
+	}
+}
