@@ -2,7 +2,6 @@ package dockerproxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"regexp"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/ddinit/ddinit/vsock"
@@ -73,6 +72,7 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 			engine.Close()
 		}
 	}()
+	buf := make([]byte, 64<<10)
 	for {
 		req, err := readRequest(br)
 		switch {
@@ -93,42 +93,128 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 				writeError(client, http.StatusBadGateway, "the docker engine is not reachable: "+err.Error())
 				return
 			}
-			ebr = bufio.NewReader(engine)
+			ebr = bufio.NewReaderSize(engine, headBuffer)
 		}
-		release, status, msg := p.prepare(ctx, req)
+		reqBody := &body{br: br, framing: requestFraming(req)}
+		release, status, msg := p.prepare(ctx, req, reqBody)
 		if status != 0 {
-			drain(req)
 			writeError(client, status, msg)
-			if req.Close {
+			// The connection goes on only where the refused request's
+			// body is known to be off it.
+			if req.close || !reqBody.consumed() {
 				return
 			}
 			continue
 		}
-		if err := req.Write(engine); err != nil {
+		if err := reqBody.send(engine, req, buf); err != nil {
 			release(false)
 			p.Log.WithError(err).Debug("request not passed to the engine")
 			return
 		}
-		stopWatching := watchClient(client, br, engine)
-		resp, err := http.ReadResponse(ebr, req)
+		// An answer slow to come (a wait, a pull) can outlast its client.
+		stopLate := watchClientAfter(slowAnswer, client, br, engine)
+		resp, err := readResponse(ebr)
+		stopLate()
 		if err != nil {
-			stopWatching()
 			release(false)
 			writeError(client, http.StatusBadGateway, "the docker engine's answer was cut off: "+err.Error())
 			return
 		}
-		release(resp.StatusCode < 300)
-		if hijacked(req, resp) {
-			stopWatching()
-			p.joinHijacked(client, br, engine, ebr, resp)
+		release(resp.status < 300)
+		if hijacked(resp) {
+			if _, err := client.Write(resp.raw); err == nil {
+				vsock.Join(bufferedConn{client, br}, bufferedConn{engine, ebr})
+			}
 			return
 		}
-		err = resp.Write(client)
-		resp.Body.Close()
+		f := responseFraming(req, resp)
+		// A small answer already here goes out with its head, in one write.
+		if !f.streamed() && f.length > 0 && f.length <= int64(ebr.Buffered()) && f.length <= 4096 {
+			b, _ := ebr.Peek(int(f.length))
+			resp.raw = append(resp.raw, b...)
+			ebr.Discard(int(f.length))
+			f.length = 0
+		}
+		if _, err := client.Write(resp.raw); err != nil {
+			return
+		}
+		stopWatching := func() {}
+		if f.streamed() {
+			// A stream can outlast its client: pass a client that goes
+			// on to the engine, which then ends the stream.
+			stopWatching = watchClient(client, br, engine)
+		}
+		err = copyBody(client, ebr, f, buf)
 		stopWatching()
-		if err != nil || req.Close || resp.Close {
+		if err != nil || req.close || resp.close || f.toEOF {
 			return
 		}
+	}
+}
+
+// body is a request's body: passed on raw, or rewritten.
+type body struct {
+	br        *bufio.Reader
+	framing   framing
+	rewritten []byte // set when prepare rewrote the body
+}
+
+// consumed reads off what is left of a refused request's body, when that
+// is small and known, and reports whether none is left.
+func (b *body) consumed() bool {
+	switch {
+	case b.rewritten != nil:
+		return len(b.rewritten) <= maxCreateBody
+	case b.framing.chunked || b.framing.length > maxCreateBody:
+		return false
+	}
+	n, err := io.CopyN(io.Discard, b.br, b.framing.length)
+	return err == nil && n == b.framing.length
+}
+
+// reader reads the body as it is framed, decoded (for prepare).
+func (b *body) reader() io.Reader {
+	if b.framing.chunked {
+		return httputil.NewChunkedReader(b.br)
+	}
+	return io.LimitReader(b.br, b.framing.length)
+}
+
+// send passes the request on: its raw head and body, or, when rewritten,
+// the head with a new length and the new body.
+func (b *body) send(engine net.Conn, req head, buf []byte) error {
+	if b.rewritten == nil {
+		if _, err := engine.Write(req.raw); err != nil {
+			return err
+		}
+		return copyBody(engine, b.br, b.framing, buf)
+	}
+	_, err := engine.Write(append(req.withLength(len(b.rewritten)), b.rewritten...))
+	return err
+}
+
+// slowAnswer is how long an answer may take before the client is watched
+// for going away meanwhile: fast answers (most) cost no watch.
+const slowAnswer = 50 * time.Millisecond
+
+// watchClientAfter starts watchClient once d has passed; stop ends it, or
+// keeps it from starting.
+func watchClientAfter(d time.Duration, client net.Conn, br *bufio.Reader, engine net.Conn) (stop func()) {
+	var mu sync.Mutex
+	stopWatch, stopped := func() {}, false
+	t := time.AfterFunc(d, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			stopWatch = watchClient(client, br, engine)
+		}
+	})
+	return func() {
+		t.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		stopWatch()
 	}
 }
 
@@ -161,57 +247,32 @@ func closeWrite(c net.Conn) {
 	c.Close()
 }
 
-// readRequest reads one request's head; its body stays on br, read as it
-// is passed on. A head that does not fit br's buffer is refused.
-func readRequest(br *bufio.Reader) (*http.Request, error) {
-	for searched := 0; ; {
-		n := br.Buffered()
-		b, _ := br.Peek(n) // what is buffered: never blocks, never fails
-		if bytes.Contains(b[max(0, searched-3):], []byte("\r\n\r\n")) {
-			break
-		}
-		searched = n
-		if n == br.Size() {
-			return nil, errHeadTooLarge
-		}
-		if _, err := br.Peek(n + 1); err != nil { // wait for more
-			if n == 0 && errors.Is(err, io.EOF) {
-				return nil, io.EOF
-			}
-			return nil, fmt.Errorf("request head cut off: %w", err)
-		}
-	}
-	return http.ReadRequest(br)
-}
-
-var errHeadTooLarge = errors.New("request head over 64 KB")
-
 // prepare rewrites a create request's body and reserves a start's ports.
 // It returns what to do once the engine has answered (keep=true: the
 // start happened) and, when the request must not go on, the status and
 // message to answer with instead.
-func (p *Proxy) prepare(ctx context.Context, req *http.Request) (release func(keep bool), status int, msg string) {
+func (p *Proxy) prepare(ctx context.Context, req head, b *body) (release func(keep bool), status int, msg string) {
 	release = func(bool) {}
-	if req.Method != http.MethodPost {
+	if req.method != http.MethodPost {
 		return release, 0, ""
 	}
 	switch {
-	case createPath.MatchString(req.URL.Path) && p.Translate != nil:
-		body, err := io.ReadAll(io.LimitReader(req.Body, maxCreateBody+1))
-		req.Body.Close()
+	case createPath.MatchString(req.path) && p.Translate != nil:
+		body, err := io.ReadAll(io.LimitReader(b.reader(), maxCreateBody+1))
 		if err != nil {
 			return release, http.StatusBadRequest, "reading the create request: " + err.Error()
 		}
 		if len(body) > maxCreateBody {
 			return release, http.StatusRequestEntityTooLarge, fmt.Sprintf("a create request over %d bytes", maxCreateBody)
 		}
+		b.rewritten = body // read off the connection: passed on from memory
 		out, err := RewriteCreate(body, p.Translate, p.Label)
 		if err != nil {
 			return release, http.StatusBadRequest, err.Error()
 		}
-		setBody(req, out)
+		b.rewritten = out
 	case p.Ports != nil:
-		m := startPath.FindStringSubmatch(req.URL.Path)
+		m := startPath.FindStringSubmatch(req.path)
 		if m == nil {
 			return release, 0, ""
 		}
@@ -247,43 +308,14 @@ func (e *PortTakenError) Error() string {
 
 func (e *PortTakenError) Unwrap() error { return e.Err }
 
-func setBody(req *http.Request, body []byte) {
-	req.Body = io.NopCloser(strings.NewReader(string(body)))
-	req.ContentLength = int64(len(body))
-	req.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	req.TransferEncoding = nil
-}
-
-// drain reads what is left of a refused request's body, so the next
-// request on the connection is read from its start.
-func drain(req *http.Request) {
-	io.Copy(io.Discard, io.LimitReader(req.Body, maxCreateBody))
-	req.Body.Close()
-}
-
 // hijacked reports whether the connection leaves HTTP after this
 // response: an upgrade (attach, exec) or docker's raw stream.
-func hijacked(req *http.Request, resp *http.Response) bool {
-	if resp.StatusCode == http.StatusSwitchingProtocols {
+func hijacked(resp head) bool {
+	if resp.status == http.StatusSwitchingProtocols {
 		return true
 	}
-	ct := resp.Header.Get("Content-Type")
-	streamed := ct == "application/vnd.docker.raw-stream" || ct == "application/vnd.docker.multiplexed-stream"
-	return streamed && resp.ContentLength < 0 && len(resp.TransferEncoding) == 0
-}
-
-// joinHijacked passes the response head on and then every byte both
-// ways, half-closes included, until both sides are done.
-func (p *Proxy) joinHijacked(client net.Conn, cbr *bufio.Reader, engine net.Conn, ebr *bufio.Reader, resp *http.Response) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "HTTP/%d.%d %s\r\n", resp.ProtoMajor, resp.ProtoMinor, resp.Status)
-	// The head as the engine sent it; resp.Write would frame a body.
-	resp.Header.Write(&b)
-	b.WriteString("\r\n")
-	if _, err := io.WriteString(client, b.String()); err != nil {
-		return
-	}
-	vsock.Join(bufferedConn{client, cbr}, bufferedConn{engine, ebr})
+	streamed := resp.contentType == "application/vnd.docker.raw-stream" || resp.contentType == "application/vnd.docker.multiplexed-stream"
+	return streamed && resp.contentLength < 0 && !resp.chunked
 }
 
 // bufferedConn reads what its reader holds before the connection.
