@@ -93,12 +93,14 @@ func bootDirectly(t *testing.T, dir string) time.Duration {
 	os.Remove(filepath.Join(dir, "containerd.sock"))
 	os.Remove(sock)
 	conf := filepath.Join(dir, "containerd.toml")
-	// The same containerd configuration ddinit writes.
+	// The same containerd configuration ddinit writes, and the daemon.json
+	// dockerd gets from ddinit (the pack's, with live-restore on).
 	os.WriteFile(conf, []byte(services.ContainerdConfig(dir+"/containerd", dir+"/containerd-state", dir+"/containerd.sock")), 0o644)
+	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features": {"buildkit": true}, "live-restore": true}`), 0o644)
 	script := fmt.Sprintf(`
 containerd --config %[2]s >%[1]s/containerd.log 2>&1 &
 while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done
-exec dockerd --containerd=%[1]s/containerd.sock --host=unix://%[3]s --data-root=%[1]s/docker --exec-root=%[1]s/exec --pidfile=%[1]s/docker.pid >%[1]s/dockerd.log 2>&1
+exec dockerd --containerd=%[1]s/containerd.sock --host=unix://%[3]s --config-file=%[1]s/daemon.json --data-root=%[1]s/docker --exec-root=%[1]s/exec --pidfile=%[1]s/docker.pid >%[1]s/dockerd.log 2>&1
 `, dir, conf, sock)
 	cmd := exec.Command("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -1,6 +1,7 @@
 package initd
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,6 +99,9 @@ func (in *pid1) writeDaemonJSON(user map[string]json.RawMessage) error {
 	b, err := settings.DaemonJSON(user, forcedDaemonJSON)
 	if err != nil {
 		return err
+	}
+	if cur, err := os.ReadFile(in.daemonJSONPath()); err == nil && bytes.Equal(cur, b) {
+		return nil // as it is: no write, no sync, on every boot
 	}
 	return settings.WriteAtomic(in.daemonJSONPath(), b, 0o644)
 }
