@@ -69,6 +69,8 @@ func (d *userDistro) shErr(script string) (string, error) {
 func (d *userDistro) startProxy(shared string) func() {
 	d.t.Helper()
 	bin := filepath.Join(shared, "docker-desktop", "ddinit")
+	// ddinit publishes it once its boot has settled.
+	within(d.t, 10*time.Second, "ddinit's copy in the shared tmpfs", func() bool { return exists(bin) })
 	var log syncBuffer
 	cmd := d.command(bin, "proxy", "--distro", d.name, "--wsl-shared", shared, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = &log, &log

@@ -263,10 +263,13 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 				proc.Signal(unix.SIGTERM)
 				continue
 			}
-			l.publishBinary()
 			// The busy part of this process's life is over: it now relays
-			// logs and connections.
-			go settle(l.log)
+			// logs and connections. The copy for the distros' proxies waits
+			// until the boot has settled: it is not on the way to _ping.
+			go func() {
+				settle(l.log)
+				l.publishBinary()
+			}()
 		}
 	}
 }

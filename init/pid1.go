@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"time"
@@ -177,7 +178,26 @@ func settle(log logrus.FieldLogger) {
 	time.Sleep(time.Second)
 	debug.FreeOSMemory()
 	log.Debug("boot heap returned to the kernel")
+	go returnIdleHeap()
 }
+
+// returnIdleHeap hands back, every idleCheck, the heap a burst of work
+// freed (a docker cp through the proxy, a diagnostics archive) once there
+// is enough of it: Go's own scavenger keeps it for minutes.
+func returnIdleHeap() {
+	free := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	for range time.Tick(idleCheck) {
+		metrics.Read(free)
+		if free[0].Value.Kind() == metrics.KindUint64 && free[0].Value.Uint64() >= idleReturnBytes {
+			debug.FreeOSMemory()
+		}
+	}
+}
+
+const (
+	idleCheck       = 10 * time.Second
+	idleReturnBytes = 256 << 10
+)
 
 // copyResolvConf gives the namespace the distro's resolver configuration,
 // which dockerd passes on to containers. A nameserver on the distro's
