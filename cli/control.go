@@ -99,7 +99,16 @@ func runLogs(env *Env, args []string) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	_, resp, err := request(ctx, *controlAddr, 10*time.Second, http.MethodGet, "/logs?"+q.Encode(), *follow)
+	err := copyAnswer(ctx, env.Stdout, *controlAddr, "/logs?"+q.Encode(), *follow)
+	if ctx.Err() != nil {
+		return nil // interrupted while following: done
+	}
+	return err
+}
+
+// copyAnswer writes what the control API answers to GET path to w.
+func copyAnswer(ctx context.Context, w io.Writer, addr, path string, stream bool) error {
+	_, resp, err := request(ctx, addr, 10*time.Second, http.MethodGet, path, stream)
 	if err != nil {
 		return err
 	}
@@ -107,10 +116,7 @@ func runLogs(env *Env, args []string) error {
 	if resp.StatusCode != http.StatusOK {
 		return control.ResponseError(resp)
 	}
-	_, err = io.Copy(env.Stdout, resp.Body)
-	if ctx.Err() != nil {
-		return nil
-	}
+	_, err = io.Copy(w, resp.Body)
 	return err
 }
 

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"time"
-
-	"github.com/ddinit/ddinit/control"
 )
 
 // runSettings is `ddinit settings get` and `ddinit settings set FILE|-`.
@@ -22,16 +20,7 @@ func runSettings(env *Env, args []string) error {
 	}
 	switch {
 	case fs.NArg() == 1 && fs.Arg(0) == "get":
-		_, resp, err := request(context.Background(), *controlAddr, 10*time.Second, http.MethodGet, "/settings", false)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return control.ResponseError(resp)
-		}
-		_, err = io.Copy(env.Stdout, resp.Body)
-		return err
+		return copyAnswer(context.Background(), env.Stdout, *controlAddr, "/settings", false)
 	case fs.NArg() == 2 && fs.Arg(0) == "set":
 		return setSettings(env, *controlAddr, fs.Arg(1))
 	}

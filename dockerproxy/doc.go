@@ -10,7 +10,12 @@
 // exec, HTTP Upgrade), streams (logs -f, events, stats), chunked and large
 // bodies, keep-alive, HEAD, half-close.
 //
-// It must not know where a path maps to or how a port is published: the
-// caller gives it a Translate function and a PortReserver. It listens on
-// nothing itself: Serve takes a listener from package vsock.
+// It also holds ddinit's own small client of the engine's API (Engine),
+// used by the port publisher and the distro proxies.
+//
+// It knows the docker API and the syntax of Windows paths, not where
+// anything is: where drives and distros' files are seen by the engine,
+// and how a port is published, the caller says (WindowsPaths.Inside, a
+// Translator, a PortReserver). It listens on nothing itself: Serve takes a
+// listener from package vsock.
 package dockerproxy

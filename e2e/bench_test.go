@@ -33,14 +33,14 @@ func TestBenchBoot(t *testing.T) {
 	// copied and extracted.
 	var cold []time.Duration
 	for range max(runs/2, 2) {
-		in := start(t, options{})
+		in := start(t, options{extra: asDeployed})
 		cold = append(cold, in.waitPing(60*time.Second))
 		in.stop()
 	}
 
 	// Warm: one data store, booted again and again.
 	data, _ := newDirs(t)
-	first := start(t, options{dataDir: data})
+	first := start(t, options{dataDir: data, extra: asDeployed})
 	first.waitPing(60 * time.Second)
 	first.stop()
 	var warm, direct, shutdown []time.Duration
@@ -56,7 +56,7 @@ func TestBenchBoot(t *testing.T) {
 	defer os.RemoveAll(directDir)
 	bootDirectly(t, directDir)
 	for i := range runs {
-		in := start(t, options{dataDir: data})
+		in := start(t, options{dataDir: data, extra: asDeployed})
 		warm = append(warm, in.waitPing(60*time.Second))
 		if i == 0 {
 			mem = idleMemory(t, in)
@@ -82,6 +82,10 @@ func TestBenchBoot(t *testing.T) {
 	t.Logf("BENCH clean shutdown (SIGTERM to exit, dockerd and containerd stopped, data synced): %v, %.2fx the warm boot",
 		median(shutdown).Round(time.Millisecond), float64(median(shutdown))/float64(w))
 }
+
+// asDeployed measures ddinit as it runs on a machine: the tests log at
+// debug level, the distro's config at info.
+var asDeployed = []string{"--log-level", "info"}
 
 // bootDirectly starts containerd and dockerd the way ddinit does, with the
 // same binaries and flags, from a shell script in fresh namespaces, with

@@ -82,12 +82,9 @@ func TestSupervisionRestartsAndBacksOff(t *testing.T) {
 	ns := in.pidNS()
 
 	// One kill: back within seconds.
-	first := findComm(ns, "dockerd")
-	if len(first) != 1 {
-		t.Fatalf("want one dockerd in the namespace, found %v", first)
-	}
-	syscall.Kill(first[0], syscall.SIGKILL)
-	waitGone(t, first[0])
+	first := onlyComm(t, ns, "dockerd")
+	syscall.Kill(first, syscall.SIGKILL)
+	waitGone(t, first)
 	in.waitPing(30 * time.Second)
 
 	// Twenty kills in a row, each as soon as the new dockerd exists.
@@ -130,15 +127,12 @@ func TestSupervisionRestartsAndBacksOff(t *testing.T) {
 	}
 
 	// containerd killed: it and its services come back.
-	ctrd := findComm(ns, "containerd")
-	if len(ctrd) != 1 {
-		t.Fatalf("want one containerd, found %v", ctrd)
-	}
-	dockerdBefore := findComm(ns, "dockerd")
-	syscall.Kill(ctrd[0], syscall.SIGKILL)
-	waitGone(t, ctrd[0])
-	waitNewComm(t, ns, "containerd", ctrd[0], 30*time.Second)
-	waitNewComm(t, ns, "dockerd", dockerdBefore[0], 30*time.Second)
+	ctrd := onlyComm(t, ns, "containerd")
+	dockerdBefore := onlyComm(t, ns, "dockerd")
+	syscall.Kill(ctrd, syscall.SIGKILL)
+	waitGone(t, ctrd)
+	waitNewComm(t, ns, "containerd", ctrd, 30*time.Second)
+	waitNewComm(t, ns, "dockerd", dockerdBefore, 30*time.Second)
 	in.waitPing(60 * time.Second)
 	in.importBusybox()
 	if out := in.docker("run", "--rm", "busybox:local", "echo", "after containerd died"); !strings.Contains(out, "after containerd died") {
@@ -147,6 +141,16 @@ func TestSupervisionRestartsAndBacksOff(t *testing.T) {
 	if code, _ := in.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+}
+
+// onlyComm is the one process named comm in pid namespace ns.
+func onlyComm(t *testing.T, ns, comm string) int {
+	t.Helper()
+	pids := findComm(ns, comm)
+	if len(pids) != 1 {
+		t.Fatalf("want one %s in the namespace, found %v", comm, pids)
+	}
+	return pids[0]
 }
 
 func waitGone(t *testing.T, pid int) {

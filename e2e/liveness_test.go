@@ -61,17 +61,14 @@ func TestHungServicesAreKilledAndRestarted(t *testing.T) {
 	in.waitPing(60 * time.Second)
 	ns := in.pidNS()
 
-	dockerd := findComm(ns, "dockerd")
-	if len(dockerd) != 1 {
-		t.Fatalf("want one dockerd, found %v", dockerd)
-	}
-	syscall.Kill(dockerd[0], syscall.SIGSTOP)
+	dockerd := onlyComm(t, ns, "dockerd")
+	syscall.Kill(dockerd, syscall.SIGSTOP)
 	body, took := in.waitPing503(10*time.Second, "dockerd", "not answering for")
 	t.Logf("dockerd stopped: /ping 503 after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(body))
 	if ping(in.sock) == nil {
 		t.Fatal("a stopped dockerd answered _ping: the test proves nothing")
 	}
-	waitGone(t, dockerd[0])
+	waitGone(t, dockerd)
 	in.waitPing(60 * time.Second)
 	in.waitHealthy(30 * time.Second)
 	st := in.status()
@@ -84,14 +81,11 @@ func TestHungServicesAreKilledAndRestarted(t *testing.T) {
 		t.Fatalf("ddinit status does not show why dockerd was restarted: %v\n%s", err, out)
 	}
 
-	ctrd := findComm(ns, "containerd")
-	if len(ctrd) != 1 {
-		t.Fatalf("want one containerd, found %v", ctrd)
-	}
-	syscall.Kill(ctrd[0], syscall.SIGSTOP)
+	ctrd := onlyComm(t, ns, "containerd")
+	syscall.Kill(ctrd, syscall.SIGSTOP)
 	body, took = in.waitPing503(10*time.Second, "containerd", "not answering for")
 	t.Logf("containerd stopped: /ping 503 after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(body))
-	waitGone(t, ctrd[0])
+	waitGone(t, ctrd)
 	in.waitHealthy(60 * time.Second)
 	in.waitPing(30 * time.Second)
 	st = in.status()
@@ -132,11 +126,7 @@ func TestContainerdCrashLoop(t *testing.T) {
 	if err := os.WriteFile("/proc/"+pid1+"/root"+refuse, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctrd := findComm(ns, "containerd.real")
-	if len(ctrd) != 1 {
-		t.Fatalf("want one containerd, found %v", ctrd)
-	}
-	syscall.Kill(ctrd[0], syscall.SIGKILL)
+	syscall.Kill(onlyComm(t, ns, "containerd.real"), syscall.SIGKILL)
 	body, _ := in.waitPing503(20*time.Second, "containerd is failing", "runs in a row ended")
 	t.Logf("crash loop: %s", strings.TrimSpace(body))
 	var delays []int

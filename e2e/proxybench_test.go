@@ -30,7 +30,7 @@ func TestBenchProxy(t *testing.T) {
 		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
 	}
 	requireEnvironment(t)
-	in := start(t, options{})
+	in := start(t, options{extra: asDeployed})
 	in.waitPing(60 * time.Second)
 	in.importBusybox()
 	plain := filepath.Join(in.runDir, "plain.sock")
