@@ -9,7 +9,7 @@ GO ?= go
 FUZZTIME ?=
 FUZZ_TARGETS := rootfs:FuzzVolumeDescriptor:300000x rootfs:FuzzDirectoryRecord:300000x \
 	rootfs:FuzzSUSP:300000x rootfs:FuzzImage:60000x \
-	dockerproxy:FuzzProxyRequest:60000x dockerproxy:FuzzRewriteCreate:100000x
+	dockerproxy:FuzzProxyRequest:150000x dockerproxy:FuzzRewriteCreate:100000x
 
 .PHONY: all deps build isos distro test test-builds unit fuzz bench demo vm-test clean
 

@@ -59,6 +59,11 @@ type head struct {
 // exactly as the proxy does.
 func parseHead(raw []byte, request bool) (head, error) {
 	h := head{raw: raw, contentLength: -1}
+	// Lines end in CRLF, and only there: a bare LF or CR would let the
+	// engine split the head where the proxy does not.
+	if n := bytes.Count(raw, []byte("\r\n")); bytes.Count(raw, []byte("\n")) != n || bytes.Count(raw, []byte("\r")) != n {
+		return h, errors.New("a line ends in a bare LF or CR")
+	}
 	lines := strings.Split(strings.TrimSuffix(string(raw), "\r\n\r\n"), "\r\n")
 	first := strings.SplitN(lines[0], " ", 3)
 	if len(first) < 2 {
@@ -94,11 +99,11 @@ func parseHead(raw []byte, request bool) (head, error) {
 		value = strings.TrimSpace(value)
 		switch strings.ToLower(name) {
 		case "content-length":
-			n, err := strconv.ParseInt(value, 10, 63)
-			if err != nil || (h.contentLength >= 0 && n != h.contentLength) {
+			n, err := strconv.ParseUint(value, 10, 63)
+			if err != nil || (h.contentLength >= 0 && int64(n) != h.contentLength) {
 				return h, fmt.Errorf("Content-Length %q", value)
 			}
-			h.contentLength = n
+			h.contentLength = int64(n)
 		case "transfer-encoding":
 			if !strings.EqualFold(value, "chunked") || h.chunked {
 				return h, fmt.Errorf("Transfer-Encoding %q: only chunked, once, is passed on", value)
