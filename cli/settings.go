@@ -69,7 +69,7 @@ func setSettings(env *Env, addr, file string) error {
 	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Message string }
-		json.Unmarshal(out, &e)
+		json.Unmarshal(out, &e) // no message: the status alone is said
 		return fmt.Errorf("settings not applied (%s): %s", resp.Status, e.Message)
 	}
 	env.Stdout.Write(out)

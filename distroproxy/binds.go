@@ -101,7 +101,7 @@ func (b *Binds) Ensure(source string, create bool) (string, error) {
 			return "", err
 		}
 		if err := unix.Mount(source, point, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			os.Remove(point)
+			os.Remove(point) // the empty point just made; the bind error is what matters
 			return "", fmt.Errorf("bind %s for the engine: %w", source, err)
 		}
 		b.Log.WithFields(logrus.Fields{"source": source, "bind": key}).Info("bound for the engine")
@@ -190,7 +190,7 @@ func (b *Binds) takeDown(key string) {
 		b.Log.WithError(err).WithField("bind", key).Warn("bind not taken down")
 		return
 	}
-	os.Remove(point)
+	os.Remove(point) // an empty point left behind costs nothing; the unmount mattered
 	delete(b.made, key)
 	b.Log.WithFields(logrus.Fields{"source": bd.source, "bind": key}).Info("bind taken down: no container uses it")
 }

@@ -27,6 +27,7 @@ const SweepGrace = time.Minute
 // boundPaths is a container's label: engine path → source sent.
 func boundPaths(label string) map[string]string {
 	var m map[string]string
+	// A label not made by a proxy (or none) names no bind: nil is right.
 	json.Unmarshal([]byte(label), &m)
 	return m
 }

@@ -72,7 +72,7 @@ func RewriteCreate(body []byte, translate Translator, label string) ([]byte, err
 		}
 		for i, m := range mounts {
 			var typ, src string
-			json.Unmarshal(m["Type"], &typ)
+			json.Unmarshal(m["Type"], &typ) // no type, or not a string: not a bind, left alone
 			if typ != "bind" {
 				continue
 			}

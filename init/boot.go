@@ -190,6 +190,7 @@ func (in *pid1) startServices() error {
 			}
 		}
 	}
+	// Unreported only if ddinit run is gone: PID 1 dies with it.
 	in.events.Encode(event{Event: "sockets", Sockets: sockets})
 	sup, err := services.New(services.Config{
 		Namespace:        servicesNamespace,

@@ -60,7 +60,7 @@ func Run(cfg Config, stderr io.Writer) (int, error) {
 	code, err := l.run()
 	if err != nil {
 		log.WithError(err).Error("boot failed")
-		logFile.Sync()
+		logFile.Sync() // best effort: the failure line goes to stderr regardless
 		return fail(err)
 	}
 	log.WithField("status", code).Info("ddinit exited")

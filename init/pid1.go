@@ -134,12 +134,13 @@ func PID1(stderr io.Writer) int {
 	// The control API answers from the first moment, so the frontend can
 	// watch the boot: /ping says 503 and why until the services are ready.
 	if err := in.serveControl(); err != nil {
+		// Unreported only if ddinit run is gone, and then nobody asks.
 		in.events.Encode(event{Event: "failed", Error: err.Error()})
 		return 1
 	}
 	if err := in.boot(); err != nil {
 		in.setState(stateFailed, err.Error())
-		in.events.Encode(event{Event: "failed", Error: err.Error()})
+		in.events.Encode(event{Event: "failed", Error: err.Error()}) // as above
 		in.log.WithError(err).Error("boot failed")
 		in.shutdown()
 		return 1

@@ -159,7 +159,7 @@ func removeNode(path string, log logrus.FieldLogger) {
 	}
 	if st.IsDir() {
 		if err := MirroredOnly(path); err == nil {
-			os.RemoveAll(path)
+			os.RemoveAll(path) // device nodes only (checked above); one left is harmless
 		}
 		return
 	}

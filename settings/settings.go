@@ -140,7 +140,7 @@ func WriteAtomic(path string, b []byte, mode os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if d, err := os.Open(dir); err == nil {
-		d.Sync()
+		d.Sync() // the rename is durable with it; without, still atomic
 		d.Close()
 	}
 	return nil
