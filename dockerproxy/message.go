@@ -97,19 +97,19 @@ func parseHead(raw []byte, request bool) (head, error) {
 			return h, fmt.Errorf("malformed header line %q", line)
 		}
 		value = strings.TrimSpace(value)
-		switch strings.ToLower(name) {
-		case "content-length":
+		switch {
+		case strings.EqualFold(name, "Content-Length"):
 			n, err := strconv.ParseUint(value, 10, 63)
 			if err != nil || (h.contentLength >= 0 && int64(n) != h.contentLength) {
 				return h, fmt.Errorf("Content-Length %q", value)
 			}
 			h.contentLength = int64(n)
-		case "transfer-encoding":
+		case strings.EqualFold(name, "Transfer-Encoding"):
 			if !strings.EqualFold(value, "chunked") || h.chunked {
 				return h, fmt.Errorf("Transfer-Encoding %q: only chunked, once, is passed on", value)
 			}
 			h.chunked = true
-		case "connection":
+		case strings.EqualFold(name, "Connection"):
 			for _, opt := range strings.Split(value, ",") {
 				switch strings.ToLower(strings.TrimSpace(opt)) {
 				case "close":
@@ -118,7 +118,7 @@ func parseHead(raw []byte, request bool) (head, error) {
 					h.close = false
 				}
 			}
-		case "content-type":
+		case strings.EqualFold(name, "Content-Type"):
 			h.contentType = value
 		}
 	}

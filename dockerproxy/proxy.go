@@ -73,6 +73,12 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 		}
 	}()
 	buf := make([]byte, 64<<10)
+	var late *lateWatch
+	defer func() {
+		if late != nil {
+			late.disarm()
+		}
+	}()
 	for {
 		req, err := readRequest(br)
 		switch {
@@ -94,6 +100,7 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 				return
 			}
 			ebr = bufio.NewReaderSize(engine, headBuffer)
+			late = newLateWatch(slowAnswer, client, br, engine)
 		}
 		reqBody := &body{br: br, framing: requestFraming(req)}
 		release, status, msg := p.prepare(ctx, req, reqBody)
@@ -112,9 +119,9 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 			return
 		}
 		// An answer slow to come (a wait, a pull) can outlast its client.
-		stopLate := watchClientAfter(slowAnswer, client, br, engine)
+		late.arm()
 		resp, err := readResponse(ebr)
-		stopLate()
+		late.disarm()
 		if err != nil {
 			release(false)
 			writeError(client, http.StatusBadGateway, "the docker engine's answer was cut off: "+err.Error())
@@ -197,24 +204,46 @@ func (b *body) send(engine net.Conn, req head, buf []byte) error {
 // for going away meanwhile: fast answers (most) cost no watch.
 const slowAnswer = 50 * time.Millisecond
 
-// watchClientAfter starts watchClient once d has passed; stop ends it, or
-// keeps it from starting.
-func watchClientAfter(d time.Duration, client net.Conn, br *bufio.Reader, engine net.Conn) (stop func()) {
-	var mu sync.Mutex
-	stopWatch, stopped := func() {}, false
-	t := time.AfterFunc(d, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			stopWatch = watchClient(client, br, engine)
+// lateWatch starts watchClient once an answer has taken d; one per
+// connection, its timer re-armed for each request.
+type lateWatch struct {
+	mu    sync.Mutex
+	t     *time.Timer
+	d     time.Duration
+	armed bool
+	stop  func() // the running watch's, or nil
+	start func() func()
+}
+
+func newLateWatch(d time.Duration, client net.Conn, br *bufio.Reader, engine net.Conn) *lateWatch {
+	w := &lateWatch{d: d, start: func() func() { return watchClient(client, br, engine) }}
+	w.t = time.AfterFunc(time.Hour, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.armed && w.stop == nil {
+			w.stop = w.start()
 		}
 	})
-	return func() {
-		t.Stop()
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		stopWatch()
+	w.t.Stop()
+	return w
+}
+
+func (w *lateWatch) arm() {
+	w.mu.Lock()
+	w.armed = true
+	w.mu.Unlock()
+	w.t.Reset(w.d)
+}
+
+// disarm stops the timer and any watch it started.
+func (w *lateWatch) disarm() {
+	w.t.Stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed = false
+	if w.stop != nil {
+		w.stop()
+		w.stop = nil
 	}
 }
 
