@@ -9,7 +9,8 @@ GO ?= go
 FUZZTIME ?=
 FUZZ_TARGETS := rootfs:FuzzVolumeDescriptor:300000x rootfs:FuzzDirectoryRecord:300000x \
 	rootfs:FuzzSUSP:300000x rootfs:FuzzImage:60000x \
-	dockerproxy:FuzzProxyRequest:150000x dockerproxy:FuzzRewriteCreate:100000x
+	dockerproxy:FuzzProxyRequest:150000x dockerproxy:FuzzRewriteCreate:100000x \
+	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x
 
 .PHONY: all deps build isos distro test test-builds unit fuzz bench demo vm-test clean
 
@@ -36,19 +37,26 @@ test: build isos distro
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 $(RACE_UNITS)
 	$(MAKE) test-builds
 	$(MAKE) fuzz
 
+# The packages whose state is shared between goroutines, under the race
+# detector (unit tests, no root needed).
+RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./errkind/
+
 # ddinit boots the same however it is built: a plain `go build` (cgo,
-# dynamically linked) through ten boots, a PIE, and the race detector.
+# dynamically linked) through ten boots, a PIE, and the race detector —
+# which also runs the settings, docker API proxy and supervisor e2e tests.
 BOOT_TESTS := TestBootRunStopBootAgain|TestRepeatedBootsStayUp
+RACE_E2E := TestHungServicesAreKilledAndRestarted|TestSupervisionRestartsAndBacksOff|TestSettings|TestTruncatedSettingsDocument|TestUnusableDaemonJSONAtBoot|TestKillDuringSettingsChange|TestDockerAPIProxy|TestDistroProxy
 test-builds: isos
 	$(GO) build -o bin/ddinit-dynamic ./cmd/ddinit
 	DDINIT_BINARY=$(CURDIR)/bin/ddinit-dynamic DDINIT_BOOT_LOOP=10 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
 	$(GO) build -buildmode=pie -o bin/ddinit-pie ./cmd/ddinit
 	DDINIT_BINARY=$(CURDIR)/bin/ddinit-pie DDINIT_BOOT_LOOP=2 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
 	$(GO) build -race -o bin/ddinit-race ./cmd/ddinit
-	DDINIT_BINARY=$(CURDIR)/bin/ddinit-race DDINIT_BOOT_LOOP=1 $(GO) test -count=1 -run '^($(BOOT_TESTS)|TestHungServicesAreKilledAndRestarted)$$' ./e2e/
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-race DDINIT_BOOT_LOOP=1 $(GO) test -count=1 -run '^($(BOOT_TESTS)|$(RACE_E2E))$$' ./e2e/
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ddinit/ddinit/control"
 	"io"
 	"net/http"
 	"os"
@@ -66,12 +67,9 @@ func setSettings(env *Env, addr, file string) error {
 		return notRunning(c, err)
 	}
 	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Message string }
-		json.Unmarshal(out, &e) // no message: the status alone is said
-		return fmt.Errorf("settings not applied (%s): %s", resp.Status, e.Message)
+		return fmt.Errorf("settings not applied: %w", control.ResponseError(resp))
 	}
-	env.Stdout.Write(out)
-	return nil
+	_, err = io.Copy(env.Stdout, resp.Body)
+	return err
 }

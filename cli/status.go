@@ -52,6 +52,9 @@ func printStatus(w io.Writer, st control.Status) {
 		settingsLine += "; the last change failed: " + st.SettingsError
 	}
 	fmt.Fprintln(w, settingsLine)
+	for _, r := range st.Recovered {
+		fmt.Fprintf(w, "NOT USED at boot: %s\n", r)
+	}
 	c := st.Containerd
 	fmt.Fprintf(w, "containerd: %s, pid %d, restarted %d times", c.State, c.PID, c.Restarts)
 	if c.LastExit != nil {

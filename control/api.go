@@ -34,8 +34,21 @@ type Status struct {
 	SettingsGeneration int64  `json:"settingsGeneration"`
 	Applying           string `json:"applyingSettings,omitempty"`
 	SettingsError      string `json:"settingsError,omitempty"` // the last change rolled back
-	Goroutines         int    `json:"goroutines"`
-	Orphans            int64  `json:"orphansReaped"`
+	// Recovered lists the files this boot could not use, where they were
+	// kept and what is in force instead.
+	Recovered  []settings.Recovery `json:"recovered,omitempty"`
+	Goroutines int                 `json:"goroutines"`
+	Orphans    int64               `json:"orphansReaped"`
+}
+
+// Health is /ping: the state, whether ready and why not, and notes that
+// do not make ddinit unhealthy but a person should read (a file the boot
+// could not use and kept aside).
+type Health struct {
+	State  string
+	Ready  bool
+	Reason string
+	Notes  []string
 }
 
 // NetworkState is the namespace's end of its link to the distro.
@@ -109,13 +122,12 @@ type LogLine struct {
 // Backend is what the control API serves; PID 1 implements it.
 type Backend interface {
 	Status() Status
-	// Health is what /ping needs of Status, cheap enough to poll: the
-	// state, whether ready, and why not.
-	Health() (state string, ready bool, reason string)
+	// Health is what /ping needs of Status, cheap enough to poll.
+	Health() Health
 	// Logs returns the last tail lines (all kept when tail <= 0) and, when
 	// follow, a channel of new ones and a function to stop following.
-	// Logs and Restart answer an unknown service with an error that is
-	// errdefs.ErrNotFound (github.com/containerd/errdefs): a 404.
+	// Every error carries its kind (github.com/containerd/errdefs, and
+	// errkind.ErrRolledBack): StatusCode maps it to the answer.
 	Logs(service string, tail int, follow bool) ([]LogLine, <-chan LogLine, func(), error)
 	Restart(service string) error
 	Shutdown()
@@ -123,19 +135,10 @@ type Backend interface {
 	// Settings is the settings document in force.
 	Settings() Settings
 	// PutSettings validates, applies and stores a document (a PUT body).
-	// A *settings.Invalid is a 400, settings.ErrStale a 409; any other
-	// error is a change the engine refused, rolled back.
 	PutSettings(body []byte) (Settings, error)
 }
 
 // Settings is GET /settings and the answer to PUT /settings: the document
-// in force, its generation, a change being applied, and how the last
-// change that failed failed.
-type Settings struct {
-	Generation int64             `json:"generation"`
-	Settings   settings.Document `json:"settings"`
-	Applying   string            `json:"applying,omitempty"`
-	// LastError is the last change that was rolled back, with the
-	// engine's own message.
-	LastError string `json:"lastError,omitempty"`
-}
+// in force, its generation, a change being applied, how the last change
+// that failed failed, and the files the boot could not use.
+type Settings = settings.View

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/ddinit/ddinit/vsock"
@@ -90,15 +88,6 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 	}
 	return nil
 }
-
-// responseError turns a non-2xx answer into an error carrying its body.
-func responseError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-}
-
-// ResponseError is responseError for callers outside the package.
-func ResponseError(resp *http.Response) error { return responseError(resp) }
 
 func unwrapURLError(err error) error {
 	var ue interface{ Unwrap() error }

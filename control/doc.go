@@ -2,7 +2,11 @@
 // /logs say), its routes and server, and its client, used by the CLI and
 // by the frontend's stand-in. HTTP/1.1 on any transport package vsock
 // gives (vsock for the Windows frontend, a unix socket in the distro).
+// StatusCode (errors.go) is the one place an error's kind (containerd's
+// errdefs, errkind) becomes a status code; the client turns codes back
+// into kinds.
 //
 // It must not decide what it reports: PID 1 implements Backend, and
-// health policy lives in package services. It opens no sockets itself.
+// health policy lives in package services. It opens no sockets itself and
+// matches no error text.
 package control

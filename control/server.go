@@ -72,16 +72,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.Encode(v)
 }
 
+// ping answers 200 "OK" when ready, else 503 with the state and why (and
+// when to ask again); notes follow on lines of their own either way.
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
-	state, ready, reason := s.Backend.Health()
+	h := s.Backend.Health()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if ready {
+	if h.Ready {
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "OK\n")
-		return
+	} else {
+		w.Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "%s: %s\n", h.State, h.Reason)
 	}
-	w.WriteHeader(http.StatusServiceUnavailable)
-	fmt.Fprintf(w, "%s: %s\n", state, reason)
+	for _, n := range h.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -99,19 +105,15 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			http.Error(w, "tail: want a number of lines", http.StatusBadRequest)
+			writeError(w, fmt.Errorf("%w: tail: want a number of lines", errdefs.ErrInvalidArgument), errorBody{})
 			return
 		}
 		tail = n
 	}
 	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
 	lines, ch, stop, err := s.Backend.Logs(q.Get("service"), tail, follow)
-	if errdefs.IsNotFound(err) {
-		http.Error(w, err.Error(), http.StatusNotFound)
-		return
-	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		writeError(w, err, errorBody{})
 		return
 	}
 	if stop != nil {
@@ -162,15 +164,11 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	err := s.Backend.Restart(name)
-	switch {
-	case errdefs.IsNotFound(err):
-		http.Error(w, err.Error(), http.StatusNotFound)
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusConflict)
-	default:
-		writeJSON(w, http.StatusAccepted, map[string]string{"restarting": name})
+	if err := s.Backend.Restart(name); err != nil {
+		writeError(w, err, errorBody{})
+		return
 	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"restarting": name})
 }
 
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
@@ -194,10 +192,11 @@ func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Backend.Settings())
 }
 
-// putSettings answers 200 with the document in force once the change is
-// applied; 400 naming the field for an invalid document, 409 for a stale
-// generation (nothing changed in either case); 422 with the engine's own
-// message when the change was refused and rolled back.
+// putSettings answers 200 with the settings in force once the change is
+// applied; otherwise the error's status (400 naming the field, 409 for a
+// stale generation, 503 while booting: nothing changed; 422 when the
+// engine refused the change and it was rolled back), with the settings in
+// force.
 func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
 	if err != nil || len(body) > 1<<20 {
@@ -205,15 +204,14 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := s.Backend.PutSettings(body)
-	var invalid *settings.Invalid
-	switch {
-	case err == nil:
-		writeJSON(w, http.StatusOK, st)
-	case errors.As(err, &invalid):
-		writeJSON(w, http.StatusBadRequest, map[string]any{"message": err.Error(), "field": invalid.Field, "settings": st})
-	case errors.Is(err, settings.ErrStale):
-		writeJSON(w, http.StatusConflict, map[string]any{"message": err.Error(), "settings": st})
-	default:
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"message": err.Error(), "settings": st})
+	if err != nil {
+		var invalid *settings.Invalid
+		eb := errorBody{Settings: &st}
+		if errors.As(err, &invalid) {
+			eb.Field = invalid.Field
+		}
+		writeError(w, err, eb)
+		return
 	}
+	writeJSON(w, http.StatusOK, st)
 }

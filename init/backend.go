@@ -1,7 +1,6 @@
 package initd
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"time"
@@ -37,10 +36,15 @@ func (in *pid1) setState(state, reason string) {
 func (c backend) Status() control.Status { return c.status(true) }
 
 // Health implements control.Backend: Status without the parts /ping does
-// not need (the mount table is read only for /status).
-func (c backend) Health() (string, bool, string) {
+// not need (the mount table is read only for /status). Files the boot
+// could not use are notes: the engine runs, on what replaced them.
+func (c backend) Health() control.Health {
 	st := c.status(false)
-	return st.State, st.Ready, st.Reason
+	h := control.Health{State: st.State, Ready: st.Ready, Reason: st.Reason}
+	for _, r := range st.Recovered {
+		h.Notes = append(h.Notes, r.String())
+	}
+	return h
 }
 
 func (c backend) status(full bool) control.Status {
@@ -68,6 +72,7 @@ func (c backend) status(full bool) control.Status {
 		}
 	}
 	in.mu.Unlock()
+	st.Recovered = in.settings.View().Recovered
 	if ds != nil {
 		st.DataStore = control.DataStore{Dir: ds.Dir, FreeBytes: ds.FreeBytes, LowSpace: ds.LowSpace}
 		// Measured afresh: the store fills while the engine runs. After
@@ -102,9 +107,8 @@ func (c backend) status(full bool) control.Status {
 	if st.State == stateRunning {
 		st.Ready, st.Reason = sup.Health()
 	}
-	in.mu.Lock()
-	st.SettingsGeneration, st.Applying, st.SettingsError = in.settingsState.Generation, in.applying, in.settingsError
-	in.mu.Unlock()
+	set := in.settings.View()
+	st.SettingsGeneration, st.Applying, st.SettingsError = set.Generation, set.Applying, set.LastError
 	if st.Applying != "" {
 		st.Ready, st.Reason = false, "applying settings: "+st.Applying
 	}
@@ -140,7 +144,7 @@ func (c backend) Logs(name string, tail int, follow bool) ([]control.LogLine, <-
 		sup := in.sup
 		in.mu.Unlock()
 		if sup == nil {
-			return nil, nil, nil, fmt.Errorf("%w: %s (the services have not started yet)", errdefs.ErrNotFound, name)
+			return nil, nil, nil, fmt.Errorf("%w: %s: the services have not started yet", errdefs.ErrUnavailable, name)
 		}
 		var err error
 		if ring, err = sup.Logs(name); err != nil {
@@ -180,7 +184,7 @@ func (c backend) Restart(name string) error {
 	sup := c.in.sup
 	c.in.mu.Unlock()
 	if sup == nil {
-		return errors.New("the services have not started yet")
+		return fmt.Errorf("%w: the services have not started yet", errdefs.ErrUnavailable)
 	}
 	return sup.Restart(name)
 }

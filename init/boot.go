@@ -121,14 +121,15 @@ func (in *pid1) mountNamespace() error {
 	root, ds := in.root.Dir, in.ds
 	// The version pack's daemon.json seeds the store before the store's
 	// etc/docker is bound over it.
-	if err := seedDockerConfig(root, ds.Path("etc/docker")); err != nil {
+	pack, err := seedDockerConfig(root, ds.Path("etc/docker"))
+	if err != nil {
 		return err
 	}
 	if err := copyResolvConf(in.cfg.ResolvConf, root, in.log); err != nil {
 		return err
 	}
 	// The stored settings win: dockerd first starts on their daemon.json.
-	if err := in.loadSettings(); err != nil {
+	if err := in.settings.Load(pack); err != nil {
 		return err
 	}
 	if err := in.listDrives(); err != nil {
@@ -180,7 +181,6 @@ func (in *pid1) startServices() error {
 	if err != nil {
 		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
 	}
-	in.ownedKeys = ownedDaemonKeys(defs)
 	sockets := map[string]string{"containerd": containerdSocket}
 	for _, d := range defs {
 		if d.Socket != "" {
@@ -203,7 +203,7 @@ func (in *pid1) startServices() error {
 		LogDir:           innerLogDir,
 		Restart:          cfg.RestartPolicy(),
 		Liveness:         cfg.LivenessTiming(),
-		Settings:         map[string]bool{"kubernetes": in.kubernetes()},
+		Settings:         map[string]bool{"kubernetes": in.settings.KubernetesOn()},
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),
 	}, defs)
@@ -216,6 +216,8 @@ func (in *pid1) startServices() error {
 	in.mu.Lock()
 	in.sup = sup
 	in.mu.Unlock()
+	in.settings.Attach(engine{sup: sup, deadline: cfg.settingsDeadline()}, ownedDaemonKeys(defs))
+	go in.guardDaemonJSON(sup)
 	return nil
 }
 

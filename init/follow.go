@@ -3,12 +3,12 @@ package initd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
@@ -177,7 +177,8 @@ func (in *pid1) applyDrives(msg drivesMessage, trees []*os.File, log *logrus.Ent
 func (l *launcher) mirrorDevices(ctx context.Context, pid int) {
 	log := l.log.WithField("component", "devices")
 	dst := fmt.Sprintf("/proc/%d/root/dev", pid)
-	if err := mounts.WatchDevices(ctx, "/dev", dst, log); err != nil && !strings.Contains(err.Error(), "no such process") {
+	// PID 1 gone (ESRCH) is the end of the boot, not a fault.
+	if err := mounts.WatchDevices(ctx, "/dev", dst, log); err != nil && !errors.Is(err, unix.ESRCH) {
 		log.WithError(err).Warn("devices are not followed")
 	}
 }

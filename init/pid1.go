@@ -77,14 +77,11 @@ type pid1 struct {
 	mounted    []mounts.Mount // what the mounts phase made, for the shutdown
 	switched   bool           // the root is the assembled one
 
-	settingsMu     sync.Mutex // one settings change at a time
-	settingsStore  settings.Store
-	settingsState  settings.Stored
-	baseDaemonJSON map[string]json.RawMessage // daemon.json before any document
-	ownedKeys      map[string]string
-	applying       string // the change being applied, for /ping and /status
-	settingsError  string // the last change rolled back
-	sup            *services.Supervisor
+	sup *services.Supervisor
+
+	// settings owns the settings document and daemon.json, with its own
+	// lock; it answers GET /settings from the first moment.
+	settings *settings.Applier
 }
 
 // Inner is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It
@@ -118,6 +115,13 @@ func PID1(stderr io.Writer) int {
 		reason:  "starting",
 	}
 	in.log.Logger.AddHook(logs.RingHook{Ring: in.ownLog})
+	in.settings = &settings.Applier{
+		Locate:     in.storePath,
+		Shown:      func(rel string) string { return in.ds.Path(rel) },
+		Forced:     forcedDaemonJSON,
+		Kubernetes: cfg.Kubernetes,
+		Log:        in.log.WithField("component", "settings"),
+	}
 	in.reaper = NewReaper(in.log)
 	if conn, err := unixConn(os.NewFile(drivesFD, "drives")); err == nil {
 		go in.followDrives(conn)
@@ -242,19 +246,20 @@ func (in *pid1) loadComponents() {
 }
 
 // seedDockerConfig gives a new data store the version pack's
-// /etc/docker (daemon.json); an existing one keeps the user's.
-func seedDockerConfig(root, dataEtcDocker string) error {
-	entries, err := os.ReadDir(dataEtcDocker)
-	if err != nil || len(entries) > 0 {
-		return err
-	}
-	src := filepath.Join(root, "etc/docker/daemon.json")
-	b, err := os.ReadFile(src)
+// /etc/docker (daemon.json); an existing one keeps the user's. It returns
+// the pack's daemon.json (nil when it has none): what a daemon.json
+// dockerd refuses falls back to when it never accepted one.
+func seedDockerConfig(root, dataEtcDocker string) ([]byte, error) {
+	pack, err := os.ReadFile(filepath.Join(root, "etc/docker/daemon.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("the version pack's daemon.json: %w", err)
 	}
-	return os.WriteFile(filepath.Join(dataEtcDocker, "daemon.json"), b, 0o644)
+	entries, err := os.ReadDir(dataEtcDocker)
+	if err != nil || len(entries) > 0 {
+		return pack, err
+	}
+	return pack, settings.WriteAtomic(filepath.Join(dataEtcDocker, "daemon.json"), pack, 0o644)
 }

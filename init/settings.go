@@ -1,26 +1,21 @@
 package initd
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/services"
-	"github.com/ddinit/ddinit/settings"
-	"github.com/sirupsen/logrus"
 )
 
-// The settings document: stored in the data store, applied at boot before
-// dockerd first starts, and live on PUT /settings — a changed daemon.json
-// restarts dockerd only (live-restore keeps containers running), the
-// kubernetes switch starts or stops its services only, and a change dockerd
-// refuses is rolled back.
+// The settings are the settings applier's (package settings): PID 1 gives
+// it the data store's paths, the supervisor as its engine, and dockerd's
+// first start of the boot to judge its daemon.json by.
 
 // forcedDaemonJSON is what ddinit sets in every daemon.json: live-restore,
 // so that restarting dockerd for a settings change keeps containers
@@ -51,34 +46,6 @@ func ownedDaemonKeys(defs []services.Definition) map[string]string {
 	return owned
 }
 
-// loadSettings reads the stored document (mounts phase, before dockerd
-// starts) and writes the daemon.json dockerd will read.
-func (in *pid1) loadSettings() error {
-	in.settingsStore = settings.Store{Path: in.ds.Path("etc/ddinit/settings.json")}
-	st, err := in.settingsStore.Load()
-	if err != nil {
-		return err
-	}
-	in.settingsState = st
-	daemon := st.Settings.DaemonJSON
-	if daemon == nil {
-		// No document yet: the data store's daemon.json (the pack's, or
-		// what the user put there) stays the base.
-		b, err := os.ReadFile(in.daemonJSONPath())
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("daemon.json: %w", err)
-		}
-		if len(b) > 0 && json.Unmarshal(b, &daemon) != nil {
-			in.log.WithField("path", in.daemonJSONPath()).Warn("daemon.json is not valid JSON; dockerd will say why")
-			return nil
-		}
-	}
-	in.baseDaemonJSON = daemon
-	return in.writeDaemonJSON(daemon)
-}
-
-func (in *pid1) daemonJSONPath() string { return in.storePath("etc/docker/daemon.json") }
-
 // storePath is where a path of the data store is for PID 1 now: in the
 // distro before the root switch, through its bind after it.
 func (in *pid1) storePath(rel string) string {
@@ -95,134 +62,75 @@ func (in *pid1) storePath(rel string) string {
 	return abs
 }
 
-func (in *pid1) writeDaemonJSON(user map[string]json.RawMessage) error {
-	b, err := settings.DaemonJSON(user, forcedDaemonJSON)
-	if err != nil {
+// Settings implements control.Backend.
+func (c backend) Settings() control.Settings { return c.in.settings.View() }
+
+// PutSettings implements control.Backend.
+func (c backend) PutSettings(body []byte) (control.Settings, error) {
+	return c.in.settings.Put(body)
+}
+
+// engine is the supervisor as the settings applier sees it.
+type engine struct {
+	sup      *services.Supervisor
+	deadline time.Duration
+}
+
+func (e engine) Switch(setting string, on bool) { e.sup.Switch(setting, on) }
+
+// RestartDockerd restarts dockerd and waits until it is ready again; the
+// error says why it is not, with dockerd's own last words, when it does
+// not become ready within the deadline or exits on the way.
+func (e engine) RestartDockerd() error {
+	before := dockerdStatus(e.sup)
+	if err := e.sup.Restart("dockerd"); err != nil {
 		return err
 	}
-	if cur, err := os.ReadFile(in.daemonJSONPath()); err == nil && bytes.Equal(cur, b) {
-		return nil // as it is: no write, no sync, on every boot
-	}
-	return settings.WriteAtomic(in.daemonJSONPath(), b, 0o644)
-}
-
-// kubernetes is whether the kubernetes services run: the document's
-// switch, else the config's.
-func (in *pid1) kubernetes() bool {
-	if k := in.settingsState.Settings.Kubernetes; k != nil {
-		return *k
-	}
-	return in.cfg.Kubernetes
-}
-
-// Settings implements control.Backend.
-func (c backend) Settings() control.Settings {
-	in := c.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return control.Settings{Generation: in.settingsState.Generation, Settings: in.settingsState.Settings, Applying: in.applying, LastError: in.settingsError}
-}
-
-// PutSettings implements control.Backend: validate (nothing changes on a
-// bad document), apply what changed, roll back what the engine refuses,
-// and store the document once it is in force.
-func (c backend) PutSettings(body []byte) (control.Settings, error) {
-	in := c.in
-	in.settingsMu.Lock()
-	defer in.settingsMu.Unlock()
-	in.mu.Lock()
-	sup, cur := in.sup, in.settingsState
-	in.mu.Unlock()
-	if sup == nil {
-		return c.Settings(), errors.New("the engine is still booting: try again when /ping answers")
-	}
-	p, err := settings.Parse(body, in.ownedKeys)
-	if err != nil {
-		return c.Settings(), err
-	}
-	next, err := settings.Next(cur, p)
-	if err != nil {
-		return c.Settings(), err
-	}
-	in.settingsStore.Path = in.storePath("etc/ddinit/settings.json")
-	log := in.log.WithFields(logrus.Fields{"component": "settings", "generation": next.Generation})
-	oldDaemon := cur.Settings.DaemonJSON
-	if oldDaemon == nil {
-		oldDaemon = in.baseDaemonJSON
-	}
-	newDaemon := next.Settings.DaemonJSON
-	if newDaemon == nil {
-		newDaemon = oldDaemon // not in the document: left as it is
-	}
-	if !settings.Equal(oldDaemon, newDaemon) {
-		in.setApplying("restarting dockerd")
-		if err := in.writeDaemonJSON(newDaemon); err != nil {
-			in.setApplying("")
-			return c.Settings(), err
-		}
-		if reason := in.restartDockerd(sup); reason != "" {
-			log.WithField("error", reason).Error("dockerd refused the new daemon.json; rolling back")
-			in.setApplying("rolling back: restarting dockerd on the previous daemon.json")
-			if err := in.writeDaemonJSON(oldDaemon); err != nil {
-				log.WithError(err).Error("the previous daemon.json could not be restored")
-			}
-			if again := in.restartDockerd(sup); again != "" {
-				log.WithField("error", again).Error("dockerd does not come back on the previous daemon.json either")
-			}
-			msg := "the change was rolled back: dockerd did not start with it: " + reason
-			in.mu.Lock()
-			in.applying, in.settingsError = "", msg
-			in.mu.Unlock()
-			return c.Settings(), errors.New(msg)
-		}
-	}
-	wasK, isK := in.kubernetes(), in.cfg.Kubernetes
-	if k := next.Settings.Kubernetes; k != nil {
-		isK = *k
-	}
-	if wasK != isK {
-		in.setApplying(fmt.Sprintf("switching kubernetes %s", map[bool]string{true: "on", false: "off"}[isK]))
-		sup.Switch("kubernetes", isK)
-	}
-	if err := in.settingsStore.Save(next); err != nil {
-		in.setApplying("")
-		return c.Settings(), fmt.Errorf("the change is in force but was not stored: %w", err)
-	}
-	in.mu.Lock()
-	in.settingsState, in.applying, in.settingsError = next, "", ""
-	in.mu.Unlock()
-	log.Info("settings applied")
-	return c.Settings(), nil
-}
-
-func (in *pid1) setApplying(what string) {
-	in.mu.Lock()
-	in.applying = what
-	in.mu.Unlock()
-}
-
-// restartDockerd restarts dockerd and waits until it is ready again; it
-// returns why it is not, with dockerd's own last words, when it does not
-// become ready within the deadline or exits on the way.
-func (in *pid1) restartDockerd(sup *services.Supervisor) string {
-	before := dockerdStatus(sup)
-	if err := sup.Restart("dockerd"); err != nil {
-		return err.Error()
-	}
-	deadline := time.Now().Add(in.cfg.settingsDeadline())
-	for time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		st := dockerdStatus(sup)
-		if st.Ready && st.PID != before.PID {
-			return ""
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), e.deadline)
+	defer cancel()
+	st, err := e.sup.Await(ctx, "dockerd", func(st services.Status) bool {
 		// A restart asked for records no exit: any exit now is the new
 		// dockerd's, refusing to run.
-		if st.LastExit != nil && st.LastExit != before.LastExit {
-			return lastWords(st.LastExit)
+		return st.Ready && st.PID != before.PID || st.LastExit != nil && st.LastExit != before.LastExit
+	})
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("dockerd was not ready within %s", e.deadline)
+	case err != nil:
+		return err
+	case !st.Ready:
+		return errors.New(lastWords(st.LastExit))
+	}
+	return nil
+}
+
+// guardDaemonJSON watches dockerd's first start of the boot: ready, its
+// daemon.json is kept as the last one accepted; ended before it was ever
+// ready on a daemon.json it never accepted, that file is kept aside and
+// dockerd started again at once on the last one it did. Once only: a
+// dockerd that fails on that too is the restart policy's, and says why in
+// /status.
+func (in *pid1) guardDaemonJSON(sup *services.Supervisor) {
+	st, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool {
+		return st.Ready || st.LastExit != nil
+	})
+	if err != nil {
+		return // stopping, or a pack without dockerd
+	}
+	if !st.Ready {
+		if !in.settings.RefusedAtBoot(lastWords(st.LastExit)) {
+			return
+		}
+		if err := sup.Restart("dockerd"); err != nil {
+			in.log.WithError(err).Warn("dockerd not restarted after its daemon.json was rolled back")
+		}
+		// Ready on the file rolled back to (the restart policy's backoff
+		// may have started a run on the refused one in between).
+		if _, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool { return st.Ready }); err != nil {
+			return
 		}
 	}
-	return fmt.Sprintf("dockerd was not ready within %s", in.cfg.settingsDeadline())
+	in.settings.Accepted()
 }
 
 func dockerdStatus(sup *services.Supervisor) services.Status {

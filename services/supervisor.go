@@ -166,6 +166,33 @@ func (s *Supervisor) Health() (bool, string) {
 	return true, ""
 }
 
+// Await blocks until the status of the service name satisfies cond
+// (asked again on every change of any state) and returns it. It fails
+// with errdefs not found for no such service, unavailable when the
+// supervisor stops first, and ctx's error when ctx ends first.
+func (s *Supervisor) Await(ctx context.Context, name string, cond func(Status) bool) (Status, error) {
+	svc := s.find(name)
+	if svc == nil {
+		return Status{}, fmt.Errorf("%w: no service named %s", errdefs.ErrNotFound, name)
+	}
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		s.mu.Unlock()
+		st := svc.status()
+		if cond(st) {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-s.stopAll:
+			return st, fmt.Errorf("%w: the services are stopping", errdefs.ErrUnavailable)
+		case <-ctx.Done():
+			return st, ctx.Err()
+		}
+	}
+}
+
 // ContainerdStatus is containerd's state, pid, restarts and last exit.
 func (s *Supervisor) ContainerdStatus() Status { return s.ctrd.status() }
 
@@ -197,7 +224,7 @@ func (s *Supervisor) Restart(name string) error {
 		return fmt.Errorf("%w: no service named %s", errdefs.ErrNotFound, name)
 	}
 	if st := svc.status(); st.State == StateDisabled {
-		return fmt.Errorf("service %s is disabled: %s", name, st.Reason)
+		return fmt.Errorf("%w: service %s is disabled: %s", errdefs.ErrFailedPrecondition, name, st.Reason)
 	}
 	select {
 	case svc.restart <- struct{}{}:

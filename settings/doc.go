@@ -1,9 +1,15 @@
-// Package settings owns the settings document the Windows frontend pushes
-// to ddinit: its fields, its validation (before anything changes), its
-// generations (a writer that read a stale one is refused) and its
-// persistence in the data store, written atomically so that a crash
-// leaves the old document or the new one, never half of one.
+// Package settings owns the settings the Windows frontend pushes to
+// ddinit and the daemon.json dockerd reads: the document's fields, its
+// validation (before anything changes), its generations (a writer that
+// read a stale one is refused), its persistence in the data store
+// (written atomically, with a copy of the last good document), and the
+// Applier: one owner, with its own lock, that loads them at boot (a file
+// it cannot use is kept aside and the last good one used, never a failed
+// boot), applies a change at a time and rolls back what dockerd refuses,
+// live or at boot.
 //
-// It must not apply anything: PID 1 decides what a change restarts, and
-// rolls back a change the engine refuses.
+// It must not know the supervisor: it reaches the engine only through the
+// Engine interface (restart dockerd, switch a setting's services), and
+// the data store only through the paths PID 1 gives it. Its errors carry
+// their kind (errdefs, errkind); it maps none to HTTP.
 package settings

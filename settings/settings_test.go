@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 var owned = map[string]string{"hosts": "ddinit gives dockerd --host", "data-root": "ddinit gives dockerd --data-root"}
@@ -19,10 +22,15 @@ func TestParseRefusesWhatItCannotApply(t *testing.T) {
 		`{"kubernetes": "yes"}`:                  "kubernetes",
 		`{"daemonJSON": []}`:                     "daemonJSON",
 		`{"generation": 1} {"generation": 2}`:    "(document)",
+		`null`:                                   "(document)",
+		`[]`:                                     "(document)",
+		``:                                       "(document)",
+		`{"generation": "1"}`:                    "generation",
+		`{"b": 1, "a": 2}`:                       "a",
 	} {
 		_, err := Parse([]byte(body), owned)
 		var inv *Invalid
-		if !errors.As(err, &inv) || inv.Field != field {
+		if !errors.As(err, &inv) || inv.Field != field || !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: %v, want the field %s named", body, err, field)
 		}
 	}
@@ -34,9 +42,9 @@ func TestParseRefusesWhatItCannotApply(t *testing.T) {
 
 func TestGenerationsAndStore(t *testing.T) {
 	s := Store{Path: filepath.Join(t.TempDir(), "settings.json")}
-	cur, err := s.Load()
-	if err != nil || cur.Generation != 0 {
-		t.Fatalf("nothing stored: %+v %v", cur, err)
+	cur, rec := s.Load(time.Now())
+	if rec != nil || cur.Generation != 0 {
+		t.Fatalf("nothing stored: %+v %v", cur, rec)
 	}
 	yes := true
 	next, err := Next(cur, Put{Generation: 0, Document: Document{Kubernetes: &yes}})
@@ -46,15 +54,15 @@ func TestGenerationsAndStore(t *testing.T) {
 	if err := s.Save(next); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Next(next, Put{Generation: 0}); !errors.Is(err, ErrStale) || !strings.Contains(err.Error(), "current one is 1") {
+	if _, err := Next(next, Put{Generation: 0}); !errors.Is(err, ErrStale) || !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "current one is 1") {
 		t.Fatalf("a stale writer: %v", err)
 	}
-	back, err := s.Load()
-	if err != nil || back.Generation != 1 || !*back.Settings.Kubernetes {
-		t.Fatalf("stored: %+v %v", back, err)
+	back, rec := s.Load(time.Now())
+	if rec != nil || back.Generation != 1 || !*back.Settings.Kubernetes {
+		t.Fatalf("stored: %+v %v", back, rec)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(s.Path))
-	if len(entries) != 1 {
+	if len(entries) != 2 { // the document and its last good copy
 		t.Fatalf("temporary files left: %v", entries)
 	}
 }
