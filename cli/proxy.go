@@ -29,11 +29,15 @@ func runProxy(env *Env, args []string) error {
 	shared := fs.String("wsl-shared", initd.DefaultWSLShared, "the tmpfs all distros share")
 	engine := fs.String("engine", "", "the engine's shared socket (default <wsl-shared>/"+initd.SharedSocketsDir+"/docker.sock)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	grace := fs.Duration("bind-grace", distroproxy.SweepGrace, "how long a bind is kept for a create that has not named its container yet")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *distro == "" || filepath.Base(*distro) != *distro || *distro == ".." {
+	if *distro == "" {
 		return usagef("--distro: the WSL distro's name is needed (WSL sets $WSL_DISTRO_NAME)")
+	}
+	if err := distroproxy.ValidDistro(*distro); err != nil {
+		return usagef("--distro: %v", err)
 	}
 	if *engine == "" {
 		*engine = filepath.Join(*shared, initd.SharedSocketsDir, "docker.sock")
@@ -47,7 +51,7 @@ func runProxy(env *Env, args []string) error {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", *engine)
 	}
-	binds := &distroproxy.Binds{Distro: *distro, Shared: *shared, Log: log}
+	binds := &distroproxy.Binds{Distro: *distro, Shared: *shared, Log: log, Grace: *grace}
 	follower := &distroproxy.Follower{Binds: binds, Log: log, Engine: dockerproxy.NewEngine(dialEngine)}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
@@ -58,9 +62,8 @@ func runProxy(env *Env, args []string) error {
 	}
 	defer svc.Close()
 	go binds.ServeBinds(svc)
-	if err := follower.Recover(ctx); err != nil {
-		log.WithError(err).Warn("the binds of existing containers were not made again (is ddinit running?)")
-	}
+	// Follow makes the existing containers' binds again whenever the
+	// engine answers: now, or once ddinit is up.
 	go follower.Follow(ctx)
 	// root and the distro's docker group, 0660, as Docker Engine on Linux.
 	gid := 0

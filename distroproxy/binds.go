@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
 
 // Where things are: under the shared tmpfs, and inside the engine.
@@ -28,24 +27,71 @@ const (
 	LabelBinds = "io.ddinit.proxy.binds"
 )
 
+// SweepGrace is how long a bind is kept from the moment it is handed out
+// with no container using it: long enough for the create it was made for
+// to be answered and the engine's create event to name its container.
+const SweepGrace = time.Minute
+
 // Binds makes and tracks one distro's binds into the shared tmpfs.
 type Binds struct {
-	Distro string // the WSL distro's name
+	Distro string // the WSL distro's name (ValidDistro)
 	Shared string // the tmpfs every distro shares (/mnt/wsl)
 	Log    logrus.FieldLogger
+	// Grace is how long a bind handed out is kept for its container
+	// (SweepGrace when zero).
+	Grace time.Duration
 
 	mu   sync.Mutex
 	made map[string]*bind // by id
 }
 
 type bind struct {
-	source string
+	source string          // as the client sent it
 	users  map[string]bool // containers that use it
-	idle   time.Time       // since when nobody uses it
+	// holds counts the creates it was handed out for whose container has
+	// not been named yet; handedOut is the last time.
+	holds     int
+	handedOut time.Time
 }
 
-// dir is this distro's folder in the shared tmpfs.
-func (b *Binds) dir() string { return filepath.Join(b.Shared, BindsDir, b.Distro) }
+// idle reports whether nothing keeps the bind: no container uses it and
+// no create it was handed out for is pending (or the grace has passed).
+func (bd *bind) idle(grace time.Duration) bool {
+	return len(bd.users) == 0 && (bd.holds == 0 || time.Since(bd.handedOut) >= grace)
+}
+
+// ValidDistro checks a WSL distro's name before it names a folder: not
+// empty, not . or .., no slash.
+func ValidDistro(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`+"\x00") {
+		return fmt.Errorf("%q is not a WSL distro's name", name)
+	}
+	return nil
+}
+
+func (b *Binds) grace() time.Duration {
+	if b.Grace > 0 {
+		return b.Grace
+	}
+	return SweepGrace
+}
+
+// folder holds this distro's folder in the shared tmpfs, made when
+// missing, every component resolved without following a symlink. It is
+// opened afresh each time: WSL empties the tmpfs when it restarts.
+func (b *Binds) folder() (*mounts.Dir, error) {
+	shared, err := mounts.OpenDir(b.Shared)
+	if err != nil {
+		return nil, err
+	}
+	defer shared.Close()
+	all, err := shared.Sub(BindsDir)
+	if err != nil {
+		return nil, err
+	}
+	defer all.Close()
+	return all.Sub(b.Distro)
+}
 
 // enginePath is where the engine sees the bind id.
 func (b *Binds) enginePath(id string) string { return filepath.Join(EngineBinds, b.Distro, id) }
@@ -68,23 +114,68 @@ func (b *Binds) Translate(src string, kind dockerproxy.SourceKind) (string, bool
 	return dst, err == nil, err
 }
 
+// BindPolicy decides whether the resolved source real may be bound into
+// the shared tmpfs shared, and what must be left out of it: a source
+// inside the shared tmpfs may not (binding it into itself would repeat it,
+// and every bind made there, in every distro); one that contains it is
+// bound without it (skip). Both paths are clean and absolute, symlinks
+// resolved.
+func BindPolicy(real, shared string) (skip []string, err error) {
+	if mounts.Within(real, shared) {
+		return nil, fmt.Errorf("%w: %s is inside %s, the tmpfs every WSL distro shares: binding it would copy every bind made there into every distro; bind a folder outside it", errdefs.ErrInvalidArgument, real, shared)
+	}
+	if mounts.Within(shared, real) {
+		return []string{shared}, nil
+	}
+	return nil, nil
+}
+
+// resolve is source with every symlink of its existing part resolved,
+// and the part that does not exist yet (missing) as it was.
+func resolve(source string) (real string, missing bool, err error) {
+	existing, rest := source, ""
+	for {
+		r, err := filepath.EvalSymlinks(existing)
+		if err == nil {
+			return filepath.Join(r, rest), rest != "", nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || existing == "/" {
+			return "", false, fmt.Errorf("bind source %s: %w", source, err)
+		}
+		rest = filepath.Join(filepath.Base(existing), rest)
+		existing = filepath.Dir(existing)
+	}
+}
+
 // Ensure makes the bind of source (or finds it made) and returns where
 // the engine sees it. A missing source is created when create is set
-// (docker run -v does so on Linux) and an error otherwise.
+// (docker run -v does so on Linux) and an error otherwise. The bind
+// counts as used until its container's create event names the container,
+// or until the grace has passed.
 func (b *Binds) Ensure(source string, create bool) (string, error) {
+	if !filepath.IsAbs(source) {
+		return "", fmt.Errorf("%w: bind source %s: not an absolute path", errdefs.ErrInvalidArgument, source)
+	}
 	source = filepath.Clean(source)
-	st, err := os.Stat(source)
-	if errors.Is(err, os.ErrNotExist) && create {
-		if err := os.MkdirAll(source, 0o755); err != nil {
+	real, missing, err := resolve(source)
+	if err != nil {
+		return "", err
+	}
+	shared, err := filepath.EvalSymlinks(b.Shared)
+	if err != nil {
+		shared = filepath.Clean(b.Shared)
+	}
+	skip, err := BindPolicy(real, shared)
+	if err != nil {
+		return "", err
+	}
+	if missing && !create {
+		return "", fmt.Errorf("%w: invalid mount config for type \"bind\": bind source path does not exist: %s", errdefs.ErrInvalidArgument, source)
+	}
+	if missing {
+		if err := os.MkdirAll(real, 0o755); err != nil {
 			return "", fmt.Errorf("create the bind source %s: %w", source, err)
 		}
-		st, err = os.Stat(source)
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("invalid mount config for type \"bind\": bind source path does not exist: %s", source)
-	}
-	if err != nil {
-		return "", fmt.Errorf("bind source %s: %w", source, err)
 	}
 	key := id(source)
 	b.mu.Lock()
@@ -92,54 +183,50 @@ func (b *Binds) Ensure(source string, create bool) (string, error) {
 	if b.made == nil {
 		b.made = map[string]*bind{}
 	}
-	if _, ok := b.made[key]; ok {
+	if bd, ok := b.made[key]; ok {
+		bd.holds, bd.handedOut = bd.holds+1, time.Now()
 		return b.enginePath(key), nil
 	}
-	point := filepath.Join(b.dir(), key)
-	if !mountedAt(point) {
-		if err := makePoint(point, st.IsDir()); err != nil {
+	dir, err := b.folder()
+	if err != nil {
+		return "", fmt.Errorf("the distro's binds folder: %w", err)
+	}
+	defer dir.Close()
+	if !dir.MountedAt(key) {
+		table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
+		if err != nil {
 			return "", err
 		}
-		if err := unix.Mount(source, point, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			os.Remove(point) // the empty point just made; the bind error is what matters
+		n, skipped, err := dir.BindTree(real, key, table, skip)
+		if err != nil {
 			return "", fmt.Errorf("bind %s for the engine: %w", source, err)
 		}
-		b.Log.WithFields(logrus.Fields{"source": source, "bind": key}).Info("bound for the engine")
+		log := b.Log.WithFields(logrus.Fields{"source": source, "bind": key, "mounts": n})
+		if real != source {
+			log = log.WithField("resolved", real)
+		}
+		if len(skip) > 0 {
+			log = log.WithField("leftOut", skip)
+		}
+		for _, e := range skipped {
+			log.WithError(e).Debug("a mount below the source is not in the bind")
+		}
+		log.Info("bound for the engine")
 	}
-	b.made[key] = &bind{source: source, users: map[string]bool{}, idle: time.Now()}
+	b.made[key] = &bind{source: source, users: map[string]bool{}, holds: 1, handedOut: time.Now()}
 	return b.enginePath(key), nil
 }
 
-func makePoint(point string, dir bool) error {
-	if err := os.MkdirAll(filepath.Dir(point), 0o755); err != nil {
-		return fmt.Errorf("bind point %s: %w", point, err)
-	}
-	if dir {
-		if err := os.Mkdir(point, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("bind point %s: %w", point, err)
-		}
-		return nil
-	}
-	f, err := os.OpenFile(point, os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("bind point %s: %w", point, err)
-	}
-	return f.Close()
-}
-
-func mountedAt(point string) bool {
-	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
-	return err == nil && slices.ContainsFunc(table, func(m mounts.MountInfo) bool { return m.Point == point })
-}
-
 // Use records that container uses the binds among engine paths (those of
-// this distro; others are ignored).
+// this distro; others are ignored): the create one was handed out for
+// has named its container.
 func (b *Binds) Use(container string, enginePaths []string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, p := range enginePaths {
-		if bd, ok := b.made[b.ownID(p)]; ok {
+		if bd, ok := b.made[b.ownID(p)]; ok && !bd.users[container] {
 			bd.users[container] = true
+			bd.holds = max(bd.holds-1, 0)
 		}
 	}
 }
@@ -153,44 +240,48 @@ func (b *Binds) ownID(enginePath string) string {
 	return rel
 }
 
-// Forget records that container is gone and takes down the binds no
-// container uses any more.
+// Forget records that container is gone and takes down the binds nothing
+// keeps any more: one handed out for a create whose container is not
+// named yet stays (until the grace has passed).
 func (b *Binds) Forget(container string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for key, bd := range b.made {
 		if bd.users[container] {
 			delete(bd.users, container)
-			if len(bd.users) == 0 {
+			if bd.idle(b.grace()) {
 				b.takeDown(key)
 			}
 		}
 	}
 }
 
-// Sweep takes down the binds no container has used for at least grace:
-// made for a create that failed, or for one from Windows that never came.
-func (b *Binds) Sweep(grace time.Duration) {
+// Sweep takes down the binds no container uses, handed out longer than
+// the grace ago: made for a create that failed, or for one from Windows
+// that never came.
+func (b *Binds) Sweep() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for key, bd := range b.made {
-		if len(bd.users) == 0 && time.Since(bd.idle) >= grace {
+		if len(bd.users) == 0 && time.Since(bd.handedOut) >= b.grace() {
 			b.takeDown(key)
 		}
 	}
 }
 
-// takeDown unmounts and removes the bind point key, under b.mu. Only this
-// distro's own bind points, which it made: never anything else under the
-// shared tmpfs.
+// takeDown unmounts and removes the bind point key, under b.mu: only
+// this distro's own bind points, resolved without following a symlink.
 func (b *Binds) takeDown(key string) {
 	bd := b.made[key]
-	point := filepath.Join(b.dir(), key)
-	if err := unix.Unmount(point, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+	dir, err := b.folder()
+	if err == nil {
+		err = dir.Unbind(key)
+		dir.Close()
+	}
+	if err != nil {
 		b.Log.WithError(err).WithField("bind", key).Warn("bind not taken down")
 		return
 	}
-	os.Remove(point) // an empty point left behind costs nothing; the unmount mattered
 	delete(b.made, key)
 	b.Log.WithFields(logrus.Fields{"source": bd.source, "bind": key}).Info("bind taken down: no container uses it")
 }

@@ -10,6 +10,8 @@
 // \\wsl$\<distro>\… paths sent from Windows reach the same binds.
 //
 // It must never unmount or remove anything but the binds it made, under
-// its own distro's folder: a propagated unmount under the shared tmpfs
-// reaches every distro.
+// its own distro's folder, nor bind the shared tmpfs into itself: a
+// propagated mount or unmount under the shared tmpfs reaches every
+// distro. What may be bound is BindPolicy's to say; the mounts are made by
+// package mounts, never following a symlink.
 package distroproxy

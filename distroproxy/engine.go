@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,10 +21,6 @@ type Follower struct {
 	Log    logrus.FieldLogger
 }
 
-// SweepGrace is how long a bind nobody uses is kept: long enough for the
-// create it was made for to be answered.
-const SweepGrace = time.Minute
-
 // boundPaths is a container's label: engine path → source sent.
 func boundPaths(label string) map[string]string {
 	var m map[string]string
@@ -32,10 +29,23 @@ func boundPaths(label string) map[string]string {
 	return m
 }
 
+// distroPath is the path in this distro a label's source names: the
+// distro's own absolute path, or a \\wsl$\<this distro>\… path sent from
+// Windows; ok false for anything else (another distro's, a drive's).
+func (b *Binds) distroPath(src string) (string, bool) {
+	if distro, path, ok := parseWSLPath(src); ok {
+		return path, strings.EqualFold(distro, b.Distro)
+	}
+	return src, filepath.IsAbs(src)
+}
+
 // Recover makes again the binds this distro's containers need (after WSL
-// restarted, the shared tmpfs is empty) and then starts the containers
-// whose start failed for want of them: those the engine would have
-// restarted by their restart policy.
+// restarted, the shared tmpfs is empty; after the proxy restarted, it does
+// not know them) and then starts the containers whose start failed for
+// want of them: those the engine would have restarted by their restart
+// policy. A label whose bind id does not match its source is not trusted.
+// It runs whenever the engine's events open: at the proxy's start and each
+// time the engine comes back.
 func (f *Follower) Recover(ctx context.Context) error {
 	filters := url.QueryEscape(`{"label":["` + LabelBinds + `"]}`)
 	var list []struct {
@@ -46,13 +56,23 @@ func (f *Follower) Recover(ctx context.Context) error {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range list {
+		log := f.Log.WithField("container", short(c.ID))
 		var paths []string
+		complete := true
 		for dst, src := range boundPaths(c.Labels[LabelBinds]) {
-			if f.Binds.ownID(dst) == "" {
+			key := f.Binds.ownID(dst)
+			if key == "" {
+				continue // another distro's, or a drive's
+			}
+			path, ok := f.Binds.distroPath(src)
+			if !ok || id(filepath.Clean(path)) != key {
+				log.WithFields(logrus.Fields{"bind": dst, "source": src}).Warn("a container's label does not match its bind: not made again")
+				complete = false
 				continue
 			}
-			if _, err := f.Binds.Ensure(src, true); err != nil {
-				f.Log.WithError(err).WithField("container", c.ID[:12]).Warn("a bind cannot be made again")
+			if _, err := f.Binds.Ensure(path, true); err != nil {
+				log.WithError(err).Warn("a bind cannot be made again")
+				complete = false
 				continue
 			}
 			paths = append(paths, dst)
@@ -61,6 +81,9 @@ func (f *Follower) Recover(ctx context.Context) error {
 			continue
 		}
 		f.Binds.Use(c.ID, paths)
+		if !complete {
+			continue // started without all its binds, it would see empty folders
+		}
 		var state struct {
 			State struct {
 				Running bool   `json:"Running"`
@@ -81,33 +104,49 @@ func (f *Follower) Recover(ctx context.Context) error {
 		}
 		code, err := f.Engine.Post(ctx, "/containers/"+c.ID+"/start")
 		if err != nil {
-			f.Log.WithError(err).WithField("container", c.ID[:12]).Warn("container not started again")
+			log.WithError(err).Warn("container not started again")
 			continue
 		}
-		f.Log.WithFields(logrus.Fields{"container": c.ID[:12], "status": code}).Info("started again now that its binds exist")
+		log.WithField("status", code).Info("started again now that its binds exist")
 	}
 	return nil
 }
 
-// Follow tracks containers being created and destroyed, and takes down
-// the binds none uses, until ctx ends.
+func short(id string) string { return id[:min(len(id), 12)] }
+
+// Follow makes the binds again whenever the engine comes back (Recover),
+// tracks containers being created and destroyed, and takes down the binds
+// none uses, until ctx ends.
 func (f *Follower) Follow(ctx context.Context) {
+	grace := f.Binds.grace()
 	go func() {
-		tick := time.NewTicker(10 * time.Second)
+		tick := time.NewTicker(min(max(grace/6, time.Second), 10*time.Second))
 		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				f.Binds.Sweep(SweepGrace)
+				f.Binds.Sweep()
 			}
 		}
 	}()
 	for delay := 100 * time.Millisecond; ctx.Err() == nil; delay = min(delay*2, 5*time.Second) {
-		err := f.events(ctx)
+		opened := false
+		err := f.events(ctx, func() error {
+			opened = true
+			// Subscribed first: a container created while Recover runs
+			// is still seen.
+			if err := f.Recover(ctx); err != nil {
+				f.Log.WithError(err).Warn("the binds of existing containers were not made again")
+			}
+			return nil
+		})
 		if ctx.Err() != nil {
 			return
+		}
+		if opened {
+			delay = 100 * time.Millisecond
 		}
 		f.Log.WithError(err).Debug("engine events ended; following again")
 		select {
@@ -117,8 +156,8 @@ func (f *Follower) Follow(ctx context.Context) {
 	}
 }
 
-func (f *Follower) events(ctx context.Context) error {
-	return f.Engine.Events(ctx, `{"type":["container"],"event":["create","destroy"]}`, nil, func(ev dockerproxy.Event) {
+func (f *Follower) events(ctx context.Context, opened func() error) error {
+	return f.Engine.Events(ctx, `{"type":["container"],"event":["create","destroy"]}`, opened, func(ev dockerproxy.Event) {
 		switch ev.Action {
 		case "create":
 			var paths []string

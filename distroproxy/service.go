@@ -3,6 +3,7 @@ package distroproxy
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/dockerproxy"
 )
 
@@ -46,37 +48,56 @@ func (b *Binds) ServeBinds(l net.Listener) error {
 		}
 		src, err := b.Ensure(req.Path, req.Create)
 		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
+			w.WriteHeader(http.StatusBadRequest) // the caller's create is refused with the message
 			json.NewEncoder(w).Encode(bindAnswer{Message: err.Error()})
 			return
 		}
 		json.NewEncoder(w).Encode(bindAnswer{Source: src})
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	return srv.Serve(l)
 }
 
 // WSLPaths maps \\wsl$\<distro>\… and \\wsl.localhost\<distro>\… sources
-// sent from Windows by asking that distro's proxy for the bind.
+// sent from Windows by asking that distro's proxy for the bind, over one
+// client whose idle connections are closed.
 type WSLPaths struct {
-	Shared string // the shared tmpfs, where the proxies' sockets are
+	shared string
+	client *http.Client
+}
+
+// NewWSLPaths asks the proxies whose sockets are in the shared tmpfs.
+func NewWSLPaths(shared string) *WSLPaths {
+	w := &WSLPaths{shared: shared}
+	w.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		// The request's host is the distro's name, hex-encoded: any name
+		// WSL allows makes a valid host.
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
+			name, err := hex.DecodeString(host)
+			if err != nil {
+				return nil, fmt.Errorf("bind service host %q: %w", host, err)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", ServiceSocket(w.shared, string(name)))
+		},
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     30 * time.Second,
+	}}
+	return w
 }
 
 // Translate implements dockerproxy.Translator.
-func (w WSLPaths) Translate(src string, kind dockerproxy.SourceKind) (string, bool, error) {
+func (w *WSLPaths) Translate(src string, kind dockerproxy.SourceKind) (string, bool, error) {
 	distro, path, ok := parseWSLPath(src)
 	if !ok {
 		return "", false, nil
 	}
-	sock := ServiceSocket(w.Shared, distro)
-	client := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
+	if err := ValidDistro(distro); err != nil {
+		return "", false, fmt.Errorf("%w: %s: %v", errdefs.ErrInvalidArgument, src, err)
+	}
 	body, _ := json.Marshal(bindRequest{Path: path, Create: kind == dockerproxy.FromBinds})
-	resp, err := client.Post("http://proxy/binds", "application/json", bytes.NewReader(body))
+	resp, err := w.client.Post("http://"+hex.EncodeToString([]byte(distro))+"/binds", "application/json", bytes.NewReader(body))
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 		return "", false, fmt.Errorf("%s is in the WSL distro %q, whose docker proxy is not running: turn on WSL integration for it (or check the name)", src, distro)
 	}
@@ -90,6 +111,10 @@ func (w WSLPaths) Translate(src string, kind dockerproxy.SourceKind) (string, bo
 	}
 	if resp.StatusCode != http.StatusOK {
 		return "", false, fmt.Errorf("%s: %s", src, a.Message)
+	}
+	// The answer is trusted only as one of that distro's binds.
+	if b := (&Binds{Distro: distro}); b.ownID(a.Source) == "" || len(b.ownID(a.Source)) != 16 {
+		return "", false, fmt.Errorf("%s: the docker proxy of %q answered %q, which is not one of its binds", src, distro, a.Source)
 	}
 	return a.Source, true, nil
 }

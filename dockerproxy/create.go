@@ -105,6 +105,18 @@ func RewriteCreate(body []byte, translate Translator, label string) ([]byte, err
 				return nil, fmt.Errorf("Labels is not a JSON object: %w", err)
 			}
 		}
+		// A create that passed another proxy first (a distro's, then the
+		// shared socket's) keeps what that one rewrote too.
+		var before string
+		if json.Unmarshal(labels[label], &before) == nil {
+			var earlier map[string]string
+			json.Unmarshal([]byte(before), &earlier) // not a proxy's: nothing to keep
+			for dst, src := range earlier {
+				if _, ok := rewritten[dst]; !ok {
+					rewritten[dst] = src
+				}
+			}
+		}
 		value, _ := json.Marshal(rewritten)
 		labels[label], _ = json.Marshal(string(value))
 		top["Labels"], _ = json.Marshal(labels)

@@ -113,3 +113,38 @@ func TestRewriteCreateLabelsWhatItRewrote(t *testing.T) {
 		t.Fatalf("labels: %v", got.Labels)
 	}
 }
+
+// A create that passes two proxies (a distro's, then the shared socket's)
+// keeps both rewrites in its label.
+func TestLabelMergedAcrossProxies(t *testing.T) {
+	distro := func(src string, _ SourceKind) (string, bool, error) {
+		if strings.HasPrefix(src, "/home/") {
+			return "/run/desktop/bind-mounts/Ubuntu/aaaa", true, nil
+		}
+		return "", false, nil
+	}
+	windows := func(src string, _ SourceKind) (string, bool, error) {
+		if strings.HasPrefix(src, `C:\`) {
+			return "/run/desktop/mnt/host/c/x", true, nil
+		}
+		return "", false, nil
+	}
+	body := []byte(`{"Image":"i","Labels":{"keep":"me"},"HostConfig":{"Binds":["/home/me/p:/a","C:\\x:/b"]}}`)
+	once, err := RewriteCreate(body, distro, "io.ddinit.proxy.binds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := RewriteCreate(once, windows, "io.ddinit.proxy.binds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Labels map[string]string }
+	if err := json.Unmarshal(twice, &got); err != nil {
+		t.Fatal(err)
+	}
+	var binds map[string]string
+	json.Unmarshal([]byte(got.Labels["io.ddinit.proxy.binds"]), &binds)
+	if got.Labels["keep"] != "me" || binds["/run/desktop/bind-mounts/Ubuntu/aaaa"] != "/home/me/p" || binds["/run/desktop/mnt/host/c/x"] != `C:\x` {
+		t.Fatalf("labels after two proxies: %v", got.Labels)
+	}
+}

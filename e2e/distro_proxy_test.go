@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,27 +68,45 @@ func (d *userDistro) shErr(script string) (string, error) {
 
 // startProxy runs `ddinit proxy` in the distro from the copy ddinit put
 // in the shared tmpfs, and waits for the distro's docker socket.
-func (d *userDistro) startProxy(shared string) func() {
+func (d *userDistro) startProxy(shared string, extra ...string) func() {
 	d.t.Helper()
 	bin := filepath.Join(shared, "docker-desktop", "ddinit")
-	// ddinit publishes it once its boot has settled.
-	within(d.t, 10*time.Second, "ddinit's copy in the shared tmpfs", func() bool { return exists(bin) })
+	if staticBinary(d.t) {
+		// ddinit publishes it once its boot has settled.
+		within(d.t, 10*time.Second, "ddinit's copy in the shared tmpfs", func() bool { return exists(bin) })
+	} else {
+		// A dynamic build (-race) publishes no copy: the distros here
+		// share the machine's libraries, so the build itself runs.
+		bin = binary
+	}
+	stop, _ := d.runProxy(bin, shared, true, extra...)
+	return stop
+}
+
+// runProxy runs `ddinit proxy` from bin in the distro; with waitEngine it
+// returns once docker answers through the distro's socket, else once the
+// socket is there. It returns how to stop it and its pid.
+func (d *userDistro) runProxy(bin, shared string, waitEngine bool, extra ...string) (func(), int) {
+	d.t.Helper()
 	var log syncBuffer
-	cmd := d.command(bin, "proxy", "--distro", d.name, "--wsl-shared", shared, "--log-level", "debug")
+	cmd := d.command(append([]string{bin, "proxy", "--distro", d.name, "--wsl-shared", shared, "--log-level", "debug"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
+	var once sync.Once
 	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
 	}
 	d.t.Cleanup(func() {
 		stop()
@@ -95,13 +115,19 @@ func (d *userDistro) startProxy(shared string) func() {
 		}
 	})
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := d.shErr("docker version"); err == nil {
-			return stop
+		if waitEngine {
+			if _, err := d.shErr("docker version"); err == nil {
+				break
+			}
+		} else if exists(fmt.Sprintf("/proc/%d/root/run/docker.sock", d.pid)) {
+			break
 		}
 		if time.Now().After(deadline) {
 			d.t.Fatalf("the distro's docker socket does not answer:\n%s", log.String())
 		}
 	}
+	// nsenter execs the proxy: the pid is the proxy's.
+	return stop, cmd.Process.Pid
 }
 
 // bindsLeft lists the mounts under the shared tmpfs's binds folder.
@@ -274,4 +300,20 @@ func atoi(s string) int {
 	var n int
 	fmt.Sscan(s, &n)
 	return n
+}
+
+// staticBinary reports whether the ddinit under test needs no dynamic
+// loader (make build's does; the -race build does not).
+func staticBinary(t *testing.T) bool {
+	f, err := elf.Open(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
 }

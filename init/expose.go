@@ -147,7 +147,7 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	// Windows paths: the drives, and the distros' files (\\wsl$\<distro>\…)
 	// through that distro's proxy; the containers are labelled with what
 	// was bound, so that proxy keeps its binds while they exist.
-	wsl := distroproxy.WSLPaths{Shared: l.cfg.WSLShared}
+	wsl := distroproxy.NewWSLPaths(l.cfg.WSLShared)
 	p := &dockerproxy.Proxy{Dial: dial, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Log: log}
 	l.mu.Lock()
 	if l.publisher != nil {

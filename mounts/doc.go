@@ -1,9 +1,13 @@
 // Package mounts owns ddinit's mount plans outside the root filesystem
 // itself: the data store (the docker-desktop-data distro's root: its
-// checks, its layout), the Windows drives, and the one table of binds from
-// the distro into the namespace (DistroBinds: after the root switch, the
-// only places where the namespace reaches the distro's file systems), and
-// with them how they are taken down again.
+// checks, its layout), the Windows drives, the one table of binds from
+// the distro into the namespace (Plan: after the root switch, the only
+// places where the namespace reaches the distro's file systems), and with
+// them how they are taken down again; and the binds of a tree into a
+// folder other distros can write (tree.go: each mount cloned alone and
+// private, every path opened beneath its parent without following a
+// symlink, unmounts made only on a mount root so opened), which a
+// distro's proxy makes in the shared tmpfs.
 //
 // It must not pivot or create namespaces (package init does) and never
 // unmounts anything it did not mount.

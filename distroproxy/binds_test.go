@@ -1,0 +1,172 @@
+package distroproxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/sirupsen/logrus"
+)
+
+func TestBindPolicy(t *testing.T) {
+	const shared = "/mnt/wsl"
+	for _, c := range []struct {
+		real    string
+		skip    []string
+		refused bool
+	}{
+		{real: "/home/me/project"},
+		{real: "/mnt/wslg"},   // a sibling whose name starts the same
+		{real: "/mnt/wsl2/x"}, // likewise
+		{real: "/", skip: []string{shared}},
+		{real: "/mnt", skip: []string{shared}},
+		{real: shared, refused: true},
+		{real: shared + "/docker-desktop-bind-mounts/Ubuntu/0123456789abcdef", refused: true},
+		{real: shared + "/x", refused: true},
+	} {
+		skip, err := BindPolicy(c.real, shared)
+		if (err != nil) != c.refused || fmt.Sprint(skip) != fmt.Sprint(c.skip) {
+			t.Errorf("%s: skip %v, error %v", c.real, skip, err)
+		}
+		if err != nil && (!errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "every WSL distro shares")) {
+			t.Errorf("%s: the refusal does not say why: %v", c.real, err)
+		}
+	}
+}
+
+func TestValidDistro(t *testing.T) {
+	for _, name := range []string{"Ubuntu", "Ubuntu-22.04", "my_distro", "Debian.12"} {
+		if err := ValidDistro(name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"", ".", "..", "a/b", "/", `a\b`, "a\x00"} {
+		if err := ValidDistro(name); err == nil {
+			t.Errorf("%q was accepted", name)
+		}
+	}
+}
+
+func TestDistroPathFromALabel(t *testing.T) {
+	b := &Binds{Distro: "Ubuntu"}
+	for src, want := range map[string]string{
+		"/home/me/p":               "/home/me/p",
+		`\\wsl$\Ubuntu\home\me\p`:  "/home/me/p",
+		`\\wsl$\ubuntu\home\me\p`:  "/home/me/p",
+		`\\wsl$\Debian\home\me\p`:  "",
+		`C:\Users\me`:              "",
+		`home/me`:                  "",
+		`\\wsl.localhost\Ubuntu\x`: "/x",
+	} {
+		got, ok := b.distroPath(src)
+		if (want != "") != ok || ok && got != want {
+			t.Errorf("%s: %q %v, want %q", src, got, ok, want)
+		}
+	}
+}
+
+// A bind service that answers fast: the client to it keeps no
+// connection, goroutine or descriptor per call; an answer that is not one
+// of the asked distro's binds is refused.
+func TestWSLPathsClientIsShared(t *testing.T) {
+	shared := t.TempDir()
+	sock := ServiceSocket(shared, "Ubuntu")
+	os.MkdirAll(filepath.Dir(sock), 0o755)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := EngineBinds + "/Ubuntu/0123456789abcdef"
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req bindRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Path == "/evil" {
+			json.NewEncoder(w).Encode(bindAnswer{Source: "/"})
+			return
+		}
+		json.NewEncoder(w).Encode(bindAnswer{Source: answer})
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	w := NewWSLPaths(shared)
+	translate := func() {
+		dst, ok, err := w.Translate(`\\wsl$\Ubuntu\home\me`, dockerproxy.FromBinds)
+		if err != nil || !ok || dst != answer {
+			t.Fatalf("%q %v %v", dst, ok, err)
+		}
+	}
+	translate() // the first connection, kept idle
+	time.Sleep(50 * time.Millisecond)
+	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+	for range 200 {
+		translate()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if g, f := runtime.NumGoroutine(), openFDs(t); g > goroutines+4 || f > fds+4 {
+		t.Fatalf("200 translations: goroutines %d → %d, descriptors %d → %d", goroutines, g, fds, f)
+	}
+	if _, _, err := w.Translate(`\\wsl$\Ubuntu\evil`, dockerproxy.FromBinds); err == nil || !strings.Contains(err.Error(), "not one of its binds") {
+		t.Fatalf("an answer outside the distro's binds: %v", err)
+	}
+	if _, _, err := w.Translate(`\\wsl$\Nope\x`, dockerproxy.FromBinds); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("a distro without a proxy: %v", err)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// A bind handed out again while its last container is being forgotten
+// stays until the new create names its container; one whose create never
+// names a container is swept after the grace.
+func TestBindHeldFromHandOutToCreate(t *testing.T) {
+	b := &Binds{Distro: "Ubuntu", Shared: t.TempDir(), Log: quietLog(), Grace: time.Hour}
+	path := b.enginePath("0123456789abcdef")
+	b.made = map[string]*bind{"0123456789abcdef": {source: "/p", users: map[string]bool{}, holds: 1, handedOut: time.Now()}}
+	b.Use("old", []string{path})
+	b.mu.Lock()
+	b.made["0123456789abcdef"].holds++ // handed out again, for "new"
+	b.mu.Unlock()
+	b.Forget("old")
+	if len(b.Sources()) != 1 {
+		t.Fatal("taken down while a create it was handed out for is pending")
+	}
+	b.Use("new", []string{path})
+	b.Forget("new")
+	if len(b.Sources()) != 0 {
+		t.Fatal("kept after its last container went")
+	}
+
+	b.Grace = 10 * time.Millisecond
+	b.made = map[string]*bind{"fedcba9876543210": {source: "/q", users: map[string]bool{}, holds: 1, handedOut: time.Now()}}
+	b.Sweep()
+	if len(b.Sources()) != 1 {
+		t.Fatal("swept within the grace")
+	}
+	time.Sleep(20 * time.Millisecond)
+	b.Sweep()
+	if len(b.Sources()) != 0 {
+		t.Fatal("a bind whose create never came was not swept")
+	}
+}
+
+func quietLog() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
