@@ -169,6 +169,17 @@ func (b *Binds) Ensure(source string, create bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	// The shared tmpfs may be seen elsewhere too (bound again): a source
+	// on it is inside it, wherever it is.
+	if at, ok := mounts.MountOf(table, shared); ok && at.Point == shared {
+		if on, ok := mounts.MountOf(table, real); ok && on.Dev == at.Dev {
+			return "", fmt.Errorf("%w: %s is on %s, the tmpfs every WSL distro shares (seen at %s): binding it would copy every bind made there into every distro; bind a folder outside it", errdefs.ErrInvalidArgument, real, shared, on.Point)
+		}
+	}
 	if missing && !create {
 		return "", fmt.Errorf("%w: invalid mount config for type \"bind\": bind source path does not exist: %s", errdefs.ErrInvalidArgument, source)
 	}
@@ -193,10 +204,6 @@ func (b *Binds) Ensure(source string, create bool) (string, error) {
 	}
 	defer dir.Close()
 	if !dir.MountedAt(key) {
-		table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
-		if err != nil {
-			return "", err
-		}
 		n, skipped, err := dir.BindTree(real, key, table, skip)
 		if err != nil {
 			return "", fmt.Errorf("bind %s for the engine: %w", source, err)
@@ -284,6 +291,24 @@ func (b *Binds) takeDown(key string) {
 	}
 	delete(b.made, key)
 	b.Log.WithFields(logrus.Fields{"source": bd.source, "bind": key}).Info("bind taken down: no container uses it")
+}
+
+// Resync sets each bind's users to the containers the engine lists
+// (users: bind id → containers), for when events were missed while the
+// engine was away: a container removed meanwhile no longer keeps its
+// binds, which are taken down if nothing else keeps them.
+func (b *Binds) Resync(users map[string][]string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for key, bd := range b.made {
+		bd.users = map[string]bool{}
+		for _, c := range users[key] {
+			bd.users[c] = true
+		}
+		if bd.idle(b.grace()) {
+			b.takeDown(key)
+		}
+	}
 }
 
 // Sources is what the binds of this distro are, by engine path.

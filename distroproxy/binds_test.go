@@ -115,6 +115,9 @@ func TestWSLPathsClientIsShared(t *testing.T) {
 	if g, f := runtime.NumGoroutine(), openFDs(t); g > goroutines+4 || f > fds+4 {
 		t.Fatalf("200 translations: goroutines %d → %d, descriptors %d → %d", goroutines, g, fds, f)
 	}
+	if dst, ok, err := w.Translate(`\\wsl$\ubuntu\home\me`, dockerproxy.FromBinds); err != nil || !ok || dst != answer {
+		t.Fatalf("the distro's name in another case: %q %v %v", dst, ok, err)
+	}
 	if _, _, err := w.Translate(`\\wsl$\Ubuntu\evil`, dockerproxy.FromBinds); err == nil || !strings.Contains(err.Error(), "not one of its binds") {
 		t.Fatalf("an answer outside the distro's binds: %v", err)
 	}

@@ -55,6 +55,8 @@ func (f *Follower) Recover(ctx context.Context) error {
 	if err := f.Engine.Get(ctx, "/containers/json?all=1&filters="+filters, &list); err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
+	users := map[string][]string{}
+	defer func() { f.Binds.Resync(users) }()
 	for _, c := range list {
 		log := f.Log.WithField("container", short(c.ID))
 		var paths []string
@@ -76,6 +78,7 @@ func (f *Follower) Recover(ctx context.Context) error {
 				continue
 			}
 			paths = append(paths, dst)
+			users[key] = append(users[key], c.ID)
 		}
 		if len(paths) == 0 {
 			continue

@@ -10,7 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -87,6 +89,18 @@ func NewWSLPaths(shared string) *WSLPaths {
 	return w
 }
 
+// canonical is the name of the running proxy's distro that name means:
+// Windows spells \\wsl$\<distro> in any case.
+func (w *WSLPaths) canonical(name string) string {
+	entries, _ := os.ReadDir(filepath.Join(w.shared, ServicesDir))
+	for _, e := range entries {
+		if n, ok := strings.CutSuffix(e.Name(), ".sock"); ok && strings.EqualFold(n, name) {
+			return n
+		}
+	}
+	return name
+}
+
 // Translate implements dockerproxy.Translator.
 func (w *WSLPaths) Translate(src string, kind dockerproxy.SourceKind) (string, bool, error) {
 	distro, path, ok := parseWSLPath(src)
@@ -96,6 +110,7 @@ func (w *WSLPaths) Translate(src string, kind dockerproxy.SourceKind) (string, b
 	if err := ValidDistro(distro); err != nil {
 		return "", false, fmt.Errorf("%w: %s: %v", errdefs.ErrInvalidArgument, src, err)
 	}
+	distro = w.canonical(distro)
 	body, _ := json.Marshal(bindRequest{Path: path, Create: kind == dockerproxy.FromBinds})
 	resp, err := w.client.Post("http://"+hex.EncodeToString([]byte(distro))+"/binds", "application/json", bytes.NewReader(body))
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {

@@ -11,22 +11,27 @@ import (
 	"github.com/ddinit/ddinit/control"
 )
 
-// putSettings sends PUT /settings and returns the status and body.
+// putSettings sends PUT /settings and returns the status and body; a 503
+// (booting: its Retry-After) is tried again, as the frontend does.
 func (in *instance) putSettings(doc string) (int, string) {
 	in.t.Helper()
 	c, err := control.NewClient("unix://"+in.controlSock(), 2*time.Minute)
 	if err != nil {
 		in.t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPut, "http://ddinit/settings", bytes.NewReader([]byte(doc)))
-	resp, err := c.HTTP().Do(req)
-	if err != nil {
-		in.t.Fatal(err)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodPut, "http://ddinit/settings", bytes.NewReader([]byte(doc)))
+		resp, err := c.HTTP().Do(req)
+		if err != nil {
+			in.t.Fatal(err)
+		}
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return resp.StatusCode, b.String()
+		}
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String()
 }
 
 // The frontend's settings: applied live (dockerd only restarts, containers

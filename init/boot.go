@@ -216,8 +216,7 @@ func (in *pid1) startServices() error {
 	in.mu.Lock()
 	in.sup = sup
 	in.mu.Unlock()
-	in.settings.Attach(engine{sup: sup, deadline: cfg.settingsDeadline()}, ownedDaemonKeys(defs))
-	go in.guardDaemonJSON(sup)
+	go in.guardDaemonJSON(sup, ownedDaemonKeys(defs))
 	return nil
 }
 

@@ -106,11 +106,14 @@ func (e engine) RestartDockerd() error {
 
 // guardDaemonJSON watches dockerd's first start of the boot: ready, its
 // daemon.json is kept as the last one accepted; ended before it was ever
-// ready on a daemon.json it never accepted, that file is kept aside and
+// ready on a daemon.json it never accepted, saying why (an exit of its
+// own, not a start that failed or a kill), that file is kept aside and
 // dockerd started again at once on the last one it did. Once only: a
 // dockerd that fails on that too is the restart policy's, and says why in
-// /status.
-func (in *pid1) guardDaemonJSON(sup *services.Supervisor) {
+// /status. Settings changes are taken only once this is decided, so that
+// no change races the judgement of the boot's file.
+func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]string) {
+	defer in.settings.Attach(engine{sup: sup, deadline: in.cfg.settingsDeadline()}, owned)
 	st, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool {
 		return st.Ready || st.LastExit != nil
 	})
@@ -118,6 +121,9 @@ func (in *pid1) guardDaemonJSON(sup *services.Supervisor) {
 		return // stopping, or a pack without dockerd
 	}
 	if !st.Ready {
+		if e := st.LastExit; e.Error != "" || e.Signal != "" || e.Cause != "" || e.Code == 0 {
+			return // not a refusal of its configuration
+		}
 		if !in.settings.RefusedAtBoot(lastWords(st.LastExit)) {
 			return
 		}
@@ -126,7 +132,8 @@ func (in *pid1) guardDaemonJSON(sup *services.Supervisor) {
 		}
 		// Ready on the file rolled back to (the restart policy's backoff
 		// may have started a run on the refused one in between).
-		if _, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool { return st.Ready }); err != nil {
+		ready := func(st services.Status) bool { return st.Ready }
+		if _, err := sup.Await(context.Background(), "dockerd", ready); err != nil {
 			return
 		}
 	}

@@ -132,24 +132,39 @@ func (d *Dir) BindTree(source, name string, table []MountInfo, skip []string) (m
 	if err != nil {
 		return 0, nil, fmt.Errorf("bind source %s: %w", source, err)
 	}
+	// The point made here is removed again if the bind fails: an empty
+	// folder at an engine path would let a container start on nothing.
+	removeFlag := -1
 	if st.IsDir() {
-		if err := unix.Mkdirat(d.fd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		err := unix.Mkdirat(d.fd, name, 0o755)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return 0, nil, pathError("make the bind point", point, err)
+		}
+		if err == nil {
+			removeFlag = unix.AT_REMOVEDIR
 		}
 	} else {
-		fd, err := openBeneath(d.fd, name, unix.O_CREAT|unix.O_WRONLY, 0o644)
-		if err != nil {
+		fd, err := openBeneath(d.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+		if err == nil {
+			unix.Close(fd)
+			removeFlag = 0
+		} else if !errors.Is(err, unix.EEXIST) {
 			return 0, nil, pathError("make the bind point", point, err)
 		}
-		unix.Close(fd)
 	}
+	defer func() {
+		if err != nil && removeFlag >= 0 {
+			unix.Unlinkat(d.fd, name, removeFlag) // only what this call made, and only if nothing got mounted
+		}
+	}()
 	target, err := openBeneath(d.fd, name, unix.O_PATH, 0)
 	if err != nil {
 		return 0, nil, pathError("open the bind point", point, err)
 	}
 	defer unix.Close(target)
 	if d.isMountRoot(target) {
-		return 0, nil, fmt.Errorf("bind point %s: something is mounted there already", point)
+		err = fmt.Errorf("bind point %s: something is mounted there already", point)
+		return 0, nil, err
 	}
 	tree, err := cloneOne(source)
 	if err != nil {
@@ -158,13 +173,14 @@ func (d *Dir) BindTree(source, name string, table []MountInfo, skip []string) (m
 	err = unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	unix.Close(tree)
 	if err != nil {
-		return 0, nil, fmt.Errorf("bind %s at %s: %w", source, point, err)
+		err = fmt.Errorf("bind %s at %s: %w", source, point, err)
+		return 0, nil, err
 	}
 	made = 1
-	root, err := openBeneath(d.fd, name, unix.O_PATH, 0)
-	if err != nil {
+	root, rerr := openBeneath(d.fd, name, unix.O_PATH, 0)
+	if rerr != nil {
 		d.Unbind(name)
-		return 0, nil, pathError("open the bind", point, err)
+		return 0, nil, pathError("open the bind", point, rerr)
 	}
 	defer unix.Close(root)
 	for _, rel := range submounts(source, table, skip) {
@@ -180,15 +196,29 @@ func (d *Dir) BindTree(source, name string, table []MountInfo, skip []string) (m
 // submounts lists the points of the mounts below source in table, as
 // paths relative to it, parents before children, each once (of mounts
 // stacked at one point, binding the point gives the top one), leaving out
-// those at or below each of skip.
+// every view of what skip names and all that is below one: the mounts at
+// or below each skip path, and any mount of the same file system as the
+// mount at a skip path (the shared tmpfs bound somewhere else too).
 func submounts(source string, table []MountInfo, skip []string) []string {
+	devs := map[string]bool{}
+	for _, m := range table {
+		if slices.Contains(skip, m.Point) {
+			devs[m.Dev] = true
+		}
+	}
+	var out []string
+	for _, m := range table {
+		if devs[m.Dev] || slices.ContainsFunc(skip, func(s string) bool { return Within(m.Point, s) }) {
+			out = append(out, m.Point)
+		}
+	}
 	var rels []string
 	for _, m := range table {
 		rel, err := filepath.Rel(source, m.Point)
 		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
 			continue
 		}
-		if slices.ContainsFunc(skip, func(s string) bool { return Within(m.Point, s) }) {
+		if slices.ContainsFunc(out, func(o string) bool { return Within(m.Point, o) }) {
 			continue
 		}
 		if !slices.Contains(rels, rel) {
@@ -197,6 +227,19 @@ func submounts(source string, table []MountInfo, skip []string) []string {
 	}
 	slices.SortStableFunc(rels, func(a, b string) int { return strings.Count(a, "/") - strings.Count(b, "/") })
 	return rels
+}
+
+// MountOf is the mount path is on: the last in table (the top of a
+// stack) whose point is path or a folder above it.
+func MountOf(table []MountInfo, path string) (MountInfo, bool) {
+	var best MountInfo
+	found := false
+	for _, m := range table {
+		if Within(path, m.Point) && (!found || len(m.Point) >= len(best.Point)) {
+			best, found = m, true
+		}
+	}
+	return best, found
 }
 
 // Within reports whether path is dir or below it (both clean, absolute).
@@ -237,13 +280,24 @@ func (d *Dir) Unbind(name string) error {
 	if err != nil {
 		return pathError("open the bind point", point, err)
 	}
-	if d.isMountRoot(fd) {
-		err = unix.Unmount("/proc/self/fd/"+strconv.Itoa(fd), unix.MNT_DETACH)
+	// Mounts stacked there (two proxies racing) come off one by one.
+	for tries := 0; d.isMountRoot(fd); tries++ {
+		if tries == 8 {
+			unix.Close(fd)
+			return fmt.Errorf("take down the bind at %s: mounts are still there", point)
+		}
+		uerr := unix.Unmount("/proc/self/fd/"+strconv.Itoa(fd), unix.MNT_DETACH)
+		unix.Close(fd)
+		if uerr != nil {
+			return fmt.Errorf("take down the bind at %s: %w", point, uerr)
+		}
+		if fd, err = openBeneath(d.fd, name, unix.O_PATH, 0); errors.Is(err, unix.ENOENT) {
+			return nil
+		} else if err != nil {
+			return pathError("open the bind point", point, err)
+		}
 	}
 	unix.Close(fd)
-	if err != nil {
-		return fmt.Errorf("take down the bind at %s: %w", point, err)
-	}
 	if err := unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR); err != nil {
 		unix.Unlinkat(d.fd, name, 0) // a file's point; gone or busy is harmless: nothing is mounted
 	}

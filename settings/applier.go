@@ -114,6 +114,9 @@ func (a *Applier) Load(pack []byte) error {
 	a.pack = pack
 	a.mu.Unlock()
 	st, rec := a.store().Load(a.now())
+	if what := a.finishInterrupted(st); what != "" {
+		a.Log.Warn(what)
+	}
 	daemon := st.Settings.DaemonJSON
 	var recs []Recovery
 	if rec != nil {
@@ -309,16 +312,29 @@ func (a *Applier) Put(body []byte) (View, error) {
 	daemonChanges := !Equal(oldDaemon, newDaemon)
 	if daemonChanges {
 		a.setApplying("restarting dockerd")
+		// Journalled first: a crash from here until the document is stored
+		// puts the old daemon.json back at the next boot.
+		if err := a.journal(next); err != nil {
+			a.setApplying("")
+			return a.View(), fmt.Errorf("nothing changed: %w", err)
+		}
+		defer os.Remove(a.Locate(PendingFile))
 		if err := a.writeDaemonJSON(newDaemon); err != nil {
 			a.setApplying("")
 			return a.View(), fmt.Errorf("nothing changed: %w", err)
 		}
 		if err := engine.RestartDockerd(); err != nil {
+			if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
+				// Not dockerd's verdict: the engine is stopping, or has no
+				// dockerd. The file goes back; the answer says why.
+				a.writeDaemonJSON(oldDaemon)
+				a.setApplying("")
+				return a.View(), err
+			}
 			log.WithField("error", err.Error()).Error("dockerd refused the new daemon.json; rolling back")
 			err = a.rollBack(engine, oldDaemon, "dockerd did not start with it: "+err.Error())
 			return a.View(), err
 		}
-		a.Accepted()
 	}
 	if err := a.store().Save(next); err != nil {
 		if !daemonChanges {
@@ -327,6 +343,9 @@ func (a *Applier) Put(body []byte) (View, error) {
 		}
 		err = a.rollBack(engine, oldDaemon, "it could not be stored: "+err.Error())
 		return a.View(), err
+	}
+	if daemonChanges {
+		a.Accepted()
 	}
 	wasK := a.KubernetesOn()
 	isK := a.Kubernetes
@@ -342,6 +361,58 @@ func (a *Applier) Put(body []byte) (View, error) {
 	a.mu.Unlock()
 	log.Info("settings applied")
 	return a.View(), nil
+}
+
+// PendingFile journals a daemon.json change in progress: the document it
+// makes and the daemon.json it replaces.
+const PendingFile = "etc/ddinit/settings.json.pending"
+
+type pendingChange struct {
+	Next Stored `json:"next"`
+	// Previous is the daemon.json replaced; none when HadPrevious is false.
+	Previous    []byte `json:"previous"`
+	HadPrevious bool   `json:"hadPrevious"`
+}
+
+// journal records, before daemon.json is replaced, what a boot after a
+// crash needs to put it back.
+func (a *Applier) journal(next Stored) error {
+	p := pendingChange{Next: next}
+	b, err := os.ReadFile(a.Locate(DaemonFile))
+	switch {
+	case err == nil:
+		p.Previous, p.HadPrevious = b, true
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("daemon.json: %w", err)
+	}
+	out, _ := json.Marshal(p)
+	return WriteAtomic(a.Locate(PendingFile), out, 0o644)
+}
+
+// finishInterrupted, at boot, settles a change a crash cut short: stored
+// (cur is its generation), it stands; not stored, the daemon.json it
+// replaced is put back. It reports what it did, for the log.
+func (a *Applier) finishInterrupted(cur Stored) string {
+	path := a.Locate(PendingFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	defer os.Remove(path)
+	var p pendingChange
+	if json.Unmarshal(b, &p) != nil {
+		return "an unreadable record of an interrupted change was removed"
+	}
+	if p.Next.Generation == cur.Generation {
+		return ""
+	}
+	daemon := a.Locate(DaemonFile)
+	if !p.HadPrevious {
+		os.Remove(daemon)
+	} else if err := WriteAtomic(daemon, p.Previous, 0o644); err != nil {
+		return "the daemon.json of an interrupted change could not be put back: " + err.Error()
+	}
+	return fmt.Sprintf("a settings change (generation %d) was interrupted before it was stored: the daemon.json before it is back", p.Next.Generation)
 }
 
 // rollBack puts the previous daemon.json back and restarts dockerd on it;

@@ -342,3 +342,69 @@ func TestRefusedAtBoot(t *testing.T) {
 		t.Fatal("the accepted daemon.json was rolled back as if it were the cause")
 	}
 }
+
+// A crash between writing daemon.json and storing the document: the next
+// boot puts the daemon.json from before the change back (there was no
+// document, so nothing else would); a change that was stored stands.
+func TestInterruptedChangeIsUndoneAtBoot(t *testing.T) {
+	a, root := newApplier(t)
+	daemon := filepath.Join(root, DaemonFile)
+	writeFile(t, daemon, `{"labels": ["old=1"]}`)
+	booted(t, a, root)
+	if err := a.journal(Stored{Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, daemon, `{"labels": ["new=1"]}`) // then the crash
+
+	again, _ := newApplier(t)
+	again.Locate = a.Locate
+	if err := again.Load(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, daemon); !strings.Contains(got, "old=1") {
+		t.Fatalf("daemon.json after an interrupted change: %s", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, PendingFile)); !os.IsNotExist(err) {
+		t.Fatalf("the journal is still there: %v", err)
+	}
+
+	// Stored before the crash: it stands.
+	if _, err := again.Put([]byte(`{"generation": 0}`)); !errdefs.IsUnavailable(err) {
+		t.Fatal("a change before the engine is attached was not refused as unavailable")
+	}
+	booted(t, again, root)
+	if _, err := again.Put([]byte(`{"generation": 0, "daemonJSON": {"labels": ["new=2"]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	third, _ := newApplier(t)
+	third.Locate = a.Locate
+	if err := third.Load(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, daemon); !strings.Contains(got, "new=2") || third.View().Generation != 1 {
+		t.Fatalf("after a stored change: generation %d, %s", third.View().Generation, got)
+	}
+}
+
+// stoppingEngine is an engine that is shutting down.
+type stoppingEngine struct{ fakeEngine }
+
+func (e *stoppingEngine) RestartDockerd() error {
+	return fmt.Errorf("%w: the services are stopping", errdefs.ErrUnavailable)
+}
+
+// A change that meets a stopping engine is not "rolled back": the file is
+// put back and the answer says the engine is unavailable.
+func TestPutWhileTheEngineStops(t *testing.T) {
+	a, root := newApplier(t)
+	booted(t, a, root)
+	before := readFile(t, filepath.Join(root, DaemonFile))
+	a.Attach(&stoppingEngine{}, nil)
+	_, err := a.Put([]byte(`{"generation": 0, "daemonJSON": {"labels": ["x=1"]}}`))
+	if !errdefs.IsUnavailable(err) || errkind.IsRolledBack(err) {
+		t.Fatalf("a change while stopping: %v", err)
+	}
+	if got := readFile(t, filepath.Join(root, DaemonFile)); got != before {
+		t.Fatalf("daemon.json: %s, want %s", got, before)
+	}
+}

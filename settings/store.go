@@ -78,7 +78,9 @@ func readStored(path string) (Stored, error) {
 	return st, nil
 }
 
-// Save writes st atomically, then its copy as the last good one.
+// Save writes st atomically, then its copy as the last good one. Only the
+// document itself decides: a copy that could not be written leaves the
+// previous copy, which is still good.
 func (s Store) Save(st Stored) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -88,7 +90,8 @@ func (s Store) Save(st Stored) error {
 	if err := WriteAtomic(s.Path, b, 0o644); err != nil {
 		return err
 	}
-	return WriteAtomic(s.LastGood(), b, 0o644)
+	_ = WriteAtomic(s.LastGood(), b, 0o644) // a backup; the document is written
+	return nil
 }
 
 // MoveAside renames a file that cannot be used to <path>.bad-<time>, kept
