@@ -9,7 +9,7 @@ GO ?= go
 FUZZTIME ?=
 FUZZ_TARGETS := rootfs:FuzzVolumeDescriptor:300000x rootfs:FuzzDirectoryRecord:300000x \
 	rootfs:FuzzSUSP:300000x rootfs:FuzzImage:60000x \
-	dockerproxy:FuzzProxyRequest:150000x dockerproxy:FuzzRewriteCreate:100000x \
+	dockerproxy:FuzzProxyRequest:20000x dockerproxy:FuzzRewriteCreate:100000x \
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x
 
 .PHONY: all deps build isos distro test test-builds unit fuzz bench demo vm-test clean

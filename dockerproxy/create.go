@@ -24,104 +24,154 @@ const (
 // client's mistake: a 400 naming it.
 type Translator func(src string, kind SourceKind) (dst string, ok bool, err error)
 
-// RewriteCreate rewrites the bind sources of a POST /containers/create
-// body with translate: each "src:dst[:opts]" of HostConfig.Binds and the
-// Source of each HostConfig.Mounts entry of type bind. Everything else in
-// the body is kept as sent, fields this code does not know included (it
-// is decoded as raw JSON, never into typed structs). A body with nothing
-// to rewrite comes back unchanged, byte for byte. With label set, the
-// container is labelled with what was rewritten (a JSON object from each
-// new source to the one sent), so that the binds can be made again later.
-func RewriteCreate(body []byte, translate Translator, label string) ([]byte, error) {
-	rewritten := map[string]string{}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
+// Create is a POST /containers/create body being edited: decoded only as
+// far as the edits need (raw JSON, never typed structs), so that every
+// field this code does not know is kept as sent.
+type Create struct {
+	top  map[string]json.RawMessage
+	host map[string]json.RawMessage // nil: the body has no HostConfig
+	// Rewritten maps each bind source an edit rewrote to the one sent.
+	Rewritten map[string]string
+	changed   bool
+}
+
+// CreateEdit is one edit of a create body. Edits run in order on one
+// decoded body; a feature that changes creates adds an edit, not a parser.
+// An error is the client's mistake: a 400 naming it.
+type CreateEdit func(c *Create) error
+
+// EditCreate applies edits to a create body. A body no edit changed comes
+// back unchanged, byte for byte.
+func EditCreate(body []byte, edits ...CreateEdit) ([]byte, error) {
+	c := &Create{Rewritten: map[string]string{}}
+	if err := json.Unmarshal(body, &c.top); err != nil {
 		return nil, fmt.Errorf("the create request is not a JSON object: %w", err)
 	}
-	rawHost, ok := top["HostConfig"]
-	if !ok || string(rawHost) == "null" {
+	if c.top == nil {
+		return nil, fmt.Errorf("the create request is not a JSON object: null")
+	}
+	if raw, ok := c.top["HostConfig"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &c.host); err != nil {
+			return nil, fmt.Errorf("HostConfig is not a JSON object: %w", err)
+		}
+	}
+	for _, edit := range edits {
+		if err := edit(c); err != nil {
+			return nil, err
+		}
+	}
+	if !c.changed {
 		return body, nil
 	}
-	var host map[string]json.RawMessage
-	if err := json.Unmarshal(rawHost, &host); err != nil {
-		return nil, fmt.Errorf("HostConfig is not a JSON object: %w", err)
-	}
-	changed := false
-	if raw, ok := host["Binds"]; ok && string(raw) != "null" {
-		var binds []string
-		if err := json.Unmarshal(raw, &binds); err != nil {
-			return nil, fmt.Errorf("HostConfig.Binds is not a list of strings: %w", err)
+	if c.host != nil {
+		var err error
+		if c.top["HostConfig"], err = json.Marshal(c.host); err != nil {
+			return nil, fmt.Errorf("HostConfig: %w", err)
 		}
-		for i, b := range binds {
-			src, rest := splitBind(b)
-			dst, ok, err := translate(src, FromBinds)
-			if err != nil {
-				return nil, fmt.Errorf("bind %q: %w", b, err)
-			}
-			if ok {
-				binds[i], changed = dst+rest, true
-				rewritten[dst] = src
-			}
-		}
-		host["Binds"], _ = json.Marshal(binds) // a []string always encodes
 	}
-	if raw, ok := host["Mounts"]; ok && string(raw) != "null" {
-		var mounts []map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &mounts); err != nil {
-			return nil, fmt.Errorf("HostConfig.Mounts is not a list of objects: %w", err)
+	return json.Marshal(c.top)
+}
+
+// RewriteBinds is the edit that rewrites bind sources with translate: each
+// "src:dst[:opts]" of HostConfig.Binds and the Source of each
+// HostConfig.Mounts entry of type bind.
+func RewriteBinds(translate Translator) CreateEdit {
+	return func(c *Create) error {
+		if c.host == nil || translate == nil {
+			return nil
 		}
-		for i, m := range mounts {
-			var typ, src string
-			json.Unmarshal(m["Type"], &typ) // no type, or not a string: not a bind, left alone
-			if typ != "bind" {
-				continue
+		if raw, ok := c.host["Binds"]; ok && string(raw) != "null" {
+			var binds []string
+			if err := json.Unmarshal(raw, &binds); err != nil {
+				return fmt.Errorf("HostConfig.Binds is not a list of strings: %w", err)
 			}
-			if err := json.Unmarshal(m["Source"], &src); err != nil {
-				return nil, fmt.Errorf("HostConfig.Mounts[%d].Source is not a string", i)
-			}
-			dst, ok, err := translate(src, FromMounts)
-			if err != nil {
-				return nil, fmt.Errorf("mount source %q: %w", src, err)
-			}
-			if ok {
-				m["Source"], _ = json.Marshal(dst)
-				changed = true
-				rewritten[dst] = src
-			}
-		}
-		host["Mounts"], _ = json.Marshal(mounts) // raw messages that decoded encode again
-	}
-	if !changed {
-		return body, nil
-	}
-	var err error
-	if top["HostConfig"], err = json.Marshal(host); err != nil {
-		return nil, fmt.Errorf("HostConfig: %w", err)
-	}
-	if label != "" {
-		labels := map[string]json.RawMessage{}
-		if raw, ok := top["Labels"]; ok && string(raw) != "null" {
-			if err := json.Unmarshal(raw, &labels); err != nil {
-				return nil, fmt.Errorf("Labels is not a JSON object: %w", err)
-			}
-		}
-		// A create that passed another proxy first (a distro's, then the
-		// shared socket's) keeps what that one rewrote too.
-		var before string
-		if json.Unmarshal(labels[label], &before) == nil {
-			var earlier map[string]string
-			json.Unmarshal([]byte(before), &earlier) // not a proxy's: nothing to keep
-			for dst, src := range earlier {
-				if _, ok := rewritten[dst]; !ok {
-					rewritten[dst] = src
+			changed := false
+			for i, b := range binds {
+				src, rest := splitBind(b)
+				dst, ok, err := translate(src, FromBinds)
+				if err != nil {
+					return fmt.Errorf("bind %q: %w", b, err)
+				}
+				if ok {
+					binds[i], changed = dst+rest, true
+					c.Rewritten[dst] = src
 				}
 			}
+			if changed {
+				c.host["Binds"], _ = json.Marshal(binds) // a []string always encodes
+				c.changed = true
+			}
 		}
-		value, _ := json.Marshal(rewritten)
-		labels[label], _ = json.Marshal(string(value))
-		top["Labels"], _ = json.Marshal(labels)
+		if raw, ok := c.host["Mounts"]; ok && string(raw) != "null" {
+			var mounts []map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &mounts); err != nil {
+				return fmt.Errorf("HostConfig.Mounts is not a list of objects: %w", err)
+			}
+			changed := false
+			for i, m := range mounts {
+				var typ, src string
+				json.Unmarshal(m["Type"], &typ) // no type, or not a string: not a bind, left alone
+				if typ != "bind" {
+					continue
+				}
+				if err := json.Unmarshal(m["Source"], &src); err != nil {
+					return fmt.Errorf("HostConfig.Mounts[%d].Source is not a string", i)
+				}
+				dst, ok, err := translate(src, FromMounts)
+				if err != nil {
+					return fmt.Errorf("mount source %q: %w", src, err)
+				}
+				if ok {
+					m["Source"], _ = json.Marshal(dst)
+					changed = true
+					c.Rewritten[dst] = src
+				}
+			}
+			if changed {
+				c.host["Mounts"], _ = json.Marshal(mounts) // raw messages that decoded encode again
+				c.changed = true
+			}
+		}
+		return nil
 	}
-	return json.Marshal(top)
+}
+
+// LabelRewritten is the edit that labels the container with what the
+// edits before it rewrote: a JSON object from each new source to the one
+// sent, so that the binds can be made again later. A label a proxy before
+// this one set (a distro's, then the shared socket's) is merged, not
+// replaced.
+func LabelRewritten(label string) CreateEdit {
+	return func(c *Create) error {
+		if label == "" || len(c.Rewritten) == 0 {
+			return nil
+		}
+		labels := map[string]json.RawMessage{}
+		if raw, ok := c.top["Labels"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &labels); err != nil {
+				return fmt.Errorf("Labels is not a JSON object: %w", err)
+			}
+		}
+		merged := map[string]string{}
+		var before string
+		if json.Unmarshal(labels[label], &before) == nil {
+			json.Unmarshal([]byte(before), &merged) // not a proxy's: nothing to keep
+		}
+		for dst, src := range c.Rewritten {
+			merged[dst] = src
+		}
+		value, _ := json.Marshal(merged)
+		labels[label], _ = json.Marshal(string(value))
+		c.top["Labels"], _ = json.Marshal(labels)
+		c.changed = true
+		return nil
+	}
+}
+
+// RewriteCreate rewrites a create body's bind sources with translate and,
+// with label set, labels the container with what was rewritten.
+func RewriteCreate(body []byte, translate Translator, label string) ([]byte, error) {
+	return EditCreate(body, RewriteBinds(translate), LabelRewritten(label))
 }
 
 // splitBind splits "src:dst[:opts]" into src and ":dst[:opts]". A Windows

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // A message's head is read and parsed, but passed on as the bytes that
@@ -44,13 +47,16 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 // what the proxy needs of them. Parsing only that keeps a request's cost
 // to a few microseconds; everything else passes on as it came.
 type head struct {
-	raw           []byte
-	method, path  string // a request's
-	status        int    // a response's
-	contentLength int64  // -1: none given
-	chunked       bool
-	close         bool // the connection ends after this message
-	contentType   string
+	raw          []byte
+	method, path string // a request's; path as sent, without the query
+	// route is the path as the engine's router matches it: decoded.
+	route          string
+	status         int   // a response's
+	contentLength  int64 // -1: none given
+	chunked        bool
+	close          bool // the connection ends after this message
+	expectContinue bool // a request's Expect: 100-continue
+	contentType    string
 }
 
 // parseHead reads a head; a request's when request, else a response's.
@@ -79,6 +85,10 @@ func parseHead(raw []byte, request bool) (head, error) {
 		if !strings.HasPrefix(h.path, "/") {
 			return h, fmt.Errorf("request target %q is not a path", first[1])
 		}
+		h.route = h.path
+		if decoded, err := url.PathUnescape(h.path); err == nil {
+			h.route = decoded
+		}
 	} else {
 		code, err := strconv.Atoi(first[1])
 		if err != nil || code < 100 || code > 999 {
@@ -98,18 +108,25 @@ func parseHead(raw []byte, request bool) (head, error) {
 		}
 		value = strings.TrimSpace(value)
 		switch {
-		case strings.EqualFold(name, "Content-Length"):
+		case asciiEqualFold(name, "Content-Length"):
 			n, err := strconv.ParseUint(value, 10, 63)
 			if err != nil || (h.contentLength >= 0 && int64(n) != h.contentLength) {
 				return h, fmt.Errorf("Content-Length %q", value)
 			}
 			h.contentLength = int64(n)
-		case strings.EqualFold(name, "Transfer-Encoding"):
-			if !strings.EqualFold(value, "chunked") || h.chunked {
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			if !asciiEqualFold(value, "chunked") || h.chunked {
 				return h, fmt.Errorf("Transfer-Encoding %q: only chunked, once, is passed on", value)
 			}
+			if request && minor == 0 {
+				// Go's server (dockerd's) ignores it in HTTP/1.0 and would
+				// frame the body otherwise than the proxy.
+				return h, errors.New("Transfer-Encoding in an HTTP/1.0 request")
+			}
 			h.chunked = true
-		case strings.EqualFold(name, "Connection"):
+		case asciiEqualFold(name, "Expect"):
+			h.expectContinue = asciiEqualFold(value, "100-continue")
+		case asciiEqualFold(name, "Connection"):
 			for _, opt := range strings.Split(value, ",") {
 				switch strings.ToLower(strings.TrimSpace(opt)) {
 				case "close":
@@ -118,7 +135,7 @@ func parseHead(raw []byte, request bool) (head, error) {
 					h.close = false
 				}
 			}
-		case strings.EqualFold(name, "Content-Type"):
+		case asciiEqualFold(name, "Content-Type"):
 			h.contentType = value
 		}
 	}
@@ -128,36 +145,44 @@ func parseHead(raw []byte, request bool) (head, error) {
 	return h, nil
 }
 
-// readRequest reads a request's head off br; its body stays there.
-func readRequest(br *bufio.Reader) (head, error) {
-	raw, err := readHead(br)
-	if err != nil {
-		return head{}, err
-	}
+// takeHead parses the raw head at the front of br and takes it off.
+func takeHead(br *bufio.Reader, raw []byte, request bool) (head, error) {
 	raw = bytes.Clone(raw)
 	br.Discard(len(raw))
-	return parseHead(raw, true)
+	return parseHead(raw, request)
 }
 
-// readResponse reads a response's head off br; its body stays there.
-func readResponse(br *bufio.Reader) (head, error) {
-	raw, err := readHead(br)
-	if err != nil {
-		return head{}, err
+// asciiEqualFold is strings.EqualFold for ASCII only, as HTTP compares
+// header names: "Content-Lengt\u212a" (a Kelvin sign) is not
+// Content-Length, though Unicode folds it so.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	raw = bytes.Clone(raw)
-	br.Discard(len(raw))
-	return parseHead(raw, false)
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // withLength is a request head whose body is now length bytes long,
-// framed by Content-Length.
+// framed by Content-Length, read whole by the proxy (which answered any
+// Expect: 100-continue itself).
 func (h head) withLength(length int) []byte {
 	var b bytes.Buffer
 	lines := strings.Split(strings.TrimSuffix(string(h.raw), "\r\n\r\n"), "\r\n")
 	for i, line := range lines {
 		name, _, _ := strings.Cut(line, ":")
-		if i > 0 && (strings.EqualFold(name, "Content-Length") || strings.EqualFold(name, "Transfer-Encoding")) {
+		if i > 0 && (asciiEqualFold(name, "Content-Length") || asciiEqualFold(name, "Transfer-Encoding") || asciiEqualFold(name, "Expect")) {
 			continue
 		}
 		b.WriteString(line + "\r\n")
@@ -196,8 +221,19 @@ func responseFraming(req, resp head) framing {
 // (logs -f, events) that can last.
 func (f framing) streamed() bool { return f.chunked || f.toEOF }
 
+// chunkWriters gather a chunked body's chunks into large writes.
+var chunkWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, copyBuffer) }}
+
 // copyBody copies one body from src to dst as it is framed, byte for byte.
-func copyBody(dst io.Writer, src *bufio.Reader, f framing, buf []byte) error {
+func copyBody(dst io.Writer, src *bufio.Reader, f framing) error {
+	if !f.toEOF && !f.chunked && f.length <= int64(src.Buffered()) {
+		// Here already: no copy buffer needed.
+		_, err := io.CopyN(dst, src, f.length)
+		return err
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
 	switch {
 	case f.toEOF:
 		_, err := io.CopyBuffer(dst, src, buf)
@@ -211,8 +247,13 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing, buf []byte) error {
 	}
 	// Chunks are gathered into large writes, flushed whenever the source
 	// has nothing more at hand, so a stream's chunk still goes out at once.
-	w := bufio.NewWriterSize(dst, len(buf))
-	defer w.Flush()
+	w := chunkWriters.Get().(*bufio.Writer)
+	w.Reset(dst)
+	defer func() {
+		w.Flush()
+		w.Reset(nil)
+		chunkWriters.Put(w)
+	}()
 	dst = w
 	for {
 		if src.Buffered() == 0 {
@@ -227,10 +268,9 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing, buf []byte) error {
 		if _, err := dst.Write(line); err != nil {
 			return err
 		}
-		sizeText, _, _ := strings.Cut(strings.TrimSpace(string(line)), ";")
-		size, err := strconv.ParseUint(sizeText, 16, 63)
+		size, err := chunkSize(line)
 		if err != nil {
-			return fmt.Errorf("chunk size %q: %w", sizeText, err)
+			return err
 		}
 		if size == 0 {
 			// Trailers, then the blank line that ends the body.
@@ -247,10 +287,57 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing, buf []byte) error {
 				}
 			}
 		}
-		if n, err := io.CopyBuffer(dst, io.LimitReader(src, int64(size)+2), buf); err != nil || n < int64(size)+2 {
+		if n, err := io.CopyBuffer(dst, io.LimitReader(src, size+2), buf); err != nil || n < size+2 {
 			return cmpErr(err, io.ErrUnexpectedEOF)
 		}
 	}
+}
+
+// maxChunk bounds a chunk's size: far past any real one, far from
+// overflowing what is added to it.
+const maxChunk = 1 << 40
+
+// chunkSize reads a chunk-size line (extensions ignored).
+func chunkSize(line []byte) (int64, error) {
+	sizeText, _, _ := strings.Cut(strings.TrimSpace(string(line)), ";")
+	size, err := strconv.ParseUint(strings.TrimSpace(sizeText), 16, 64)
+	if err != nil || size > maxChunk {
+		return 0, fmt.Errorf("chunk size %q: not a size up to %d", sizeText, int64(maxChunk))
+	}
+	return int64(size), nil
+}
+
+// chunkedReader decodes a chunked body and reads its trailer too, so that
+// the next request on the connection starts where it should.
+type chunkedReader struct {
+	br   *bufio.Reader
+	body io.Reader
+	done bool
+}
+
+func newChunkedReader(br *bufio.Reader) *chunkedReader {
+	return &chunkedReader{br: br, body: httputil.NewChunkedReader(br)}
+}
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if r.done {
+		return 0, io.EOF
+	}
+	n, err := r.body.Read(p)
+	if err == io.EOF {
+		// The last chunk is read; its trailer lines end at a blank one.
+		for {
+			line, terr := r.br.ReadSlice('\n')
+			if terr != nil {
+				return n, fmt.Errorf("trailer: %w", terr)
+			}
+			if len(bytes.TrimSpace(line)) == 0 {
+				break
+			}
+		}
+		r.done = true
+	}
+	return n, err
 }
 
 func cmpErr(err, otherwise error) error {

@@ -2,6 +2,7 @@ package dockerproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,20 +10,38 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"regexp"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 )
 
-// Limits on what the proxy reads to rewrite: a create body is a few KB;
-// anything larger is refused, not buffered.
+// Limits on what the proxy holds for a client: a create body is a few KB
+// (anything larger is refused, not buffered), a head fits a small buffer
+// (one up to headBuffer is taken only for a larger one).
 const (
 	maxCreateBody = 4 << 20
 	headBuffer    = 64 << 10
+	smallBuffer   = 4 << 10
+	copyBuffer    = 64 << 10
+)
+
+// Deadlines on what a client sends, as Go's net/http server has them
+// (ReadHeaderTimeout, IdleTimeout): a client that sends half a head and
+// stops, or keeps a connection idle, is closed instead of holding a slot.
+// Bodies have none, as dockerd's own server has none: an upload or a
+// stream lasts as long as it lasts.
+const (
+	DefaultHeadTimeout = 10 * time.Second
+	DefaultIdleTimeout = 30 * time.Second
+	// drainTimeout bounds how long the rest of a request body is read off
+	// (and dropped) after an answer that came before it, so that closing
+	// the connection does not reset it under the answer.
+	drainTimeout = 10 * time.Second
 )
 
 // Proxy serves the docker API on a listener and passes it on to the
@@ -33,12 +52,23 @@ type Proxy struct {
 	// Translate maps the bind sources of create requests.
 	Translate Translator
 	// Label, when set, names the label a created container gets with the
-	// sources that were rewritten (see RewriteCreate).
+	// sources that were rewritten (see LabelRewritten).
 	Label string
+	// Edits are further edits of create bodies, after the bind rewrite and
+	// its label.
+	Edits []CreateEdit
 	// Ports, when set, reserves a container's published ports before its
 	// start is passed on.
 	Ports PortReserver
-	Log   logrus.FieldLogger
+	// HeadTimeout and IdleTimeout: DefaultHeadTimeout and
+	// DefaultIdleTimeout when zero.
+	HeadTimeout, IdleTimeout time.Duration
+	// Budget bounds the create bodies all proxies hold at once
+	// (CreateBudget when nil).
+	Budget *Budget
+	Log    logrus.FieldLogger
+
+	warn logs.Every
 }
 
 // PortReserver holds a container's published ports in the distro before
@@ -48,9 +78,11 @@ type PortReserver interface {
 	Reserve(ctx context.Context, container string) (release func(), err error)
 }
 
+// The routes the proxy acts on, matched as dockerd's router matches them:
+// on the decoded path, after any version prefix.
 var (
-	createPath = regexp.MustCompile(`^(/v[0-9]+\.[0-9]+)?/containers/create$`)
-	startPath  = regexp.MustCompile(`^(/v[0-9]+\.[0-9]+)?/containers/([^/]+)/(start|restart)$`)
+	createPath = regexp.MustCompile(`^(/v[0-9.]+)?/containers/create$`)
+	startPath  = regexp.MustCompile(`^(/v[0-9.]+)?/containers/([^/]+)/(start|restart)$`)
 )
 
 // Serve accepts until the listener is closed, then waits for the
@@ -60,268 +92,177 @@ func (p *Proxy) Serve(l net.Listener) error {
 	return f.Serve(context.Background())
 }
 
+func (p *Proxy) headTimeout() time.Duration { return cmpOr(p.HeadTimeout, DefaultHeadTimeout) }
+func (p *Proxy) idleTimeout() time.Duration { return cmpOr(p.IdleTimeout, DefaultIdleTimeout) }
+
+func cmpOr(d, otherwise time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return otherwise
+}
+
+// warnf logs a warning at most once every 10 s per proxy, saying how many
+// were held back: a flood of bad clients must not flood the log.
+func (p *Proxy) warnf(fields logrus.Fields, msg string) {
+	p.warn.Interval = 10 * time.Second
+	if ok, held := p.warn.Allow(); ok {
+		p.Log.WithFields(fields).WithField("alsoHeldBack", held).Warn(msg)
+	}
+}
+
+// Buffers are taken when a connection needs them and given back after.
+var (
+	smallReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallBuffer) }}
+	copyBuffers  = sync.Pool{New: func() any { b := make([]byte, copyBuffer); return &b }}
+)
+
+func newReader(r io.Reader) *bufio.Reader {
+	br := smallReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	if br.Size() == smallBuffer {
+		br.Reset(nil)
+		smallReaders.Put(br)
+	}
+}
+
 // Handle serves one client connection: request after request, each
 // passed on over one engine connection opened for this client.
 func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
-	defer client.Close()
-	br := bufio.NewReaderSize(client, headBuffer)
-	var engine net.Conn
-	var ebr *bufio.Reader
-	defer func() {
-		if engine != nil {
-			engine.Close()
-		}
-	}()
-	buf := make([]byte, 64<<10)
-	var late *lateWatch
-	defer func() {
-		if late != nil {
-			late.disarm()
-		}
-	}()
-	for {
-		req, err := readRequest(br)
-		switch {
-		case errors.Is(err, errHeadTooLarge):
-			writeError(client, http.StatusRequestHeaderFieldsTooLarge, err.Error())
-			return
-		case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF):
-			return
-		case err != nil:
-			writeError(client, http.StatusBadRequest, "malformed request: "+err.Error())
-			return
-		}
-		if engine == nil {
-			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			engine, err = p.Dial(dctx)
-			cancel()
-			if err != nil {
-				writeError(client, http.StatusBadGateway, "the docker engine is not reachable: "+err.Error())
-				return
-			}
-			ebr = bufio.NewReaderSize(engine, headBuffer)
-			late = newLateWatch(slowAnswer, client, br, engine)
-		}
-		reqBody := &body{br: br, framing: requestFraming(req)}
-		release, status, msg := p.prepare(ctx, req, reqBody)
-		if status != 0 {
-			writeError(client, status, msg)
-			// The connection goes on only where the refused request's
-			// body is known to be off it.
-			if req.close || !reqBody.consumed() {
-				return
-			}
-			continue
-		}
-		if err := reqBody.send(engine, req, buf); err != nil {
-			release(false)
-			p.Log.WithError(err).Debug("request not passed to the engine")
-			return
-		}
-		// An answer slow to come (a wait, a pull) can outlast its client.
-		late.arm()
-		resp, err := readResponse(ebr)
-		late.disarm()
+	c := &conn{p: p, ctx: ctx, client: client, br: newReader(client)}
+	defer c.close()
+	for c.awaitRequest() {
+		req, err := c.readRequest()
 		if err != nil {
-			release(false)
-			writeError(client, http.StatusBadGateway, "the docker engine's answer was cut off: "+err.Error())
+			c.refuseHead(err)
 			return
 		}
-		release(resp.status < 300)
-		if hijacked(resp) {
-			if _, err := client.Write(resp.raw); err == nil {
-				vsock.Join(bufferedConn{client, br}, bufferedConn{engine, ebr})
-			}
-			return
-		}
-		f := responseFraming(req, resp)
-		// A small answer already here goes out with its head, in one write.
-		if !f.streamed() && f.length > 0 && f.length <= int64(ebr.Buffered()) && f.length <= 4096 {
-			b, _ := ebr.Peek(int(f.length))
-			resp.raw = append(resp.raw, b...)
-			ebr.Discard(int(f.length))
-			f.length = 0
-		}
-		if _, err := client.Write(resp.raw); err != nil {
-			return
-		}
-		stopWatching := func() {}
-		if f.streamed() {
-			// A stream can outlast its client: pass a client that goes
-			// on to the engine, which then ends the stream.
-			stopWatching = watchClient(client, br, engine)
-		}
-		err = copyBody(client, ebr, f, buf)
-		stopWatching()
-		if err != nil || req.close || resp.close || f.toEOF {
+		if !c.exchange(req) {
 			return
 		}
 	}
 }
 
-// body is a request's body: passed on raw, or rewritten.
-type body struct {
-	br        *bufio.Reader
-	framing   framing
-	rewritten []byte // set when prepare rewrote the body
+// conn is one client connection and the engine connection that serves it.
+type conn struct {
+	p      *Proxy
+	ctx    context.Context
+	client net.Conn
+	br     *bufio.Reader // the client's
+	engine net.Conn      // opened at the first request
+	ebr    *bufio.Reader
+	late   *lateWatch
 }
 
-// consumed reads off what is left of a refused request's body, when that
-// is small and known, and reports whether none is left.
-func (b *body) consumed() bool {
+func (c *conn) close() {
+	if c.late != nil {
+		c.late.disarm()
+	}
+	if c.engine != nil {
+		c.engine.Close()
+		putReader(c.ebr)
+	}
+	c.client.Close()
+	putReader(c.br)
+}
+
+// awaitRequest waits, up to the idle deadline, for the first byte of the
+// next request, and then gives its head the head deadline. It reports
+// false when the client is gone or was idle too long.
+func (c *conn) awaitRequest() bool {
+	if c.br.Buffered() == 0 {
+		c.client.SetReadDeadline(time.Now().Add(c.p.idleTimeout()))
+		if _, err := c.br.Peek(1); err != nil {
+			return false
+		}
+	}
+	c.client.SetReadDeadline(time.Now().Add(c.p.headTimeout()))
+	return true
+}
+
+// readRequest reads a request's head (its body stays on the connection),
+// in a larger buffer when it does not fit the small one.
+func (c *conn) readRequest() (head, error) {
+	raw, err := readHead(c.br)
+	if err == errHeadTooLarge && c.br.Size() < headBuffer {
+		c.br = grow(c.br, c.client)
+		raw, err = readHead(c.br)
+	}
+	if err != nil {
+		return head{}, err
+	}
+	c.client.SetReadDeadline(time.Time{})
+	return takeHead(c.br, raw, true)
+}
+
+// readResponse reads an answer's head off the engine.
+func (c *conn) readResponse() (head, error) {
+	raw, err := readHead(c.ebr)
+	if err == errHeadTooLarge && c.ebr.Size() < headBuffer {
+		c.ebr = grow(c.ebr, c.engine)
+		raw, err = readHead(c.ebr)
+	}
+	if err != nil {
+		return head{}, err
+	}
+	return takeHead(c.ebr, raw, false)
+}
+
+// grow moves what a full small reader holds into a large one over the
+// same source.
+func grow(br *bufio.Reader, src io.Reader) *bufio.Reader {
+	held, _ := br.Peek(br.Buffered())
+	big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), src), headBuffer)
+	putReader(br)
+	return big
+}
+
+// refuseHead answers a head that cannot be read, or just lets go of a
+// client that went away or ran out of time.
+func (c *conn) refuseHead(err error) {
+	var ne net.Error
 	switch {
-	case b.rewritten != nil:
-		return len(b.rewritten) <= maxCreateBody
-	case b.framing.chunked || b.framing.length > maxCreateBody:
-		return false
-	}
-	n, err := io.CopyN(io.Discard, b.br, b.framing.length)
-	return err == nil && n == b.framing.length
-}
-
-// reader reads the body as it is framed, decoded (for prepare).
-func (b *body) reader() io.Reader {
-	if b.framing.chunked {
-		return httputil.NewChunkedReader(b.br)
-	}
-	return io.LimitReader(b.br, b.framing.length)
-}
-
-// send passes the request on: its raw head and body, or, when rewritten,
-// the head with a new length and the new body.
-func (b *body) send(engine net.Conn, req head, buf []byte) error {
-	if b.rewritten == nil {
-		if _, err := engine.Write(req.raw); err != nil {
-			return err
-		}
-		return copyBody(engine, b.br, b.framing, buf)
-	}
-	_, err := engine.Write(append(req.withLength(len(b.rewritten)), b.rewritten...))
-	return err
-}
-
-// slowAnswer is how long an answer may take before the client is watched
-// for going away meanwhile: fast answers (most) cost no watch.
-const slowAnswer = 50 * time.Millisecond
-
-// lateWatch starts watchClient once an answer has taken d; one per
-// connection, its timer re-armed for each request.
-type lateWatch struct {
-	mu    sync.Mutex
-	t     *time.Timer
-	d     time.Duration
-	armed bool
-	stop  func() // the running watch's, or nil
-	start func() func()
-}
-
-func newLateWatch(d time.Duration, client net.Conn, br *bufio.Reader, engine net.Conn) *lateWatch {
-	w := &lateWatch{d: d, start: func() func() { return watchClient(client, br, engine) }}
-	w.t = time.AfterFunc(time.Hour, func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.armed && w.stop == nil {
-			w.stop = w.start()
-		}
-	})
-	w.t.Stop()
-	return w
-}
-
-func (w *lateWatch) arm() {
-	w.mu.Lock()
-	w.armed = true
-	w.mu.Unlock()
-	w.t.Reset(w.d)
-}
-
-// disarm stops the timer and any watch it started.
-func (w *lateWatch) disarm() {
-	w.t.Stop()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.armed = false
-	if w.stop != nil {
-		w.stop()
-		w.stop = nil
+	case err == errHeadTooLarge:
+		c.answerError(http.StatusRequestHeaderFieldsTooLarge, err.Error())
+	case err == io.EOF || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET):
+		// Gone between requests: nobody to answer.
+	case errors.As(err, &ne) && ne.Timeout():
+		c.p.warnf(logrus.Fields{"after": c.p.headTimeout().String()}, "a client sent part of a request head and stopped; closed")
+	default:
+		c.answerError(http.StatusBadRequest, "malformed request: "+err.Error())
 	}
 }
 
-// watchClient passes on, while the engine answers, a client that goes
-// away or half-closes, as a byte forwarder would: the engine then ends
-// what it streams (events, logs -f) instead of streaming to nobody. It
-// reads nothing: what the client sends next stays on br. stop ends the
-// watch before br is read again.
-func watchClient(client net.Conn, br *bufio.Reader, engine net.Conn) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var ne net.Error
-		if _, err := br.Peek(1); err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-			closeWrite(engine)
-		}
-	}()
-	return func() {
-		client.SetReadDeadline(time.Now()) // wakes the Peek
-		<-done
-		client.SetReadDeadline(time.Time{})
-	}
+// answerError answers with the proxy's own error and leaves the client
+// time to read it before the connection closes.
+func (c *conn) answerError(status int, msg string) {
+	writeError(c.client, status, msg)
+	c.linger()
 }
 
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		return
-	}
-	c.Close()
+// linger half-closes the connection and reads off what the client still
+// sends, for a while: closing with unread bytes would reset the
+// connection, and the client could lose the answer it was sent.
+func (c *conn) linger() {
+	closeWrite(c.client)
+	c.client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.CopyN(io.Discard, c.br, maxCreateBody)
 }
 
-// prepare rewrites a create request's body and reserves a start's ports.
-// It returns what to do once the engine has answered (keep=true: the
-// start happened) and, when the request must not go on, the status and
-// message to answer with instead.
-func (p *Proxy) prepare(ctx context.Context, req head, b *body) (release func(keep bool), status int, msg string) {
-	release = func(bool) {}
-	if req.method != http.MethodPost {
-		return release, 0, ""
+// writeError answers as the docker engine does: JSON with a message; a 503
+// says when to try again.
+func writeError(w io.Writer, status int, msg string) {
+	body, _ := json.Marshal(map[string]string{"message": msg})
+	extra := ""
+	if status == http.StatusServiceUnavailable {
+		extra = "Retry-After: 1\r\n"
 	}
-	switch {
-	case createPath.MatchString(req.path) && p.Translate != nil:
-		body, err := io.ReadAll(io.LimitReader(b.reader(), maxCreateBody+1))
-		if err != nil {
-			return release, http.StatusBadRequest, "reading the create request: " + err.Error()
-		}
-		if len(body) > maxCreateBody {
-			return release, http.StatusRequestEntityTooLarge, fmt.Sprintf("a create request over %d bytes", maxCreateBody)
-		}
-		b.rewritten = body // read off the connection: passed on from memory
-		out, err := RewriteCreate(body, p.Translate, p.Label)
-		if err != nil {
-			return release, http.StatusBadRequest, err.Error()
-		}
-		b.rewritten = out
-	case p.Ports != nil:
-		m := startPath.FindStringSubmatch(req.path)
-		if m == nil {
-			return release, 0, ""
-		}
-		undo, err := p.Ports.Reserve(ctx, m[2])
-		if err != nil {
-			var refused *PortTakenError
-			if errors.As(err, &refused) {
-				return release, http.StatusInternalServerError, err.Error()
-			}
-			// The engine answers best about a container it cannot find.
-			p.Log.WithError(err).Debug("ports not reserved before a start")
-			return release, 0, ""
-		}
-		release = func(keep bool) {
-			if !keep {
-				undo()
-			}
-		}
-	}
-	return release, 0, ""
+	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nApi-Version: \r\n%s\r\n%s",
+		status, http.StatusText(status), len(body), extra, body)
 }
 
 // PortTakenError is a published port something else holds.
@@ -360,11 +301,4 @@ func (c bufferedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Conn.Close()
-}
-
-// writeError answers as the docker engine does: JSON with a message.
-func writeError(w io.Writer, status int, msg string) {
-	body, _ := json.Marshal(map[string]string{"message": msg})
-	fmt.Fprintf(w, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nApi-Version: \r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
 }

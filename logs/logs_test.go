@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -78,5 +79,21 @@ func TestRelayKeepsLevelAndFields(t *testing.T) {
 	s := out.String()
 	if !strings.Contains(s, `"level":"warning"`) || !strings.Contains(s, `"service":"dockerd"`) || !strings.Contains(s, "not json") {
 		t.Fatalf("relayed: %s", s)
+	}
+}
+
+func TestEveryHoldsBackAndCounts(t *testing.T) {
+	e := &Every{Interval: 50 * time.Millisecond}
+	if ok, n := e.Allow(); !ok || n != 0 {
+		t.Fatalf("first: %v %d", ok, n)
+	}
+	for range 5 {
+		if ok, _ := e.Allow(); ok {
+			t.Fatal("let through within the interval")
+		}
+	}
+	time.Sleep(60 * time.Millisecond)
+	if ok, n := e.Allow(); !ok || n != 5 {
+		t.Fatalf("after the interval: %v, %d held back", ok, n)
 	}
 }

@@ -11,6 +11,7 @@ packages=(
 	containerd runc docker.io iptables # the engine the version pack carries
 	e2fsprogs        # mkfs.ext4 for the loop-device test
 	socat            # forwarding baseline
+	curl             # a real client of the docker API proxy (Expect: 100-continue)
 	qemu-system-x86 kmod cpio # make vm-test: the WSL-like guest
 	ca-certificates  # the version pack's CA bundle (Go's TLS in dockerd and containerd)
 	docker-registry openssl # a real TLS registry and the certificates the tests make

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddinit/ddinit/logs"
 	"github.com/sirupsen/logrus"
 )
 
@@ -22,20 +23,28 @@ type Forwarder struct {
 	// and a byte-for-byte join (a protocol-aware proxy on the same accept
 	// loop); it must close the connection.
 	Handle func(ctx context.Context, c net.Conn)
-	// MaxConns bounds concurrent connections; 0 means 1024.
+	// MaxConns bounds concurrent connections; 0 means DefaultMaxConns.
 	MaxConns int
 	Log      logrus.FieldLogger
 
-	wg sync.WaitGroup
+	wg      sync.WaitGroup
+	refused logs.Every
 }
+
+// DefaultMaxConns bounds a forwarder's concurrent connections: enough that
+// thousands of idle or slow clients (each cut off by its server's
+// deadlines) leave room for the others, few enough to stay well inside
+// the descriptor limit.
+const DefaultMaxConns = 8192
 
 // Serve accepts until the listener is closed. Accept errors that are
 // temporary are retried with backoff instead of spinning.
 func (f *Forwarder) Serve(ctx context.Context) error {
 	limit := f.MaxConns
 	if limit <= 0 {
-		limit = 1024
+		limit = DefaultMaxConns
 	}
+	f.refused.Interval = 10 * time.Second
 	slots := make(chan struct{}, limit)
 	var delay time.Duration
 	for {
@@ -57,7 +66,9 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 		select {
 		case slots <- struct{}{}:
 		default:
-			f.Log.WithField("limit", limit).Warn("too many connections; refusing one")
+			if ok, held := f.refused.Allow(); ok {
+				f.Log.WithFields(logrus.Fields{"limit": limit, "alsoRefused": held}).Warn("too many connections; refusing one")
+			}
 			c.Close()
 			continue
 		}

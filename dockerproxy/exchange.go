@@ -1,0 +1,331 @@
+package dockerproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ddinit/ddinit/vsock"
+)
+
+// exchange passes one request to the engine and its answer back. It
+// reports whether the connection goes on to the next request.
+func (c *conn) exchange(req head) (keep bool) {
+	b := &body{br: c.br, framing: requestFraming(req)}
+	release, status, msg := c.p.prepare(c.ctx, req, b, c.client)
+	if status != 0 {
+		writeError(c.client, status, msg)
+		// The connection goes on only where the refused request's body is
+		// known to be off it: not one a client holds back for a 100
+		// Continue it was not sent.
+		if req.close || req.expectContinue && b.rewritten == nil || !c.consumed(b) {
+			c.linger()
+			return false
+		}
+		return true
+	}
+	if err := c.dialEngine(); err != nil {
+		release(false)
+		c.answerError(http.StatusBadGateway, "the docker engine is not reachable: "+err.Error())
+		return false
+	}
+	resp, pending, err := c.pass(req, b)
+	if err != nil {
+		release(false)
+		if pending != nil {
+			c.client.SetReadDeadline(time.Now()) // the body's reader stops
+			<-pending
+		}
+		if !errors.Is(err, errClientGone) {
+			c.answerError(http.StatusBadGateway, "the docker engine's answer was cut off: "+err.Error())
+		}
+		return false
+	}
+	release(resp.status < 300)
+	keep = c.answer(req, resp, pending)
+	if pending != nil {
+		// The answer came while the body was still on its way (an early
+		// answer, or just a fast one): the rest is read off (passed on, or
+		// dropped once the engine stops reading). The connection goes on
+		// only if the engine took the whole body, as its framing then
+		// agrees with the client's.
+		c.client.SetReadDeadline(time.Now().Add(drainTimeout))
+		err := <-pending
+		c.client.SetReadDeadline(time.Time{})
+		return keep && err == nil && b.engineErr == nil
+	}
+	return keep
+}
+
+func (c *conn) dialEngine() error {
+	if c.engine != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	engine, err := c.p.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	c.engine, c.ebr = engine, newReader(engine)
+	c.late = newLateWatch(slowAnswer, func() func() { return watchClient(c.client, c.br, c.engine) })
+	return nil
+}
+
+// createBodyTimeout bounds the reading of a create body the proxy edits.
+const createBodyTimeout = 30 * time.Second
+
+// errClientGone is a request body cut off by its client.
+var errClientGone = errors.New("the client went away while sending its request")
+
+// pass sends the request and returns the engine's final answer, having
+// passed on any interim (1xx) one. A body is sent while the answer is
+// awaited: an answer that comes before the whole body (an upload the
+// engine refuses at once) reaches the client at once; pending then
+// reports when the body has been read off.
+func (c *conn) pass(req head, b *body) (resp head, pending <-chan error, err error) {
+	if !b.streaming() {
+		if err := b.send(c.engine, req); err != nil {
+			return head{}, nil, err
+		}
+		c.late.arm()
+		resp, err = c.readFinal()
+		c.late.disarm()
+		return resp, nil, err
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- b.send(c.engine, req) }()
+	type answer struct {
+		h   head
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		h, err := c.readFinal()
+		answered <- answer{h, err}
+	}()
+	select {
+	case err := <-sent:
+		if err != nil {
+			// The client stopped mid-body: the engine would wait for the
+			// rest for ever.
+			c.engine.Close()
+			<-answered
+			return head{}, nil, errClientGone
+		}
+		c.late.arm()
+		a := <-answered
+		c.late.disarm()
+		return a.h, nil, a.err
+	case a := <-answered:
+		return a.h, sent, a.err
+	}
+}
+
+// readFinal reads the engine's answer, passing interim 1xx answers (100
+// Continue, 103 Early Hints) on to the client as they come.
+func (c *conn) readFinal() (head, error) {
+	for {
+		resp, err := c.readResponse()
+		if err != nil || resp.status/100 != 1 || resp.status == http.StatusSwitchingProtocols {
+			return resp, err
+		}
+		if _, err := c.client.Write(resp.raw); err != nil {
+			return resp, err
+		}
+	}
+}
+
+// answer passes the final answer on: its head and body, a stream as it
+// comes, or the whole connection for a hijack (attach, exec). While the
+// request's body is still being read (pending), the client is not watched
+// for going away: only one reader reads it at a time.
+func (c *conn) answer(req, resp head, pending <-chan error) (keep bool) {
+	if hijacked(resp) {
+		if pending != nil {
+			<-pending
+		}
+		if _, err := c.client.Write(resp.raw); err == nil {
+			vsock.Join(bufferedConn{c.client, c.br}, bufferedConn{c.engine, c.ebr})
+		}
+		return false
+	}
+	f := responseFraming(req, resp)
+	// A small answer already here goes out with its head, in one write.
+	if !f.streamed() && f.length > 0 && f.length <= int64(c.ebr.Buffered()) && f.length <= smallBuffer {
+		b, _ := c.ebr.Peek(int(f.length))
+		resp.raw = append(resp.raw, b...)
+		c.ebr.Discard(int(f.length))
+		f.length = 0
+	}
+	if _, err := c.client.Write(resp.raw); err != nil {
+		return false
+	}
+	stopWatching := func() {}
+	if f.streamed() && pending == nil {
+		stopWatching = watchClient(c.client, c.br, c.engine)
+	}
+	err := copyBody(c.client, c.ebr, f)
+	stopWatching()
+	return err == nil && !req.close && !resp.close && !f.toEOF
+}
+
+// body is a request's body: passed on raw, or rewritten.
+type body struct {
+	br        *bufio.Reader
+	framing   framing
+	rewritten []byte // set when prepare rewrote the body
+	broken    bool   // prepare read part of it and stopped
+	engineErr error  // the engine stopped taking the body (read once send returns)
+}
+
+// streaming reports a body passed on as it comes (one the proxy has not
+// read whole).
+func (b *body) streaming() bool {
+	return b.rewritten == nil && (b.framing.chunked || b.framing.length > 0)
+}
+
+// consumed reads off what is left of a refused request's body, when that
+// is small and known and comes in time, and reports whether none is left.
+func (c *conn) consumed(b *body) bool {
+	c.client.SetReadDeadline(time.Now().Add(drainTimeout))
+	defer c.client.SetReadDeadline(time.Time{})
+	return b.consumed()
+}
+
+func (b *body) consumed() bool {
+	switch {
+	case b.broken:
+		return false
+	case b.rewritten != nil:
+		return len(b.rewritten) <= maxCreateBody
+	case b.framing.chunked || b.framing.length > maxCreateBody:
+		return false
+	}
+	n, err := io.CopyN(io.Discard, b.br, b.framing.length)
+	return err == nil && n == b.framing.length
+}
+
+// reader reads the body as it is framed, decoded (for prepare), through
+// its trailer.
+func (b *body) reader() io.Reader {
+	if b.framing.chunked {
+		return newChunkedReader(b.br)
+	}
+	return io.LimitReader(b.br, b.framing.length)
+}
+
+// send passes the request on: its raw head and body, or, when rewritten,
+// the head with a new length and the new body. A body is read off the
+// client whole even once the engine stops taking it; the error is then
+// the client's.
+func (b *body) send(engine net.Conn, req head) error {
+	if b.rewritten != nil {
+		_, err := engine.Write(append(req.withLength(len(b.rewritten)), b.rewritten...))
+		return err
+	}
+	if _, err := engine.Write(req.raw); err != nil {
+		return err
+	}
+	if !b.streaming() {
+		return nil
+	}
+	d := &dropAfterError{w: engine}
+	err := copyBody(d, b.br, b.framing)
+	b.engineErr = d.err
+	return err
+}
+
+// dropAfterError writes to w until a write fails, then drops what it is
+// given: the rest of a body the engine no longer reads.
+type dropAfterError struct {
+	w   io.Writer
+	err error
+}
+
+func (d *dropAfterError) Write(p []byte) (int, error) {
+	if d.err == nil {
+		_, d.err = d.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// prepare edits a create request's body and reserves a start's ports. It
+// returns what to do once the engine has answered (keep=true: the start
+// happened) and, when the request must not go on, the status and message
+// to answer with instead.
+func (p *Proxy) prepare(ctx context.Context, req head, b *body, client net.Conn) (release func(keep bool), status int, msg string) {
+	release = func(bool) {}
+	if req.method != http.MethodPost {
+		return release, 0, ""
+	}
+	switch {
+	case createPath.MatchString(req.route) && (p.Translate != nil || len(p.Edits) > 0):
+		if b.framing.length > maxCreateBody {
+			return release, http.StatusRequestEntityTooLarge, fmt.Sprintf("a create request over %d bytes", maxCreateBody)
+		}
+		want := b.framing.length
+		if b.framing.chunked {
+			want = maxCreateBody
+		}
+		budget := p.budget()
+		if !budget.take(want) {
+			p.warnf(nil, "create requests over the proxy's memory budget; answered 503")
+			return release, http.StatusServiceUnavailable, "too many create requests are being read at once: try again"
+		}
+		release = func(bool) { budget.give(want) }
+		if req.expectContinue {
+			// The proxy reads the body itself: it says so, and the engine
+			// gets the body whole, without the Expect.
+			if _, err := io.WriteString(client, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+				return release, http.StatusBadRequest, "the client went away"
+			}
+		}
+		// A create body is a few KB: one that does not come in time does
+		// not hold its share of the budget.
+		client.SetReadDeadline(time.Now().Add(createBodyTimeout))
+		raw, err := io.ReadAll(io.LimitReader(b.reader(), maxCreateBody+1))
+		client.SetReadDeadline(time.Time{})
+		if err != nil {
+			b.broken = true
+			return release, http.StatusBadRequest, "reading the create request: " + err.Error()
+		}
+		if len(raw) > maxCreateBody {
+			b.broken = true
+			return release, http.StatusRequestEntityTooLarge, fmt.Sprintf("a create request over %d bytes", maxCreateBody)
+		}
+		b.rewritten = raw // read off the connection: passed on from memory
+		edits := append([]CreateEdit{RewriteBinds(p.Translate), LabelRewritten(p.Label)}, p.Edits...)
+		out, err := EditCreate(raw, edits...)
+		if err != nil {
+			return release, http.StatusBadRequest, err.Error()
+		}
+		b.rewritten = out
+	case p.Ports != nil:
+		m := startPath.FindStringSubmatch(req.route)
+		if m == nil {
+			return release, 0, ""
+		}
+		undo, err := p.Ports.Reserve(ctx, m[2])
+		if err != nil {
+			var refused *PortTakenError
+			if errors.As(err, &refused) {
+				return release, http.StatusInternalServerError, err.Error()
+			}
+			// The engine answers best about a container it cannot find.
+			p.Log.WithError(err).Debug("ports not reserved before a start")
+			return release, 0, ""
+		}
+		release = func(keep bool) {
+			if !keep {
+				undo()
+			}
+		}
+	}
+	return release, 0, ""
+}

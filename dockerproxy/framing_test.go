@@ -1,0 +1,320 @@
+package dockerproxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// framingEngine is a real net/http server standing in for dockerd, with
+// the answers the framing tests need.
+func framingEngine(t testing.TB) string {
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
+	mux.HandleFunc("POST /{version}/containers/create", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "%d %s", len(b), r.Header.Get("Expect"))
+	})
+	mux.HandleFunc("PUT /upload", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	})
+	mux.HandleFunc("PUT /refuse", func(w http.ResponseWriter, r *http.Request) {
+		// Refused before the body is read, as dockerd refuses an archive
+		// for a container it does not know.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"message":"No such container: nosuch"}`)
+	})
+	mux.HandleFunc("GET /hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</x>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "final")
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+func quietProxy(engineSock string) *Proxy {
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	return &Proxy{
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", engineSock)
+		},
+		Translate: windows("c"),
+		Log:       quiet,
+	}
+}
+
+func serveProxy(t testing.TB, p *Proxy) string {
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	return sock
+}
+
+// readAnswer reads one answer off br: its status and body.
+func readAnswer(t *testing.T, br *bufio.Reader, method string) (int, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b)
+}
+
+// Expect: 100-continue, as curl sends it for bodies over 1 MB: a create
+// (which the proxy reads) and an upload (which it streams) each get the
+// 100 and then their final answer.
+func TestExpectContinue(t *testing.T) {
+	sock := serveProxy(t, quietProxy(framingEngine(t)))
+	create := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src"]}}`
+	for name, c := range map[string]struct{ head, body, want string }{
+		"create": {fmt.Sprintf("POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", len(create)), create, "201"},
+		"upload": {"PUT /upload HTTP/1.1\r\nHost: d\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "hello", "200 5"},
+	} {
+		conn := dialUnix(t, sock)
+		br := bufio.NewReader(conn)
+		io.WriteString(conn, c.head)
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+			t.Fatalf("%s: first answer %q %v, want 100 Continue", name, line, err)
+		}
+		br.ReadString('\n') // the blank line ending the interim answer
+		io.WriteString(conn, c.body)
+		code, body := readAnswer(t, br, "POST")
+		if got := fmt.Sprintf("%d %s", code, body); !strings.HasPrefix(got, c.want) {
+			t.Fatalf("%s: %s, want %s", name, got, c.want)
+		}
+		if name == "create" && strings.Contains(body, "100-continue") {
+			t.Fatal("the engine was sent the Expect the proxy answered itself")
+		}
+	}
+}
+
+// A chunked create with a trailer, then a ping and an interim answer, on
+// one connection, pipelined: all answered, in order.
+func TestChunkedTrailerAndPipelining(t *testing.T) {
+	conn := dialUnix(t, serveProxy(t, quietProxy(framingEngine(t))))
+	create := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src"]}}`
+	io.WriteString(conn, fmt.Sprintf("POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\nX-Trailer: yes\r\n\r\n", len(create), create)+
+		"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"+
+		"PUT /upload HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n"+
+		"GET /hints HTTP/1.1\r\nHost: d\r\n\r\n")
+	br := bufio.NewReader(conn)
+	if code, _ := readAnswer(t, br, "POST"); code != 201 {
+		t.Fatalf("chunked create: %d", code)
+	}
+	if code, body := readAnswer(t, br, "GET"); code != 200 || body != "OK" {
+		t.Fatalf("the ping after it: %d %q", code, body)
+	}
+	if code, body := readAnswer(t, br, "PUT"); code != 200 || body != "3" {
+		t.Fatalf("a chunked upload with a trailer: %d %q", code, body)
+	}
+	// The interim 103, passed on, then the final answer.
+	if code, _ := readAnswer(t, br, "GET"); code != http.StatusEarlyHints {
+		t.Fatalf("early hints: %d", code)
+	}
+	if code, body := readAnswer(t, br, "GET"); code != 200 || body != "final" {
+		t.Fatalf("after early hints: %d %q", code, body)
+	}
+}
+
+// The engine's answer that comes before the whole body reaches the
+// client, whole; a 20 MB upload it does not read ends in its 404.
+func TestEarlyAnswerReachesTheClient(t *testing.T) {
+	sock := serveProxy(t, quietProxy(framingEngine(t)))
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	body := strings.NewReader(strings.Repeat("x", 20<<20))
+	req, _ := http.NewRequest(http.MethodPut, "http://docker/refuse", body)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("the client got no answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.Contains(string(b), "No such container") {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+}
+
+// Framing the engine could read otherwise than the proxy is refused
+// deliberately, and routes are matched as dockerd's router matches them.
+func TestFramingRefusalsAndRoutes(t *testing.T) {
+	sock := serveProxy(t, quietProxy(framingEngine(t)))
+	for name, raw := range map[string]string{
+		"HTTP/1.0 with Transfer-Encoding": "PUT /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"a chunk size near 2^63":          "POST /containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc\r\n",
+		"a Kelvin sign in Content-Length": "POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Lengt\u212a: 5\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+	} {
+		conn := dialUnix(t, sock)
+		io.WriteString(conn, raw)
+		conn.CloseWrite()
+		b, _ := io.ReadAll(conn)
+		if !strings.HasPrefix(string(b), "HTTP/1.1 400") {
+			t.Errorf("%s: answered %q", name, b)
+		}
+	}
+	create := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src"]}}`
+	for _, path := range []string{"/v1.44.0/containers/create", "/v1.41/containers/%63reate", "/v1.41/%63ontainers/create"} {
+		if !createPath.MatchString(mustRoute(t, path)) {
+			t.Errorf("%s is not matched as a create", path)
+		}
+		conn := dialUnix(t, sock)
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n%s", path, len(create), create)
+		code, _ := readAnswer(t, bufio.NewReader(conn), "POST")
+		_ = code // the stand-in engine routes only some of these; matching is what is tested
+	}
+}
+
+func mustRoute(t *testing.T, path string) string {
+	h, err := parseHead([]byte("POST "+path+" HTTP/1.1\r\nHost: d\r\n\r\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.route
+}
+
+// Thousands of clients that send half a head and stop do not starve the
+// others; once the head deadline has closed them, the proxy's memory and
+// descriptors are back where they were.
+func TestHalfHeadsStarveNobody(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens thousands of connections")
+	}
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	const slow, normal = 2000, 100
+	if lim.Cur < 2*slow+4*normal+200 {
+		t.Skipf("RLIMIT_NOFILE is %d: too few descriptors for %d connections", lim.Cur, slow+normal)
+	}
+	p := quietProxy(framingEngine(t))
+	p.HeadTimeout = 2 * time.Second
+	sock := serveProxy(t, p)
+	// Warm up, then measure.
+	ping := func(c *http.Client) error {
+		resp, err := c.Get("http://docker/_ping")
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		return nil
+	}
+	newClient := func() *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+	}
+	round := func() {
+		var halves []net.Conn
+		for range slow {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "GET /_ping HTTP/1.1\r\nHo")
+			halves = append(halves, c)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, normal)
+		for range normal {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := newClient()
+				defer c.CloseIdleConnections()
+				for range 5 {
+					if err := ping(c); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("a normal client beside %d half heads: %v", slow, err)
+		}
+		// The head deadline closes the slow ones.
+		closed := 0
+		for _, c := range halves {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadAll(c); err == nil {
+				closed++
+			}
+			c.Close()
+		}
+		if closed != slow {
+			t.Fatalf("%d of %d half heads closed by the proxy", closed, slow)
+		}
+	}
+	// The first round grows what the runtime keeps for good once a
+	// process has had that many goroutines (their descriptors, for
+	// reuse); what a round leaves after that is what the proxy holds.
+	round()
+	time.Sleep(200 * time.Millisecond)
+	heap, fds := settled()
+	round()
+	time.Sleep(200 * time.Millisecond)
+	heap2, fds2 := settled()
+	t.Logf("heap %d → %d KiB, descriptors %d → %d", heap>>10, heap2>>10, fds, fds2)
+	if float64(heap2) > 1.1*float64(heap) || float64(fds2) > 1.1*float64(fds) {
+		t.Fatalf("after the half heads: heap %d → %d KiB, descriptors %d → %d", heap>>10, heap2>>10, fds, fds2)
+	}
+}
+
+// settled is the heap in use after a collection, and the open
+// descriptors.
+func settled() (uint64, int) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse, openFDs()
+}
+
+func openFDs() int {
+	entries, _ := filepath.Glob("/proc/self/fd/*")
+	return len(entries)
+}
