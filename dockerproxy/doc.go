@@ -10,6 +10,15 @@
 // exec, HTTP Upgrade), streams (logs -f, events, stats), chunked and large
 // bodies, keep-alive, HEAD, half-close.
 //
+// It frames HTTP as Go's net/http server does (interim answers, early
+// answers, chunked bodies through their trailers, pipelining), and bounds
+// what a client can make it hold: deadlines on heads and idle
+// connections, small buffers taken when needed, one budget for the create
+// bodies it buffers. The files go by duty: proxy.go (a connection's life),
+// exchange.go (one request and its answer), message.go (heads and
+// framing), create.go (the edits of a create body), watch.go (clients
+// that go away), budget.go.
+//
 // It also holds ddinit's own small client of the engine's API (Engine),
 // used by the port publisher and the distro proxies.
 //

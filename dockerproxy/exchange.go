@@ -41,7 +41,10 @@ func (c *conn) exchange(req head) (keep bool) {
 			c.client.SetReadDeadline(time.Now()) // the body's reader stops
 			<-pending
 		}
-		if !errors.Is(err, errClientGone) {
+		switch {
+		case errors.Is(err, errBadFraming):
+			c.answerError(http.StatusBadRequest, "malformed request: "+err.Error())
+		case !errors.Is(err, errClientGone):
 			c.answerError(http.StatusBadGateway, "the docker engine's answer was cut off: "+err.Error())
 		}
 		return false
@@ -112,10 +115,14 @@ func (c *conn) pass(req head, b *body) (resp head, pending <-chan error, err err
 	select {
 	case err := <-sent:
 		if err != nil {
-			// The client stopped mid-body: the engine would wait for the
+			// The client stopped mid-body, or framed it so the engine
+			// could read it otherwise: the engine must not wait for the
 			// rest for ever.
 			c.engine.Close()
 			<-answered
+			if errors.Is(err, errBadFraming) {
+				return head{}, nil, err
+			}
 			return head{}, nil, errClientGone
 		}
 		c.late.arm()

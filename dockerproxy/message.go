@@ -70,15 +70,26 @@ func parseHead(raw []byte, request bool) (head, error) {
 	if n := bytes.Count(raw, []byte("\r\n")); bytes.Count(raw, []byte("\n")) != n || bytes.Count(raw, []byte("\r")) != n {
 		return h, errors.New("a line ends in a bare LF or CR")
 	}
-	lines := strings.Split(strings.TrimSuffix(string(raw), "\r\n\r\n"), "\r\n")
-	first := strings.SplitN(lines[0], " ", 3)
-	if len(first) < 2 {
-		return h, fmt.Errorf("malformed first line %q", lines[0])
+	// One string for the whole head; lines are slices of it.
+	text := strings.TrimSuffix(string(raw), "\r\n\r\n")
+	firstLine, rest, _ := strings.Cut(text, "\r\n")
+	var first [3]string
+	n := 0
+	for part := range strings.SplitSeq(firstLine, " ") {
+		if n == 3 {
+			first[2] += " " + part // a reason phrase may hold spaces
+			continue
+		}
+		first[n] = part
+		n++
+	}
+	if n < 2 {
+		return h, fmt.Errorf("malformed first line %q", firstLine)
 	}
 	proto := first[0]
 	if request {
-		if len(first) != 3 || first[0] == "" || strings.ContainsAny(first[0], "\t:/") {
-			return h, fmt.Errorf("malformed request line %q", lines[0])
+		if n != 3 || first[0] == "" || strings.ContainsAny(first[0], "\t:/") || strings.Contains(first[2], " ") {
+			return h, fmt.Errorf("malformed request line %q", firstLine)
 		}
 		h.method, proto = first[0], first[2]
 		h.path, _, _ = strings.Cut(first[1], "?")
@@ -86,13 +97,15 @@ func parseHead(raw []byte, request bool) (head, error) {
 			return h, fmt.Errorf("request target %q is not a path", first[1])
 		}
 		h.route = h.path
-		if decoded, err := url.PathUnescape(h.path); err == nil {
-			h.route = decoded
+		if strings.IndexByte(h.path, '%') >= 0 {
+			if decoded, err := url.PathUnescape(h.path); err == nil {
+				h.route = decoded
+			}
 		}
 	} else {
 		code, err := strconv.Atoi(first[1])
 		if err != nil || code < 100 || code > 999 {
-			return h, fmt.Errorf("malformed status line %q", lines[0])
+			return h, fmt.Errorf("malformed status line %q", firstLine)
 		}
 		h.status = code
 	}
@@ -101,7 +114,10 @@ func parseHead(raw []byte, request bool) (head, error) {
 		return h, fmt.Errorf("not HTTP/1: %q", proto)
 	}
 	h.close = minor == 0
-	for _, line := range lines[1:] {
+	for line := range strings.SplitSeq(rest, "\r\n") {
+		if rest == "" {
+			break
+		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return h, fmt.Errorf("malformed header line %q", line)
@@ -265,32 +281,74 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing) error {
 		if err != nil {
 			return fmt.Errorf("chunk size: %w", err)
 		}
-		if _, err := dst.Write(line); err != nil {
-			return err
+		if !crlfLine(line) {
+			return fmt.Errorf("%w: a chunk-size line %q", errBadFraming, line)
 		}
 		size, err := chunkSize(line)
 		if err != nil {
 			return err
 		}
+		if _, err := dst.Write(line); err != nil {
+			return err
+		}
 		if size == 0 {
 			// Trailers, then the blank line that ends the body.
 			for {
-				t, err := src.ReadSlice('\n')
+				t, err := trailerLine(src)
 				if err != nil {
-					return fmt.Errorf("trailer: %w", err)
+					return err
 				}
+				// t is the reader's own buffer: written as it is, never
+				// appended to (that would overwrite what comes next).
 				if _, err := dst.Write(t); err != nil {
 					return err
 				}
-				if len(bytes.TrimSpace(t)) == 0 {
+				if _, err := io.WriteString(dst, "\r\n"); err != nil {
+					return err
+				}
+				if len(t) == 0 {
 					return w.Flush()
 				}
 			}
 		}
-		if n, err := io.CopyBuffer(dst, io.LimitReader(src, size+2), buf); err != nil || n < size+2 {
+		if n, err := io.CopyBuffer(dst, io.LimitReader(src, size), buf); err != nil || n < size {
 			return cmpErr(err, io.ErrUnexpectedEOF)
 		}
+		end, err := src.Peek(2)
+		if err != nil {
+			return err
+		}
+		if string(end) != "\r\n" {
+			return fmt.Errorf("%w: a chunk not followed by CRLF", errBadFraming)
+		}
+		src.Discard(2)
+		if _, err := io.WriteString(dst, "\r\n"); err != nil {
+			return err
+		}
 	}
+}
+
+// trailerLine reads one trailer line, without its CRLF; one that ends in
+// a bare LF, or holds a CR, is refused (servers read those differently:
+// Go's reads a bare LF as a line's end only in some cases).
+func trailerLine(src *bufio.Reader) ([]byte, error) {
+	t, err := src.ReadSlice('\n')
+	if err != nil {
+		return nil, fmt.Errorf("trailer: %w", err)
+	}
+	if !crlfLine(t) {
+		return nil, fmt.Errorf("%w: a trailer line %q", errBadFraming, t)
+	}
+	return t[:len(t)-2], nil
+}
+
+// errBadFraming is a body whose framing could be read two ways: a bare LF
+// where CRLF belongs. It is refused, never passed on.
+var errBadFraming = errors.New("malformed chunked body")
+
+// crlfLine reports a line that ends in CRLF and holds no other CR or LF.
+func crlfLine(line []byte) bool {
+	return bytes.HasSuffix(line, []byte("\r\n")) && bytes.IndexByte(line[:len(line)-2], '\r') < 0
 }
 
 // maxChunk bounds a chunk's size: far past any real one, far from
@@ -327,11 +385,11 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		// The last chunk is read; its trailer lines end at a blank one.
 		for {
-			line, terr := r.br.ReadSlice('\n')
+			line, terr := trailerLine(r.br)
 			if terr != nil {
-				return n, fmt.Errorf("trailer: %w", terr)
+				return n, terr
 			}
-			if len(bytes.TrimSpace(line)) == 0 {
+			if len(line) == 0 {
 				break
 			}
 		}
