@@ -58,6 +58,12 @@ test-builds: isos
 	$(GO) build -race -o bin/ddinit-race ./cmd/ddinit
 	DDINIT_BINARY=$(CURDIR)/bin/ddinit-race DDINIT_BOOT_LOOP=1 $(GO) test -count=1 -run '^($(BOOT_TESTS)|$(RACE_E2E))$$' ./e2e/
 
+# Every package's unit tests, no root and no images needed (the tests
+# that need them skip, saying so).
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 -short ./...
+
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  IFS=: read -r pkg f budget <<< "$$t"; budget=$${FUZZTIME:-$$budget}; \

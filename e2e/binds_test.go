@@ -217,7 +217,7 @@ func TestWSLPathsLeakNothing(t *testing.T) {
 	w := newWSLWorld(t)
 	ubuntu := newUserDistro(t, "Ubuntu")
 	ubuntu.sh(`mkdir -p /home/user/p`)
-	_, proxyPID := ubuntu.runProxy(binary, w.shared, true, "--bind-grace", "2s")
+	_, proxyPID := ubuntu.runProxy(visibleBinary(t, w.shared), w.shared, true, "--bind-grace", "2s")
 	create := func() {
 		// No such image: the source is translated, then the engine says
 		// 404. One connection per request, closed: what is left open is
@@ -322,7 +322,7 @@ func TestBindsComeBackAfterWSLRestarts(t *testing.T) {
 	}
 	// The proxy first (from ddinit's own binary: the copy in the shared
 	// tmpfs went with it), the engine a moment later.
-	ubuntu.runProxy(binary, w.shared, false, "--bind-grace", "2s")
+	ubuntu.runProxy(visibleBinary(t, w.shared), w.shared, false, "--bind-grace", "2s")
 	time.Sleep(time.Second)
 	w.boot()
 	for _, name := range []string{"mine", "fromwindows"} {

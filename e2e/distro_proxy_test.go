@@ -77,7 +77,7 @@ func (d *userDistro) startProxy(shared string, extra ...string) func() {
 	} else {
 		// A dynamic build (-race) publishes no copy: the distros here
 		// share the machine's libraries, so the build itself runs.
-		bin = binary
+		bin = visibleBinary(d.t, shared)
 	}
 	stop, _ := d.runProxy(bin, shared, true, extra...)
 	return stop
@@ -316,4 +316,23 @@ func staticBinary(t *testing.T) bool {
 		}
 	}
 	return true
+}
+
+// visibleBinary is the ddinit under test copied beside the shared tmpfs,
+// where every user distro sees it: the build may be under /tmp (a CI
+// checkout), which each distro has its own of.
+func visibleBinary(t *testing.T, shared string) string {
+	t.Helper()
+	dst := filepath.Join(filepath.Dir(shared), "ddinit-under-test")
+	if exists(dst) {
+		return dst
+	}
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }

@@ -60,7 +60,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Log: log}
+	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Namespace: fmt.Sprintf("/proc/%d/ns/net", pid), Log: log}
 	done := make(chan struct{})
 	go func() { pub.Run(ctx); close(done) }()
 	l.mu.Lock()

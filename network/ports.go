@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,27 +13,35 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netns"
 )
 
 // Publisher makes the ports containers publish inside reachable in the
 // distro's namespace: for every binding HostIP:HostPort of a running
-// container it listens there and forwards to the namespace's address on
-// the same port (where dockerd publishes it). It follows docker's events
-// API, not a polling loop, and resynchronises whenever the stream breaks.
+// container it listens on the same address family, address and port in
+// the distro and carries each connection to where dockerd publishes it
+// (RouteOf). It follows docker's events API, not a polling loop, and
+// resynchronises whenever the stream breaks.
 type Publisher struct {
 	DockerSocket string     // path of dockerd's API socket
 	Target       netip.Addr // the namespace's address
-	Log          logrus.FieldLogger
+	// Namespace is the engine's network namespace (/proc/PID/ns/net),
+	// where bindings to a specific address are dialled.
+	Namespace string
+	Log       logrus.FieldLogger
 
 	once   sync.Once
 	mu     sync.Mutex
 	open   map[string]*published // binding key -> listener
 	engine *dockerproxy.Engine
+	ns     netns.NsHandle
+	nsErr  error
 }
 
 // setUp makes the publisher's state, once: Run and Reserve may come first.
@@ -44,6 +53,10 @@ func (p *Publisher) setUp() {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", p.DockerSocket)
 		})
+		p.ns, p.nsErr = netns.None(), errors.New("no network namespace given")
+		if p.Namespace != "" {
+			p.ns, p.nsErr = netns.GetFromPath(p.Namespace)
+		}
 	})
 }
 
@@ -51,6 +64,7 @@ type published struct {
 	container string
 	key       string
 	closer    io.Closer
+	warned    atomic.Bool // a connection that could not reach the container was logged
 }
 
 type binding struct {
@@ -61,13 +75,21 @@ type binding struct {
 	HostPort  int
 }
 
-// addr is where the binding listens in the distro.
+// addr is where the binding listens in the distro, as docker names it.
 func (b binding) addr() string {
 	host := b.HostIP
 	if host == "" {
 		host = "0.0.0.0"
 	}
 	return net.JoinHostPort(host, strconv.Itoa(b.HostPort))
+}
+
+// hasTwin reports a "::" binding beside a "0.0.0.0" (or unnamed) one of
+// the same protocol and port among bs: docker lists both by default.
+func (b binding) hasTwin(bs []binding) bool {
+	return b.HostIP == "::" && slices.ContainsFunc(bs, func(o binding) bool {
+		return o.Proto == b.Proto && o.HostPort == b.HostPort && (o.HostIP == "" || o.HostIP == "0.0.0.0")
+	})
 }
 
 func (b binding) key() string {
@@ -228,7 +250,7 @@ func (p *Publisher) configured(ctx context.Context, container string) ([]binding
 func (p *Publisher) publishAll(bs []binding) error {
 	var made []string
 	for _, b := range bs {
-		key, fresh, err := p.publishOne(b)
+		key, fresh, err := p.publishOne(b, b.hasTwin(bs))
 		if err != nil {
 			p.unpublish(func(pub *published) bool { return slices.Contains(made, pub.key) })
 			return &dockerproxy.PortTakenError{Container: b.Name + " (" + short(b.Container) + ")", Addr: b.addr(), Err: err}
@@ -242,19 +264,18 @@ func (p *Publisher) publishAll(bs []binding) error {
 
 func (p *Publisher) publish(bs []binding) {
 	for _, b := range bs {
-		if _, _, err := p.publishOne(b); err != nil {
+		if _, _, err := p.publishOne(b, b.hasTwin(bs)); err != nil {
 			p.Log.WithError(err).WithFields(logrus.Fields{"container": short(b.Container), "port": b.key()}).Warn("cannot publish the port in the distro (in use?)")
 		}
 	}
 }
 
 // publishOne listens on one binding in the distro, unless it is open
-// already; fresh says it was opened now.
-func (p *Publisher) publishOne(b binding) (key string, fresh bool, err error) {
-	if strings.Contains(b.HostIP, ":") {
-		// docker lists a "::" binding beside each "0.0.0.0" one; the
-		// wildcard listener below is dual-stack (Go listens on [::]
-		// without IPV6_V6ONLY), so it already serves both.
+// already (or served by its twin's listener); fresh says it was opened
+// now.
+func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, err error) {
+	route, ok := RouteOf(b.HostIP, b.HostPort, p.Target, twin)
+	if !ok {
 		return "", false, nil
 	}
 	key = b.key()
@@ -264,32 +285,56 @@ func (p *Publisher) publishOne(b binding) (key string, fresh bool, err error) {
 	if exists {
 		return key, false, nil
 	}
-	target := net.JoinHostPort(p.Target.String(), strconv.Itoa(b.HostPort))
-	log := p.Log.WithFields(logrus.Fields{"container": short(b.Container), "port": key})
-	var closer io.Closer
+	log := p.Log.WithFields(logrus.Fields{"container": short(b.Container), "port": key, "to": route.Dial})
+	pub := &published{container: b.Container, key: key}
+	// A connection that cannot reach the container is closed at once;
+	// why is logged once for the binding.
+	dial := func(ctx context.Context, network string) (net.Conn, error) {
+		var c net.Conn
+		var err error
+		if route.InNamespace {
+			if p.nsErr != nil {
+				err = p.nsErr
+			} else {
+				c, err = dialIn(ctx, p.ns, network, route.Dial)
+			}
+		} else {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, route.Dial)
+		}
+		if err != nil && pub.warned.CompareAndSwap(false, true) {
+			log.WithError(err).Warn("a connection to a published port cannot reach its container")
+		}
+		return c, err
+	}
 	switch b.Proto {
 	case "tcp":
-		l, err := net.Listen("tcp", b.addr())
+		l, err := net.Listen("tcp", route.Listen)
 		if err != nil {
 			return key, false, err
 		}
-		f := &vsock.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", target)
-		}}
+		f := &vsock.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp") }}
 		go f.Serve(context.Background())
-		closer = l
+		pub.closer = l
 	case "udp":
-		u, err := newUDPRelay(b.addr(), target)
+		u, err := newUDPRelay(route.Listen, func() (*net.UDPConn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := dial(ctx, "udp")
+			if err != nil {
+				return nil, err
+			}
+			return c.(*net.UDPConn), nil
+		})
 		if err != nil {
 			return key, false, err
 		}
-		closer = u
+		pub.closer = u
 	default:
 		return key, false, nil
 	}
 	p.mu.Lock()
-	p.open[key] = &published{container: b.Container, key: key, closer: closer}
+	p.open[key] = pub
 	p.mu.Unlock()
 	log.Info("port published")
 	return key, true, nil
@@ -307,7 +352,12 @@ func (p *Publisher) unpublish(match func(*published) bool) {
 	}
 }
 
-func (p *Publisher) closeAll() { p.unpublish(func(*published) bool { return true }) }
+func (p *Publisher) closeAll() {
+	p.unpublish(func(*published) bool { return true })
+	if p.nsErr == nil {
+		p.ns.Close()
+	}
+}
 
 // short is a container id's first 12 characters, as docker shows them.
 func short(id string) string { return id[:min(12, len(id))] }

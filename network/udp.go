@@ -10,7 +10,7 @@ import (
 // socket of its own, and the replies back; idle clients are forgotten.
 type udpRelay struct {
 	conn   *net.UDPConn
-	target *net.UDPAddr
+	dial   func() (*net.UDPConn, error) // a socket to the target, for one client
 	mu     sync.Mutex
 	peers  map[string]*net.UDPConn
 	done   chan struct{}
@@ -18,12 +18,8 @@ type udpRelay struct {
 
 const udpIdle = 90 * time.Second
 
-func newUDPRelay(listen, target string) (*udpRelay, error) {
+func newUDPRelay(listen string, dial func() (*net.UDPConn, error)) (*udpRelay, error) {
 	la, err := net.ResolveUDPAddr("udp", listen)
-	if err != nil {
-		return nil, err
-	}
-	ta, err := net.ResolveUDPAddr("udp", target)
 	if err != nil {
 		return nil, err
 	}
@@ -31,7 +27,7 @@ func newUDPRelay(listen, target string) (*udpRelay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &udpRelay{conn: c, target: ta, peers: map[string]*net.UDPConn{}, done: make(chan struct{})}
+	r := &udpRelay{conn: c, dial: dial, peers: map[string]*net.UDPConn{}, done: make(chan struct{})}
 	go r.serve()
 	return r, nil
 }
@@ -61,7 +57,7 @@ func (r *udpRelay) upstream(from *net.UDPAddr) *net.UDPConn {
 	if up, ok := r.peers[from.String()]; ok {
 		return up
 	}
-	up, err := net.DialUDP("udp", nil, r.target)
+	up, err := r.dial()
 	if err != nil {
 		return nil
 	}

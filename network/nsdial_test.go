@@ -1,0 +1,83 @@
+package network
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// A server on a namespace's own loopback is reached by a socket made in
+// that namespace, and by nothing on the outside's loopback.
+func TestDialInReachesTheNamespacesLoopback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a network namespace of its own)")
+	}
+	ns, l := func() (netns.NsHandle, net.Listener) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer orig.Close()
+		defer netns.Set(orig)
+		ns, err := netns.New()
+		if err != nil {
+			t.Skipf("cannot make a network namespace: %v", err)
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ns, l
+	}()
+	defer ns.Close()
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "inside")
+			c.Close()
+		}
+	}()
+	addr := l.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dialIn(ctx, ns, "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s in the namespace: %v", addr, err)
+	}
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if string(b) != "inside" {
+		t.Fatalf("read %q", b)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s answered on the outside's loopback", addr)
+	}
+	// The thread that dialled is back outside: a dial from any goroutine
+	// now is the outside's.
+	own, _ := netns.Get()
+	defer own.Close()
+	if own.Equal(ns) {
+		t.Fatal("a thread was left in the namespace")
+	}
+}
