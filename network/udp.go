@@ -9,11 +9,11 @@ import (
 // udpRelay forwards datagrams from each client to the target through a
 // socket of its own, and the replies back; idle clients are forgotten.
 type udpRelay struct {
-	conn   *net.UDPConn
-	dial   func() (*net.UDPConn, error) // a socket to the target, for one client
-	mu     sync.Mutex
-	peers  map[string]*net.UDPConn
-	done   chan struct{}
+	conn  *net.UDPConn
+	dial  func() (*net.UDPConn, error) // a socket to the target, for one client
+	mu    sync.Mutex
+	peers map[string]*net.UDPConn
+	done  chan struct{}
 }
 
 const udpIdle = 90 * time.Second
