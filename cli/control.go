@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
@@ -187,24 +188,24 @@ func runDiagnose(env *Env, args []string) error {
 	if resp.StatusCode != http.StatusOK {
 		return control.ResponseError(resp)
 	}
-	tmp := path + ".partial"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	n, err := io.Copy(f, resp.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
+	body := &countingReader{r: resp.Body}
+	if err := atomicfile.WriteFrom(path, body, 0o644); err != nil {
 		return fmt.Errorf("diagnostics: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "wrote %s (%d bytes): status, logs (credentials redacted), mounts, processes, network, kernel log\n", path, n)
+	fmt.Fprintf(env.Stdout, "wrote %s (%d bytes): status, logs (credentials redacted), mounts, processes, network, kernel log\n", path, body.n)
 	return nil
+}
+
+// countingReader counts what it reads.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func runProbe(env *Env, args []string) error {
@@ -267,14 +268,8 @@ func runForward(env *Env, args []string) error {
 	}
 	f := &vsock.Forwarder{
 		Listener: vsock.Filter(l, la, vsock.PeerPolicy{AllowLocal: *allowLocal}, entry),
-		Dial: func(ctx context.Context) (net.Conn, error) {
-			d := 10 * time.Second
-			if dl, ok := ctx.Deadline(); ok {
-				d = time.Until(dl)
-			}
-			return vsock.Dial(ta, d)
-		},
-		Log: entry,
+		Dial:     func(ctx context.Context) (net.Conn, error) { return vsock.DialContext(ctx, ta) },
+		Log:      entry,
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()

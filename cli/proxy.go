@@ -6,9 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"syscall"
 
 	"github.com/ddinit/ddinit/distroproxy"
@@ -47,10 +45,7 @@ func runProxy(env *Env, args []string) error {
 		return usagef("--log-level: %v", err)
 	}
 	log := logs.New("proxy", env.Stderr, nil, lvl).WithField("distro", *distro)
-	dialEngine := func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", *engine)
-	}
+	dialEngine := func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, *engine) }
 	binds := &distroproxy.Binds{Distro: *distro, Shared: *shared, Log: log, Grace: *grace}
 	follower := &distroproxy.Follower{Binds: binds, Log: log, Engine: dockerproxy.NewEngine(dialEngine)}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -66,10 +61,7 @@ func runProxy(env *Env, args []string) error {
 	// engine answers: now, or once ddinit is up.
 	go follower.Follow(ctx)
 	// root and the distro's docker group, 0660, as Docker Engine on Linux.
-	gid := 0
-	if g, err := user.LookupGroup("docker"); err == nil {
-		gid, _ = strconv.Atoi(g.Gid)
-	}
+	gid := vsock.DockerGroup()
 	l, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: *socket}, 0o660, gid)
 	if err != nil {
 		return fmt.Errorf("serve %s: %w", *socket, err)

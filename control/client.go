@@ -30,12 +30,7 @@ func NewClient(addr string, timeout time.Duration) (*Client, error) {
 		Timeout: timeout,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				dl, ok := ctx.Deadline()
-				d := 10 * time.Second
-				if ok {
-					d = time.Until(dl)
-				}
-				return vsock.Dial(a, d)
+				return vsock.DialContext(ctx, a)
 			},
 			DisableKeepAlives: true,
 		},

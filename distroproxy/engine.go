@@ -58,7 +58,7 @@ func (f *Follower) Recover(ctx context.Context) error {
 	users := map[string][]string{}
 	defer func() { f.Binds.Resync(users) }()
 	for _, c := range list {
-		log := f.Log.WithField("container", short(c.ID))
+		log := f.Log.WithField("container", dockerproxy.ShortID(c.ID))
 		var paths []string
 		complete := true
 		for dst, src := range boundPaths(c.Labels[LabelBinds]) {
@@ -115,14 +115,15 @@ func (f *Follower) Recover(ctx context.Context) error {
 	return nil
 }
 
-func short(id string) string { return id[:min(len(id), 12)] }
-
 // Follow makes the binds again whenever the engine comes back (Recover),
 // tracks containers being created and destroyed, and takes down the binds
 // none uses, until ctx ends.
 func (f *Follower) Follow(ctx context.Context) {
 	grace := f.Binds.grace()
+	sweeping := make(chan struct{})
+	defer func() { <-sweeping }() // ends with ctx, as Follow does
 	go func() {
+		defer close(sweeping)
 		tick := time.NewTicker(min(max(grace/6, time.Second), 10*time.Second))
 		defer tick.Stop()
 		for {
@@ -134,44 +135,28 @@ func (f *Follower) Follow(ctx context.Context) {
 			}
 		}
 	}()
-	for delay := 100 * time.Millisecond; ctx.Err() == nil; delay = min(delay*2, 5*time.Second) {
-		opened := false
-		err := f.events(ctx, func() error {
-			opened = true
-			// Subscribed first: a container created while Recover runs
-			// is still seen.
-			if err := f.Recover(ctx); err != nil {
-				f.Log.WithError(err).Warn("the binds of existing containers were not made again")
-			}
-			return nil
-		})
-		if ctx.Err() != nil {
-			return
+	// Recover whenever the events open: a container created while it
+	// runs is still seen, subscribed first.
+	f.Engine.Follow(ctx, `{"type":["container"],"event":["create","destroy"]}`, func() error {
+		if err := f.Recover(ctx); err != nil {
+			f.Log.WithError(err).Warn("the binds of existing containers were not made again")
 		}
-		if opened {
-			delay = 100 * time.Millisecond
-		}
-		f.Log.WithError(err).Debug("engine events ended; following again")
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-	}
+		return nil
+	}, f.handle, f.Log)
 }
 
-func (f *Follower) events(ctx context.Context, opened func() error) error {
-	return f.Engine.Events(ctx, `{"type":["container"],"event":["create","destroy"]}`, opened, func(ev dockerproxy.Event) {
-		switch ev.Action {
-		case "create":
-			var paths []string
-			for dst := range boundPaths(ev.Actor.Attributes[LabelBinds]) {
-				paths = append(paths, dst)
-			}
-			f.Binds.Use(ev.Actor.ID, paths)
-		case "destroy":
-			f.Binds.Forget(ev.Actor.ID)
+// handle applies one of the engine's container events.
+func (f *Follower) handle(ev dockerproxy.Event) {
+	switch ev.Action {
+	case "create":
+		var paths []string
+		for dst := range boundPaths(ev.Actor.Attributes[LabelBinds]) {
+			paths = append(paths, dst)
 		}
-	})
+		f.Binds.Use(ev.Actor.ID, paths)
+	case "destroy":
+		f.Binds.Forget(ev.Actor.ID)
+	}
 }
 
 // parseWSLPath reads \\wsl$\<distro>\path and \\wsl.localhost\<distro>\path

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sirupsen/logrus"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,6 +55,9 @@ func (e *Engine) Post(ctx context.Context, path string) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// ShortID is a container id's first 12 characters, as docker shows them.
+func ShortID(id string) string { return id[:min(12, len(id))] }
+
 // Event is one of the engine's events.
 type Event struct {
 	Action string `json:"Action"`
@@ -89,5 +93,37 @@ func (e *Engine) Events(ctx context.Context, filters string, opened func() error
 			return err
 		}
 		fn(ev)
+	}
+}
+
+// Follow follows the engine's events until ctx ends: each time the stream
+// opens, opened runs first (to catch up with what was missed while it was
+// closed: at the start, and whenever the engine comes back), then fn for
+// each event. A stream that breaks is opened again after a backoff: from
+// 100 ms, doubling to 2 s, and from 100 ms again once one had opened.
+func (e *Engine) Follow(ctx context.Context, filters string, opened func() error, fn func(Event), log logrus.FieldLogger) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		wasOpen := false
+		err := e.Events(ctx, filters, func() error {
+			wasOpen = true
+			if opened != nil {
+				return opened()
+			}
+			return nil
+		}, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		if wasOpen {
+			delay = 100 * time.Millisecond
+		}
+		log.WithError(err).Debug("engine events ended; following again")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
 	}
 }

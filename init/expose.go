@@ -4,16 +4,14 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
@@ -83,7 +81,7 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 			addr, _ := vsock.Parse(s)
 			// root and the docker group where the distro has one, 0660, as
 			// Docker Engine on Linux (vsock has no file to own).
-			listener, err := vsock.ListenOwned(addr, 0o660, dockerGID())
+			listener, err := vsock.ListenOwned(addr, 0o660, vsock.DockerGroup())
 			if err != nil {
 				return fmt.Errorf("--expose %s: %w", name, err)
 			}
@@ -91,11 +89,8 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 			f := &vsock.Forwarder{
 				Name:     name,
 				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
-				Dial: func(ctx context.Context) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, "unix", target)
-				},
-				Log: log,
+				Dial:     func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, target) },
+				Log:      log,
 			}
 			if name == "docker" || name == "dockerd" {
 				f.Handle = l.dockerProxy(f.Dial, log).Handle
@@ -157,16 +152,6 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	return p
 }
 
-// dockerGID is the distro's docker group, or root's when it has none.
-func dockerGID() int {
-	if g, err := user.LookupGroup("docker"); err == nil {
-		if gid, err := strconv.Atoi(g.Gid); err == nil {
-			return gid
-		}
-	}
-	return 0
-}
-
 // publishBinary puts a copy of ddinit in the shared tmpfs, where every
 // distro finds it to run `ddinit proxy`: only a static build runs in any
 // distro, glibc or musl, so only a static build is put there.
@@ -183,7 +168,11 @@ func (l *launcher) publishBinary() {
 		return
 	}
 	dst := filepath.Join(l.cfg.WSLShared, SharedBinary)
-	if err := copyFileAtomic(self, dst, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		l.log.WithError(err).Warn("the distros' proxies will not find ddinit in the shared tmpfs")
+		return
+	}
+	if err := atomicfile.Copy(self, dst, 0o755); err != nil {
 		l.log.WithError(err).Warn("the distros' proxies will not find ddinit in the shared tmpfs")
 		return
 	}
@@ -207,34 +196,4 @@ func isStatic(path string) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-// copyFileAtomic copies src to dst through a temporary file in dst's
-// folder, renamed into place: a distro starting it never sees half a file.
-func copyFileAtomic(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".ddinit-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
@@ -261,5 +262,5 @@ func seedDockerConfig(root, dataEtcDocker string) ([]byte, error) {
 	if err != nil || len(entries) > 0 {
 		return pack, err
 	}
-	return pack, settings.WriteAtomic(filepath.Join(dataEtcDocker, "daemon.json"), pack, 0o644)
+	return pack, atomicfile.Write(filepath.Join(dataEtcDocker, "daemon.json"), pack, 0o644)
 }

@@ -119,8 +119,8 @@ func AttachDrive(tree *os.File, letter string) (bool, error) {
 // mounts are slaves of the distro's: nothing goes back.
 func DetachDrive(letter string) error {
 	target := filepath.Join(DrivesTarget, letter)
-	if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		return fmt.Errorf("detach drive %s at %s: %w", letter, target, err)
+	if err := UnmountPath(target, true); err != nil {
+		return fmt.Errorf("detach drive %s: %w", letter, err)
 	}
 	return nil
 }

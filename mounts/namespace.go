@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+	"time"
 )
 
 // Mount is one mount the namespace makes under the assembled root, before
@@ -180,14 +181,31 @@ func populateDev(dev string) error {
 func Unmount(done []Mount, root string) error {
 	var errs []error
 	for i := len(done) - 1; i >= 0; i-- {
-		target := filepath.Join(root, done[i].Target)
-		err := unix.Unmount(target, 0)
-		if err == unix.EBUSY {
-			err = unix.Unmount(target, unix.MNT_DETACH)
-		}
-		if err != nil && err != unix.EINVAL && err != unix.ENOENT {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", done[i].Target, err))
+		if err := UnmountPath(filepath.Join(root, done[i].Target), true); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// UnmountPath is the one unmount of a path: nothing mounted there is
+// done; a mount still busy is tried again for a moment (a process that
+// used it may be exiting), then, when lazy, detached.
+func UnmountPath(path string, lazy bool) error {
+	for attempt := 0; ; attempt++ {
+		err := unix.Unmount(path, 0)
+		if err == nil || err == unix.EINVAL || err == unix.ENOENT {
+			return nil
+		}
+		if err == unix.EBUSY && attempt < 20 {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err == unix.EBUSY && lazy {
+			if err = unix.Unmount(path, unix.MNT_DETACH); err == nil || err == unix.EINVAL {
+				return nil
+			}
+		}
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
 }

@@ -49,10 +49,7 @@ func (p *Publisher) setUp() {
 	p.once.Do(func() {
 		p.open = map[string]*published{}
 		// The publisher asks rarely, and keeps no connection idle.
-		p.engine = dockerproxy.NewEngine(func(ctx context.Context) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", p.DockerSocket)
-		})
+		p.engine = dockerproxy.NewEngine(func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, p.DockerSocket) })
 		p.ns, p.nsErr = netns.None(), errors.New("no network namespace given")
 		if p.Namespace != "" {
 			p.ns, p.nsErr = netns.GetFromPath(p.Namespace)
@@ -96,45 +93,27 @@ func (b binding) key() string {
 	return fmt.Sprintf("%s/%s:%d", b.Proto, b.HostIP, b.HostPort)
 }
 
-// Run follows docker until ctx ends, then closes every listener.
+// Run follows docker until ctx ends, then closes every listener. Each
+// time the events open, the listeners are brought in line with the
+// running containers first, so nothing started in between is missed.
 func (p *Publisher) Run(ctx context.Context) {
 	p.setUp()
 	defer p.closeAll()
-	delay := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := p.follow(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		p.Log.WithError(err).Debug("docker events stream ended; resynchronising")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
-}
-
-// follow opens the events stream, then brings the listeners in line with
-// the running containers (so nothing started in between is missed), then
-// applies events until the stream breaks.
-func (p *Publisher) follow(ctx context.Context) error {
-	return p.engine.Events(ctx, `{"type":["container"],"event":["start","die"]}`,
+	p.engine.Follow(ctx, `{"type":["container"],"event":["start","die"]}`,
 		func() error { return p.sync(ctx) },
 		func(ev dockerproxy.Event) {
 			switch ev.Action {
 			case "start":
 				bs, err := p.bindings(ctx, ev.Actor.ID)
 				if err != nil {
-					p.Log.WithError(err).WithField("container", short(ev.Actor.ID)).Warn("cannot read a started container's ports")
+					p.Log.WithError(err).WithField("container", dockerproxy.ShortID(ev.Actor.ID)).Warn("cannot read a started container's ports")
 					return
 				}
 				p.publish(bs)
 			case "die":
 				p.unpublish(func(pub *published) bool { return pub.container == ev.Actor.ID })
 			}
-		})
+		}, p.Log)
 }
 
 // sync publishes what running containers bind and drops the rest.
@@ -253,7 +232,7 @@ func (p *Publisher) publishAll(bs []binding) error {
 		key, fresh, err := p.publishOne(b, b.hasTwin(bs))
 		if err != nil {
 			p.unpublish(func(pub *published) bool { return slices.Contains(made, pub.key) })
-			return &dockerproxy.PortTakenError{Container: b.Name + " (" + short(b.Container) + ")", Addr: b.addr(), Err: err}
+			return &dockerproxy.PortTakenError{Container: b.Name + " (" + dockerproxy.ShortID(b.Container) + ")", Addr: b.addr(), Err: err}
 		}
 		if fresh {
 			made = append(made, key)
@@ -265,7 +244,7 @@ func (p *Publisher) publishAll(bs []binding) error {
 func (p *Publisher) publish(bs []binding) {
 	for _, b := range bs {
 		if _, _, err := p.publishOne(b, b.hasTwin(bs)); err != nil {
-			p.Log.WithError(err).WithFields(logrus.Fields{"container": short(b.Container), "port": b.key()}).Warn("cannot publish the port in the distro (in use?)")
+			p.Log.WithError(err).WithFields(logrus.Fields{"container": dockerproxy.ShortID(b.Container), "port": b.key()}).Warn("cannot publish the port in the distro (in use?)")
 		}
 	}
 }
@@ -285,7 +264,7 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 	if exists {
 		return key, false, nil
 	}
-	log := p.Log.WithFields(logrus.Fields{"container": short(b.Container), "port": key, "to": route.Dial})
+	log := p.Log.WithFields(logrus.Fields{"container": dockerproxy.ShortID(b.Container), "port": key, "to": route.Dial})
 	pub := &published{container: b.Container, key: key}
 	// A connection that cannot reach the container is closed at once;
 	// why is logged once for the binding.
@@ -347,7 +326,7 @@ func (p *Publisher) unpublish(match func(*published) bool) {
 		if match(pub) {
 			pub.closer.Close()
 			delete(p.open, k)
-			p.Log.WithFields(logrus.Fields{"container": short(pub.container), "port": k}).Info("port closed")
+			p.Log.WithFields(logrus.Fields{"container": dockerproxy.ShortID(pub.container), "port": k}).Info("port closed")
 		}
 	}
 }
@@ -358,6 +337,3 @@ func (p *Publisher) closeAll() {
 		p.ns.Close()
 	}
 }
-
-// short is a container id's first 12 characters, as docker shows them.
-func short(id string) string { return id[:min(12, len(id))] }

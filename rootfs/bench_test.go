@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,13 +138,13 @@ func TestBenchReport(t *testing.T) {
 		lowers := []string{root.Layers[0].Tree, root.Layers[1].Tree}
 		root.Close()
 		start = time.Now()
-		mounts, err := mountOverlay(lowers, opts.RunDir, opts.Target)
+		made, err := mountOverlay(lowers, opts.RunDir, opts.Target)
 		if err != nil {
 			t.Fatal(err)
 		}
 		floor = append(floor, time.Since(start))
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unmount(mounts[i])
+		for i := len(made) - 1; i >= 0; i-- {
+			mounts.UnmountPath(made[i], false)
 		}
 	}
 	t.Logf("BENCH rootfs preparation, cold (verify + extract both images, synced): %v", cold.Round(time.Millisecond))

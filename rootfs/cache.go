@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
 )
@@ -86,6 +87,12 @@ func OpenCache(dir string, log logrus.FieldLogger) (*Cache, error) {
 		return nil, err
 	}
 	for _, n := range names {
+		// A half-written record of the boots (a crash while it was
+		// replaced) is a temporary file beside it: gone with the rest.
+		if strings.HasPrefix(n, "."+stateFile+".") {
+			os.Remove(filepath.Join(dir, n))
+			continue
+		}
 		if strings.HasPrefix(n, partialPrefix) {
 			log.WithField("path", filepath.Join(dir, n)).Warn("removing a cache entry left half built by an earlier crash")
 			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
@@ -118,7 +125,7 @@ func (c *Cache) Ensure(src Source, wantTree bool) (Layer, error) {
 	}
 	entry := filepath.Join(c.Dir, expected)
 	l := Layer{Name: src.Name, Source: src.Path, Digest: expected, Entry: entry, Image: filepath.Join(entry, entryImage)}
-	log := c.Log.WithFields(logrus.Fields{"image": src.Name, "digest": short(expected)})
+	log := c.Log.WithFields(logrus.Fields{"image": src.Name, "digest": digestPrefix(expected)})
 
 	switch ok, err := entryComplete(entry, expected); {
 	case err != nil:
@@ -154,7 +161,7 @@ func (c *Cache) Ensure(src Source, wantTree bool) (Layer, error) {
 
 // fill copies and verifies src into a new cache entry, atomically.
 func (c *Cache) fill(src Source, expected, from, entry string, l *Layer) error {
-	tmp, err := os.MkdirTemp(c.Dir, partialPrefix+short(expected)+"-")
+	tmp, err := os.MkdirTemp(c.Dir, partialPrefix+digestPrefix(expected)+"-")
 	if err != nil {
 		return fmt.Errorf("image cache: %w", err)
 	}
@@ -173,7 +180,7 @@ func (c *Cache) fill(src Source, expected, from, entry string, l *Layer) error {
 		return fmt.Errorf("%s image: %w", src.Name, &DigestMismatchError{File: src.Path, Expected: expected, Actual: actual, Source: from})
 	}
 	info := entryInfo{Digest: expected, Size: size, Source: src.Path, Created: time.Now().UTC()}
-	if err := writeFileSync(filepath.Join(tmp, entryMeta), mustJSON(info)); err != nil {
+	if err := atomicfile.Write(filepath.Join(tmp, entryMeta), mustJSON(info), 0o644); err != nil {
 		return err
 	}
 	if err := syncDir(tmp); err != nil {
@@ -258,11 +265,7 @@ func (c *Cache) Collect(current []string) error {
 		if len(st.Boots) > 2 {
 			st.Boots = st.Boots[:2]
 		}
-		tmp := statePath + ".tmp"
-		if err := writeFileSync(tmp, mustJSON(st)); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, statePath); err != nil {
+		if err := atomicfile.Write(statePath, mustJSON(st), 0o644); err != nil {
 			return fmt.Errorf("image cache state: %w", err)
 		}
 	}
@@ -280,7 +283,7 @@ func (c *Cache) Collect(current []string) error {
 		if _, err := ParseDigest(n); err != nil || keep[n] {
 			continue
 		}
-		c.Log.WithField("digest", short(n)).Info("removing an image cache entry no recent boot used")
+		c.Log.WithField("digest", digestPrefix(n)).Info("removing an image cache entry no recent boot used")
 		if err := os.RemoveAll(filepath.Join(c.Dir, n)); err != nil {
 			return fmt.Errorf("remove old cache entry %s: %w", n, err)
 		}
@@ -297,24 +300,6 @@ func readDirNames(dir string) ([]string, error) {
 	return f.Readdirnames(-1)
 }
 
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
 func mustJSON(v any) []byte {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -324,4 +309,4 @@ func mustJSON(v any) []byte {
 }
 
 // short is a digest's first 12 characters, as docker shows ids.
-func short(digest string) string { return digest[:min(12, len(digest))] }
+func digestPrefix(digest string) string { return digest[:min(12, len(digest))] }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 )
@@ -314,7 +315,7 @@ func TestLoopMountAttachesAndDetaches(t *testing.T) {
 	if !loopBacks(t, img) {
 		t.Fatal("no loop device backs the image while mounted")
 	}
-	if err := unmount(mnt); err != nil {
+	if err := mounts.UnmountPath(mnt, false); err != nil {
 		t.Fatal(err)
 	}
 	if loopBacks(t, img) {

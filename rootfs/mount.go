@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -132,25 +133,12 @@ type Root struct {
 func (r *Root) Close() error {
 	var errs []error
 	for i := len(r.Mounts) - 1; i >= 0; i-- {
-		if err := unmount(r.Mounts[i]); err != nil {
+		if err := mounts.UnmountPath(r.Mounts[i], false); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	r.Mounts = nil
 	return errors.Join(errs...)
-}
-
-func unmount(path string) error {
-	for attempt := 0; ; attempt++ {
-		err := unix.Unmount(path, 0)
-		if err == nil || err == unix.EINVAL || err == unix.ENOENT {
-			return nil
-		}
-		if err != unix.EBUSY || attempt >= 20 {
-			return fmt.Errorf("unmount %s: %w", path, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // overlayUnsafe are the characters overlayfs option parsing would split on.
@@ -165,10 +153,10 @@ func mountOverlay(lowers []string, runDir, target string) ([]string, error) {
 			return nil, fmt.Errorf("overlay path %q contains one of %q, which overlayfs cannot take", p, overlayUnsafe)
 		}
 	}
-	var mounts []string
+	var made []string
 	fail := func(err error) ([]string, error) {
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unmount(mounts[i])
+		for i := len(made) - 1; i >= 0; i-- {
+			mounts.UnmountPath(made[i], false)
 		}
 		return nil, err
 	}
@@ -179,7 +167,7 @@ func mountOverlay(lowers []string, runDir, target string) ([]string, error) {
 	if err := unix.Mount("tmpfs", scratch, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "mode=0755"); err != nil {
 		return fail(fmt.Errorf("mount tmpfs at %s: %w", scratch, err))
 	}
-	mounts = append(mounts, scratch)
+	made = append(made, scratch)
 	upper, work := filepath.Join(scratch, "root"), filepath.Join(scratch, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -198,5 +186,5 @@ func mountOverlay(lowers []string, runDir, target string) ([]string, error) {
 	if err := unix.Mount("overlay", target, "overlay", 0, opts); err != nil {
 		return fail(fmt.Errorf("mount overlay at %s (%s): %w", target, opts, err))
 	}
-	return append(mounts, target), nil
+	return append(made, target), nil
 }

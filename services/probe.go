@@ -3,6 +3,7 @@ package services
 import (
 	"context"
 	"fmt"
+	"github.com/ddinit/ddinit/vsock"
 	"net"
 	"net/http"
 	"net/url"
@@ -62,7 +63,7 @@ func (p Probe) dial(ctx context.Context) (net.Conn, error) {
 	if p.Addr != "" {
 		return d.DialContext(ctx, "tcp", p.Addr)
 	}
-	return d.DialContext(ctx, "unix", p.Socket)
+	return vsock.DialUnix(ctx, p.Socket)
 }
 
 // Check runs the probe once, within ctx's deadline.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/errkind"
 	"github.com/sirupsen/logrus"
 )
@@ -193,7 +194,7 @@ func (a *Applier) writeDaemonJSON(user map[string]json.RawMessage) error {
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
-	return WriteAtomic(path, b, 0o644)
+	return atomicfile.Write(path, b, 0o644)
 }
 
 // Attach is called once the supervisor runs: changes can be applied from
@@ -241,7 +242,7 @@ func (a *Applier) Accepted() {
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
 		return
 	}
-	if err := WriteAtomic(path, b, 0o644); err != nil {
+	if err := atomicfile.Write(path, b, 0o644); err != nil {
 		a.Log.WithError(err).Warn("the daemon.json dockerd accepted could not be kept")
 	}
 }
@@ -266,11 +267,11 @@ func (a *Applier) RefusedAtBoot(complaint string) bool {
 	}
 	r := Recovery{Reason: "dockerd refused it: " + complaint, Using: using}
 	aside := path + ".bad-" + a.now().UTC().Format("20060102T150405Z")
-	if err := WriteAtomic(aside, cur, 0o644); err != nil {
+	if err := atomicfile.Write(aside, cur, 0o644); err != nil {
 		aside = ""
 	}
 	r.File, r.KeptAs = a.shown(DaemonFile, aside)
-	if err := WriteAtomic(path, want, 0o644); err != nil {
+	if err := atomicfile.Write(path, want, 0o644); err != nil {
 		a.Log.WithError(err).Error("the refused daemon.json could not be replaced")
 		return false
 	}
@@ -386,7 +387,7 @@ func (a *Applier) journal(next Stored) error {
 		return fmt.Errorf("daemon.json: %w", err)
 	}
 	out, _ := json.Marshal(p)
-	return WriteAtomic(a.Locate(PendingFile), out, 0o644)
+	return atomicfile.Write(a.Locate(PendingFile), out, 0o644)
 }
 
 // finishInterrupted, at boot, settles a change a crash cut short: stored
@@ -409,7 +410,7 @@ func (a *Applier) finishInterrupted(cur Stored) string {
 	daemon := a.Locate(DaemonFile)
 	if !p.HadPrevious {
 		os.Remove(daemon)
-	} else if err := WriteAtomic(daemon, p.Previous, 0o644); err != nil {
+	} else if err := atomicfile.Write(daemon, p.Previous, 0o644); err != nil {
 		return "the daemon.json of an interrupted change could not be put back: " + err.Error()
 	}
 	return fmt.Sprintf("a settings change (generation %d) was interrupted before it was stored: the daemon.json before it is back", p.Next.Generation)

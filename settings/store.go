@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/atomicfile"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -87,10 +87,10 @@ func (s Store) Save(st Stored) error {
 		return err
 	}
 	b = append(b, '\n')
-	if err := WriteAtomic(s.Path, b, 0o644); err != nil {
+	if err := atomicfile.Write(s.Path, b, 0o644); err != nil {
 		return err
 	}
-	_ = WriteAtomic(s.LastGood(), b, 0o644) // a backup; the document is written
+	_ = atomicfile.Write(s.LastGood(), b, 0o644) // a backup; the document is written
 	return nil
 }
 
@@ -110,37 +110,4 @@ func MoveAside(path string, now time.Time) (string, error) {
 		return "", fmt.Errorf("keep %s aside: %w", path, err)
 	}
 	return aside, nil
-}
-
-// WriteAtomic replaces path with b: a crash leaves the old content or the
-// new, never a mix.
-func WriteAtomic(path string, b []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	if _, err := tmp.Write(b); err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		// The rename is durable with the folder synced; without it, still
-		// atomic.
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

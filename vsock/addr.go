@@ -1,6 +1,7 @@
 package vsock
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -139,6 +140,22 @@ func removeStaleSocket(path string) error {
 }
 
 // Dial connects to a.
+// DialContext is Dial bounded by ctx's deadline (10 s without one).
+func DialContext(ctx context.Context, a Addr) (net.Conn, error) {
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return Dial(a, timeout)
+}
+
+// DialUnix connects to the unix socket at path, as ctx allows: the one
+// dialer every client of a local socket (dockerd's, a proxy's) uses.
+func DialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", path)
+}
+
 func Dial(a Addr, timeout time.Duration) (net.Conn, error) {
 	switch a.Scheme {
 	case "unix":

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/sirupsen/logrus"
+	"os/user"
+	"strconv"
 )
 
 // ListenFile makes a listening socket for a as a file, to hand to another
@@ -104,4 +106,17 @@ func ListenOwned(a Addr, mode os.FileMode, gid int) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %s: %w", a, err)
 	}
 	return l, nil
+}
+
+// DockerGroup is the docker group's id on this system, as Docker Engine
+// gives its socket: members use docker without sudo. With no such group
+// it is root's (0): only root can, which is what a socket of mode 0660
+// owned by root means.
+func DockerGroup() int {
+	if g, err := user.LookupGroup("docker"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			return gid
+		}
+	}
+	return 0
 }
