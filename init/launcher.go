@@ -81,6 +81,38 @@ type launcher struct {
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone
 	drives        *net.UnixConn
 	stopFollowing context.CancelFunc
+
+	// Background work that lasts as long as PID 1 (settling, the idle
+	// heap, the binary for the distros): stopped and awaited at cleanup.
+	bgCtx  context.Context
+	bgStop context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// background runs fn until cleanup, which stops it and waits for it.
+func (l *launcher) background(fn func(ctx context.Context)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bgStop == nil {
+		var ctx context.Context
+		ctx, l.bgStop = context.WithCancel(context.Background())
+		l.bgCtx = ctx
+	}
+	l.bg.Add(1)
+	go func() {
+		defer l.bg.Done()
+		fn(l.bgCtx)
+	}()
+}
+
+func (l *launcher) stopBackground() {
+	l.mu.Lock()
+	stop := l.bgStop
+	l.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	l.bg.Wait()
 }
 
 // run is ddinit run's life: start PID 1 in new namespaces, relay signals
@@ -194,6 +226,7 @@ func (l *launcher) relayUntilExit(c *child, sigs <-chan os.Signal) error {
 // cleanUp undoes what ddinit run set up in the distro for PID 1: exposed
 // sockets, the drive and device followers, the network.
 func (l *launcher) cleanUp() {
+	l.stopBackground()
 	l.closeForwarders()
 	l.mu.Lock()
 	if l.stopFollowing != nil {
@@ -266,10 +299,12 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 			// The busy part of this process's life is over: it now relays
 			// logs and connections. The copy for the distros' proxies waits
 			// until the boot has settled: it is not on the way to _ping.
-			go func() {
-				settle(l.log)
-				l.publishBinary()
-			}()
+			l.background(func(ctx context.Context) {
+				if settle(ctx, l.log) {
+					l.publishBinary()
+					returnIdleHeap(ctx)
+				}
+			})
 		}
 	}
 }

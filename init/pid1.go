@@ -1,6 +1,7 @@
 package initd
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,8 +152,17 @@ func PID1(stderr io.Writer) int {
 		return 1
 	}
 	in.setState(stateRunning, "")
-	go settle(in.log)
+	idle, stopIdle := context.WithCancel(context.Background())
+	idleDone := make(chan struct{})
+	go func() {
+		defer close(idleDone)
+		if settle(idle, in.log) {
+			returnIdleHeap(idle)
+		}
+	}()
 	why := <-in.stop
+	stopIdle()
+	<-idleDone
 	in.log.WithField("by", why).Info("shutting down")
 	in.shutdown()
 	return 0
@@ -179,20 +189,33 @@ func (in *pid1) serveControl() error {
 }
 
 // settle hands the heap the boot needed back to the kernel once the
-// services have had time to come up: both processes then idle for hours.
-func settle(log logrus.FieldLogger) {
-	time.Sleep(time.Second)
+// services have had time to come up (both processes then idle for
+// hours), and reports false when ctx ended first.
+func settle(ctx context.Context, log logrus.FieldLogger) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Second):
+	}
 	debug.FreeOSMemory()
 	log.Debug("boot heap returned to the kernel")
-	go returnIdleHeap()
+	return true
 }
 
-// returnIdleHeap hands back, every idleCheck, the heap a burst of work
-// freed (a docker cp through the proxy, a diagnostics archive) once there
-// is enough of it: Go's own scavenger keeps it for minutes.
-func returnIdleHeap() {
+// returnIdleHeap hands back, every idleCheck until ctx ends, the heap a
+// burst of work freed (a docker cp through the proxy, a diagnostics
+// archive) once there is enough of it: Go's own scavenger keeps it for
+// minutes.
+func returnIdleHeap(ctx context.Context) {
 	free := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
-	for range time.Tick(idleCheck) {
+	tick := time.NewTicker(idleCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 		metrics.Read(free)
 		if free[0].Value.Kind() == metrics.KindUint64 && free[0].Value.Uint64() >= idleReturnBytes {
 			debug.FreeOSMemory()
