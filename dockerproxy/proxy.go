@@ -105,7 +105,6 @@ func cmpOr(d, otherwise time.Duration) time.Duration {
 // warnf logs a warning at most once every 10 s per proxy, saying how many
 // were held back: a flood of bad clients must not flood the log.
 func (p *Proxy) warnf(fields logrus.Fields, msg string) {
-	p.warn.Interval = 10 * time.Second
 	if ok, held := p.warn.Allow(); ok {
 		p.Log.WithFields(fields).WithField("alsoHeldBack", held).Warn(msg)
 	}

@@ -44,7 +44,6 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 	if limit <= 0 {
 		limit = DefaultMaxConns
 	}
-	f.refused.Interval = 10 * time.Second
 	slots := make(chan struct{}, limit)
 	var delay time.Duration
 	for {
