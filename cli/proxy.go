@@ -2,18 +2,14 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
 	"github.com/ddinit/ddinit/distroproxy"
-	"github.com/ddinit/ddinit/dockerproxy"
 	initd "github.com/ddinit/ddinit/init"
 	"github.com/ddinit/ddinit/logs"
-	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 )
 
@@ -45,33 +41,7 @@ func runProxy(env *Env, args []string) error {
 		return usagef("--log-level: %v", err)
 	}
 	log := logs.New("proxy", env.Stderr, nil, lvl).WithField("distro", *distro)
-	dialEngine := func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, *engine) }
-	binds := &distroproxy.Binds{Distro: *distro, Shared: *shared, Log: log, Grace: *grace}
-	follower := &distroproxy.Follower{Binds: binds, Log: log, Engine: dockerproxy.NewEngine(dialEngine)}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	// The bind service first: ddinit may ask for a \\wsl$ path at once.
-	svc, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: distroproxy.ServiceSocket(*shared, *distro)}, 0o600, 0)
-	if err != nil {
-		return fmt.Errorf("the bind service: %w", err)
-	}
-	defer svc.Close()
-	go binds.ServeBinds(svc)
-	// Follow makes the existing containers' binds again whenever the
-	// engine answers: now, or once ddinit is up.
-	go follower.Follow(ctx)
-	// root and the distro's docker group, 0660, as Docker Engine on Linux.
-	gid := vsock.DockerGroup()
-	l, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: *socket}, 0o660, gid)
-	if err != nil {
-		return fmt.Errorf("serve %s: %w", *socket, err)
-	}
-	p := &dockerproxy.Proxy{Dial: dialEngine, Translate: binds.Translate, Label: distroproxy.LabelBinds, Log: log}
-	go func() {
-		<-ctx.Done()
-		l.Close()
-	}()
-	log.WithFields(logrus.Fields{"socket": *socket, "engine": *engine, "group": gid}).Info("serving the distro's docker socket")
-	p.Serve(l)
-	return nil
+	return distroproxy.Serve(ctx, distroproxy.Options{Distro: *distro, Shared: *shared, Socket: *socket, Engine: *engine, Grace: *grace, Log: log})
 }

@@ -64,30 +64,7 @@ func printStatus(w io.Writer, st control.Status) {
 		fmt.Fprintf(w, " (%s)", c.Reason)
 	}
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	// A person in the distro signals the distro's pid; docker inspect and
-	// the namespace's own tools give the other.
-	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
-	for _, s := range st.Services {
-		last := "-"
-		if s.LastExit != nil {
-			last = describeExit(s.LastExit)
-		}
-		pid, distroPID := "-", "-"
-		if s.PID > 0 {
-			pid = strconv.Itoa(s.PID)
-			if p, err := hostPID(st.HostPID, s.PID); err == nil {
-				distroPID = strconv.Itoa(p)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, distroPID, s.Restarts, last, s.Reason)
-	}
-	tw.Flush()
-	for _, s := range st.Services {
-		if e := s.LastExit; e != nil && len(e.Output) > 0 && !s.Ready {
-			fmt.Fprintf(w, "last output of %s:\n  %s\n", s.Name, strings.Join(e.Output, "\n  "))
-		}
-	}
+	printServices(w, st)
 	for _, im := range st.Images {
 		how := "extracted"
 		if im.Kernel {
@@ -132,4 +109,33 @@ func describeExit(e *control.Exit) string {
 		s += " (" + e.Cause + ")"
 	}
 	return s
+}
+
+// printServices is the services' table, and the last output of those
+// that are not ready.
+func printServices(w io.Writer, st control.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// A person in the distro signals the distro's pid; docker inspect and
+	// the namespace's own tools give the other.
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
+	for _, s := range st.Services {
+		last := "-"
+		if s.LastExit != nil {
+			last = describeExit(s.LastExit)
+		}
+		pid, distroPID := "-", "-"
+		if s.PID > 0 {
+			pid = strconv.Itoa(s.PID)
+			if p, err := hostPID(st.HostPID, s.PID); err == nil {
+				distroPID = strconv.Itoa(p)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, distroPID, s.Restarts, last, s.Reason)
+	}
+	tw.Flush()
+	for _, s := range st.Services {
+		if e := s.LastExit; e != nil && len(e.Output) > 0 && !s.Ready {
+			fmt.Fprintf(w, "last output of %s:\n  %s\n", s.Name, strings.Join(e.Output, "\n  "))
+		}
+	}
 }

@@ -114,30 +114,42 @@ func parseHead(raw []byte, request bool) (head, error) {
 		return h, fmt.Errorf("not HTTP/1: %q", proto)
 	}
 	h.close = minor == 0
+	if err := h.parseFields(rest, request, minor); err != nil {
+		return h, err
+	}
+	if h.chunked && h.contentLength >= 0 {
+		return h, errors.New("both Content-Length and Transfer-Encoding")
+	}
+	return h, nil
+}
+
+// parseFields reads the header lines (rest: the head after its first
+// line) for what the proxy needs of them.
+func (h *head) parseFields(rest string, request bool, minor int) error {
 	for line := range strings.SplitSeq(rest, "\r\n") {
 		if rest == "" {
 			break
 		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
-			return h, fmt.Errorf("malformed header line %q", line)
+			return fmt.Errorf("malformed header line %q", line)
 		}
 		value = strings.TrimSpace(value)
 		switch {
 		case asciiEqualFold(name, "Content-Length"):
 			n, err := strconv.ParseUint(value, 10, 63)
 			if err != nil || (h.contentLength >= 0 && int64(n) != h.contentLength) {
-				return h, fmt.Errorf("Content-Length %q", value)
+				return fmt.Errorf("Content-Length %q", value)
 			}
 			h.contentLength = int64(n)
 		case asciiEqualFold(name, "Transfer-Encoding"):
 			if !asciiEqualFold(value, "chunked") || h.chunked {
-				return h, fmt.Errorf("Transfer-Encoding %q: only chunked, once, is passed on", value)
+				return fmt.Errorf("Transfer-Encoding %q: only chunked, once, is passed on", value)
 			}
 			if request && minor == 0 {
 				// Go's server (dockerd's) ignores it in HTTP/1.0 and would
 				// frame the body otherwise than the proxy.
-				return h, errors.New("Transfer-Encoding in an HTTP/1.0 request")
+				return errors.New("Transfer-Encoding in an HTTP/1.0 request")
 			}
 			h.chunked = true
 		case asciiEqualFold(name, "Expect"):
@@ -155,10 +167,7 @@ func parseHead(raw []byte, request bool) (head, error) {
 			h.contentType = value
 		}
 	}
-	if h.chunked && h.contentLength >= 0 {
-		return h, errors.New("both Content-Length and Transfer-Encoding")
-	}
-	return h, nil
+	return nil
 }
 
 // takeHead parses the raw head at the front of br and takes it off.
@@ -261,6 +270,12 @@ func copyBody(dst io.Writer, src *bufio.Reader, f framing) error {
 		}
 		return err
 	}
+	return copyChunked(dst, src, buf)
+
+}
+
+// copyChunked copies a chunked body, chunk by chunk, with its trailer.
+func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte) error {
 	// Chunks are gathered into large writes, flushed whenever the source
 	// has nothing more at hand, so a stream's chunk still goes out at once.
 	w := chunkWriters.Get().(*bufio.Writer)

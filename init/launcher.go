@@ -72,6 +72,7 @@ type launcher struct {
 	log *logrus.Entry
 
 	mu            sync.Mutex
+	done          undoer // the steps done, to undo in reverse
 	forwarders    []*vsock.Forwarder
 	bootError     string
 	unixSockets   []string // control sockets to remove at exit
@@ -80,7 +81,6 @@ type launcher struct {
 	publisher     *network.Publisher
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone
 	drives        *net.UnixConn
-	stopFollowing context.CancelFunc
 
 	// Background work that lasts as long as PID 1 (settling, the idle
 	// heap, the binary for the distros): stopped and awaited at cleanup.
@@ -119,7 +119,7 @@ func (l *launcher) stopBackground() {
 // to it while following what it reports, clean up after it, and return
 // its exit status.
 func (l *launcher) run() (int, error) {
-	defer l.removeUnixSockets()
+	defer l.undoAll() // what a failed start set up
 	sigs := make(chan os.Signal, 4)
 	// Relayed from before the start, so a signal during it is not lost.
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
@@ -129,7 +129,7 @@ func (l *launcher) run() (int, error) {
 		return 1, err
 	}
 	waitErr := l.relayUntilExit(child, sigs)
-	l.cleanUp()
+	l.undoAll()
 	return l.exitStatus(child, waitErr)
 }
 
@@ -158,6 +158,7 @@ func (l *launcher) startPID1() (*child, error) {
 	}
 	cfgR, cfgW, evR, evW, logR, logW := pipes[0][0], pipes[0][1], pipes[1][0], pipes[1][1], pipes[2][0], pipes[2][1]
 	controlFiles, err := l.openControlSockets()
+	l.pushUndo("control sockets", l.removeUnixSockets)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +180,13 @@ func (l *launcher) startPID1() (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start PID 1 in new namespaces: %w", err)
 	}
+	// Mount points PID 1 made on the distro's file system: its mounts go
+	// with its namespace, the empty directories are left to remove.
+	l.pushUndo("PID 1's mount points", func() {
+		for _, d := range []string{"rootfs", "upper", "layers"} {
+			removeEmptyTree(filepath.Join(l.cfg.RunDir, d))
+		}
+	})
 	// PID 1 holds its ends now.
 	for _, f := range append([]*os.File{cfgR, evW, logW, drivesThere}, controlFiles...) {
 		f.Close()
@@ -187,6 +195,7 @@ func (l *launcher) startPID1() (*child, error) {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("drives socket: %w", err)
 	}
+	l.pushUndo("drives socket", func() { l.drives.Close() })
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
 	if err := json.NewEncoder(cfgW).Encode(l.cfg); err != nil {
@@ -220,25 +229,6 @@ func (l *launcher) relayUntilExit(c *child, sigs <-chan os.Signal) error {
 			<-c.events
 			return err
 		}
-	}
-}
-
-// cleanUp undoes what ddinit run set up in the distro for PID 1: exposed
-// sockets, the drive and device followers, the network.
-func (l *launcher) cleanUp() {
-	l.stopBackground()
-	l.closeForwarders()
-	l.mu.Lock()
-	if l.stopFollowing != nil {
-		l.stopFollowing()
-	}
-	l.mu.Unlock()
-	l.drives.Close()
-	l.unwireNetwork()
-	// Mount points PID 1 made on the distro's file system; its mounts went
-	// with its namespace, the empty directories are left to remove.
-	for _, d := range []string{"rootfs", "upper", "layers"} {
-		removeEmptyTree(filepath.Join(l.cfg.RunDir, d))
 	}
 }
 
@@ -284,38 +274,26 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 			l.bootError = ev.Error
 			l.mu.Unlock()
 		case "sockets":
-			// PID 1's root is in place: its iptables can set up NAT, and
-			// its /dev and drives can follow the distro's.
-			l.wireNetwork(pid, ev.Sockets)
-			l.follow(pid)
-			if err := l.expose(pid, ev.Sockets); err != nil {
+			// PID 1's root is in place: its iptables can set up NAT, its
+			// /dev and drives can follow the distro's, its sockets be
+			// exposed.
+			if err := l.runSteps(socketSteps, pid, ev.Sockets); err != nil {
 				l.mu.Lock()
 				l.bootError = err.Error()
 				l.mu.Unlock()
-				l.log.WithError(err).Error("cannot expose sockets; stopping")
 				proc.Signal(unix.SIGTERM)
-				continue
 			}
-			// The busy part of this process's life is over: it now relays
-			// logs and connections. The copy for the distros' proxies waits
-			// until the boot has settled: it is not on the way to _ping.
-			l.background(func(ctx context.Context) {
-				if settle(ctx, l.log) {
-					l.publishBinary()
-					returnIdleHeap(ctx)
-				}
-			})
 		}
 	}
 }
 
 // follow starts keeping PID 1's drives and devices in step with the
-// distro's.
-func (l *launcher) follow(pid int) {
+// distro's, and returns how to stop (and wait for) that.
+func (l *launcher) follow(pid int) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	l.mu.Lock()
-	l.stopFollowing = cancel
-	l.mu.Unlock()
-	go l.sendDrives(ctx, l.drives)
-	go l.mirrorDevices(ctx, pid)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.sendDrives(ctx, l.drives) }()
+	go func() { defer wg.Done(); l.mirrorDevices(ctx, pid) }()
+	return func() { cancel(); wg.Wait() }
 }

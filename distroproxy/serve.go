@@ -1,0 +1,67 @@
+package distroproxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
+)
+
+// Options are what `ddinit proxy` serves a distro with.
+type Options struct {
+	Distro string // the WSL distro's name (ValidDistro)
+	Shared string // the tmpfs every distro shares
+	Socket string // the distro's docker socket to serve
+	Engine string // the engine's shared socket
+	Grace  time.Duration
+	Log    logrus.FieldLogger
+}
+
+// Serve is a distro's proxy, until ctx ends: the bind service (first:
+// ddinit may ask for a \\wsl$ path at once), the binds following the
+// engine's containers, and the distro's docker socket (root and the
+// docker group, 0660, as Docker Engine on Linux) served by the docker API
+// proxy with the distro's paths bound for the engine. It returns once all
+// of it has stopped.
+func Serve(ctx context.Context, o Options) error {
+	if err := ValidDistro(o.Distro); err != nil {
+		return err
+	}
+	dial := func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, o.Engine) }
+	binds := &Binds{Distro: o.Distro, Shared: o.Shared, Log: o.Log, Grace: o.Grace}
+	follower := &Follower{Binds: binds, Log: o.Log, Engine: dockerproxy.NewEngine(dial)}
+	svc, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: ServiceSocket(o.Shared, o.Distro)}, 0o600, 0)
+	if err != nil {
+		return fmt.Errorf("the bind service: %w", err)
+	}
+	gid := vsock.DockerGroup()
+	l, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: o.Socket}, 0o660, gid)
+	if err != nil {
+		svc.Close()
+		return fmt.Errorf("serve %s: %w", o.Socket, err)
+	}
+	var wg sync.WaitGroup
+	run := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	run(func() { binds.ServeBinds(svc) })
+	// The binds of existing containers are made again whenever the
+	// engine answers: now, or once ddinit is up.
+	run(func() { follower.Follow(ctx) })
+	run(func() {
+		<-ctx.Done()
+		l.Close()
+		svc.Close()
+	})
+	o.Log.WithFields(logrus.Fields{"socket": o.Socket, "engine": o.Engine, "group": gid}).Info("serving the distro's docker socket")
+	p := &dockerproxy.Proxy{Dial: dial, Translate: binds.Translate, Label: LabelBinds, Log: o.Log}
+	p.Serve(l)
+	wg.Wait()
+	return nil
+}

@@ -1,0 +1,58 @@
+package initd
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// A step that fails stops the launch; what every step before it (and it)
+// set up is undone, newest first, once.
+func TestLaunchStepsUndoInReverse(t *testing.T) {
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	l := &launcher{log: logrus.NewEntry(quiet)}
+	var did, undid []string
+	step := func(name string, fail bool) launchStep {
+		return launchStep{name, func(*launcher, int, map[string]string) (func(), error) {
+			did = append(did, name)
+			undo := func() { undid = append(undid, name) }
+			if fail {
+				return undo, errors.New(name + " failed")
+			}
+			return undo, nil
+		}}
+	}
+	none := launchStep{"nothing to undo", func(*launcher, int, map[string]string) (func(), error) {
+		did = append(did, "nothing to undo")
+		return nil, nil
+	}}
+	err := l.runSteps([]launchStep{step("network", false), none, step("follow", false), step("expose", true), step("settle", false)}, 1, nil)
+	if err == nil || err.Error() != "expose failed" {
+		t.Fatalf("the failing step's error: %v", err)
+	}
+	if !slices.Equal(did, []string{"network", "nothing to undo", "follow", "expose"}) {
+		t.Fatalf("steps run: %v", did)
+	}
+	l.undoAll()
+	l.undoAll() // once only
+	if !slices.Equal(undid, []string{"expose", "follow", "network"}) {
+		t.Fatalf("undone: %v, want expose, follow, network", undid)
+	}
+}
+
+// The steps after PID 1's report are named once each, in the order the
+// launch needs them: the network before the sockets it carries, the
+// exposure before the settling that waits for it.
+func TestSocketStepsOrder(t *testing.T) {
+	var names []string
+	for _, s := range socketSteps {
+		names = append(names, s.name)
+	}
+	if !slices.Equal(names, []string{"network", "follow drives and devices", "expose sockets", "settle"}) {
+		t.Fatalf("socket steps: %v", names)
+	}
+}
