@@ -39,6 +39,14 @@ func Serve(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("the bind service: %w", err)
 	}
+	// The binds the distro's containers need are made again before its
+	// socket is served: a start that came first would find empty
+	// folders. An engine not up yet is followed (and recovered) later.
+	first, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := follower.Recover(first); err != nil {
+		o.Log.WithError(err).Debug("the engine is not answering yet: its containers' binds are made when it does")
+	}
+	cancel()
 	gid := vsock.DockerGroup()
 	l, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: o.Socket}, 0o660, gid)
 	if err != nil {

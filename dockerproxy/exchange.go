@@ -19,6 +19,7 @@ func (c *conn) exchange(req head) (keep bool) {
 	b := &body{br: c.br, framing: requestFraming(req)}
 	release, status, msg := c.p.prepare(c.ctx, req, b, c.client)
 	if status != 0 {
+		release(false) // what prepare took (the create budget) goes back
 		writeError(c.client, status, msg)
 		// The connection goes on only where the refused request's body is
 		// known to be off it: not one a client holds back for a 100
@@ -38,7 +39,9 @@ func (c *conn) exchange(req head) (keep bool) {
 	if err != nil {
 		release(false)
 		if pending != nil {
-			c.client.SetReadDeadline(time.Now()) // the body's reader stops
+			// The body's sender stops: its reads and its writes.
+			c.engine.Close()
+			c.client.SetReadDeadline(time.Now())
 			<-pending
 		}
 		switch {
@@ -49,7 +52,8 @@ func (c *conn) exchange(req head) (keep bool) {
 		}
 		return false
 	}
-	release(resp.status < 300)
+	// 304: a start of a container already running, whose ports stay.
+	release(resp.status < 300 || resp.status == http.StatusNotModified)
 	keep = c.answer(req, resp, pending)
 	if pending != nil {
 		// The answer came while the body was still on its way (an early

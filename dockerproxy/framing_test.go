@@ -318,3 +318,28 @@ func openFDs() int {
 	entries, _ := filepath.Glob("/proc/self/fd/*")
 	return len(entries)
 }
+
+// A create the proxy refuses (a source it cannot map, a body cut short)
+// gives its share of the create budget back.
+func TestRefusedCreatesGiveTheBudgetBack(t *testing.T) {
+	p := quietProxy(framingEngine(t))
+	p.Budget = &Budget{Limit: 8 * maxCreateBody}
+	sock := serveProxy(t, p)
+	bad := `{"Image":"x","HostConfig":{"Binds":["Q:\\x:/x"]}}`
+	for _, raw := range []string{
+		fmt.Sprintf("POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n%s", len(bad), bad),
+		fmt.Sprintf("POST /containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(bad), bad),
+		"POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n{\"Image\":",
+	} {
+		c := dialUnix(t, sock)
+		io.WriteString(c, raw)
+		c.CloseWrite()
+		io.ReadAll(c)
+	}
+	for deadline := time.Now().Add(5 * time.Second); p.Budget.used.Load() != 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if used := p.Budget.used.Load(); used != 0 {
+		t.Fatalf("%d bytes of the create budget still taken after refused creates", used)
+	}
+}

@@ -282,8 +282,13 @@ func seedDockerConfig(root, dataEtcDocker string) ([]byte, error) {
 		return nil, fmt.Errorf("the version pack's daemon.json: %w", err)
 	}
 	entries, err := os.ReadDir(dataEtcDocker)
-	if err != nil || len(entries) > 0 {
+	if err != nil {
 		return pack, err
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") { // a write a crash cut short is no configuration
+			return pack, nil
+		}
 	}
 	return pack, atomicfile.Write(filepath.Join(dataEtcDocker, "daemon.json"), pack, 0o644)
 }

@@ -85,12 +85,18 @@ func (b binding) addr() string {
 // the same protocol and port among bs: docker lists both by default.
 func (b binding) hasTwin(bs []binding) bool {
 	return b.HostIP == "::" && slices.ContainsFunc(bs, func(o binding) bool {
-		return o.Proto == b.Proto && o.HostPort == b.HostPort && (o.HostIP == "" || o.HostIP == "0.0.0.0")
+		return o.Container == b.Container && o.Proto == b.Proto && o.HostPort == b.HostPort && (o.HostIP == "" || o.HostIP == "0.0.0.0")
 	})
 }
 
+// key names a binding's listener: docker says "" (a configured binding)
+// and "0.0.0.0" (a running one) for the same.
 func (b binding) key() string {
-	return fmt.Sprintf("%s/%s:%d", b.Proto, b.HostIP, b.HostPort)
+	host := b.HostIP
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return fmt.Sprintf("%s/%s:%d", b.Proto, host, b.HostPort)
 }
 
 // Run follows docker until ctx ends, then closes every listener. Each
@@ -184,11 +190,14 @@ func (p *Publisher) Reserve(ctx context.Context, container string) (func(), erro
 	if err != nil {
 		return nil, err
 	}
-	if err := p.publishAll(bs); err != nil {
+	made, err := p.publishAll(bs)
+	if err != nil {
 		return nil, err
 	}
+	// Only what this reservation opened closes again: a container
+	// already running keeps its ports.
 	return func() {
-		p.unpublish(func(pub *published) bool { return pub.container == id })
+		p.unpublish(func(pub *published) bool { return pub.container == id && slices.Contains(made, pub.key) })
 	}, nil
 }
 
@@ -225,20 +234,20 @@ func (p *Publisher) configured(ctx context.Context, container string) ([]binding
 }
 
 // publishAll publishes every binding or, when one cannot be (its port is
-// taken), none, and says which.
-func (p *Publisher) publishAll(bs []binding) error {
+// taken), none, and says which; it returns the keys it opened.
+func (p *Publisher) publishAll(bs []binding) ([]string, error) {
 	var made []string
 	for _, b := range bs {
 		key, fresh, err := p.publishOne(b, b.hasTwin(bs))
 		if err != nil {
 			p.unpublish(func(pub *published) bool { return slices.Contains(made, pub.key) })
-			return &dockerproxy.PortTakenError{Container: b.Name + " (" + dockerproxy.ShortID(b.Container) + ")", Addr: b.addr(), Err: err}
+			return nil, &dockerproxy.PortTakenError{Container: b.Name + " (" + dockerproxy.ShortID(b.Container) + ")", Addr: b.addr(), Err: err}
 		}
 		if fresh {
 			made = append(made, key)
 		}
 	}
-	return nil
+	return made, nil
 }
 
 func (p *Publisher) publish(bs []binding) {
@@ -286,9 +295,16 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 		}
 		return c, err
 	}
+	// An IPv6 binding listens on IPv6 alone (IPV6_V6ONLY): another
+	// container may hold the IPv4 port. The wildcard 0.0.0.0 listens on
+	// both, as docker lists both.
+	family := ""
+	if host, _, _ := net.SplitHostPort(route.Listen); strings.Contains(host, ":") {
+		family = "6"
+	}
 	switch b.Proto {
 	case "tcp":
-		l, err := net.Listen("tcp", route.Listen)
+		l, err := net.Listen("tcp"+family, route.Listen)
 		if err != nil {
 			return key, false, err
 		}
@@ -296,7 +312,7 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 		go f.Serve(context.Background())
 		pub.closer = l
 	case "udp":
-		u, err := newUDPRelay(route.Listen, func() (*net.UDPConn, error) {
+		u, err := newUDPRelay("udp"+family, route.Listen, func() (*net.UDPConn, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			c, err := dial(ctx, "udp")

@@ -30,3 +30,21 @@ func TestRouteOf(t *testing.T) {
 		}
 	}
 }
+
+// A binding configured as "" and the same one running as "0.0.0.0" are
+// one listener; a "::" binding has a twin only in its own container.
+func TestBindingKeysAndTwins(t *testing.T) {
+	configured := binding{Container: "a", Proto: "tcp", HostIP: "", HostPort: 8080}
+	running := binding{Container: "a", Proto: "tcp", HostIP: "0.0.0.0", HostPort: 8080}
+	if configured.key() != running.key() {
+		t.Fatalf("%s and %s name one listener", configured.key(), running.key())
+	}
+	v6 := binding{Container: "a", Proto: "tcp", HostIP: "::", HostPort: 8080}
+	if !v6.hasTwin([]binding{running, v6}) {
+		t.Fatal("the :: twin of a 0.0.0.0 binding was not seen")
+	}
+	other := binding{Container: "b", Proto: "tcp", HostIP: "0.0.0.0", HostPort: 8080}
+	if v6.hasTwin([]binding{other, v6}) {
+		t.Fatal("another container's 0.0.0.0 binding taken for this one's twin")
+	}
+}

@@ -18,12 +18,12 @@ type udpRelay struct {
 
 const udpIdle = 90 * time.Second
 
-func newUDPRelay(listen string, dial func() (*net.UDPConn, error)) (*udpRelay, error) {
-	la, err := net.ResolveUDPAddr("udp", listen)
+func newUDPRelay(network, listen string, dial func() (*net.UDPConn, error)) (*udpRelay, error) {
+	la, err := net.ResolveUDPAddr(network, listen)
 	if err != nil {
 		return nil, err
 	}
-	c, err := net.ListenUDP("udp", la)
+	c, err := net.ListenUDP(network, la)
 	if err != nil {
 		return nil, err
 	}
