@@ -42,7 +42,7 @@ const (
 	pid1Argument       = "init"
 )
 
-// event is what the inner process tells the outer one, one JSON line each,
+// event is what PID 1 tells ddinit run, one JSON line each,
 // on the events pipe.
 type event struct {
 	Event   string            `json:"event"` // "sockets" or "failed"
@@ -56,7 +56,7 @@ type Phase struct {
 	Duration time.Duration `json:"duration"`
 }
 
-// inner is PID 1's state.
+// pid1 is PID 1's state.
 type pid1 struct {
 	cfg    Config
 	log    *logrus.Entry
@@ -86,7 +86,7 @@ type pid1 struct {
 	settings *settings.Applier
 }
 
-// Inner is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It
+// PID1 is `ddinit init`: PID 1 of the namespaces `ddinit run` made. It
 // reads its config from fd 3 and reports to the outer process on fd 4.
 func PID1(stderr io.Writer) int {
 	if os.Getpid() != 1 {
@@ -169,7 +169,7 @@ func PID1(stderr io.Writer) int {
 }
 
 // serveControl serves the control API on the sockets ddinit run opened
-// (fds 5… in the order of cfg.Control).
+// (fds 6… in the order of cfg.Control).
 func (in *pid1) serveControl() error {
 	var ls []net.Listener
 	for i, s := range in.cfg.Control {
