@@ -153,6 +153,16 @@ func resolve(source string) (real string, missing bool, err error) {
 // counts as used until its container's create event names the container,
 // or until the grace has passed.
 func (b *Binds) Ensure(source string, create bool) (string, error) {
+	return b.ensure(source, create, true)
+}
+
+// remake makes the bind of source again for a container that exists (no
+// create is pending for it: it is not held).
+func (b *Binds) remake(source string) (string, error) {
+	return b.ensure(source, true, false)
+}
+
+func (b *Binds) ensure(source string, create, hold bool) (string, error) {
 	if !filepath.IsAbs(source) {
 		return "", fmt.Errorf("%w: bind source %s: not an absolute path", errdefs.ErrInvalidArgument, source)
 	}
@@ -195,7 +205,9 @@ func (b *Binds) Ensure(source string, create bool) (string, error) {
 		b.made = map[string]*bind{}
 	}
 	if bd, ok := b.made[key]; ok {
-		bd.holds, bd.handedOut = bd.holds+1, time.Now()
+		if hold {
+			bd.holds, bd.handedOut = bd.holds+1, time.Now()
+		}
 		return b.enginePath(key), nil
 	}
 	dir, err := b.folder()
@@ -220,7 +232,11 @@ func (b *Binds) Ensure(source string, create bool) (string, error) {
 		}
 		log.Info("bound for the engine")
 	}
-	b.made[key] = &bind{source: source, users: map[string]bool{}, holds: 1, handedOut: time.Now()}
+	bd := &bind{source: source, users: map[string]bool{}, handedOut: time.Now()}
+	if hold {
+		bd.holds = 1
+	}
+	b.made[key] = bd
 	return b.enginePath(key), nil
 }
 

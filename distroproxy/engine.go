@@ -72,7 +72,7 @@ func (f *Follower) Recover(ctx context.Context) error {
 				complete = false
 				continue
 			}
-			if _, err := f.Binds.Ensure(path, true); err != nil {
+			if _, err := f.Binds.remake(path); err != nil {
 				log.WithError(err).Warn("a bind cannot be made again")
 				complete = false
 				continue
