@@ -33,6 +33,19 @@ func TestBootRunStopBootAgain(t *testing.T) {
 		t.Fatalf("ddinit exited %d after SIGTERM", code)
 	}
 	t.Logf("clean shutdown took %s", took)
+	// No goroutine of ddinit run outlives its steps: the count after every
+	// undo is the count before PID 1 started.
+	var left, before float64 = -1, -1
+	for _, e := range in.logEntries() {
+		if e["msg"] == "every launch step undone" {
+			left, _ = e["goroutines"].(float64)
+			before, _ = e["before"].(float64)
+		}
+	}
+	if left < 0 || left > before {
+		t.Fatalf("goroutines of ddinit run after its steps were undone: %v, before PID 1: %v", left, before)
+	}
+	t.Logf("goroutines of ddinit run: %v before PID 1, %v once its steps were undone", before, left)
 	if m := hostMounts(t, in.dataDir, in.runDir); len(m) > 0 {
 		t.Fatalf("mounts left in the host's mount table:\n%s", strings.Join(m, "\n"))
 	}

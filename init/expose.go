@@ -98,7 +98,11 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 			l.mu.Lock()
 			l.forwarders = append(l.forwarders, f)
 			l.mu.Unlock()
-			go f.Serve(context.Background())
+			l.serving.Add(1)
+			go func() {
+				defer l.serving.Done()
+				f.Serve(context.Background())
+			}()
 			log.WithField("target", inner).Info("socket exposed")
 		}
 	}
@@ -122,10 +126,11 @@ func removeEmptyTree(dir string) {
 
 func (l *launcher) closeForwarders() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	for _, f := range l.forwarders {
 		f.Listener.Close()
 	}
+	l.mu.Unlock()
+	l.serving.Wait() // each closes the connections it still serves
 }
 
 // dockerProxy is the docker API proxy on an exposed docker socket: bind

@@ -23,6 +23,7 @@ import (
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+	"runtime"
 )
 
 // Run is `ddinit run`: it starts PID 1 in new namespaces, relays
@@ -84,6 +85,11 @@ type launcher struct {
 
 	// Background work that lasts as long as PID 1 (settling, the idle
 	// heap, the binary for the distros): stopped and awaited at cleanup.
+	serving sync.WaitGroup // the exposed sockets' forwarders
+
+	controlFiles []*os.File // the control sockets, for PID 1
+	child        *child     // PID 1, once started
+
 	bgCtx  context.Context
 	bgStop context.CancelFunc
 	bg     sync.WaitGroup
@@ -124,12 +130,16 @@ func (l *launcher) run() (int, error) {
 	// Relayed from before the start, so a signal during it is not lost.
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
-	child, err := l.startPID1()
-	if err != nil {
+	before := runtime.NumGoroutine()
+	if err := l.runSteps(startSteps, 0, nil); err != nil {
 		return 1, err
 	}
+	child := l.child
 	waitErr := l.relayUntilExit(child, sigs)
 	l.undoAll()
+	// Every goroutine a step started has ended with its undo: what is
+	// left is what there was before PID 1 (a leak shows here).
+	l.log.WithFields(logrus.Fields{"goroutines": runtime.NumGoroutine(), "before": before}).Debug("every launch step undone")
 	return l.exitStatus(child, waitErr)
 }
 
@@ -157,11 +167,7 @@ func (l *launcher) startPID1() (*child, error) {
 		}
 	}
 	cfgR, cfgW, evR, evW, logR, logW := pipes[0][0], pipes[0][1], pipes[1][0], pipes[1][1], pipes[2][0], pipes[2][1]
-	controlFiles, err := l.openControlSockets()
-	l.pushUndo("control sockets", l.removeUnixSockets)
-	if err != nil {
-		return nil, err
-	}
+	controlFiles := l.controlFiles
 	drivesHere, drivesThere, err := socketPair()
 	if err != nil {
 		return nil, err
@@ -180,13 +186,6 @@ func (l *launcher) startPID1() (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start PID 1 in new namespaces: %w", err)
 	}
-	// Mount points PID 1 made on the distro's file system: its mounts go
-	// with its namespace, the empty directories are left to remove.
-	l.pushUndo("PID 1's mount points", func() {
-		for _, d := range []string{"rootfs", "upper", "layers"} {
-			removeEmptyTree(filepath.Join(l.cfg.RunDir, d))
-		}
-	})
 	// PID 1 holds its ends now.
 	for _, f := range append([]*os.File{cfgR, evW, logW, drivesThere}, controlFiles...) {
 		f.Close()
@@ -195,7 +194,6 @@ func (l *launcher) startPID1() (*child, error) {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("drives socket: %w", err)
 	}
-	l.pushUndo("drives socket", func() { l.drives.Close() })
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
 	if err := json.NewEncoder(cfgW).Encode(l.cfg); err != nil {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"path/filepath"
 )
 
 // launchStep is one step of `ddinit run`'s life in the distro: its name
@@ -15,11 +16,37 @@ type launchStep struct {
 	do   func(l *launcher, pid int, sockets map[string]string) (undo func(), err error)
 }
 
-// socketSteps are what `ddinit run` does once PID 1, its root in place,
-// reports the sockets of its services, in order. Before that, ddinit run
-// has locked the data store (Run), opened the control sockets and started
-// PID 1 (startPID1: each registers its undo too). Cleanup, once PID 1 has
-// exited, undoes every step in reverse.
+// ddinit run's life in the distro is these two tables: startSteps, then,
+// once PID 1 (its root in place) reports the sockets of its services,
+// socketSteps. Before them Run has checked the config, locked the data
+// store and opened the log (what the steps log to). Once PID 1 has
+// exited, every step done is undone in reverse.
+var startSteps = []launchStep{
+	// Opened here and handed to PID 1, which answers on them from its
+	// first moment: the frontend can watch the boot.
+	{"control sockets", func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		files, err := l.openControlSockets()
+		l.controlFiles = files
+		return l.removeUnixSockets, err
+	}},
+	{"start PID 1", func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		c, err := l.startPID1()
+		if err != nil {
+			return nil, err
+		}
+		l.child = c
+		return func() {
+			l.drives.Close()
+			// Mount points PID 1 made on the distro's file system: its
+			// mounts went with its namespace, the empty directories are
+			// left to remove.
+			for _, d := range []string{"rootfs", "upper", "layers"} {
+				removeEmptyTree(filepath.Join(l.cfg.RunDir, d))
+			}
+		}, nil
+	}},
+}
+
 var socketSteps = []launchStep{
 	// The network: a failure leaves the engine running without one, and
 	// says so, rather than stopping it.

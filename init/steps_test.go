@@ -44,15 +44,16 @@ func TestLaunchStepsUndoInReverse(t *testing.T) {
 	}
 }
 
-// The steps after PID 1's report are named once each, in the order the
-// launch needs them: the network before the sockets it carries, the
-// exposure before the settling that waits for it.
-func TestSocketStepsOrder(t *testing.T) {
+// The launch is named once each step, in the order it needs them: the
+// control sockets before PID 1 (which serves them), the network before
+// the sockets it carries, the exposure before the settling that waits
+// for it.
+func TestLaunchStepsOrder(t *testing.T) {
 	var names []string
-	for _, s := range socketSteps {
+	for _, s := range append(append([]launchStep(nil), startSteps...), socketSteps...) {
 		names = append(names, s.name)
 	}
-	if !slices.Equal(names, []string{"network", "follow drives and devices", "expose sockets", "settle"}) {
-		t.Fatalf("socket steps: %v", names)
+	if !slices.Equal(names, []string{"control sockets", "start PID 1", "network", "follow drives and devices", "expose sockets", "settle"}) {
+		t.Fatalf("launch steps: %v", names)
 	}
 }

@@ -309,8 +309,16 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 			return key, false, err
 		}
 		f := &vsock.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp") }}
-		go f.Serve(context.Background())
-		pub.closer = l
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			f.Serve(context.Background())
+		}()
+		pub.closer = closerFunc(func() error {
+			err := l.Close()
+			<-served // its connections closed too
+			return err
+		})
 	case "udp":
 		u, err := newUDPRelay("udp"+family, route.Listen, func() (*net.UDPConn, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -337,15 +345,25 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 
 func (p *Publisher) unpublish(match func(*published) bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var closing []*published
 	for k, pub := range p.open {
 		if match(pub) {
-			pub.closer.Close()
+			closing = append(closing, pub)
 			delete(p.open, k)
-			p.Log.WithFields(logrus.Fields{"container": dockerproxy.ShortID(pub.container), "port": k}).Info("port closed")
 		}
 	}
+	p.mu.Unlock()
+	// Closed outside the lock: a listener waits for its connections.
+	for _, pub := range closing {
+		pub.closer.Close()
+		p.Log.WithFields(logrus.Fields{"container": dockerproxy.ShortID(pub.container), "port": pub.key}).Info("port closed")
+	}
 }
+
+// closerFunc is a function as an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 func (p *Publisher) closeAll() {
 	p.unpublish(func(*published) bool { return true })

@@ -29,6 +29,8 @@ type Forwarder struct {
 
 	wg      sync.WaitGroup
 	refused logs.Every
+	mu      sync.Mutex
+	active  map[net.Conn]struct{} // the connections being served
 }
 
 // DefaultMaxConns bounds a forwarder's concurrent connections: enough that
@@ -37,8 +39,10 @@ type Forwarder struct {
 // the descriptor limit.
 const DefaultMaxConns = 8192
 
-// Serve accepts until the listener is closed. Accept errors that are
-// temporary are retried with backoff instead of spinning.
+// Serve accepts until the listener is closed; then it closes the
+// connections it still serves (a stream, an idle keep-alive client) and
+// returns once every one has ended. Accept errors that are temporary are
+// retried with backoff instead of spinning.
 func (f *Forwarder) Serve(ctx context.Context) error {
 	limit := f.MaxConns
 	if limit <= 0 {
@@ -50,6 +54,11 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 		c, err := f.Listener.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				f.mu.Lock()
+				for c := range f.active {
+					c.Close()
+				}
+				f.mu.Unlock()
 				f.wg.Wait()
 				return nil
 			}
@@ -71,10 +80,21 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 			c.Close()
 			continue
 		}
+		f.mu.Lock()
+		if f.active == nil {
+			f.active = map[net.Conn]struct{}{}
+		}
+		f.active[c] = struct{}{}
+		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			defer func() { <-slots }()
+			defer func() {
+				f.mu.Lock()
+				delete(f.active, c)
+				f.mu.Unlock()
+			}()
 			if f.Handle != nil {
 				f.Handle(ctx, c)
 				return
