@@ -39,38 +39,29 @@ func Run(cfg Config, stderr io.Writer) (int, error) {
 	if err != nil {
 		return fail(fmt.Errorf("logLevel %q: %w", cfg.LogLevel, err))
 	}
-	ds, err := mounts.OpenDataStore(cfg.DataDir)
-	if err != nil {
+	// Until the log step has opened the data store's log, lines go to
+	// stderr only (a failure to lock or open it is stderr's to tell).
+	l := &launcher{cfg: cfg, log: logs.New("ddinit", stderr, nil, level)}
+	if err := l.runSteps(holdSteps, 0, nil); err != nil {
+		l.undoAll()
 		return fail(err)
 	}
-	lock, err := mounts.LockExclusive(ds.Path(".ddinit.lock"), "data store "+ds.Dir)
-	if err != nil {
-		return fail(err)
-	}
-	defer lock.Close()
-	logFile, err := logs.OpenRotating(ds.Path("log/ddinit.log"), logs.MaxFileBytes, logs.KeepFiles)
-	if err != nil {
-		return fail(err)
-	}
-	defer logFile.Close()
-	log := logs.New("ddinit", stderr, logFile, level)
-	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
-		return fail(fmt.Errorf("run directory %s: %w", cfg.RunDir, err))
-	}
-	l := &launcher{cfg: cfg, log: log}
+	// Held for the whole life, released after the last line is written.
+	held := l.takeUndos()
+	defer held.undo(l.log)
 	code, err := l.run()
 	if err != nil {
-		log.WithError(err).Error("boot failed")
-		logFile.Sync() // best effort: the failure line goes to stderr regardless
+		l.log.WithError(err).Error("boot failed")
 		return fail(err)
 	}
-	log.WithField("status", code).Info("ddinit exited")
+	l.log.WithField("status", code).Info("ddinit exited")
 	return code, nil
 }
 
 type launcher struct {
 	cfg Config
 	log *logrus.Entry
+	ds  *mounts.DataStore // once locked
 
 	mu            sync.Mutex
 	done          undoer // the steps done, to undo in reverse

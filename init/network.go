@@ -13,15 +13,14 @@ import (
 // wireNetwork connects PID 1's network namespace to the distro's and
 // starts publishing container ports. A failure leaves the engine running
 // without outside network, and says so.
-func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
+func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 	root := fmt.Sprintf("/proc/%d/root", pid)
 	log := l.log.WithField("component", "network")
 	// Held open so that the NAT rules can still be removed with the pack's
 	// iptables after PID 1, and its namespace, are gone.
 	rootDir, err := os.Open(root)
 	if err != nil {
-		log.WithError(err).Error("containers will have no network beyond the namespace")
-		return
+		return fmt.Errorf("containers will have no network beyond the namespace: %w", err)
 	}
 	l.mu.Lock()
 	l.rootDir = rootDir
@@ -50,14 +49,13 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
 		Log:       log,
 	})
 	if err != nil {
-		log.WithError(err).Error("containers will have no network beyond the namespace")
-		return
+		return fmt.Errorf("containers will have no network beyond the namespace: %w", err)
 	}
 	l.mu.Lock()
 	l.link = link
 	l.mu.Unlock()
 	if sockets["docker"] == "" {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Namespace: fmt.Sprintf("/proc/%d/ns/net", pid), Log: log}
@@ -67,6 +65,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) {
 	l.stopPublisher = func() { cancel(); <-done }
 	l.publisher = pub
 	l.mu.Unlock()
+	return nil
 }
 
 // unwireNetwork closes the published ports and removes the link and the

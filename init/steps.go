@@ -2,10 +2,14 @@ package initd
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
-	"path/filepath"
 )
 
 // launchStep is one step of `ddinit run`'s life in the distro: its name
@@ -14,22 +18,59 @@ import (
 type launchStep struct {
 	name string
 	do   func(l *launcher, pid int, sockets map[string]string) (undo func(), err error)
+	// optional: a failure is logged and the launch goes on without what
+	// the step would have set up (its undo still runs).
+	optional bool
 }
 
-// ddinit run's life in the distro is these two tables: startSteps, then,
-// once PID 1 (its root in place) reports the sockets of its services,
-// socketSteps. Before them Run has checked the config, locked the data
-// store and opened the log (what the steps log to). Once PID 1 has
-// exited, every step done is undone in reverse.
+// ddinit run's life in the distro is these three tables: holdSteps (what
+// is held for the whole life and released after its last line), then
+// startSteps, then, once PID 1 (its root in place) reports the sockets of
+// its services, socketSteps. Once PID 1 has exited, every step done is
+// undone in reverse.
+var holdSteps = []launchStep{
+	// One ddinit per data store: a second one would boot on the same
+	// images, volumes and cache.
+	{name: "lock data store", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		ds, err := mounts.OpenDataStore(l.cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		lock, err := mounts.LockExclusive(ds.Path(".ddinit.lock"), "data store "+ds.Dir)
+		if err != nil {
+			return nil, err
+		}
+		l.ds = ds
+		return func() { lock.Close() }, nil
+	}},
+	{name: "open log", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		f, err := logs.OpenRotating(l.ds.Path("log/ddinit.log"), logs.MaxFileBytes, logs.KeepFiles)
+		if err != nil {
+			return nil, err
+		}
+		stop := logs.AddFile(l.log, f)
+		return func() {
+			stop()
+			// The last lines (a boot's failure) are on disk before exit;
+			// an error here has nowhere left to be told.
+			_ = f.Sync()
+			_ = f.Close()
+		}, nil
+	}},
+}
+
 var startSteps = []launchStep{
 	// Opened here and handed to PID 1, which answers on them from its
 	// first moment: the frontend can watch the boot.
-	{"control sockets", func(l *launcher, _ int, _ map[string]string) (func(), error) {
+	{name: "control sockets", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		if err := os.MkdirAll(l.cfg.RunDir, 0o755); err != nil {
+			return nil, fmt.Errorf("run directory %s: %w", l.cfg.RunDir, err)
+		}
 		files, err := l.openControlSockets()
 		l.controlFiles = files
 		return l.removeUnixSockets, err
 	}},
-	{"start PID 1", func(l *launcher, _ int, _ map[string]string) (func(), error) {
+	{name: "start PID 1", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
 		c, err := l.startPID1()
 		if err != nil {
 			return nil, err
@@ -50,20 +91,19 @@ var startSteps = []launchStep{
 var socketSteps = []launchStep{
 	// The network: a failure leaves the engine running without one, and
 	// says so, rather than stopping it.
-	{"network", func(l *launcher, pid int, sockets map[string]string) (func(), error) {
-		l.wireNetwork(pid, sockets)
-		return l.unwireNetwork, nil
+	{name: "network", optional: true, do: func(l *launcher, pid int, sockets map[string]string) (func(), error) {
+		return l.unwireNetwork, l.wireNetwork(pid, sockets)
 	}},
-	{"follow drives and devices", func(l *launcher, pid int, _ map[string]string) (func(), error) {
+	{name: "follow drives and devices", do: func(l *launcher, pid int, _ map[string]string) (func(), error) {
 		return l.follow(pid), nil
 	}},
-	{"expose sockets", func(l *launcher, pid int, sockets map[string]string) (func(), error) {
+	{name: "expose sockets", do: func(l *launcher, pid int, sockets map[string]string) (func(), error) {
 		return l.closeForwarders, l.expose(pid, sockets)
 	}},
 	// The busy part of this process's life is over: it now relays logs and
 	// connections. The copy for the distros' proxies waits until the boot
 	// has settled: it is not on the way to _ping.
-	{"settle", func(l *launcher, _ int, _ map[string]string) (func(), error) {
+	{name: "settle", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
 		l.background(func(ctx context.Context) {
 			if settle(ctx, l.log) {
 				l.publishBinary()
@@ -88,6 +128,10 @@ func (l *launcher) runSteps(steps []launchStep, pid int, sockets map[string]stri
 		start := time.Now()
 		undo, err := s.do(l, pid, sockets)
 		l.pushUndo(s.name, undo)
+		if err != nil && s.optional {
+			l.log.WithError(err).WithField("step", s.name).Error("launch step failed; going on without it")
+			continue
+		}
 		if err != nil {
 			l.log.WithError(err).WithField("step", s.name).Error("launch step failed")
 			return err
@@ -110,12 +154,23 @@ func (l *launcher) pushUndo(name string, undo func()) {
 
 // undoAll undoes every step done, newest first, once.
 func (l *launcher) undoAll() {
+	l.takeUndos().undo(l.log)
+}
+
+// takeUndos hands over the undos of the steps done so far: they are no
+// longer undone by undoAll.
+func (l *launcher) takeUndos() undoer {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	d := l.done
 	l.done = undoer{}
-	l.mu.Unlock()
+	return d
+}
+
+// undo runs the undos, newest first.
+func (d undoer) undo(log *logrus.Entry) {
 	for i := len(d.undos) - 1; i >= 0; i-- {
+		log.WithField("step", d.names[i]).Debug("launch step undone")
 		d.undos[i]()
-		l.log.WithField("step", d.names[i]).Debug("launch step undone")
 	}
 }

@@ -17,7 +17,7 @@ func TestLaunchStepsUndoInReverse(t *testing.T) {
 	l := &launcher{log: logrus.NewEntry(quiet)}
 	var did, undid []string
 	step := func(name string, fail bool) launchStep {
-		return launchStep{name, func(*launcher, int, map[string]string) (func(), error) {
+		return launchStep{name: name, do: func(*launcher, int, map[string]string) (func(), error) {
 			did = append(did, name)
 			undo := func() { undid = append(undid, name) }
 			if fail {
@@ -26,7 +26,7 @@ func TestLaunchStepsUndoInReverse(t *testing.T) {
 			return undo, nil
 		}}
 	}
-	none := launchStep{"nothing to undo", func(*launcher, int, map[string]string) (func(), error) {
+	none := launchStep{name: "nothing to undo", do: func(*launcher, int, map[string]string) (func(), error) {
 		did = append(did, "nothing to undo")
 		return nil, nil
 	}}
@@ -50,10 +50,38 @@ func TestLaunchStepsUndoInReverse(t *testing.T) {
 // for it.
 func TestLaunchStepsOrder(t *testing.T) {
 	var names []string
-	for _, s := range append(append([]launchStep(nil), startSteps...), socketSteps...) {
-		names = append(names, s.name)
+	for _, table := range [][]launchStep{holdSteps, startSteps, socketSteps} {
+		for _, s := range table {
+			names = append(names, s.name)
+		}
 	}
-	if !slices.Equal(names, []string{"control sockets", "start PID 1", "network", "follow drives and devices", "expose sockets", "settle"}) {
+	if !slices.Equal(names, []string{"lock data store", "open log", "control sockets", "start PID 1", "network", "follow drives and devices", "expose sockets", "settle"}) {
 		t.Fatalf("launch steps: %v", names)
+	}
+}
+
+// An optional step that fails is told and passed: the launch goes on, and
+// what it did set up is undone with the rest.
+func TestOptionalLaunchStepFailsAndGoesOn(t *testing.T) {
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	l := &launcher{log: logrus.NewEntry(quiet)}
+	var did, undid []string
+	steps := []launchStep{
+		{name: "network", optional: true, do: func(*launcher, int, map[string]string) (func(), error) {
+			did = append(did, "network")
+			return func() { undid = append(undid, "network") }, errors.New("no link")
+		}},
+		{name: "expose", do: func(*launcher, int, map[string]string) (func(), error) {
+			did = append(did, "expose")
+			return func() { undid = append(undid, "expose") }, nil
+		}},
+	}
+	if err := l.runSteps(steps, 1, nil); err != nil {
+		t.Fatalf("an optional step's failure stopped the launch: %v", err)
+	}
+	l.undoAll()
+	if !slices.Equal(did, []string{"network", "expose"}) || !slices.Equal(undid, []string{"expose", "network"}) {
+		t.Fatalf("did %v, undid %v", did, undid)
 	}
 }

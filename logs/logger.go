@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -31,10 +32,20 @@ func New(component string, out io.Writer, file io.Writer, level logrus.Level) *l
 	} else {
 		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
 	}
+	e := l.WithField("component", component)
 	if file != nil {
-		l.AddHook(&fileHook{w: file, f: &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}})
+		AddFile(e, file)
 	}
-	return l.WithField("component", component)
+	return e
+}
+
+// AddFile makes log (one made by New) also write JSON lines to file, until
+// the returned function is called: from then on nothing more is written
+// to file (it is not closed: that is its opener's).
+func AddFile(log *logrus.Entry, file io.Writer) (remove func()) {
+	h := &fileHook{w: file, f: &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}}
+	log.Logger.AddHook(h)
+	return func() { h.off.Store(true) }
 }
 
 func isTerminal(w io.Writer) bool {
@@ -47,13 +58,17 @@ func isTerminal(w io.Writer) bool {
 }
 
 type fileHook struct {
-	w io.Writer
-	f logrus.Formatter
+	w   io.Writer
+	f   logrus.Formatter
+	off atomic.Bool // removed: logrus has no safe way to drop one hook
 }
 
 func (h *fileHook) Levels() []logrus.Level { return logrus.AllLevels }
 
 func (h *fileHook) Fire(e *logrus.Entry) error {
+	if h.off.Load() {
+		return nil
+	}
 	b, err := h.f.Format(e)
 	if err != nil {
 		return err

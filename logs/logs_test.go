@@ -97,3 +97,19 @@ func TestEveryHoldsBackAndCounts(t *testing.T) {
 		t.Fatalf("after the interval: %v, %d held back", ok, n)
 	}
 }
+
+// A file added to a log gets its lines until it is removed, and none after.
+func TestAddFileUntilRemoved(t *testing.T) {
+	var out, file bytes.Buffer
+	log := New("t", &out, nil, logrus.InfoLevel)
+	remove := AddFile(log, &file)
+	log.Info("kept")
+	remove()
+	log.Info("after")
+	if !strings.Contains(file.String(), `"msg":"kept"`) || strings.Contains(file.String(), "after") {
+		t.Fatalf("file got: %s", file.String())
+	}
+	if !strings.Contains(out.String(), "after") {
+		t.Fatalf("the log's own output lost a line after the file was removed: %s", out.String())
+	}
+}
