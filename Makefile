@@ -10,7 +10,8 @@ FUZZTIME ?=
 FUZZ_TARGETS := rootfs:FuzzVolumeDescriptor:300000x rootfs:FuzzDirectoryRecord:300000x \
 	rootfs:FuzzSUSP:300000x rootfs:FuzzImage:60000x \
 	dockerproxy:FuzzProxyRequest:20000x dockerproxy:FuzzRewriteCreate:100000x \
-	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x
+	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
+	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x
 
 .PHONY: all deps build isos distro test test-builds unit fuzz bench demo vm-test clean
 
@@ -43,7 +44,7 @@ test: build isos distro
 
 # The packages whose state is shared between goroutines, under the race
 # detector (unit tests, no root needed).
-RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./errkind/
+RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./errkind/ ./dnsforward/
 
 # ddinit boots the same however it is built: a plain `go build` (cgo,
 # dynamically linked) through ten boots, a PIE, and the race detector —

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ddinit/ddinit/control"
 )
@@ -90,6 +91,27 @@ func printStatus(w io.Writer, st control.Status) {
 		} else {
 			fmt.Fprintf(w, "network: %s %s, default via %s\n", n.Link, strings.Join(n.Addresses, " "), strings.Join(n.Gateways, " "))
 		}
+	}
+	printDNS(w, st.DNS)
+}
+
+// printDNS is the DNS forwarder's line, and the last failure when there
+// is one.
+func printDNS(w io.Writer, d *control.DNSState) {
+	if d == nil {
+		return
+	}
+	switch {
+	case d.Error != "" && len(d.Listen) == 0:
+		fmt.Fprintf(w, "dns: %s\n", d.Error)
+		return
+	case d.Error != "":
+		fmt.Fprintf(w, "dns: on %s: %s\n", strings.Join(d.Listen, " "), d.Error)
+	default:
+		fmt.Fprintf(w, "dns: on %s, forwarding to %s (%d answered, %d failed)\n", strings.Join(d.Listen, " "), strings.Join(d.Servers, " "), d.Answered, d.Failed)
+	}
+	if f := d.LastFailure; f != nil {
+		fmt.Fprintf(w, "  last failure: %s %s ago: %s\n", f.Name, time.Since(f.At).Round(time.Second), f.Reason)
 	}
 }
 

@@ -29,6 +29,7 @@ type Status struct {
 	DistroBinds []Bind        `json:"distroBinds"`
 	Mounts      []string      `json:"mounts"`
 	Network     *NetworkState `json:"network,omitempty"`
+	DNS         *DNSState     `json:"dns,omitempty"`
 	// SettingsGeneration is the settings document in force; Applying, a
 	// change being applied.
 	SettingsGeneration int64  `json:"settingsGeneration"`
@@ -57,6 +58,26 @@ type NetworkState struct {
 	Addresses []string `json:"addresses"`
 	Gateways  []string `json:"gateways,omitempty"`
 	Error     string   `json:"error,omitempty"`
+}
+
+// DNSState is the DNS forwarder containers ask: where it listens, the
+// distro's nameservers it forwards to now, and what it did.
+type DNSState struct {
+	Listen      []string    `json:"listen,omitempty"`
+	Servers     []string    `json:"servers"`
+	Answered    uint64      `json:"answered"`
+	Failed      uint64      `json:"failed"`
+	LastFailure *DNSFailure `json:"lastFailure,omitempty"`
+	// Error says why names are not forwarded (no forwarder, or no
+	// nameserver in the distro's resolver file).
+	Error string `json:"error,omitempty"`
+}
+
+// DNSFailure is the last query no nameserver answered.
+type DNSFailure struct {
+	Name   string    `json:"name"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // Phase is a boot step and its duration.

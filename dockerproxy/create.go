@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -166,6 +167,58 @@ func LabelRewritten(label string) CreateEdit {
 		c.changed = true
 		return nil
 	}
+}
+
+// AddHosts is the edit that gives the container /etc/hosts entries for
+// names (name → address), when when says the container needs them: a name
+// the body's HostConfig.ExtraHosts already gives is left as the user
+// sent it.
+func AddHosts(names func() map[string]string, when func(c *Create) bool) CreateEdit {
+	return func(c *Create) error {
+		if !when(c) {
+			return nil
+		}
+		var extra []string
+		if raw, ok := c.host["ExtraHosts"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &extra); err != nil {
+				return fmt.Errorf("HostConfig.ExtraHosts is not a list of strings: %w", err)
+			}
+		}
+		given := map[string]bool{}
+		for _, e := range extra {
+			name, _, _ := strings.Cut(e, ":")
+			given[strings.ToLower(name)] = true
+		}
+		added := false
+		all := names()
+		keys := make([]string, 0, len(all))
+		for name := range all {
+			keys = append(keys, name)
+		}
+		slices.Sort(keys)
+		for _, name := range keys {
+			if !given[name] && all[name] != "" {
+				extra = append(extra, name+":"+all[name])
+				added = true
+			}
+		}
+		if !added {
+			return nil
+		}
+		if c.host == nil {
+			c.host = map[string]json.RawMessage{}
+		}
+		c.host["ExtraHosts"], _ = json.Marshal(extra) // a []string always encodes
+		c.changed = true
+		return nil
+	}
+}
+
+// SetsDNS reports whether the create names its own DNS servers
+// (HostConfig.Dns, docker run --dns).
+func (c *Create) SetsDNS() bool {
+	var dns []string
+	return c.host != nil && json.Unmarshal(c.host["Dns"], &dns) == nil && len(dns) > 0
 }
 
 // RewriteCreate rewrites a create body's bind sources with translate and,

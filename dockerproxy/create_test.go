@@ -2,6 +2,7 @@ package dockerproxy
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -146,5 +147,45 @@ func TestLabelMergedAcrossProxies(t *testing.T) {
 	json.Unmarshal([]byte(got.Labels["io.ddinit.proxy.binds"]), &binds)
 	if got.Labels["keep"] != "me" || binds["/run/desktop/bind-mounts/Ubuntu/aaaa"] != "/home/me/p" || binds["/run/desktop/mnt/host/c/x"] != `C:\x` {
 		t.Fatalf("labels after two proxies: %v", got.Labels)
+	}
+}
+
+// The two names go into /etc/hosts only for a container that needs them
+// (here: one that sets its own DNS), and never over an entry the user gave.
+func TestAddHostsOnlyWhenNeededAndNeverOverTheUsers(t *testing.T) {
+	names := func() map[string]string {
+		return map[string]string{"host.docker.internal": "172.20.0.1", "gateway.docker.internal": "100.64.249.1"}
+	}
+	edit := AddHosts(names, (*Create).SetsDNS)
+	plain := `{"Image":"busybox","HostConfig":{"Binds":[]}}`
+	out, err := EditCreate([]byte(plain), edit)
+	if err != nil || string(out) != plain {
+		t.Fatalf("a create without DNS changed: %s %v", out, err)
+	}
+	withDNS := `{"Image":"busybox","HostConfig":{"Dns":["10.0.0.53"],"ExtraHosts":["HOST.docker.internal:10.9.9.9","db:10.1.1.1"]}}`
+	out, err = EditCreate([]byte(withDNS), edit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		HostConfig struct {
+			Dns        []string
+			ExtraHosts []string
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"HOST.docker.internal:10.9.9.9", "db:10.1.1.1", "gateway.docker.internal:100.64.249.1"}
+	if !slices.Equal(got.HostConfig.ExtraHosts, want) || !slices.Equal(got.HostConfig.Dns, []string{"10.0.0.53"}) {
+		t.Fatalf("ExtraHosts %v, want %v (Dns %v)", got.HostConfig.ExtraHosts, want, got.HostConfig.Dns)
+	}
+	// No HostConfig at all, and the daemon's DNS set: one is made.
+	out, err = EditCreate([]byte(`{"Image":"busybox"}`), AddHosts(names, func(*Create) bool { return true }))
+	if err != nil || !strings.Contains(string(out), `"ExtraHosts":["gateway.docker.internal:100.64.249.1","host.docker.internal:172.20.0.1"]`) {
+		t.Fatalf("no HostConfig: %s %v", out, err)
+	}
+	if _, err := EditCreate([]byte(`{"HostConfig":{"Dns":["1.1.1.1"],"ExtraHosts":"x"}}`), edit); err == nil {
+		t.Fatal("ExtraHosts that is not a list was taken")
 	}
 }

@@ -93,6 +93,9 @@ type options struct {
 	config   map[string]any
 	extra    []string
 	noExpose bool
+	// netns, when set, is the network namespace (a path) ddinit run is
+	// started in: a test's own "distro" network.
+	netns string
 }
 
 // newDirs makes a data dir and a short run dir (unix socket paths are
@@ -132,6 +135,11 @@ func start(t *testing.T, o options) *instance {
 	}
 	args = append(args, o.extra...)
 	in.cmd = exec.Command(binary, args...)
+	if o.netns != "" {
+		// nsenter enters the network namespace and execs ddinit: the same
+		// process, in the test's mount namespace.
+		in.cmd = exec.Command("nsenter", append([]string{"--net=" + o.netns, binary}, args...)...)
+	}
 	in.cmd.Stderr = in.stderr
 	in.cmd.Stdout = in.stderr
 	if err := in.cmd.Start(); err != nil {

@@ -162,9 +162,10 @@ func TestContainerNetworking(t *testing.T) {
 	if distroHasIPv6 && (!slices.Contains(st.Network.Addresses, "fd64:100:249::2/64") || !slices.Contains(st.Network.Gateways, "fd64:100:249::1")) {
 		t.Fatalf("/status network has no IPv6: %+v", st.Network)
 	}
-	// DNS follows the distro's resolver configuration.
+	// Containers ask ddinit's forwarder (which asks the distro's
+	// nameservers), with the distro's search list.
 	out = in.docker("run", "--rm", "busybox:local", "cat", "/etc/resolv.conf")
-	if !strings.Contains(out, "nameserver 192.0.2.53") || !strings.Contains(out, "search corp.example.test") {
+	if !strings.Contains(out, "nameserver 100.64.249.2") || strings.Contains(out, "192.0.2.53") || !strings.Contains(out, "search corp.example.test") {
 		t.Fatalf("container resolv.conf:\n%s", out)
 	}
 

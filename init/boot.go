@@ -125,7 +125,7 @@ func (in *pid1) mountNamespace() error {
 	if err != nil {
 		return err
 	}
-	if err := copyResolvConf(in.cfg.ResolvConf, root, in.log); err != nil {
+	if err := writeResolvConf(in.cfg, root, in.log); err != nil {
 		return err
 	}
 	// The stored settings win: dockerd first starts on their daemon.json.

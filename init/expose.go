@@ -153,6 +153,16 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	if l.publisher != nil {
 		p.Ports = l.publisher
 	}
+	if names := l.names; names != nil {
+		// A container whose DNS is not ddinit's forwarder still finds the
+		// host and the distro by name: in /etc/hosts, as they are at its
+		// creation (only then: /etc/hosts would shadow answers that follow
+		// a route change).
+		daemonJSON := l.ds.Path("etc/docker/daemon.json")
+		p.Edits = append(p.Edits, dockerproxy.AddHosts(names.hosts, func(c *dockerproxy.Create) bool {
+			return c.SetsDNS() || daemonSetsDNS(daemonJSON)
+		}))
+	}
 	l.mu.Unlock()
 	return p
 }

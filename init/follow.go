@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -25,10 +26,12 @@ import (
 // the distro's.
 
 // drivesMessage is what ddinit run tells PID 1: the drives the distro has
-// now, and a cloned mount tree (passed alongside) for each of Attach.
+// now, and a cloned mount tree (passed alongside) for each of Attach; or,
+// alone in a message, how the DNS forwarder it serves fares (for /status).
 type drivesMessage struct {
-	Drives []mounts.Drive `json:"drives"`
-	Attach []string       `json:"attach"`
+	Drives []mounts.Drive    `json:"drives"`
+	Attach []string          `json:"attach"`
+	DNS    *control.DNSState `json:"dns,omitempty"`
 }
 
 // socketPair returns the two ends of a SOCK_SEQPACKET pair: messages keep
@@ -134,7 +137,11 @@ func (in *pid1) followDrives(conn *net.UnixConn) {
 			}
 		}
 		var msg drivesMessage
-		if err := json.Unmarshal(buf[:n], &msg); err != nil || len(msg.Attach) != len(files) {
+		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.DNS != nil {
+			in.mu.Lock()
+			in.dns = msg.DNS
+			in.mu.Unlock()
+		} else if err != nil || len(msg.Attach) != len(files) {
 			log.WithField("error", fmt.Sprint(err)).Warn("a garbled drive change from ddinit run")
 		} else {
 			in.applyDrives(msg, files, log)

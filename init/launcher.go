@@ -69,6 +69,7 @@ type launcher struct {
 	bootError     string
 	unixSockets   []string // control sockets to remove at exit
 	link          *network.Link
+	names         *localNames // host.docker.internal and gateway.docker.internal, once linked
 	stopPublisher func()
 	publisher     *network.Publisher
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone

@@ -53,6 +53,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 	}
 	l.mu.Lock()
 	l.link = link
+	l.names = &localNames{link: link}
 	l.mu.Unlock()
 	if sockets["docker"] == "" {
 		return nil

@@ -76,8 +76,9 @@ type pid1 struct {
 	root       *rootfs.Root
 	components []control.Component
 	drives     []control.Drive
-	mounted    []mounts.Mount // what the mounts phase made, for the shutdown
-	switched   bool           // the root is the assembled one
+	dns        *control.DNSState // as ddinit run last reported it
+	mounted    []mounts.Mount    // what the mounts phase made, for the shutdown
+	switched   bool              // the root is the assembled one
 
 	sup *services.Supervisor
 
@@ -227,28 +228,6 @@ const (
 	idleCheck       = 10 * time.Second
 	idleReturnBytes = 256 << 10
 )
-
-// copyResolvConf gives the namespace the distro's resolver configuration,
-// which dockerd passes on to containers. A nameserver on the distro's
-// loopback cannot be reached from inside: that is said, not hidden.
-func copyResolvConf(src, root string, log *logrus.Entry) error {
-	b, err := os.ReadFile(src)
-	if errors.Is(err, os.ErrNotExist) {
-		log.WithField("path", src).Warn("the distro has no resolver configuration; containers get docker's default")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("resolver configuration: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
-			log.WithField("nameserver", f[1]).Warn("the distro's nameserver is on its loopback, which the namespace cannot reach")
-		}
-	}
-	dst := filepath.Join(root, "etc/resolv.conf")
-	os.Remove(dst) // the base image may have a symlink there
-	return os.WriteFile(dst, b, 0o644)
-}
 
 // loadComponents reads the version pack's manifest for /status.
 func (in *pid1) loadComponents() {

@@ -94,6 +94,12 @@ var socketSteps = []launchStep{
 	{name: "network", optional: true, do: func(l *launcher, pid int, sockets map[string]string) (func(), error) {
 		return l.unwireNetwork, l.wireNetwork(pid, sockets)
 	}},
+	// Names for containers: the distro's resolver followed live, and the
+	// names of the Windows host and the distro. Without it, containers get
+	// a copy of the distro's resolver file.
+	{name: "dns", optional: true, do: func(l *launcher, pid int, _ map[string]string) (func(), error) {
+		return l.serveDNS(pid)
+	}},
 	{name: "follow drives and devices", do: func(l *launcher, pid int, _ map[string]string) (func(), error) {
 		return l.follow(pid), nil
 	}},

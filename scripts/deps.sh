@@ -16,6 +16,7 @@ packages=(
 	ca-certificates  # the version pack's CA bundle (Go's TLS in dockerd and containerd)
 	docker-registry openssl # a real TLS registry and the certificates the tests make
 	docker-compose python3-docker # real clients of the distro proxy
+	dnsmasq-base     # the distro's resolvers in the DNS tests (no service: the package without it)
 	make
 )
 if [ "$(id -u)" -eq 0 ]; then

@@ -1,0 +1,405 @@
+package dnsforward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults for a Forwarder's limits.
+const (
+	// DefaultTry bounds one query to one server: a server that does not
+	// answer in this time is passed over for the next.
+	DefaultTry = time.Second
+	// DefaultBudget bounds a query through every server: then SERVFAIL.
+	// Under the C libraries' own 5 s timeout, so the client hears SERVFAIL
+	// rather than giving up on silence.
+	DefaultBudget = 2500 * time.Millisecond
+	// DefaultMaxInFlight caps the queries forwarded at once.
+	DefaultMaxInFlight = 256
+)
+
+// Forwarder answers DNS queries: local names itself, the rest through the
+// resolver file's nameservers.
+type Forwarder struct {
+	// ResolvConf is the resolver file whose nameservers are asked. It is
+	// looked at on every query and read again when it changed (a new
+	// target of a symlink, a rewrite): no restart follows a VPN.
+	ResolvConf string
+	// Local answers the names ddinit gives meaning to. ok=false: not a
+	// local name, forward it. A local name with no address of the asked
+	// family has an empty answer (NOERROR), never NXDOMAIN.
+	Local func(name string) (addrs []netip.Addr, ok bool)
+	// OnChange is told each new reading of the resolver file.
+	OnChange func(Conf)
+	// Try, Budget, MaxInFlight: the defaults when zero.
+	Try, Budget time.Duration
+	MaxInFlight int
+	Log         logrus.FieldLogger
+
+	// port the servers are asked on: 53, but for tests, which cannot bind
+	// it unprivileged.
+	port uint16
+
+	mu       sync.Mutex
+	conf     Conf
+	seen     fileID
+	readErr  string
+	lastGood int // the server that answered last: asked first
+	answered atomic.Uint64
+	failed   atomic.Uint64
+	failure  atomic.Pointer[Failure]
+	slots    chan struct{}
+	once     sync.Once
+	pool     udpPool
+}
+
+// Failure is the last query no server answered.
+type Failure struct {
+	Name   string    `json:"name"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Stats is what a Forwarder has done.
+type Stats struct {
+	Servers     []string `json:"servers"`
+	Answered    uint64   `json:"answered"`
+	Failed      uint64   `json:"failed"`
+	LastFailure *Failure `json:"lastFailure,omitempty"`
+	// FileError says why the resolver file could not be read.
+	FileError string `json:"fileError,omitempty"`
+}
+
+// Stats returns the counts and the servers in use (the file is looked at
+// again first).
+func (f *Forwarder) Stats() Stats {
+	conf := f.current()
+	st := Stats{Answered: f.answered.Load(), Failed: f.failed.Load(), LastFailure: f.failure.Load()}
+	for _, s := range conf.Servers {
+		st.Servers = append(st.Servers, s.Addr().String())
+	}
+	f.mu.Lock()
+	st.FileError = f.readErr
+	f.mu.Unlock()
+	return st
+}
+
+func (f *Forwarder) init() {
+	f.once.Do(func() {
+		n := f.MaxInFlight
+		if n <= 0 {
+			n = DefaultMaxInFlight
+		}
+		f.slots = make(chan struct{}, n)
+		if f.Log == nil {
+			quiet := logrus.New()
+			quiet.Out = io.Discard
+			f.Log = quiet
+		}
+	})
+}
+
+// fileID tells one version of a file from another without reading it.
+type fileID struct {
+	dev, ino   uint64
+	size       int64
+	mtime      int64
+	ctime      int64
+	statFailed bool
+}
+
+// current returns the resolver file's reading, read again when the file
+// changed since (a stat per query: microseconds, and a replaced target
+// is seen at the next query).
+func (f *Forwarder) current() Conf {
+	var id fileID
+	var st syscall.Stat_t
+	if err := syscall.Stat(f.ResolvConf, &st); err != nil {
+		id.statFailed = true
+	} else {
+		id = fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+	}
+	f.mu.Lock()
+	if id == f.seen && (f.conf.Servers != nil || f.readErr != "") {
+		c := f.conf
+		f.mu.Unlock()
+		return c
+	}
+	f.mu.Unlock()
+	b, err := os.ReadFile(f.ResolvConf)
+	var conf Conf
+	readErr := ""
+	if err != nil {
+		readErr = err.Error()
+	} else {
+		conf = ParseConf(b)
+		if len(conf.Servers) == 0 {
+			readErr = fmt.Sprintf("%s names no nameserver", f.ResolvConf)
+		}
+		if conf.Servers == nil {
+			conf.Servers = []netip.AddrPort{} // read: not read again until it changes
+		}
+	}
+	f.mu.Lock()
+	changed := !sameConf(f.conf, conf) || f.readErr != readErr
+	f.conf, f.seen, f.readErr, f.lastGood = conf, id, readErr, 0
+	f.mu.Unlock()
+	if changed {
+		f.init()
+		fields := logrus.Fields{"servers": strings.Trim(fmt.Sprint(conf.Servers), "[]"), "file": f.ResolvConf}
+		if readErr != "" {
+			f.Log.WithFields(fields).WithField("error", readErr).Warn("the distro's resolver file gives no nameserver: queries fail until it does")
+		} else {
+			f.Log.WithFields(fields).Info("the distro's nameservers")
+		}
+		if f.OnChange != nil && err == nil {
+			f.OnChange(conf)
+		}
+	}
+	return conf
+}
+
+func sameConf(a, b Conf) bool {
+	if len(a.Servers) != len(b.Servers) || len(a.Shaping) != len(b.Shaping) {
+		return false
+	}
+	for i := range a.Servers {
+		if a.Servers[i] != b.Servers[i] {
+			return false
+		}
+	}
+	for i := range a.Shaping {
+		if a.Shaping[i] != b.Shaping[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeDNS implements dns.Handler (for TCP: UDP is served by Serve's own
+// readers).
+func (f *Forwarder) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	f.init()
+	resp := f.Answer(context.Background(), q, w.LocalAddr().Network() == "tcp")
+	if resp == nil {
+		return
+	}
+	_ = w.WriteMsg(resp) // a client gone has nobody to tell
+}
+
+func udpSize(q *dns.Msg) int {
+	if o := q.IsEdns0(); o != nil {
+		return int(max(o.UDPSize(), dns.MinMsgSize))
+	}
+	return dns.MinMsgSize
+}
+
+// Answer answers one query: nil only for a message that is no query.
+func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, overTCP bool) *dns.Msg {
+	f.init()
+	if q.Response || q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 {
+		if q.Response {
+			return nil
+		}
+		r := new(dns.Msg)
+		r.SetRcode(q, dns.RcodeNotImplemented)
+		if len(q.Question) != 1 {
+			r.SetRcode(q, dns.RcodeFormatError)
+		}
+		return r
+	}
+	question := q.Question[0]
+	if f.Local != nil {
+		if addrs, ok := f.Local(strings.ToLower(strings.TrimSuffix(question.Name, "."))); ok {
+			f.answered.Add(1)
+			return localAnswer(q, addrs)
+		}
+	}
+	if !f.take() {
+		return f.fail(q, "too many queries in flight")
+	}
+	defer f.give()
+	resp, reason := f.forward(ctx, q)
+	if resp == nil {
+		return f.fail(q, reason)
+	}
+	f.answered.Add(1)
+	return resp
+}
+
+func (f *Forwarder) take() bool {
+	select {
+	case f.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (f *Forwarder) give() { <-f.slots }
+
+// fail answers SERVFAIL and keeps why.
+func (f *Forwarder) fail(q *dns.Msg, reason string) *dns.Msg {
+	f.failed.Add(1)
+	f.failure.Store(&Failure{Name: q.Question[0].Name, Reason: reason, At: time.Now()})
+	r := new(dns.Msg)
+	r.SetRcode(q, dns.RcodeServerFailure)
+	r.RecursionAvailable = true
+	return r
+}
+
+// localAnswer answers a local name with its addresses of the asked type.
+func localAnswer(q *dns.Msg, addrs []netip.Addr) *dns.Msg {
+	r := new(dns.Msg)
+	r.SetReply(q)
+	r.Authoritative = true
+	r.RecursionAvailable = true
+	question := q.Question[0]
+	for _, a := range addrs {
+		hdr := dns.RR_Header{Name: question.Name, Class: dns.ClassINET, Ttl: 0}
+		switch {
+		case a.Is4() && (question.Qtype == dns.TypeA || question.Qtype == dns.TypeANY):
+			hdr.Rrtype = dns.TypeA
+			r.Answer = append(r.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case a.Is6() && (question.Qtype == dns.TypeAAAA || question.Qtype == dns.TypeANY):
+			hdr.Rrtype = dns.TypeAAAA
+			r.Answer = append(r.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	return r
+}
+
+// forward asks the servers in turn (the last one that answered first)
+// until one answers, within the budget; it returns the answer, or why
+// there is none.
+func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) {
+	conf := f.current()
+	if len(conf.Servers) == 0 {
+		f.mu.Lock()
+		why := f.readErr
+		f.mu.Unlock()
+		return nil, why
+	}
+	budget := cmpOr(f.Budget, DefaultBudget)
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	f.mu.Lock()
+	first := f.lastGood
+	f.mu.Unlock()
+	var reasons []string
+	for i := range conf.Servers {
+		if ctx.Err() != nil {
+			reasons = append(reasons, "no answer within "+budget.String())
+			break
+		}
+		n := (first + i) % len(conf.Servers)
+		server := conf.Servers[n]
+		if f.port != 0 {
+			server = netip.AddrPortFrom(server.Addr(), f.port)
+		}
+		resp, err := f.exchange(ctx, q, server)
+		if err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %s", server.Addr(), shortErr(err)))
+			continue
+		}
+		// A server that fails the query itself is passed over, as the C
+		// libraries pass over it; its answer is kept if no other answers.
+		if resp.Rcode == dns.RcodeServerFailure || resp.Rcode == dns.RcodeRefused {
+			reasons = append(reasons, fmt.Sprintf("%s: %s", server.Addr(), dns.RcodeToString[resp.Rcode]))
+			continue
+		}
+		f.mu.Lock()
+		f.lastGood = n
+		f.mu.Unlock()
+		return resp, ""
+	}
+	return nil, strings.Join(reasons, "; ")
+}
+
+// exchange asks one server: over UDP, again over TCP when the answer was
+// truncated; the query's ID is the proxy's own upstream, the client's
+// on the way back.
+func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, server netip.AddrPort) (*dns.Msg, error) {
+	try := cmpOr(f.Try, DefaultTry)
+	out := q.Copy()
+	out.Id = dns.Id()
+	// Answers as large as TCP would carry, in one UDP datagram where the
+	// path allows: the client's own size limit is applied on the way back.
+	if out.IsEdns0() == nil {
+		out.SetEdns0(1232, false)
+	}
+	resp, err := f.pool.exchange(ctx, out, server, try)
+	if err == nil && resp.Truncated {
+		resp, err = exchangeTCP(ctx, out, server, try)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp.Id = q.Id
+	if q.IsEdns0() == nil {
+		// The client did not speak EDNS: it gets no OPT record back.
+		kept := resp.Extra[:0]
+		for _, rr := range resp.Extra {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				kept = append(kept, rr)
+			}
+		}
+		resp.Extra = kept
+	}
+	return resp, nil
+}
+
+// exchangeTCP asks over a connection of its own (truncated answers are
+// rare: no pool).
+func exchangeTCP(ctx context.Context, q *dns.Msg, server netip.AddrPort, try time.Duration) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, try)
+	defer cancel()
+	c := &dns.Client{Net: "tcp", Timeout: try}
+	resp, _, err := c.ExchangeContext(ctx, q, server.String())
+	if err != nil {
+		return nil, err
+	}
+	if !answers(resp, q) {
+		return nil, errors.New("an answer to another question")
+	}
+	return resp, nil
+}
+
+// answers reports whether r is the answer to q: its ID and its question.
+func answers(r, q *dns.Msg) bool {
+	return r.Id == q.Id && len(r.Question) == 1 && strings.EqualFold(r.Question[0].Name, q.Question[0].Name) &&
+		r.Question[0].Qtype == q.Question[0].Qtype && r.Question[0].Qclass == q.Question[0].Qclass
+}
+
+func shortErr(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return "no answer"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "nothing listens there"
+	}
+	return err.Error()
+}
+
+func cmpOr(d, otherwise time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return otherwise
+}
+
+func (f *Forwarder) inFlightNow() int { f.init(); return len(f.slots) }
