@@ -39,7 +39,7 @@ var runFlags = []runFlag{
 	{name: "wsl-lib", usage: "WSL's GPU libraries, bound read-only at /usr/lib/wsl inside when present (default " + initd.DefaultWSLLib + ")", str: func(c *initd.Config) *string { return &c.WSLLib }},
 	{name: "subnet", usage: "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)", str: func(c *initd.Config) *string { return &c.Subnet }},
 	{name: "subnet6", usage: "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)", str: func(c *initd.Config) *string { return &c.Subnet6 }},
-	{name: "resolv-conf", usage: "the distro's resolver configuration, copied inside (default /etc/resolv.conf)", str: func(c *initd.Config) *string { return &c.ResolvConf }},
+	{name: "resolv-conf", usage: "the distro's resolver file, whose nameservers containers' DNS asks, followed as it changes (default /etc/resolv.conf)", str: func(c *initd.Config) *string { return &c.ResolvConf }},
 	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *initd.Config) *bool { return &c.VsockAllowLocal }},
 }
 

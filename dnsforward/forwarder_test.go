@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,9 +52,7 @@ func startUpstream(t *testing.T, addr string, port int, handle func(w dns.Respon
 	return u
 }
 
-func itoa(n int) string {
-	return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):]
-}
+func itoa(n int) string { return strconv.Itoa(n) }
 
 // freePort is a UDP and TCP port free on 127.0.0.1.
 func freePort(t *testing.T) int {

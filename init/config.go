@@ -104,8 +104,8 @@ type Config struct {
 	// Subnet6 is the link's IPv6 prefix (::1 the distro's end, ::2 the
 	// namespace's), used when the distro has IPv6; "off" leaves IPv6 out.
 	Subnet6 string `json:"subnet6,omitempty"`
-	// ResolvConf is the distro's resolver configuration (WSL writes it),
-	// copied into the namespace, and so into containers.
+	// ResolvConf is the distro's resolver file (WSL writes it): the
+	// nameservers ddinit's DNS forwarder asks, followed as it changes.
 	ResolvConf string `json:"resolvConf,omitempty"`
 
 	// HostPID is PID 1 as the distro sees it; ddinit run fills it in.

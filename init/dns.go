@@ -79,9 +79,13 @@ func (l *launcher) serveDNS(pid int) (func(), error) {
 	link := l.link
 	l.mu.Unlock()
 	root := fmt.Sprintf("/proc/%d/root", pid)
-	if link == nil {
+	fail := func(err error) (func(), error) {
 		l.fallBackResolvConf(root)
-		return nil, errors.New("no link to the namespace: containers get the distro's nameservers as they are now, and no host.docker.internal")
+		l.tellDNS(&control.DNSState{Error: "no DNS forwarder (" + err.Error() + "): containers got a copy of the distro's resolver file"})
+		return nil, err
+	}
+	if link == nil {
+		return fail(errors.New("no link to the namespace"))
 	}
 	addrs := []netip.Addr{link.InnerAddr.Addr()}
 	if link.InnerAddr6.IsValid() {
@@ -107,8 +111,7 @@ func (l *launcher) serveDNS(pid int) (func(), error) {
 		pc, ln, err := network.ListenIn(fmt.Sprintf("/proc/%d/ns/net", pid), addr)
 		if err != nil {
 			closeAll()
-			l.fallBackResolvConf(root)
-			return nil, err
+			return fail(err)
 		}
 		packets, listeners = append(packets, pc), append(listeners, ln)
 		d.listen = append(d.listen, addr)
@@ -167,16 +170,8 @@ func (l *launcher) reportDNS(ctx context.Context, d *dnsForwarder) {
 	defer t.Stop()
 	for {
 		st := d.state()
-		if last == nil || !reflect.DeepEqual(*st, *last) {
-			b, _ := json.Marshal(drivesMessage{DNS: st})
-			l.mu.Lock()
-			conn := l.drives
-			l.mu.Unlock()
-			if conn != nil {
-				if _, _, err := conn.WriteMsgUnix(b, nil, nil); err == nil {
-					last = st
-				}
-			}
+		if (last == nil || !reflect.DeepEqual(*st, *last)) && l.tellDNS(st) {
+			last = st
 		}
 		select {
 		case <-ctx.Done():
@@ -184,6 +179,19 @@ func (l *launcher) reportDNS(ctx context.Context, d *dnsForwarder) {
 		case <-t.C:
 		}
 	}
+}
+
+// tellDNS sends PID 1 the forwarder's state; it reports whether it went.
+func (l *launcher) tellDNS(st *control.DNSState) bool {
+	b, _ := json.Marshal(drivesMessage{DNS: st}) // plain fields always encode
+	l.mu.Lock()
+	conn := l.drives
+	l.mu.Unlock()
+	if conn == nil {
+		return false
+	}
+	_, _, err := conn.WriteMsgUnix(b, nil, nil)
+	return err == nil
 }
 
 func (d *dnsForwarder) state() *control.DNSState {
