@@ -298,6 +298,23 @@ func TestNamesResolveAsTheDistroDoes(t *testing.T) {
 		t.Fatalf("gateway.docker.internal: %q", out)
 	}
 
+	// The distro's default route changes (a VPN takes it): the name
+	// follows, with no restart.
+	if r := w.query(nsForwarder, "host.docker.internal", dns.TypeA); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != winAddr {
+		t.Fatalf("host.docker.internal: %v", r.Answer)
+	}
+	if out, err := exec.Command("ip", "-n", "ddinit-e2e-distro", "route", "replace", "default", "via", "198.51.100.3").CombinedOutput(); err != nil {
+		t.Fatalf("change the distro's default route: %v %s", err, out)
+	}
+	within(t, 3*time.Second, "host.docker.internal to follow the distro's new default route", func() bool {
+		r := w.query(nsForwarder, "host.docker.internal", dns.TypeA)
+		return len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == "198.51.100.3"
+	})
+	if r := w.query(nsForwarder, "host.docker.internal", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Fatalf("AAAA of host.docker.internal: %s %v (want NOERROR, no answer)", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	exec.Command("ip", "-n", "ddinit-e2e-distro", "route", "replace", "default", "via", winAddr).Run()
+
 	// Every upstream stopped (queries to them now reach the program on
 	// 0.0.0.0:53, which never answers): SERVFAIL, quickly, not a hang —
 	// timed with one query from the distro, and seen by a container.
