@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -210,6 +211,43 @@ func AddHosts(names func() map[string]string, when func(c *Create) bool) CreateE
 		}
 		c.host["ExtraHosts"], _ = json.Marshal(extra) // a []string always encodes
 		c.changed = true
+		return nil
+	}
+}
+
+// AddEnv is the edit that gives a new container the variables vars says
+// (upper-case names), each in both cases, as tools read either
+// (HTTP_PROXY, http_proxy): unless the request sets the variable in either
+// case itself — an empty value is the user's opt-out, kept as sent.
+func AddEnv(vars func() map[string]string) CreateEdit {
+	return func(c *Create) error {
+		add := vars()
+		if len(add) == 0 {
+			return nil
+		}
+		var env []string
+		if raw, ok := c.top["Env"]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, &env); err != nil {
+				return fmt.Errorf("Env is not a list of strings: %w", err)
+			}
+		}
+		set := map[string]bool{}
+		for _, e := range env {
+			name, _, _ := strings.Cut(e, "=")
+			set[strings.ToUpper(name)] = true
+		}
+		changed := false
+		for _, name := range slices.Sorted(maps.Keys(add)) {
+			if set[strings.ToUpper(name)] {
+				continue
+			}
+			env = append(env, name+"="+add[name], strings.ToLower(name)+"="+add[name])
+			changed = true
+		}
+		if changed {
+			c.top["Env"], _ = json.Marshal(env) // a []string always encodes
+			c.changed = true
+		}
 		return nil
 	}
 }

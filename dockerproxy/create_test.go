@@ -2,6 +2,7 @@ package dockerproxy
 
 import (
 	"encoding/json"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -187,5 +188,71 @@ func TestAddHostsOnlyWhenNeededAndNeverOverTheUsers(t *testing.T) {
 	}
 	if _, err := EditCreate([]byte(`{"HostConfig":{"Dns":["1.1.1.1"],"ExtraHosts":"x"}}`), edit); err == nil {
 		t.Fatal("ExtraHosts that is not a list was taken")
+	}
+}
+
+// Proxy variables go into a new container's environment in both cases,
+// unless it sets them itself in either case (empty: the user's opt-out).
+func TestAddEnvUnlessTheRequestSetsIt(t *testing.T) {
+	vars := func() map[string]string {
+		return map[string]string{"HTTP_PROXY": "http://100.64.249.2:3128", "NO_PROXY": "localhost"}
+	}
+	out, err := EditCreate([]byte(`{"Image":"busybox","Env":["A=1","http_proxy="]}`), AddEnv(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Env []string }
+	json.Unmarshal(out, &got)
+	want := []string{"A=1", "http_proxy=", "NO_PROXY=localhost", "no_proxy=localhost"}
+	if !slices.Equal(got.Env, want) {
+		t.Fatalf("Env %v, want %v", got.Env, want)
+	}
+	out, err = EditCreate([]byte(`{"Image":"busybox","Env":null}`), AddEnv(vars))
+	if err != nil || !strings.Contains(string(out), `"HTTP_PROXY=http://100.64.249.2:3128","http_proxy=http://100.64.249.2:3128"`) {
+		t.Fatalf("no Env: %s %v", out, err)
+	}
+	same := `{"Image":"busybox"}`
+	if out, _ := EditCreate([]byte(same), AddEnv(func() map[string]string { return nil })); string(out) != same {
+		t.Fatalf("no proxy set: %s", out)
+	}
+	if _, err := EditCreate([]byte(`{"Env":"x"}`), AddEnv(vars)); err == nil {
+		t.Fatal("an Env that is not a list was taken")
+	}
+}
+
+// A build gets the build arguments it does not give itself; what it gives
+// (in either case) is kept; the request stays a valid head.
+func TestBuildArgsAdded(t *testing.T) {
+	raw := "POST /v1.41/build?buildargs=%7B%22https_proxy%22%3A%22mine%22%7D&t=app&version=2 HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+	h, err := parseHead([]byte(raw), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited, err := h.withBuildArgs(map[string]string{"HTTP_PROXY": "http://p:1", "HTTPS_PROXY": "http://p:2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(edited.raw), "\r\n")
+	target := strings.Split(first, " ")[1]
+	u, err := url.ParseRequestURI(target)
+	if err != nil || u.Path != "/v1.41/build" || u.Query().Get("t") != "app" || u.Query().Get("version") != "2" {
+		t.Fatalf("edited target %q: %v", target, err)
+	}
+	var args map[string]string
+	if err := json.Unmarshal([]byte(u.Query().Get("buildargs")), &args); err != nil {
+		t.Fatal(err)
+	}
+	if args["HTTP_PROXY"] != "http://p:1" || args["http_proxy"] != "http://p:1" || args["https_proxy"] != "mine" || len(args) != 3 {
+		t.Fatalf("buildargs %v", args)
+	}
+	if edited.contentLength != 0 || edited.method != "POST" || !strings.HasSuffix(string(edited.raw), "Content-Length: 0\r\n\r\n") {
+		t.Fatalf("edited head %q", edited.raw)
+	}
+	if _, err := h.withBuildArgs(nil); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := parseHead([]byte("POST /build?buildargs=nope HTTP/1.1\r\nHost: d\r\n\r\n"), true)
+	if _, err := bad.withBuildArgs(map[string]string{"HTTP_PROXY": "x"}); err == nil {
+		t.Fatal("buildargs that is not JSON was taken")
 	}
 }

@@ -16,6 +16,14 @@ import (
 // exchange passes one request to the engine and its answer back. It
 // reports whether the connection goes on to the next request.
 func (c *conn) exchange(req head) (keep bool) {
+	if c.p.BuildArgs != nil && req.method == http.MethodPost && buildPath.MatchString(req.route) {
+		edited, err := req.withBuildArgs(c.p.BuildArgs())
+		if err != nil {
+			c.answerError(http.StatusBadRequest, "build request: "+err.Error())
+			return false
+		}
+		req = edited
+	}
 	b := &body{br: c.br, framing: requestFraming(req)}
 	release, status, msg := c.p.prepare(c.ctx, req, b, c.client)
 	if status != 0 {

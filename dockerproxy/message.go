@@ -3,6 +3,7 @@ package dockerproxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -418,4 +419,54 @@ func cmpErr(err, otherwise error) error {
 		return err
 	}
 	return otherwise
+}
+
+// withBuildArgs is a build request's head with args (upper-case name →
+// value) added to its buildargs in both cases, as tools read either, each
+// one the request does not give in either case (the client's own proxy
+// arguments win). The head is returned unchanged
+// when nothing is added.
+func (h head) withBuildArgs(args map[string]string) (head, error) {
+	if len(args) == 0 {
+		return h, nil
+	}
+	firstLine, rest, _ := strings.Cut(string(h.raw), "\r\n")
+	parts := strings.Split(firstLine, " ")
+	if len(parts) != 3 {
+		return h, fmt.Errorf("malformed request line %q", firstLine)
+	}
+	u, err := url.ParseRequestURI(parts[1])
+	if err != nil {
+		return h, fmt.Errorf("request target %q: %w", parts[1], err)
+	}
+	q := u.Query()
+	given := map[string]*string{}
+	if raw := q.Get("buildargs"); raw != "" {
+		if err := json.Unmarshal([]byte(raw), &given); err != nil {
+			return h, fmt.Errorf("buildargs is not a JSON object: %w", err)
+		}
+	}
+	set := map[string]bool{}
+	for name := range given {
+		set[strings.ToUpper(name)] = true
+	}
+	added := false
+	for name, value := range args {
+		if !set[strings.ToUpper(name)] {
+			v := value
+			given[name], given[strings.ToLower(name)] = &v, &v
+			added = true
+		}
+	}
+	if !added {
+		return h, nil
+	}
+	b, err := json.Marshal(given)
+	if err != nil {
+		return h, err
+	}
+	q.Set("buildargs", string(b))
+	u.RawQuery = q.Encode()
+	raw := parts[0] + " " + u.RequestURI() + " " + parts[2] + "\r\n" + rest
+	return parseHead([]byte(raw), true)
 }

@@ -57,6 +57,9 @@ type Proxy struct {
 	// Edits are further edits of create bodies, after the bind rewrite and
 	// its label.
 	Edits []CreateEdit
+	// BuildArgs, when set, are build arguments every build gets unless it
+	// gives them itself (the proxy's, for both builders).
+	BuildArgs func() map[string]string
 	// Ports, when set, reserves a container's published ports before its
 	// start is passed on.
 	Ports PortReserver
@@ -83,6 +86,7 @@ type PortReserver interface {
 var (
 	createPath = regexp.MustCompile(`^(/v[0-9.]+)?/containers/create$`)
 	startPath  = regexp.MustCompile(`^(/v[0-9.]+)?/containers/([^/]+)/(start|restart)$`)
+	buildPath  = regexp.MustCompile(`^(/v[0-9.]+)?/build$`)
 )
 
 // Serve accepts until the listener is closed, then waits for the

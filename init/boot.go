@@ -192,6 +192,12 @@ func (in *pid1) startServices() error {
 	}
 	// Unreported only if ddinit run is gone: PID 1 dies with it.
 	in.events.Encode(event{Event: "sockets", Sockets: sockets})
+	// The proxy and CAs in force, in place before dockerd's first start. A
+	// plan that cannot be made (two loopback proxies on one port) leaves
+	// the engine without a proxy, and says why.
+	if err := in.setEnvironment(in.settings.Environment()); err != nil {
+		in.log.WithError(err).Error("the settings' proxy and CAs are not in force")
+	}
 	sup, err := services.New(services.Config{
 		Namespace:        servicesNamespace,
 		ContainerdBinary: containerdBinary,
@@ -204,6 +210,7 @@ func (in *pid1) startServices() error {
 		Restart:          cfg.RestartPolicy(),
 		Liveness:         cfg.LivenessTiming(),
 		Settings:         map[string]bool{"kubernetes": in.settings.KubernetesOn()},
+		Env:              in.serviceEnv,
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),
 	}, defs)

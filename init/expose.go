@@ -153,6 +153,9 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	if l.publisher != nil {
 		p.Ports = l.publisher
 	}
+	// The settings' proxy reaches new containers and builds.
+	p.Edits = append(p.Edits, dockerproxy.AddEnv(l.proxyEnv))
+	p.BuildArgs = l.proxyEnv
 	if names := l.names; names != nil {
 		// A container whose DNS is not ddinit's forwarder still finds the
 		// host and the distro by name: in /etc/hosts, as they are at its

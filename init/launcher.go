@@ -70,6 +70,7 @@ type launcher struct {
 	unixSockets   []string // control sockets to remove at exit
 	link          *network.Link
 	names         *localNames // host.docker.internal and gateway.docker.internal, once linked
+	relays        relays      // the proxy plan PID 1 tells: relays and the variables
 	stopPublisher func()
 	publisher     *network.Publisher
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone

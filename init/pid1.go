@@ -77,8 +77,13 @@ type pid1 struct {
 	components []control.Component
 	drives     []control.Drive
 	dns        *control.DNSState // as ddinit run last reported it
-	mounted    []mounts.Mount    // what the mounts phase made, for the shutdown
-	switched   bool              // the root is the assembled one
+	launcher   *net.UnixConn     // the socket to ddinit run (drives come on it)
+	dockerdEnv []string          // the proxy, for dockerd's next start
+	// packBundle is the version pack's CA bundle, before trusted CAs.
+	packBundle     []byte
+	packBundleRead bool
+	mounted        []mounts.Mount // what the mounts phase made, for the shutdown
+	switched       bool           // the root is the assembled one
 
 	sup *services.Supervisor
 
@@ -127,6 +132,7 @@ func PID1(stderr io.Writer) int {
 	}
 	in.reaper = NewReaper(in.log)
 	if conn, err := unixConn(os.NewFile(drivesFD, "drives")); err == nil {
+		in.launcher = conn
 		go in.followDrives(conn)
 	} else {
 		in.log.WithError(err).Warn("drives mounted after the boot will not appear")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/settings"
 )
 
 // The settings are the settings applier's (package settings): PID 1 gives
@@ -74,7 +75,11 @@ func (c backend) PutSettings(body []byte) (control.Settings, error) {
 type engine struct {
 	sup      *services.Supervisor
 	deadline time.Duration
+	in       *pid1
 }
+
+// SetEnvironment puts the proxy and CAs in place for dockerd's next start.
+func (e engine) SetEnvironment(env settings.Environment) error { return e.in.setEnvironment(env) }
 
 func (e engine) Switch(setting string, on bool) { e.sup.Switch(setting, on) }
 
@@ -113,7 +118,7 @@ func (e engine) RestartDockerd() error {
 // /status. Settings changes are taken only once this is decided, so that
 // no change races the judgement of the boot's file.
 func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]string) {
-	defer in.settings.Attach(engine{sup: sup, deadline: in.cfg.settingsDeadline()}, owned)
+	defer in.settings.Attach(engine{sup: sup, deadline: in.cfg.settingsDeadline(), in: in}, owned)
 	st, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool {
 		return st.Ready || st.LastExit != nil
 	})

@@ -100,6 +100,21 @@ var socketSteps = []launchStep{
 	{name: "dns", optional: true, do: func(l *launcher, pid int, _ map[string]string) (func(), error) {
 		return l.serveDNS(pid)
 	}},
+	// What PID 1 tells: the proxy plan (a proxy on the distro's loopback
+	// relayed into the namespace; the variables new containers get).
+	{name: "follow PID 1", do: func(l *launcher, pid int, _ map[string]string) (func(), error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.followPID1(ctx, pid)
+		}()
+		return func() {
+			cancel()
+			<-done
+			l.closeRelays()
+		}, nil
+	}},
 	{name: "follow drives and devices", do: func(l *launcher, pid int, _ map[string]string) (func(), error) {
 		return l.follow(pid), nil
 	}},

@@ -77,3 +77,21 @@ func ListenIn(nsPath, addr string) (net.PacketConn, net.Listener, error) {
 	}
 	return pc, l, nil
 }
+
+// ListenTCPIn opens a TCP listener on addr in the network namespace at
+// nsPath (/proc/PID/ns/net).
+func ListenTCPIn(nsPath, addr string) (net.Listener, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("the engine's network namespace %s: %w", nsPath, err)
+	}
+	defer ns.Close()
+	var l net.Listener
+	if nerr := inNamespace(ns, func() { l, err = net.Listen("tcp", addr) }); nerr != nil {
+		return nil, nerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in the engine's network namespace: %w", addr, err)
+	}
+	return l, nil
+}

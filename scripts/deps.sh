@@ -17,6 +17,7 @@ packages=(
 	docker-registry openssl # a real TLS registry and the certificates the tests make
 	docker-compose python3-docker # real clients of the distro proxy
 	dnsmasq-base     # the distro's resolvers in the DNS tests (no service: the package without it)
+	tinyproxy-bin    # a real HTTP proxy on the distro's loopback (no service: the package without it)
 	make
 )
 if [ "$(id -u)" -eq 0 ]; then

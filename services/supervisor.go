@@ -33,8 +33,11 @@ type Config struct {
 	HostRoot string
 	// Settings switch optional services on ("kubernetes": true).
 	Settings map[string]bool
-	Spawner  Spawner
-	Log      *logrus.Entry
+	// Env, when set, is environment a service's process gets besides its
+	// definition's, looked up at each start (dockerd's proxy).
+	Env     func(service string) []string
+	Spawner Spawner
+	Log     *logrus.Entry
 }
 
 // Supervisor runs containerd and the services.

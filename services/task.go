@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +87,13 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		p := *spec.Process
 		p.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 		spec.Process = &p
+	}
+	if s.cfg.Env != nil {
+		if extra := s.cfg.Env(name); len(extra) > 0 {
+			p := *spec.Process
+			p.Env = append(slices.Clip(p.Env), extra...)
+			spec.Process = &p
+		}
 	}
 	spec.Linux = withOwnMountNamespace(spec.Linux, name)
 	if spec.Root.Path == "/" && s.cfg.HostRoot != "" {

@@ -34,6 +34,10 @@ type Engine interface {
 	RestartDockerd() error
 	// Switch turns the services of a setting ("kubernetes") on or off.
 	Switch(setting string, on bool)
+	// SetEnvironment puts the proxy and the trusted CAs in place for
+	// dockerd's next start (and for what else follows them: new
+	// containers, builds); RestartDockerd then makes them count.
+	SetEnvironment(Environment) error
 }
 
 // View is the settings as the control API shows them: the document in
@@ -206,6 +210,14 @@ func (a *Applier) Attach(e Engine, owned map[string]string) {
 	a.mu.Unlock()
 }
 
+// Environment is the proxy and CAs in force: what dockerd starts with at
+// boot, before any change.
+func (a *Applier) Environment() Environment {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return EnvironmentOf(a.stored.Settings)
+}
+
 // KubernetesOn is whether the kubernetes services run: the document's
 // switch, else the config's.
 func (a *Applier) KubernetesOn() bool {
@@ -310,8 +322,18 @@ func (a *Applier) Put(body []byte) (View, error) {
 	if newDaemon == nil {
 		newDaemon = oldDaemon // not in the document: left as it is
 	}
+	// The same for the proxy and the CAs; stored as in force, since no
+	// other file keeps them ({} and [] clear them).
+	if next.Settings.Proxy == nil {
+		next.Settings.Proxy = cur.Settings.Proxy
+	}
+	if next.Settings.TrustedCAs == nil {
+		next.Settings.TrustedCAs = cur.Settings.TrustedCAs
+	}
+	oldEnv, newEnv := EnvironmentOf(cur.Settings), EnvironmentOf(next.Settings)
+	envChanges := !oldEnv.Equal(newEnv)
 	daemonChanges := !Equal(oldDaemon, newDaemon)
-	if daemonChanges {
+	if daemonChanges || envChanges {
 		a.setApplying("restarting dockerd")
 		// Journalled first: a crash from here until the document is stored
 		// puts the old daemon.json back at the next boot.
@@ -324,25 +346,36 @@ func (a *Applier) Put(body []byte) (View, error) {
 			a.setApplying("")
 			return a.View(), fmt.Errorf("nothing changed: %w", err)
 		}
+		if envChanges {
+			if err := engine.SetEnvironment(newEnv); err != nil {
+				a.writeDaemonJSON(oldDaemon)
+				engine.SetEnvironment(oldEnv)
+				a.setApplying("")
+				return a.View(), fmt.Errorf("nothing changed: %w", err)
+			}
+		}
 		if err := engine.RestartDockerd(); err != nil {
 			if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
 				// Not dockerd's verdict: the engine is stopping, or has no
-				// dockerd. The file goes back; the answer says why.
+				// dockerd. What changed goes back; the answer says why.
 				a.writeDaemonJSON(oldDaemon)
+				if envChanges {
+					engine.SetEnvironment(oldEnv)
+				}
 				a.setApplying("")
 				return a.View(), err
 			}
-			log.WithField("error", err.Error()).Error("dockerd refused the new daemon.json; rolling back")
-			err = a.rollBack(engine, oldDaemon, "dockerd did not start with it: "+err.Error())
+			log.WithField("error", err.Error()).Error("dockerd refused the change; rolling back")
+			err = a.rollBack(engine, oldDaemon, oldEnv, envChanges, "dockerd did not start with it: "+err.Error())
 			return a.View(), err
 		}
 	}
 	if err := a.store().Save(next); err != nil {
-		if !daemonChanges {
+		if !daemonChanges && !envChanges {
 			a.setApplying("")
 			return a.View(), fmt.Errorf("nothing changed: %w", err)
 		}
-		err = a.rollBack(engine, oldDaemon, "it could not be stored: "+err.Error())
+		err = a.rollBack(engine, oldDaemon, oldEnv, envChanges, "it could not be stored: "+err.Error())
 		return a.View(), err
 	}
 	if daemonChanges {
@@ -416,10 +449,16 @@ func (a *Applier) finishInterrupted(cur Stored) string {
 	return fmt.Sprintf("a settings change (generation %d) was interrupted before it was stored: the daemon.json before it is back", p.Next.Generation)
 }
 
-// rollBack puts the previous daemon.json back and restarts dockerd on it;
-// the error says why the change was rolled back.
-func (a *Applier) rollBack(engine Engine, old map[string]json.RawMessage, why string) error {
-	a.setApplying("rolling back: restarting dockerd on the previous daemon.json")
+// rollBack puts the previous daemon.json (and environment, when it
+// changed) back and restarts dockerd on it; the error says why the change
+// was rolled back.
+func (a *Applier) rollBack(engine Engine, old map[string]json.RawMessage, oldEnv Environment, envChanged bool, why string) error {
+	a.setApplying("rolling back: restarting dockerd on the previous settings")
+	if envChanged {
+		if err := engine.SetEnvironment(oldEnv); err != nil {
+			a.Log.WithError(err).Error("the previous proxy and CAs could not be restored")
+		}
+	}
 	if err := a.writeDaemonJSON(old); err != nil {
 		a.Log.WithError(err).Error("the previous daemon.json could not be restored")
 	} else if err := engine.RestartDockerd(); err != nil {

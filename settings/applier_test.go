@@ -25,6 +25,15 @@ type fakeEngine struct {
 	restarts   int
 	running    []byte // the daemon.json the running dockerd read
 	switched   map[string]bool
+	env        Environment // set for the next start
+	runningEnv Environment // the running dockerd's
+}
+
+func (e *fakeEngine) SetEnvironment(env Environment) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.env = env
+	return nil
 }
 
 func (e *fakeEngine) RestartDockerd() error {
@@ -39,7 +48,11 @@ func (e *fakeEngine) RestartDockerd() error {
 		e.running = nil
 		return errors.New("exit code 1: the following directives don't match any configuration option: bogus-option")
 	}
-	e.running = b
+	if p := e.env.Proxy; p != nil && strings.Contains(p.HTTP, "refused.example") {
+		e.running = nil
+		return errors.New("exit code 1: proxy refused")
+	}
+	e.running, e.runningEnv = b, e.env
 	return nil
 }
 

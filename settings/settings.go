@@ -19,6 +19,11 @@ type Document struct {
 	DaemonJSON map[string]json.RawMessage `json:"daemonJSON,omitempty"`
 	// Kubernetes switches the services whose setting is "kubernetes".
 	Kubernetes *bool `json:"kubernetes,omitempty"`
+	// Proxy is the HTTP proxy of the engine, new containers and builds.
+	Proxy *Proxy `json:"proxy,omitempty"`
+	// TrustedCAs are PEM certificates the engine trusts besides the
+	// version pack's bundle (a company's TLS-inspecting CA).
+	TrustedCAs []string `json:"trustedCAs,omitempty"`
 }
 
 // Stored is a document with the generation it was written as.
@@ -39,6 +44,8 @@ var putKeys = map[string]string{
 	"generation": "a number",
 	"daemonJSON": "an object (daemon.json)",
 	"kubernetes": "true or false",
+	"proxy":      "an object {http, https, noProxy}",
+	"trustedCAs": "a list of PEM certificates",
 }
 
 // Invalid is a document refused before anything changed: the field and
@@ -95,6 +102,17 @@ func Parse(body []byte, owned map[string]string) (Put, error) {
 			return p, &Invalid{Field: field, Reason: fmt.Sprintf("want %s, not %s", want, te.Value)}
 		}
 		return p, &Invalid{Field: "(document)", Reason: err.Error()}
+	}
+	if raw, ok := top["proxy"]; ok && string(raw) != "null" {
+		// Strictly: a misspelt field must not pass as "no proxy".
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(new(Proxy)); err != nil {
+			return p, &Invalid{Field: "proxy", Reason: "want " + putKeys["proxy"] + ": " + err.Error()}
+		}
+	}
+	if err := validateEnvironment(p.Document); err != nil {
+		return p, err
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.DaemonJSON)) {
 		if why, ok := owned[k]; ok {
