@@ -28,19 +28,19 @@ func TestParseRefusesABadProxyOrCA(t *testing.T) {
 	ca := testCAPEM(t)
 	jsonString := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	for body, field := range map[string]string{
-		`{"proxy": {"http": "proxy.corp:3128"}}`:                      "proxy.http",
-		`{"proxy": {"https": "ftp://proxy.corp:21"}}`:                 "proxy.https",
-		`{"proxy": {"http": "http://:3128"}}`:                         "proxy.http",
-		`{"proxy": {"http": "http://proxy.corp:port"}}`:               "proxy.http",
-		`{"proxy": {"http": "http://proxy.corp:3128/path"}}`:          "proxy.http",
-		`{"proxy": {"htpp": "http://proxy.corp:3128"}}`:               "proxy",
-		`{"proxy": "http://proxy.corp:3128"}`:                         "proxy",
-		`{"proxy": {"noProxy": "a,\nb"}}`:                             "proxy.noProxy",
-		`{"trustedCAs": "` + strings.ReplaceAll(ca, "\n", `\n`) + `"}`: "trustedCAs",
-		`{"trustedCAs": ["not a certificate"]}`:                       "trustedCAs",
-		`{"trustedCAs": [` + jsonString(ca[:len(ca)/2]) + `]}`:        "trustedCAs",
+		`{"proxy": {"http": "proxy.corp:3128"}}`:                                                                 "proxy.http",
+		`{"proxy": {"https": "ftp://proxy.corp:21"}}`:                                                            "proxy.https",
+		`{"proxy": {"http": "http://:3128"}}`:                                                                    "proxy.http",
+		`{"proxy": {"http": "http://proxy.corp:port"}}`:                                                          "proxy.http",
+		`{"proxy": {"http": "http://proxy.corp:3128/path"}}`:                                                     "proxy.http",
+		`{"proxy": {"htpp": "http://proxy.corp:3128"}}`:                                                          "proxy",
+		`{"proxy": "http://proxy.corp:3128"}`:                                                                    "proxy",
+		`{"proxy": {"noProxy": "a,\nb"}}`:                                                                        "proxy.noProxy",
+		`{"trustedCAs": "` + strings.ReplaceAll(ca, "\n", `\n`) + `"}`:                                           "trustedCAs",
+		`{"trustedCAs": ["not a certificate"]}`:                                                                  "trustedCAs",
+		`{"trustedCAs": [` + jsonString(ca[:len(ca)/2]) + `]}`:                                                   "trustedCAs",
 		`{"trustedCAs": [` + jsonString("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n") + `]}`: "trustedCAs",
-		`{"trustedCAs": [` + jsonString(ca+"trailing junk") + `]}`:      "trustedCAs",
+		`{"trustedCAs": [` + jsonString(ca+"trailing junk") + `]}`:                                               "trustedCAs",
 	} {
 		_, err := Parse([]byte(body), owned)
 		var inv *Invalid
