@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,8 +43,13 @@ type Forwarder struct {
 	// local name, forward it. A local name with no address of the asked
 	// family has an empty answer (NOERROR), never NXDOMAIN.
 	Local func(name string) (addrs []netip.Addr, ok bool)
-	// OnChange is told each new reading of the resolver file.
+	// OnChange is told each new reading of the resolver file, one at a
+	// time, in order.
 	OnChange func(Conf)
+	// Self are the addresses the forwarder listens on: a resolver file
+	// that names one of them is not followed there (a query would loop
+	// through every slot).
+	Self []netip.Addr
 	// Try, Budget, MaxInFlight: the defaults when zero.
 	Try, Budget time.Duration
 	MaxInFlight int
@@ -53,6 +59,7 @@ type Forwarder struct {
 	// it unprivileged.
 	port uint16
 
+	reading  sync.Mutex // one reading of the file at a time
 	mu       sync.Mutex
 	conf     Conf
 	seen     fileID
@@ -139,14 +146,34 @@ func (f *Forwarder) current() Conf {
 		return c
 	}
 	f.mu.Unlock()
-	b, err := os.ReadFile(f.ResolvConf)
+	f.reading.Lock()
+	defer f.reading.Unlock()
+	f.mu.Lock()
+	if id == f.seen && (f.conf.Servers != nil || f.readErr != "") {
+		c := f.conf // another query read it meanwhile
+		f.mu.Unlock()
+		return c
+	}
+	f.mu.Unlock()
+	b, err := readFileLimited(f.ResolvConf, maxConfBytes)
 	var conf Conf
 	readErr := ""
 	if err != nil {
 		readErr = err.Error()
 	} else {
 		conf = ParseConf(b)
-		if len(conf.Servers) == 0 {
+		var self []string
+		conf.Servers = slices.DeleteFunc(conf.Servers, func(s netip.AddrPort) bool {
+			if slices.Contains(f.Self, s.Addr()) {
+				self = append(self, s.Addr().String())
+				return true
+			}
+			return false
+		})
+		switch {
+		case len(self) > 0 && len(conf.Servers) == 0:
+			readErr = fmt.Sprintf("%s names only this forwarder (%s): a query would loop", f.ResolvConf, strings.Join(self, " "))
+		case len(conf.Servers) == 0:
 			readErr = fmt.Sprintf("%s names no nameserver", f.ResolvConf)
 		}
 		if conf.Servers == nil {
@@ -159,6 +186,8 @@ func (f *Forwarder) current() Conf {
 	f.mu.Unlock()
 	if changed {
 		f.init()
+		// Sockets to servers no longer named are not kept.
+		f.pool.keepOnly(conf.Servers, f.port)
 		fields := logrus.Fields{"servers": strings.Trim(fmt.Sprint(conf.Servers), "[]"), "file": f.ResolvConf}
 		if readErr != "" {
 			f.Log.WithFields(fields).WithField("error", readErr).Warn("the distro's resolver file gives no nameserver: queries fail until it does")
@@ -197,7 +226,11 @@ func (f *Forwarder) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	if resp == nil {
 		return
 	}
-	_ = w.WriteMsg(resp) // a client gone has nobody to tell
+	resp.Compress = true // what fits 64 KB compressed is sent
+	if err := w.WriteMsg(resp); err != nil {
+		f.failed.Add(1)
+		f.failure.Store(&Failure{Name: q.Question[0].Name, Reason: "the answer could not be sent: " + err.Error(), At: time.Now()})
+	}
 }
 
 func udpSize(q *dns.Msg) int {
@@ -222,7 +255,7 @@ func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, overTCP bool) *dns.M
 		return r
 	}
 	question := q.Question[0]
-	if f.Local != nil {
+	if f.Local != nil && (question.Qclass == dns.ClassINET || question.Qclass == dns.ClassANY) {
 		if addrs, ok := f.Local(strings.ToLower(strings.TrimSuffix(question.Name, "."))); ok {
 			f.answered.Add(1)
 			return localAnswer(q, addrs)
@@ -233,8 +266,12 @@ func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, overTCP bool) *dns.M
 	}
 	defer f.give()
 	resp, reason := f.forward(ctx, q)
-	if resp == nil {
-		return f.fail(q, reason)
+	if reason != "" {
+		r := f.fail(q, reason)
+		if resp != nil {
+			return resp
+		}
+		return r
 	}
 	f.answered.Add(1)
 	return resp
@@ -279,12 +316,17 @@ func localAnswer(q *dns.Msg, addrs []netip.Addr) *dns.Msg {
 			r.Answer = append(r.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
 		}
 	}
+	if o := q.IsEdns0(); o != nil {
+		// An EDNS query gets an OPT back (RFC 6891 6.1.1).
+		r.SetEdns0(max(o.UDPSize(), dns.MinMsgSize), o.Do())
+	}
 	return r
 }
 
 // forward asks the servers in turn (the last one that answered first)
 // until one answers, within the budget; it returns the answer, or why
-// there is none.
+// there is none — with, when a server failed the query itself, that
+// server's answer.
 func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) {
 	conf := f.current()
 	if len(conf.Servers) == 0 {
@@ -300,6 +342,7 @@ func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) 
 	first := f.lastGood
 	f.mu.Unlock()
 	var reasons []string
+	var failed *dns.Msg // a server's own SERVFAIL or REFUSED, kept if none answers
 	for i := range conf.Servers {
 		if ctx.Err() != nil {
 			reasons = append(reasons, "no answer within "+budget.String())
@@ -319,6 +362,7 @@ func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) 
 		// libraries pass over it; its answer is kept if no other answers.
 		if resp.Rcode == dns.RcodeServerFailure || resp.Rcode == dns.RcodeRefused {
 			reasons = append(reasons, fmt.Sprintf("%s: %s", server.Addr(), dns.RcodeToString[resp.Rcode]))
+			failed = resp
 			continue
 		}
 		f.mu.Lock()
@@ -326,7 +370,8 @@ func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) 
 		f.mu.Unlock()
 		return resp, ""
 	}
-	return nil, strings.Join(reasons, "; ")
+	// A server's own verdict is passed on as it came (still a failure).
+	return failed, strings.Join(reasons, "; ")
 }
 
 // exchange asks one server: over UDP, again over TCP when the answer was
@@ -336,14 +381,26 @@ func (f *Forwarder) exchange(ctx context.Context, q *dns.Msg, server netip.AddrP
 	try := cmpOr(f.Try, DefaultTry)
 	out := q.Copy()
 	out.Id = dns.Id()
-	// Answers as large as TCP would carry, in one UDP datagram where the
-	// path allows: the client's own size limit is applied on the way back.
-	if out.IsEdns0() == nil {
-		out.SetEdns0(1232, false)
+	// Answers up to 1232 bytes in one UDP datagram (the size DNS Flag Day
+	// 2020 settled on: no fragments), larger ones over TCP; the client's
+	// own size limit is applied on the way back.
+	if o := out.IsEdns0(); o == nil {
+		out.SetEdns0(upstreamUDPSize, false)
+	} else if o.UDPSize() > upstreamUDPSize {
+		o.SetUDPSize(upstreamUDPSize)
 	}
 	resp, err := f.pool.exchange(ctx, out, server, try)
-	if err == nil && resp.Truncated {
+	var ne net.Error
+	if err != nil && !errors.As(err, &ne) && !errors.Is(err, syscall.ECONNREFUSED) {
+		// Not silence nor refusal: an answer that did not parse (larger
+		// than asked for, cut short). TCP carries it whole.
 		resp, err = exchangeTCP(ctx, out, server, try)
+	} else if err == nil && resp.Truncated {
+		// A server without TCP: the truncated answer is better than none
+		// (the client sees TC and decides).
+		if full, terr := exchangeTCP(ctx, out, server, try); terr == nil {
+			resp = full
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -378,11 +435,21 @@ func exchangeTCP(ctx context.Context, q *dns.Msg, server netip.AddrPort, try tim
 	return resp, nil
 }
 
-// answers reports whether r is the answer to q: its ID and its question.
+// answers reports whether r is the answer to q: its ID and its question
+// (an error answer may come without the question: FORMERR, NOTIMP).
 func answers(r, q *dns.Msg) bool {
-	return r.Id == q.Id && len(r.Question) == 1 && strings.EqualFold(r.Question[0].Name, q.Question[0].Name) &&
+	if r.Id != q.Id {
+		return false
+	}
+	if len(r.Question) == 0 {
+		return r.Rcode != dns.RcodeSuccess
+	}
+	return len(r.Question) == 1 && strings.EqualFold(r.Question[0].Name, q.Question[0].Name) &&
 		r.Question[0].Qtype == q.Question[0].Qtype && r.Question[0].Qclass == q.Question[0].Qclass
 }
+
+// upstreamUDPSize is the EDNS size the forwarder asks servers for.
+const upstreamUDPSize = 1232
 
 func shortErr(err error) string {
 	var ne net.Error
@@ -403,3 +470,16 @@ func cmpOr(d, otherwise time.Duration) time.Duration {
 }
 
 func (f *Forwarder) inFlightNow() int { f.init(); return len(f.slots) }
+
+// maxConfBytes bounds how much of a resolver file is read (a real one is
+// a few hundred bytes).
+const maxConfBytes = 64 << 10
+
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return io.ReadAll(io.LimitReader(fh, limit))
+}

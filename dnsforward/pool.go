@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,18 +35,22 @@ type pooledConn struct {
 
 func (p *udpPool) get(server netip.AddrPort) (*pooledConn, error) {
 	p.mu.Lock()
-	if list := p.idle[server]; len(list) > 0 {
+	for list := p.idle[server]; len(list) > 0; list = p.idle[server] {
 		c := list[len(list)-1]
 		p.idle[server] = list[:len(list)-1]
-		p.mu.Unlock()
-		return c, nil
+		if time.Since(c.born) < poolAge {
+			p.mu.Unlock()
+			return c, nil
+		}
+		c.Close() // too old to use again
 	}
 	p.mu.Unlock()
 	c, err := net.Dial("udp", server.String())
 	if err != nil {
 		return nil, err
 	}
-	return &pooledConn{Conn: &dns.Conn{Conn: c, UDPSize: dns.DefaultMsgSize}, born: time.Now()}, nil
+	// Room for more than a server is asked for (1232 bytes).
+	return &pooledConn{Conn: &dns.Conn{Conn: c, UDPSize: 4096}, born: time.Now()}, nil
 }
 
 func (p *udpPool) put(server netip.AddrPort, c *pooledConn) {
@@ -91,6 +96,26 @@ func (p *udpPool) exchange(ctx context.Context, q *dns.Msg, server netip.AddrPor
 			p.put(server, c)
 			return r, nil
 		}
+	}
+}
+
+// keepOnly closes the idle sockets to servers not in servers (asked on
+// port, when not 0).
+func (p *udpPool) keepOnly(servers []netip.AddrPort, port uint16) {
+	p.mu.Lock()
+	var drop []*pooledConn
+	for s, list := range p.idle {
+		named := slices.ContainsFunc(servers, func(n netip.AddrPort) bool {
+			return n == s || port != 0 && netip.AddrPortFrom(n.Addr(), port) == s
+		})
+		if !named {
+			drop = append(drop, list...)
+			delete(p.idle, s)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range drop {
+		c.Close()
 	}
 }
 

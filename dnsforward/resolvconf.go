@@ -1,7 +1,6 @@
 package dnsforward
 
 import (
-	"bufio"
 	"bytes"
 	"net/netip"
 	"strings"
@@ -23,10 +22,9 @@ const maxServers = 8
 // lines that name no address, are ignored, as the C libraries ignore them.
 func ParseConf(b []byte) Conf {
 	var c Conf
-	s := bufio.NewScanner(bytes.NewReader(b))
-	s.Buffer(make([]byte, 4096), 64<<10)
-	for s.Scan() {
-		line := s.Text()
+	// Lines of any length (a scanner would stop at an overlong one and
+	// lose the servers after it).
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if i := strings.IndexAny(line, "#;"); i >= 0 {
 			line = line[:i]
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/netutil"
 )
 
 // Server serves a Forwarder on the sockets it is given (made where the
@@ -32,7 +33,10 @@ func Serve(f *Forwarder, packets []net.PacketConn, listeners []net.Listener) *Se
 	}
 	for _, l := range listeners {
 		// A TCP client gets a few seconds per query and for the idle
-		// connection between them, then is closed (RFC 7766's advice).
+		// connection between them, then is closed (RFC 7766's advice); at
+		// most maxTCPConns at once, so containers cannot take every
+		// descriptor of the process that also serves the docker API.
+		l = netutil.LimitListener(l, maxTCPConns)
 		s.startTCP(&dns.Server{Listener: l, Handler: f, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }, MaxTCPQueries: 128})
 	}
 	return s
@@ -84,7 +88,10 @@ type udpServer struct {
 	idle atomic.Int32
 }
 
-const maxIdleReaders = 4
+const (
+	maxIdleReaders = 4
+	maxTCPConns    = 128
+)
 
 func (u *udpServer) read() {
 	defer u.wg.Done()

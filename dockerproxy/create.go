@@ -176,7 +176,7 @@ func LabelRewritten(label string) CreateEdit {
 // sent it.
 func AddHosts(names func() map[string]string, when func(c *Create) bool) CreateEdit {
 	return func(c *Create) error {
-		if !when(c) {
+		if !when(c) || c.sharesNetwork() {
 			return nil
 		}
 		var extra []string
@@ -250,6 +250,14 @@ func AddEnv(vars func() map[string]string) CreateEdit {
 		}
 		return nil
 	}
+}
+
+// sharesNetwork reports a container that joins another's network
+// (--network container:X, compose's network_mode: service:x): dockerd
+// refuses extra hosts for it, as its /etc/hosts is the other's.
+func (c *Create) sharesNetwork() bool {
+	var mode string
+	return c.host != nil && json.Unmarshal(c.host["NetworkMode"], &mode) == nil && strings.HasPrefix(mode, "container:")
 }
 
 // SetsDNS reports whether the create names its own DNS servers

@@ -186,6 +186,11 @@ func TestAddHostsOnlyWhenNeededAndNeverOverTheUsers(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"ExtraHosts":["gateway.docker.internal:100.64.249.1","host.docker.internal:172.20.0.1"]`) {
 		t.Fatalf("no HostConfig: %s %v", out, err)
 	}
+	// A container on another's network gets none: dockerd refuses them.
+	shared := `{"Image":"busybox","HostConfig":{"Dns":["10.0.0.53"],"NetworkMode":"container:web"}}`
+	if out, err := EditCreate([]byte(shared), edit); err != nil || string(out) != shared {
+		t.Fatalf("on another container's network: %s %v", out, err)
+	}
 	if _, err := EditCreate([]byte(`{"HostConfig":{"Dns":["1.1.1.1"],"ExtraHosts":"x"}}`), edit); err == nil {
 		t.Fatal("ExtraHosts that is not a list was taken")
 	}

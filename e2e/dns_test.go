@@ -369,3 +369,7 @@ func TestNamesResolveAsTheDistroDoes(t *testing.T) {
 		t.Fatalf("with daemon.json dns %s:\n%s", distroAddr, out)
 	}
 }
+
+func netDialTimeout(network, addr string) (net.Conn, error) {
+	return net.DialTimeout(network, addr, 200*time.Millisecond)
+}

@@ -22,15 +22,21 @@ const registryHost = "100.64.249.1:5443"
 // it, with openssl; it returns the CA's certificate, the server's
 // certificate and key.
 func testCA(t *testing.T) (ca, cert, key string) {
+	host := strings.Split(registryHost, ":")[0]
+	return testCAFor(t, host, "IP:"+host)
+}
+
+// testCAFor makes a CA and a certificate for host (san: its
+// subjectAltName, "IP:…" or "DNS:…") signed by it.
+func testCAFor(t *testing.T, host, san string) (ca, cert, key string) {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Fatal("openssl is missing (make deps installs it)")
 	}
 	dir := t.TempDir()
 	ca, cert, key = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "registry.crt"), filepath.Join(dir, "registry.key")
-	host := strings.Split(registryHost, ":")[0]
 	ext := filepath.Join(dir, "ext.cnf")
-	os.WriteFile(ext, []byte("subjectAltName=IP:"+host+"\n"), 0o644)
+	os.WriteFile(ext, []byte("subjectAltName="+san+"\n"), 0o644)
 	for _, args := range [][]string{
 		{"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", filepath.Join(dir, "ca.key"), "-out", ca, "-days", "2", "-subj", "/CN=ddinit test CA"},
 		{"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", filepath.Join(dir, "registry.csr"), "-subj", "/CN=" + host},
@@ -46,6 +52,13 @@ func testCA(t *testing.T) (ca, cert, key string) {
 // startRegistry runs Debian's docker-registry with TLS on registryHost,
 // storing under dir, until the test ends or the returned stop is called.
 func startRegistry(t *testing.T, dir, ca, cert, key string) (stop func()) {
+	return startRegistryAt(t, dir, registryHost, nil, ca, cert, key)
+}
+
+// startRegistryAt runs the registry on addr; with in set, in the network
+// namespace it enters (nsenter's arguments), reached there for the check
+// that it answers.
+func startRegistryAt(t *testing.T, dir, addr string, in *dnsWorld, ca, cert, key string) (stop func()) {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
@@ -63,9 +76,12 @@ http:
   tls:
     certificate: %s
     key: %s
-`, filepath.Join(dir, "data"), registryHost, cert, key)), 0o644)
+`, filepath.Join(dir, "data"), addr, cert, key)), 0o644)
 	var out syncBuffer
 	cmd := exec.Command(bin, "serve", conf)
+	if in != nil {
+		cmd = exec.Command("nsenter", "--net="+in.distro, bin, "serve", conf)
+	}
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -86,13 +102,20 @@ http:
 	b, _ := os.ReadFile(ca)
 	pool.AppendCertsFromPEM(b)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := tls.Dial("tcp", registryHost, &tls.Config{RootCAs: pool})
+		var c *tls.Conn
+		var err error
+		dial := func() { c, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, InsecureSkipVerify: in != nil}) }
+		if in != nil {
+			in.in(in.distro, dial)
+		} else {
+			dial()
+		}
 		if err == nil {
 			c.Close()
 			return stop
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the registry does not answer TLS on %s: %v\n%s", registryHost, err, out.String())
+			t.Fatalf("the registry does not answer TLS on %s: %v\n%s", addr, err, out.String())
 		}
 	}
 }

@@ -118,6 +118,7 @@ func (l *launcher) serveDNS(pid int) (func(), error) {
 	}
 	d.fwd = &dnsforward.Forwarder{
 		ResolvConf: l.cfg.ResolvConf,
+		Self:       addrs,
 		Local:      d.names.lookup,
 		Log:        log,
 		// The distro's search and options follow into the namespace's
@@ -244,13 +245,15 @@ func (n *localNames) windowsHost() []netip.Addr {
 	if err != nil {
 		return n.host
 	}
+	// The default route itself (0.0.0.0/0), not a VPN's halves of the
+	// address space (0.0.0.0/1, 128.0.0.0/1); the preferred one first.
+	best := -1
 	for _, r := range routes {
-		if r.Gw == nil || (r.Dst != nil && !r.Dst.IP.IsUnspecified()) {
+		if r.Gw == nil || r.Dst != nil && !isDefault(r.Dst) {
 			continue
 		}
-		if a, ok := netip.AddrFromSlice(r.Gw.To4()); ok {
-			n.host = []netip.Addr{a}
-			break
+		if a, ok := netip.AddrFromSlice(r.Gw.To4()); ok && (best < 0 || r.Priority < best) {
+			n.host, best = []netip.Addr{a}, r.Priority
 		}
 	}
 	return n.host
@@ -279,4 +282,9 @@ func daemonSetsDNS(path string) bool {
 		DNS []string `json:"dns"`
 	}
 	return json.Unmarshal(b, &doc) == nil && len(doc.DNS) > 0
+}
+
+func isDefault(dst *net.IPNet) bool {
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }
