@@ -169,11 +169,34 @@ func start(t *testing.T, o options) *instance {
 }
 
 func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	var lines []string
+	repeats := 0
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		// A retry logged every few seconds would push what matters out:
+		// runs of the same message are one line and a count.
+		if len(lines) > 0 && sameMsg(lines[len(lines)-1], line) {
+			repeats++
+			continue
+		}
+		if repeats > 0 {
+			lines = append(lines, fmt.Sprintf("        (the line above %d more times)", repeats))
+			repeats = 0
+		}
+		lines = append(lines, line)
+	}
+	if repeats > 0 {
+		lines = append(lines, fmt.Sprintf("        (the line above %d more times)", repeats))
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// sameMsg reports two JSON log lines with the same message.
+func sameMsg(a, b string) bool {
+	var x, y struct{ Msg string }
+	return json.Unmarshal([]byte(a), &x) == nil && json.Unmarshal([]byte(b), &y) == nil && x.Msg != "" && x.Msg == y.Msg
 }
 
 // exited waits for ddinit to exit and returns its status.
