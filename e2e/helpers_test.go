@@ -205,7 +205,18 @@ func (in *instance) exited(timeout time.Duration) int {
 	select {
 	case <-in.done:
 	case <-time.After(timeout):
-		in.t.Fatalf("ddinit did not exit within %s", timeout)
+		// Where it is stuck: Go prints every goroutine on SIGQUIT.
+		mark := len(in.stderr.String())
+		in.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-in.done:
+		case <-time.After(5 * time.Second):
+		}
+		dump := in.stderr.String()[mark:]
+		if len(dump) > 64<<10 {
+			dump = dump[:64<<10]
+		}
+		in.t.Fatalf("ddinit did not exit within %s; its goroutines:\n%s", timeout, dump)
 	}
 	if in.err == nil {
 		return 0
