@@ -94,7 +94,7 @@ func TestCorporateProxyAndCA(t *testing.T) {
 	image := corpRegistryName + ":5443/e2e/busybox:1"
 	in.docker("tag", "busybox:local", image)
 	in.docker("run", "-d", "--name", "before", "busybox:local", "sleep", "3600")
-	startedBefore := in.docker("inspect", "-f", "{{.State.StartedAt}}", "before")
+	startedBefore := strings.TrimSpace(in.docker("inspect", "-f", "{{.State.StartedAt}}", "before"))
 	pid1 := in.pid1()
 
 	if out, err := in.dockerErr("push", image); err == nil {
@@ -118,10 +118,10 @@ func TestCorporateProxyAndCA(t *testing.T) {
 	if b, _ := os.ReadFile(proxyLog); !strings.Contains(string(b), "CONNECT") || !strings.Contains(string(b), corpRegistryName) {
 		t.Fatalf("the proxy's log shows no CONNECT to the registry:\n%s", b)
 	}
-	if out := in.docker("info", "--format", "{{json .RegistryConfig.InsecureRegistryCIDRs}}"); out != `["127.0.0.0/8"]` {
+	if out := strings.TrimSpace(in.docker("info", "--format", "{{json .RegistryConfig.InsecureRegistryCIDRs}}")); out != `["127.0.0.0/8"]` {
 		t.Fatalf("insecure registries: %s", out)
 	}
-	if now := in.docker("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "before"); now != "true "+startedBefore {
+	if now := strings.TrimSpace(in.docker("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "before")); now != "true "+startedBefore {
 		t.Fatalf("the container from before the change: %s (started %s)", now, startedBefore)
 	}
 	if in.pid1() != pid1 {
@@ -131,29 +131,35 @@ func TestCorporateProxyAndCA(t *testing.T) {
 	// New containers get the proxy, as containers reach it; their own
 	// values (empty: opting out) are kept.
 	relayed := "http://100.64.249.2:" + corpProxyPort
-	env := in.docker("run", "--rm", "busybox:local", "env")
+	env := in.docker("run", "--rm", "busybox:local", "sh", "-c", "env")
 	for _, want := range []string{"HTTP_PROXY=" + relayed, "http_proxy=" + relayed, "HTTPS_PROXY=" + relayed, "no_proxy=localhost,127.0.0.0/8,::1,100.64.249.0/30,host.docker.internal,gateway.docker.internal,corp.example"} {
 		if !strings.Contains(env, want+"\n") {
 			t.Fatalf("a new container's environment lacks %s:\n%s", want, env)
 		}
 	}
-	env = in.docker("run", "--rm", "-e", "HTTP_PROXY=", "-e", "https_proxy=http://mine:1", "busybox:local", "env")
+	env = in.docker("run", "--rm", "-e", "HTTP_PROXY=", "-e", "https_proxy=http://mine:1", "busybox:local", "sh", "-c", "env")
 	if !strings.Contains(env, "HTTP_PROXY=\n") || strings.Contains(env, "http_proxy=") || !strings.Contains(env, "https_proxy=http://mine:1") || strings.Contains(env, "HTTPS_PROXY=") {
 		t.Fatalf("a container's own proxy variables were not kept:\n%s", env)
 	}
 	distro := newUserDistro(t, "Ubuntu")
 	distro.startProxy(shared)
-	if env := distro.sh("docker run --rm busybox:local env"); !strings.Contains(env, "HTTPS_PROXY="+relayed+"\n") {
+	if env := distro.sh("docker run --rm busybox:local sh -c env"); !strings.Contains(env, "HTTPS_PROXY="+relayed+"\n") {
 		t.Fatalf("a container created through a distro's proxy lacks the proxy:\n%s", env)
 	}
 
 	// Builds get the proxy as build arguments, with both builders.
 	ctx := t.TempDir()
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM busybox:local\nRUN env\n"), 0o644)
+	// Debian's CLI (make deps installs it) builds with BuildKit itself; a
+	// newer one found first on PATH would want the buildx plugin.
+	cli := "docker"
+	if exists("/usr/bin/docker") {
+		cli = "/usr/bin/docker"
+	}
 	for _, buildkit := range []string{"0", "1"} {
-		cmd := exec.Command("docker", "build", "--no-cache", "--progress=plain", ctx)
+		cmd := exec.Command(cli, "build", "--no-cache", "--progress=plain", ctx)
 		if buildkit == "0" {
-			cmd = exec.Command("docker", "build", "--no-cache", ctx)
+			cmd = exec.Command(cli, "build", "--no-cache", ctx)
 		}
 		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock, "DOCKER_BUILDKIT="+buildkit, "DOCKER_CLI_HINTS=false")
 		out, err := cmd.CombinedOutput()
