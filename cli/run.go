@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	initd "github.com/ddinit/ddinit/init"
 )
@@ -21,6 +22,7 @@ type runFlag struct {
 	name, usage string
 	str         func(*initd.Config) *string
 	boolean     func(*initd.Config) *bool
+	duration    func(*initd.Config) *initd.Duration
 }
 
 var runFlags = []runFlag{
@@ -40,6 +42,7 @@ var runFlags = []runFlag{
 	{name: "subnet", usage: "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)", str: func(c *initd.Config) *string { return &c.Subnet }},
 	{name: "subnet6", usage: "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)", str: func(c *initd.Config) *string { return &c.Subnet6 }},
 	{name: "resolv-conf", usage: "the distro's resolver file, whose nameservers containers' DNS asks, followed as it changes (default /etc/resolv.conf)", str: func(c *initd.Config) *string { return &c.ResolvConf }},
+	{name: "idle-stop", usage: "stop dockerd and containerd after this long unused (no container running, no client connected), e.g. 5m; the next client wakes them (default: never)", duration: func(c *initd.Config) *initd.Duration { return &c.IdleStop }},
 	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *initd.Config) *bool { return &c.VsockAllowLocal }},
 }
 
@@ -48,9 +51,17 @@ func runRun(env *Env, args []string) error {
 	configPath := fs.String("config", "", "JSON config file; flags given on the command line override it")
 	var flagCfg initd.Config
 	for _, f := range runFlags {
-		if f.str != nil {
+		switch {
+		case f.str != nil:
 			fs.StringVar(f.str(&flagCfg), f.name, "", f.usage)
-		} else {
+		case f.duration != nil:
+			d := f.duration(&flagCfg)
+			fs.Func(f.name, f.usage, func(v string) error {
+				parsed, err := time.ParseDuration(v)
+				*d = initd.Duration(parsed)
+				return err
+			})
+		default:
 			fs.BoolVar(f.boolean(&flagCfg), f.name, false, f.usage)
 		}
 	}
@@ -81,6 +92,8 @@ func runRun(env *Env, args []string) error {
 			case f.name != given.Name:
 			case f.str != nil:
 				*f.str(&cfg) = *f.str(&flagCfg)
+			case f.duration != nil:
+				*f.duration(&cfg) = *f.duration(&flagCfg)
 			default:
 				*f.boolean(&cfg) = *f.boolean(&flagCfg)
 			}

@@ -80,6 +80,10 @@ func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
 	if h.Ready {
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "OK\n")
+		if h.State != "" && h.State != "running" {
+			// Healthy, and why it is not simply running: idle.
+			fmt.Fprintf(w, "state: %s: %s\n", h.State, h.Reason)
+		}
 	} else {
 		w.Header().Set("Retry-After", fmt.Sprint(RetryAfterSeconds))
 		w.WriteHeader(http.StatusServiceUnavailable)

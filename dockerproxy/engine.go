@@ -19,6 +19,30 @@ type Engine struct {
 	http, stream *http.Client
 }
 
+// InternalHeader marks ddinit's own requests (Engine's): an API proxy
+// neither counts them as a client keeping the engine up nor wakes a
+// stopped engine for them; they wait for it.
+const InternalHeader = "X-Ddinit-Internal"
+
+// request is a request of ddinit's own, marked so.
+func request(ctx context.Context, method, path string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, method, "http://docker"+path, nil) // a fixed URL always parses
+	req.Header.Set(InternalHeader, "1")
+	return req
+}
+
+// internalKey marks a context whose dial is for ddinit's own requests.
+type internalKey struct{}
+
+// Internal reports whether ctx dials for one of ddinit's own requests
+// (the proxy passes that on to its Dial).
+func Internal(ctx context.Context) bool { return ctx.Value(internalKey{}) != nil }
+
+// WithInternal marks ctx as dialling for one of ddinit's own requests.
+func WithInternal(ctx context.Context) context.Context {
+	return context.WithValue(ctx, internalKey{}, true)
+}
+
 // NewEngine makes a client that reaches the engine through dial.
 func NewEngine(dial func(ctx context.Context) (net.Conn, error)) *Engine {
 	client := func(timeout time.Duration) *http.Client {
@@ -32,8 +56,7 @@ func NewEngine(dial func(ctx context.Context) (net.Conn, error)) *Engine {
 
 // Get asks for path and decodes the JSON answer into v.
 func (e *Engine) Get(ctx context.Context, path string, v any) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker"+path, nil)
-	resp, err := e.http.Do(req)
+	resp, err := e.http.Do(request(ctx, http.MethodGet, path))
 	if err != nil {
 		return err
 	}
@@ -46,8 +69,7 @@ func (e *Engine) Get(ctx context.Context, path string, v any) error {
 
 // Post sends an empty POST to path and returns the answer's status.
 func (e *Engine) Post(ctx context.Context, path string) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://docker"+path, nil)
-	resp, err := e.http.Do(req)
+	resp, err := e.http.Do(request(ctx, http.MethodPost, path))
 	if err != nil {
 		return 0, err
 	}
@@ -72,8 +94,7 @@ type Event struct {
 // it is missed), then each event is handed to fn, until the stream or
 // ctx ends; the error says why.
 func (e *Engine) Events(ctx context.Context, filters string, opened func() error, fn func(Event)) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+url.QueryEscape(filters), nil)
-	resp, err := e.stream.Do(req)
+	resp, err := e.stream.Do(request(ctx, http.MethodGet, "/events?filters="+url.QueryEscape(filters)))
 	if err != nil {
 		return err
 	}

@@ -38,8 +38,15 @@ func (c *conn) exchange(req head) (keep bool) {
 		}
 		return true
 	}
-	if err := c.dialEngine(); err != nil {
+	if err := c.dialEngine(req.internal); err != nil {
 		release(false)
+		var held *HeldError
+		if errors.As(err, &held) {
+			// The engine was held for (waking, a switch) and did not come:
+			// the reason, and when to try again.
+			c.answerError(http.StatusServiceUnavailable, err.Error())
+			return false
+		}
 		c.answerError(http.StatusBadGateway, "the docker engine is not reachable: "+err.Error())
 		return false
 	}
@@ -77,11 +84,17 @@ func (c *conn) exchange(req head) (keep bool) {
 	return keep
 }
 
-func (c *conn) dialEngine() error {
+// dialEngine opens the engine connection at the first request; a request
+// of ddinit's own (internal) says so to Dial, which may hold it.
+func (c *conn) dialEngine(internal bool) error {
 	if c.engine != nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	ctx := c.ctx
+	if internal {
+		ctx = WithInternal(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.p.dialTimeout())
 	defer cancel()
 	engine, err := c.p.Dial(ctx)
 	if err != nil {

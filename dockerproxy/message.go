@@ -58,6 +58,7 @@ type head struct {
 	close          bool // the connection ends after this message
 	expectContinue bool // a request's Expect: 100-continue
 	contentType    string
+	internal       bool // a request of ddinit's own (InternalHeader)
 }
 
 // parseHead reads a head; a request's when request, else a response's.
@@ -166,6 +167,8 @@ func (h *head) parseFields(rest string, request bool, minor int) error {
 			}
 		case asciiEqualFold(name, "Content-Type"):
 			h.contentType = value
+		case request && asciiEqualFold(name, InternalHeader):
+			h.internal = true
 		}
 	}
 	return nil

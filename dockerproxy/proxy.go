@@ -66,6 +66,9 @@ type Proxy struct {
 	// HeadTimeout and IdleTimeout: DefaultHeadTimeout and
 	// DefaultIdleTimeout when zero.
 	HeadTimeout, IdleTimeout time.Duration
+	// DialTimeout bounds Dial (10 s when zero): a Dial that holds the
+	// connection while the engine wakes needs longer.
+	DialTimeout time.Duration
 	// Budget bounds the create bodies all proxies hold at once
 	// (CreateBudget when nil).
 	Budget *Budget
@@ -97,6 +100,13 @@ func (p *Proxy) Serve(l net.Listener) error {
 }
 
 func (p *Proxy) headTimeout() time.Duration { return cmpOr(p.HeadTimeout, DefaultHeadTimeout) }
+func (p *Proxy) dialTimeout() time.Duration { return cmpOr(p.DialTimeout, 10*time.Second) }
+
+// HeldError is a Dial that held the connection for a reason (the engine
+// waking, a version-pack switch) and gave up: answered 503 with it.
+type HeldError struct{ Reason string }
+
+func (e *HeldError) Error() string          { return e.Reason }
 func (p *Proxy) idleTimeout() time.Duration { return cmpOr(p.IdleTimeout, DefaultIdleTimeout) }
 
 func cmpOr(d, otherwise time.Duration) time.Duration {

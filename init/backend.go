@@ -107,6 +107,10 @@ func (c backend) status(full bool) control.Status {
 	st.Services = sup.Status()
 	if st.State == stateRunning {
 		st.Ready, st.Reason = sup.Health()
+		// Stopped on purpose: idle is healthy, liveness rests.
+		if state, reason, ready, held := in.engineIdleStatus(); held {
+			st.State, st.Reason, st.Ready = state, reason, ready
+		}
 	}
 	set := in.settings.View()
 	st.SettingsGeneration, st.Applying, st.SettingsError = set.Generation, set.Applying, set.LastError

@@ -176,10 +176,9 @@ func (in *pid1) enterRoot() error {
 // startServices starts containerd and the version pack's services, and
 // tells ddinit run which sockets to expose.
 func (in *pid1) startServices() error {
-	cfg := in.cfg
 	defs, err := services.LoadDefinitions(services.ServicesDir)
 	if err != nil {
-		return fmt.Errorf("version pack %s: %w", cfg.VersionPack, err)
+		return fmt.Errorf("version pack %s: %w", in.cfg.VersionPack, err)
 	}
 	sockets := map[string]string{"containerd": containerdSocket}
 	for _, d := range defs {
@@ -198,7 +197,32 @@ func (in *pid1) startServices() error {
 	if err := in.setEnvironment(in.settings.Environment()); err != nil {
 		in.log.WithError(err).Error("the settings' proxy and CAs are not in force")
 	}
-	sup, err := services.New(services.Config{
+	in.mu.Lock()
+	in.defs, in.dockerSocket = defs, sockets["docker"]
+	in.mu.Unlock()
+	in.tellIdleStop()
+	sup, err := in.newSupervisor()
+	if err != nil {
+		return err
+	}
+	if err := sup.Start(); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.sup = sup
+	in.mu.Unlock()
+	go in.guardDaemonJSON(sup, ownedDaemonKeys(defs))
+	return nil
+}
+
+// newSupervisor makes the supervisor of containerd and the services: at
+// boot, and at each wake after an idle stop.
+func (in *pid1) newSupervisor() (*services.Supervisor, error) {
+	in.mu.Lock()
+	defs := in.defs
+	in.mu.Unlock()
+	cfg := in.cfg
+	return services.New(services.Config{
 		Namespace:        servicesNamespace,
 		ContainerdBinary: containerdBinary,
 		RunDir:           innerRunDir,
@@ -214,17 +238,6 @@ func (in *pid1) startServices() error {
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),
 	}, defs)
-	if err != nil {
-		return err
-	}
-	if err := sup.Start(); err != nil {
-		return err
-	}
-	in.mu.Lock()
-	in.sup = sup
-	in.mu.Unlock()
-	go in.guardDaemonJSON(sup, ownedDaemonKeys(defs))
-	return nil
 }
 
 // listDrives records, for /status, the Windows drives the automount root

@@ -85,7 +85,11 @@ type Config struct {
 	// SettingsDeadline is how long dockerd gets to be ready on a changed
 	// daemon.json before the change is rolled back (default 60s).
 	SettingsDeadline Duration `json:"settingsDeadline,omitempty"`
-	LogLevel         string   `json:"logLevel,omitempty"`
+	// IdleStop is how long the engine may go unused (no container running,
+	// no client connected) before dockerd and containerd are stopped; the
+	// next client wakes them. Zero: never. The settings' idleStop wins.
+	IdleStop Duration `json:"idleStop,omitempty"`
+	LogLevel string   `json:"logLevel,omitempty"`
 	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
 	// tests whose frontend stand-in runs inside the VM; the default admits
 	// only the host, CID 2.

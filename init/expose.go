@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/distroproxy"
@@ -89,8 +90,12 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 			f := &vsock.Forwarder{
 				Name:     name,
 				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
-				Dial:     func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, target) },
-				Log:      log,
+				// Through the holder: a stopped engine wakes for a client.
+				Dial: func(ctx context.Context) (net.Conn, error) {
+					return l.hold.dial(ctx, func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, target) })
+				},
+				DialTimeout: holdFor + 10*time.Second,
+				Log:         log,
 			}
 			if name == "docker" || name == "dockerd" {
 				f.Handle = l.dockerProxy(f.Dial, log).Handle
@@ -125,6 +130,7 @@ func removeEmptyTree(dir string) {
 }
 
 func (l *launcher) closeForwarders() {
+	l.hold.close() // held dials end first: nothing wakes the engine now
 	l.mu.Lock()
 	for _, f := range l.forwarders {
 		f.Listener.Close()
@@ -148,7 +154,7 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	// through that distro's proxy; the containers are labelled with what
 	// was bound, so that proxy keeps its binds while they exist.
 	wsl := distroproxy.NewWSLPaths(l.cfg.WSLShared)
-	p := &dockerproxy.Proxy{Dial: dial, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Log: log}
+	p := &dockerproxy.Proxy{Dial: dial, DialTimeout: holdFor + 10*time.Second, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Log: log}
 	l.mu.Lock()
 	if l.publisher != nil {
 		p.Ports = l.publisher

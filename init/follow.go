@@ -32,6 +32,8 @@ type drivesMessage struct {
 	Drives []mounts.Drive    `json:"drives"`
 	Attach []string          `json:"attach"`
 	DNS    *control.DNSState `json:"dns,omitempty"`
+	// Engine asks PID 1 to stop the engine if idle, or to wake it.
+	Engine *engineRequest `json:"engine,omitempty"`
 }
 
 // socketPair returns the two ends of a SOCK_SEQPACKET pair: messages keep
@@ -137,7 +139,9 @@ func (in *pid1) followDrives(conn *net.UnixConn) {
 			}
 		}
 		var msg drivesMessage
-		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.DNS != nil {
+		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.Engine != nil {
+			go in.answerEngine(*msg.Engine) // a wake takes seconds: drives keep coming
+		} else if err == nil && msg.DNS != nil {
 			in.mu.Lock()
 			in.dns = msg.DNS
 			in.mu.Unlock()

@@ -42,6 +42,7 @@ func Run(cfg Config, stderr io.Writer) (int, error) {
 	// Until the log step has opened the data store's log, lines go to
 	// stderr only (a failure to lock or open it is stderr's to tell).
 	l := &launcher{cfg: cfg, log: logs.New("ddinit", stderr, nil, level)}
+	l.hold = newHolder(l.askPID1, l.log.WithField("component", "engine"))
 	if err := l.runSteps(holdSteps, 0, nil); err != nil {
 		l.undoAll()
 		return fail(err)
@@ -71,6 +72,8 @@ type launcher struct {
 	link          *network.Link
 	names         *localNames // host.docker.internal and gateway.docker.internal, once linked
 	relays        relays      // the proxy plan PID 1 tells: relays and the variables
+	hold          *holder     // between the exposed sockets and the engine: on demand
+	calls         engineCalls // engine requests to PID 1 awaiting their answer
 	stopPublisher func()
 	publisher     *network.Publisher
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone

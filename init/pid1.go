@@ -78,7 +78,11 @@ type pid1 struct {
 	drives     []control.Drive
 	dns        *control.DNSState // as ddinit run last reported it
 	launcher   *net.UnixConn     // the socket to ddinit run (drives come on it)
-	dockerdEnv []string          // the proxy, for dockerd's next start
+	defs       []services.Definition
+	// dockerSocket is dockerd's socket inside, for the idle check.
+	dockerSocket string
+	engine       engineState // stopped when idle, woken on demand
+	dockerdEnv   []string    // the proxy, for dockerd's next start
 	// packBundle is the version pack's CA bundle, before trusted CAs.
 	packBundle     []byte
 	packBundleRead bool

@@ -117,6 +117,29 @@ func (p proxyPlan) envList() []string {
 // changes come the other way on): the proxy plan in force.
 type launcherMessage struct {
 	Proxy *proxyPlan `json:"proxy,omitempty"`
+	// Engine answers an engine request of ddinit run's.
+	Engine *engineReply `json:"engine,omitempty"`
+	// IdleStop is how long the engine may be unused before it is stopped
+	// (nanoseconds; 0: never), from the settings or the config.
+	IdleStop *time.Duration `json:"idleStop,omitempty"`
+	// EngineRunning says PID 1 stopped or started the engine.
+	EngineRunning *bool `json:"engineRunning,omitempty"`
+}
+
+// tellLauncher sends ddinit run a message; it reports whether it went.
+func (in *pid1) tellLauncher(msg launcherMessage) bool {
+	in.mu.Lock()
+	conn := in.launcher
+	in.mu.Unlock()
+	if conn == nil {
+		return false
+	}
+	b, _ := json.Marshal(msg) // plain fields always encode
+	if _, _, err := conn.WriteMsgUnix(b, nil, nil); err != nil {
+		in.log.WithError(err).Warn("a message to ddinit run was not sent")
+		return false
+	}
+	return true
 }
 
 // setEnvironment (PID 1) puts the proxy and the CAs in place for
@@ -135,13 +158,9 @@ func (in *pid1) setEnvironment(env settings.Environment) error {
 	}
 	in.mu.Lock()
 	in.dockerdEnv = plan.envList()
-	conn := in.launcher
 	in.mu.Unlock()
-	if conn != nil {
-		b, _ := json.Marshal(launcherMessage{Proxy: &plan}) // plain fields always encode
-		if _, _, err := conn.WriteMsgUnix(b, nil, nil); err != nil {
-			return fmt.Errorf("tell ddinit run the proxy: %w", err)
-		}
+	if !in.tellLauncher(launcherMessage{Proxy: &plan}) {
+		return errors.New("ddinit run was not told the proxy")
 	}
 	return nil
 }
@@ -204,7 +223,7 @@ type relays struct {
 
 // followPID1 (ddinit run) reads what PID 1 tells it until ctx ends.
 func (l *launcher) followPID1(ctx context.Context, pid int) {
-	log := l.log.WithField("component", "proxy")
+	log := l.log.WithField("component", "pid1")
 	conn := l.drives
 	// Unblocked by a deadline in the past: the socket stays PID 1's
 	// until the start step's undo closes it.
@@ -223,6 +242,15 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 		}
 		if msg.Proxy != nil {
 			l.applyProxy(*msg.Proxy, pid, log)
+		}
+		if msg.Engine != nil {
+			l.calls.answered(*msg.Engine)
+		}
+		if msg.IdleStop != nil {
+			l.hold.setIdleStop(*msg.IdleStop)
+		}
+		if msg.EngineRunning != nil {
+			l.hold.engineStateFromPID1(*msg.EngineRunning)
 		}
 	}
 }

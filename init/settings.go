@@ -71,29 +71,56 @@ func (c backend) PutSettings(body []byte) (control.Settings, error) {
 	return c.in.settings.Put(body)
 }
 
-// engine is the supervisor as the settings applier sees it.
+// engine is the supervisor as the settings applier sees it: the one in
+// force (a wake after an idle stop makes a new one).
 type engine struct {
-	sup      *services.Supervisor
 	deadline time.Duration
 	in       *pid1
 }
 
+func (e engine) sup() *services.Supervisor {
+	e.in.mu.Lock()
+	defer e.in.mu.Unlock()
+	return e.in.sup
+}
+
+// IdleStopChanged tells ddinit run the idleStop in force.
+func (e engine) IdleStopChanged() { e.in.tellIdleStop() }
+
 // SetEnvironment puts the proxy and CAs in place for dockerd's next start.
 func (e engine) SetEnvironment(env settings.Environment) error { return e.in.setEnvironment(env) }
 
-func (e engine) Switch(setting string, on bool) { e.sup.Switch(setting, on) }
+// Switch switches a setting's services; a stopped engine takes the
+// switch when it wakes (its new supervisor reads the settings).
+func (e engine) Switch(setting string, on bool) {
+	if _, _, _, held := e.in.engineIdleStatus(); held {
+		if on {
+			// Kubernetes on is not idle: the engine wakes, and its new
+			// supervisor starts the switched-on services.
+			go e.in.wake()
+		}
+		return
+	}
+	e.sup().Switch(setting, on)
+}
 
 // RestartDockerd restarts dockerd and waits until it is ready again; the
 // error says why it is not, with dockerd's own last words, when it does
 // not become ready within the deadline or exits on the way.
 func (e engine) RestartDockerd() error {
-	before := dockerdStatus(e.sup)
-	if err := e.sup.Restart("dockerd"); err != nil {
+	// A change that needs the engine wakes it: it starts on what is now
+	// in place, which is the restart.
+	if _, _, _, held := e.in.engineIdleStatus(); held {
+		return e.in.wake()
+	}
+	sup := e.sup()
+	before := dockerdStatus(sup)
+	if err := sup.Restart("dockerd"); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.deadline)
 	defer cancel()
-	st, err := e.sup.Await(ctx, "dockerd", func(st services.Status) bool {
+	st, err := sup.Await(ctx, "dockerd", func(st services.Status) bool {
 		// A restart asked for records no exit: any exit now is the new
 		// dockerd's, refusing to run.
 		return st.Ready && st.PID != before.PID || st.LastExit != nil && st.LastExit != before.LastExit
@@ -118,7 +145,7 @@ func (e engine) RestartDockerd() error {
 // /status. Settings changes are taken only once this is decided, so that
 // no change races the judgement of the boot's file.
 func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]string) {
-	defer in.settings.Attach(engine{sup: sup, deadline: in.cfg.settingsDeadline(), in: in}, owned)
+	defer in.settings.Attach(engine{deadline: in.cfg.settingsDeadline(), in: in}, owned)
 	st, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool {
 		return st.Ready || st.LastExit != nil
 	})

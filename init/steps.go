@@ -121,6 +121,16 @@ var socketSteps = []launchStep{
 	{name: "expose sockets", do: func(l *launcher, pid int, sockets map[string]string) (func(), error) {
 		return l.closeForwarders, l.expose(pid, sockets)
 	}},
+	// The engine on demand: stopped once nobody used it for idleStop.
+	{name: "engine on demand", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.hold.idleLoop(ctx)
+		}()
+		return func() { cancel(); <-done }, nil
+	}},
 	// The busy part of this process's life is over: it now relays logs and
 	// connections. The copy for the distros' proxies waits until the boot
 	// has settled: it is not on the way to _ping.

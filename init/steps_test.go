@@ -55,7 +55,7 @@ func TestLaunchStepsOrder(t *testing.T) {
 			names = append(names, s.name)
 		}
 	}
-	if !slices.Equal(names, []string{"lock data store", "open log", "control sockets", "start PID 1", "network", "dns", "follow PID 1", "follow drives and devices", "expose sockets", "settle"}) {
+	if !slices.Equal(names, []string{"lock data store", "open log", "control sockets", "start PID 1", "network", "dns", "follow PID 1", "follow drives and devices", "expose sockets", "engine on demand", "settle"}) {
 		t.Fatalf("launch steps: %v", names)
 	}
 }

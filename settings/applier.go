@@ -38,6 +38,9 @@ type Engine interface {
 	// dockerd's next start (and for what else follows them: new
 	// containers, builds); RestartDockerd then makes them count.
 	SetEnvironment(Environment) error
+	// IdleStopChanged says the document's idleStop changed (nothing
+	// restarts for it).
+	IdleStopChanged()
 }
 
 // View is the settings as the control API shows them: the document in
@@ -330,6 +333,10 @@ func (a *Applier) Put(body []byte) (View, error) {
 	if next.Settings.TrustedCAs == nil {
 		next.Settings.TrustedCAs = cur.Settings.TrustedCAs
 	}
+	if next.Settings.IdleStop == nil {
+		next.Settings.IdleStop = cur.Settings.IdleStop
+	}
+	idleChanges := !sameString(cur.Settings.IdleStop, next.Settings.IdleStop)
 	oldEnv, newEnv := EnvironmentOf(cur.Settings), EnvironmentOf(next.Settings)
 	envChanges := !oldEnv.Equal(newEnv)
 	daemonChanges := !Equal(oldDaemon, newDaemon)
@@ -393,6 +400,9 @@ func (a *Applier) Put(body []byte) (View, error) {
 	a.mu.Lock()
 	a.stored, a.inForce, a.applying, a.lastError = next, newDaemon, "", ""
 	a.mu.Unlock()
+	if idleChanges {
+		engine.IdleStopChanged()
+	}
 	log.Info("settings applied")
 	return a.View(), nil
 }
@@ -475,4 +485,8 @@ func (a *Applier) setApplying(what string) {
 	a.mu.Lock()
 	a.applying = what
 	a.mu.Unlock()
+}
+
+func sameString(a, b *string) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
 }

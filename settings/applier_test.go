@@ -27,6 +27,13 @@ type fakeEngine struct {
 	switched   map[string]bool
 	env        Environment // set for the next start
 	runningEnv Environment // the running dockerd's
+	idleChanges int
+}
+
+func (e *fakeEngine) IdleStopChanged() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.idleChanges++
 }
 
 func (e *fakeEngine) SetEnvironment(env Environment) error {

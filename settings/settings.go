@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -24,6 +25,18 @@ type Document struct {
 	// TrustedCAs are PEM certificates the engine trusts besides the
 	// version pack's bundle (a company's TLS-inspecting CA).
 	TrustedCAs []string `json:"trustedCAs,omitempty"`
+	// IdleStop is how long the engine may go unused before it is stopped
+	// ("5m"; "0" never), over the config's.
+	IdleStop *string `json:"idleStop,omitempty"`
+}
+
+// IdleStopDuration is the document's idleStop; ok false when it sets none.
+func (d Document) IdleStopDuration() (time.Duration, bool) {
+	if d.IdleStop == nil {
+		return 0, false
+	}
+	v, err := time.ParseDuration(*d.IdleStop)
+	return v, err == nil
 }
 
 // Stored is a document with the generation it was written as.
@@ -46,6 +59,7 @@ var putKeys = map[string]string{
 	"kubernetes": "true or false",
 	"proxy":      "an object {http, https, noProxy}",
 	"trustedCAs": "a list of PEM certificates",
+	"idleStop":   `a duration such as "5m" ("0": never)`,
 }
 
 // Invalid is a document refused before anything changed: the field and
@@ -113,6 +127,11 @@ func Parse(body []byte, owned map[string]string) (Put, error) {
 	}
 	if err := validateEnvironment(p.Document); err != nil {
 		return p, err
+	}
+	if v := p.IdleStop; v != nil {
+		if d, err := time.ParseDuration(*v); err != nil || d < 0 {
+			return p, &Invalid{Field: "idleStop", Reason: fmt.Sprintf("want %s, not %q", putKeys["idleStop"], *v)}
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.DaemonJSON)) {
 		if why, ok := owned[k]; ok {

@@ -25,7 +25,10 @@ type Forwarder struct {
 	Handle func(ctx context.Context, c net.Conn)
 	// MaxConns bounds concurrent connections; 0 means DefaultMaxConns.
 	MaxConns int
-	Log      logrus.FieldLogger
+	// DialTimeout bounds Dial (10 s when zero): a Dial that holds the
+	// connection while the target wakes needs longer.
+	DialTimeout time.Duration
+	Log         logrus.FieldLogger
 
 	wg      sync.WaitGroup
 	refused logs.Every
@@ -106,7 +109,11 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 
 func (f *Forwarder) join(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	timeout := f.DialTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	t, err := f.Dial(ctx)
 	cancel()
 	if err != nil {

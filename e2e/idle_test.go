@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// engineUp reports whether dockerd or containerd runs in the namespace.
+func (in *instance) engineUp(ns string) bool {
+	return len(findComm(ns, "dockerd")) > 0 || len(findComm(ns, "containerd")) > 0
+}
+
+// idlePing is /ping's answer when the engine is stopped on purpose: 200,
+// saying idle.
+func (in *instance) idlePing() bool {
+	code, body := in.get(http.MethodGet, "/ping")
+	return code == 200 && strings.Contains(body, "state: idle")
+}
+
+// waitIdle waits until the engine is stopped (idle): dockerd and
+// containerd gone, /ping 200 idle.
+func (in *instance) waitIdle(ns string, within time.Duration) {
+	in.t.Helper()
+	waitUntil(in.t, within, "the engine to stop (idle)", func() bool { return !in.engineUp(ns) && in.idlePing() })
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+	}
+}
+
+// With a short idleStop the engine stops once the last container exited
+// and the clients went away, and the next client wakes it: its first
+// command works, the images and volumes are there, and 20 first
+// connections at once all succeed.
+func TestEngineStopsWhenIdleAndWakes(t *testing.T) {
+	requireEnvironment(t)
+	in := start(t, options{extra: []string{"--idle-stop", "2s"}})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	in.importBusybox()
+	in.docker("run", "--rm", "-v", "idlevol:/d", "busybox:local", "sh", "-c", "echo kept > /d/f")
+	in.waitIdle(ns, 20*time.Second)
+	var st struct{ State, Reason string }
+	if _, body := in.get(http.MethodGet, "/status"); !strings.Contains(body, `"state": "idle"`) || !strings.Contains(body, "stopped (idle) since") {
+		t.Fatalf("/status while idle: %s %+v", body[:min(len(body), 300)], st)
+	}
+	if out, err := in.cli("status"); err != nil || !strings.Contains(out, "stopped (idle) since") {
+		t.Fatalf("ddinit status while idle: %v\n%s", err, out)
+	}
+
+	start := time.Now()
+	if out := in.docker("run", "--rm", "-v", "idlevol:/d", "busybox:local", "sh", "-c", "echo hi; cat /d/f"); out != "hi\nkept\n" {
+		t.Fatalf("the first command after the idle stop: %q", out)
+	}
+	t.Logf("docker run through a stopped engine took %s", time.Since(start).Round(time.Millisecond))
+	if out := in.docker("images", "--format", "{{.Repository}}:{{.Tag}}"); !strings.Contains(out, "busybox:local") {
+		t.Fatalf("images after the wake: %q", out)
+	}
+	if out := in.docker("volume", "ls", "--format", "{{.Name}}"); !strings.Contains(out, "idlevol") {
+		t.Fatalf("volumes after the wake: %q", out)
+	}
+
+	in.waitIdle(ns, 20*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, err := in.dockerErr("ps", "-a"); err != nil {
+				errs <- fmt.Errorf("first connection %d: %v %s", i, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// openEvents opens `docker events` on the exposed socket: a client that
+// keeps the engine up while it is open.
+func openEvents(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /events HTTP/1.1\r\nHost: docker\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+		t.Fatalf("docker events: %v", err)
+	}
+	return c
+}
+
+// An open events stream and a running container keep the engine up past
+// idleStop; a distro's proxy, with its followers, does not: the engine
+// stops and stays stopped, and a docker ps through that proxy wakes it.
+func TestEngineKeptUpOnlyByUse(t *testing.T) {
+	requireEnvironment(t)
+	parent, err := os.MkdirTemp("/var/tmp", "ddinit-wsl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	shared := filepath.Join(parent, "wsl")
+	sharedDir(t, shared, true)
+	in := start(t, options{extra: []string{"--idle-stop", "2s", "--wsl-shared", shared}})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	in.importBusybox()
+
+	events := openEvents(t, in.sock)
+	time.Sleep(5 * time.Second)
+	if !in.engineUp(ns) {
+		t.Fatal("the engine stopped while docker events was open")
+	}
+	events.Close()
+	in.docker("run", "-d", "--name", "runner", "busybox:local", "sleep", "600")
+	time.Sleep(5 * time.Second)
+	if !in.engineUp(ns) {
+		t.Fatal("the engine stopped while a container ran")
+	}
+	in.docker("rm", "-f", "runner")
+
+	distro := newUserDistro(t, "Ubuntu")
+	distro.startProxy(shared)
+	in.waitIdle(ns, 20*time.Second)
+	for range 6 * 2 { // 3 × idleStop, looked at every half second
+		if in.engineUp(ns) {
+			t.Fatal("the engine woke with only a distro's proxy running")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if out := distro.sh("docker ps -a --format '{{.Names}}'"); strings.Contains(out, "runner") {
+		t.Fatalf("docker ps through the distro's proxy: %q", out)
+	}
+	if !in.engineUp(ns) {
+		t.Fatal("docker ps through the distro's proxy did not wake the engine")
+	}
+}
+
+// A wake whose dockerd cannot start (its daemon.json broken while the
+// engine was stopped) answers 503 with the cause, /ping says it; the next
+// client, once it is mended, wakes it.
+func TestWakeThatFailsIs503AndRetried(t *testing.T) {
+	requireEnvironment(t)
+	in := start(t, options{extra: []string{"--idle-stop", "2s"}})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	in.importBusybox()
+	in.waitIdle(ns, 20*time.Second)
+	daemonJSON := filepath.Join(in.dataDir, "etc/docker/daemon.json")
+	good, err := os.ReadFile(daemonJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(daemonJSON, []byte(`{"bogus-option": true}`), 0o644)
+	out, err := in.dockerErr("ps")
+	if err == nil || !strings.Contains(out, "waking the docker engine failed") || !strings.Contains(out, "bogus-option") {
+		t.Fatalf("docker ps with a dockerd that cannot start: %v\n%s", err, out)
+	}
+	if code, body := in.get(http.MethodGet, "/ping"); code != 503 || !strings.Contains(body, "bogus-option") {
+		t.Fatalf("/ping after the failed wake: %d %s", code, body)
+	}
+	os.WriteFile(daemonJSON, good, 0o644)
+	if out, err := in.dockerErr("ps"); err != nil {
+		t.Fatalf("the next client, daemon.json mended: %v\n%s", err, out)
+	}
+	if code, _ := in.get(http.MethodGet, "/ping"); code != 200 {
+		t.Fatalf("/ping after the wake: %d", code)
+	}
+}

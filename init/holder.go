@@ -1,0 +1,255 @@
+package initd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/sirupsen/logrus"
+)
+
+// The holder stands between every exposed socket and the engine (ddinit
+// run's side of the engine on demand). While the engine runs, a dial goes
+// through and a client's connection is counted; while it is stopped, a
+// client's dial wakes it and is held until it answers — slower, never an
+// error — and ddinit's own dials (a distro proxy's followers) are held
+// without waking it. Concurrent first dials share one wake. A wake that
+// fails is a 503 naming the cause for those who waited on it; the next
+// dial tries again. Nobody using it for idleStop stops it.
+
+// Engine states as the holder sees them.
+const (
+	engineRunning  = "running"
+	engineStopping = "stopping" // asking PID 1 to stop it if idle
+	engineStopped  = "stopped"
+	engineWaking   = "waking"
+)
+
+// holdFor bounds how long a dial is held while the engine wakes.
+const holdFor = 2 * time.Minute
+
+type holder struct {
+	// ask sends PID 1 an engine request and waits for the answer.
+	ask func(op string) (engineReply, error)
+	log logrus.FieldLogger
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced on every change
+	state    string
+	wakeGen  int   // counts wakes begun
+	wakeErr  error // the last wake's failure
+	closed   bool
+	clients  int
+	lastUse  time.Time
+	idleStop time.Duration
+}
+
+func newHolder(ask func(op string) (engineReply, error), log logrus.FieldLogger) *holder {
+	return &holder{ask: ask, log: log, changed: make(chan struct{}), state: engineRunning, lastUse: time.Now()}
+}
+
+// set changes the state and wakes everyone waiting on it (h.mu held).
+func (h *holder) set(state string) {
+	h.state = state
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// dial dials the engine with d, holding the dial as the state says.
+func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, error)) (net.Conn, error) {
+	internal := dockerproxy.Internal(ctx)
+	waited := -1 // the wake this dial waits on
+	deadline := time.NewTimer(holdFor)
+	defer deadline.Stop()
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, &dockerproxy.HeldError{Reason: "ddinit is stopping"}
+		}
+		switch h.state {
+		case engineRunning:
+			if !internal {
+				h.clients++
+			}
+			h.mu.Unlock()
+			c, err := d(ctx)
+			switch {
+			case err != nil && !internal:
+				h.release()
+				return nil, err
+			case err != nil || internal:
+				return c, err
+			}
+			return &clientConn{Conn: c, release: h.release}, nil
+		case engineStopped:
+			if waited >= 0 && h.wakeGen == waited && h.wakeErr != nil {
+				err := h.wakeErr
+				h.mu.Unlock()
+				return nil, &dockerproxy.HeldError{Reason: "waking the docker engine failed: " + err.Error()}
+			}
+			if !internal {
+				h.beginWake()
+				waited = h.wakeGen
+			}
+		case engineWaking:
+			if !internal && waited < 0 {
+				waited = h.wakeGen
+			}
+		}
+		ch := h.changed
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("the docker engine did not wake within %s", holdFor)}
+		}
+	}
+}
+
+// beginWake asks PID 1 to wake the engine (h.mu held).
+func (h *holder) beginWake() {
+	h.wakeGen++
+	h.wakeErr = nil
+	h.set(engineWaking)
+	h.log.Info("a client needs the engine: waking it")
+	go func() {
+		start := time.Now()
+		reply, err := h.ask("wake")
+		if err == nil && reply.Error != "" {
+			err = errors.New(reply.Error)
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.state != engineWaking {
+			return
+		}
+		if err != nil {
+			h.wakeErr = err
+			h.set(engineStopped)
+			h.log.WithError(err).Error("the engine did not wake; the next client tries again")
+			return
+		}
+		h.lastUse = time.Now()
+		h.set(engineRunning)
+		h.log.WithField("ms", time.Since(start).Milliseconds()).Info("engine awake: held clients passed on")
+	}()
+}
+
+// release is a client's connection ending.
+func (h *holder) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clients--
+	if h.clients == 0 {
+		h.lastUse = time.Now()
+	}
+}
+
+// engineStateFromPID1 follows what PID 1 says the engine is (a wake it
+// did itself, for a settings change).
+func (h *holder) engineStateFromPID1(running bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case running && h.state != engineRunning:
+		h.lastUse = time.Now()
+		h.set(engineRunning)
+	case !running && h.state == engineRunning:
+		h.set(engineStopped)
+	}
+}
+
+// setIdleStop sets how long the engine may go unused; 0: never stopped.
+func (h *holder) setIdleStop(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if d != h.idleStop {
+		h.log.WithField("idleStop", d.String()).Info("the engine stops after this long unused (0: never)")
+	}
+	h.idleStop = d
+	h.lastUse = time.Now()
+}
+
+// close ends every held dial: ddinit is stopping.
+func (h *holder) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	h.set(h.state)
+}
+
+// idleLoop stops the engine once nobody has used it for idleStop,
+// until ctx ends. PID 1 may find it busy after all (a container runs):
+// then it is asked again a while later.
+func (h *holder) idleLoop(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		h.mu.Lock()
+		idle := h.idleStop > 0 && h.state == engineRunning && h.clients == 0 && time.Since(h.lastUse) >= h.idleStop
+		if idle {
+			// New dials wait from here: none may reach a dockerd that is
+			// being stopped.
+			h.set(engineStopping)
+		}
+		h.mu.Unlock()
+		if !idle {
+			continue
+		}
+		reply, err := h.ask("stop-if-idle")
+		h.mu.Lock()
+		switch {
+		case err != nil || reply.Error != "":
+			if err == nil {
+				err = errors.New(reply.Error)
+			}
+			h.log.WithError(err).Warn("the idle engine was not stopped")
+			h.lastUse = time.Now()
+			h.set(engineRunning)
+		case reply.Busy != "":
+			h.log.WithField("busy", reply.Busy).Debug("the engine is not idle after all")
+			recheck := min(max(h.idleStop/2, time.Second), 30*time.Second)
+			h.lastUse = time.Now().Add(recheck - h.idleStop)
+			h.set(engineRunning)
+		default:
+			h.set(engineStopped)
+			h.log.Info("engine stopped (idle): the next client wakes it")
+		}
+		h.mu.Unlock()
+	}
+}
+
+// clientConn is a client's engine connection: counted until closed.
+type clientConn struct {
+	net.Conn
+	release func()
+	once    atomic.Bool
+}
+
+func (c *clientConn) Close() error {
+	if c.once.CompareAndSwap(false, true) {
+		c.release()
+	}
+	return c.Conn.Close()
+}
+
+// CloseWrite passes a half-close on (a hijacked stream's end).
+func (c *clientConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
