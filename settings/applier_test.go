@@ -20,13 +20,13 @@ import (
 // fakeEngine plays dockerd: it "starts" on the daemon.json in place and
 // refuses one that sets a key it does not know.
 type fakeEngine struct {
-	daemonPath string
-	mu         sync.Mutex
-	restarts   int
-	running    []byte // the daemon.json the running dockerd read
-	switched   map[string]bool
-	env        Environment // set for the next start
-	runningEnv Environment // the running dockerd's
+	daemonPath  string
+	mu          sync.Mutex
+	restarts    int
+	running     []byte // the daemon.json the running dockerd read
+	switched    map[string]bool
+	env         Environment // set for the next start
+	runningEnv  Environment // the running dockerd's
 	idleChanges int
 }
 
