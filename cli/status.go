@@ -34,8 +34,11 @@ func runStatus(env *Env, args []string) error {
 
 func printStatus(w io.Writer, st control.Status) {
 	health := "healthy"
-	if !st.Ready {
+	switch {
+	case !st.Ready:
 		health = "NOT READY: " + st.Reason
+	case st.Reason != "":
+		health += ", " + st.Reason // idle: stopped (idle) since …
 	}
 	fmt.Fprintf(w, "ddinit %s: %s, %s, up %s\n", st.Version, st.State, health, st.Uptime)
 	if len(st.Phases) > 0 {

@@ -153,6 +153,22 @@ after-crash)
 	last=$(awk '{print $2}' /results/last-synced)
 	out=$(timeout 180 docker run --rm -v vmvol:/data busybox:local sh -c "cat /data/n.$last" 2>&1)
 	check "after-crash: data synced before the hard stop is there (n.$last: $out)" [ "$out" = "$last" ]
+	# The engine on demand: with a short idleStop (a settings change) the
+	# frontend finds the engine stopped, and wakes it with a docker call
+	# over AF_VSOCK.
+	echo '{"idleStop": "3s"}' | timeout 120 ddinit settings set --control "$control" - >/tmp/idle-set.log 2>&1
+	idle=no
+	for i in $(seq 1 120); do
+		if timeout 20 ddinit status --control "$control" 2>/dev/null | grep -q 'stopped (idle)' && ! pidof dockerd >/dev/null; then
+			idle=yes
+			break
+		fi
+		sleep 1
+	done
+	out=$(timeout 180 docker version --format '{{.Server.Version}}' 2>&1)
+	woke=no
+	pidof dockerd >/dev/null && woke=yes
+	check "after-crash: with idleStop 3s the engine stopped (idle: $idle) and a docker call over AF_VSOCK woke it (server $out, dockerd running: $woke)" [ "$idle" = yes ] && [ -n "$out" ] && [ "$woke" = yes ]
 	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
 	wait $ddinit_pid
 	check "after-crash: clean shutdown exits 0" [ $? -eq 0 ]

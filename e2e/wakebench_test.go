@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBenchWake is `make bench` for the engine on demand, in one run on
+// one data store: a wake (engine stopped → the first _ping answered
+// through the exposed socket) against a warm boot (ddinit started → the
+// same first answer) and against dockerd's own start-to-ready time in
+// that wake; and the private memory of every process left while the
+// engine is stopped.
+func TestBenchWake(t *testing.T) {
+	if os.Getenv("DDINIT_BENCH") == "" {
+		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
+	}
+	requireEnvironment(t)
+	data, _ := newDirs(t)
+	first := start(t, options{dataDir: data, extra: asDeployed})
+	first.waitPing(60 * time.Second)
+	first.importBusybox()
+	first.stop()
+
+	var warm, wake, dockerdReady []time.Duration
+	var stoppedUSS []float64
+	for range 3 {
+		in := start(t, options{dataDir: data, extra: append([]string{"--idle-stop", "1s"}, asDeployed...)})
+		warm = append(warm, in.waitPing(60*time.Second))
+		ns := in.pidNS()
+		in.waitIdle(ns, 30*time.Second)
+		time.Sleep(2 * time.Second) // the stop settles
+		kb := 0
+		for _, p := range inNS(ns) {
+			kb += memKB(p.pid, "Private_Clean:") + memKB(p.pid, "Private_Dirty:")
+		}
+		kb += memKB(in.cmd.Process.Pid, "Private_Clean:") + memKB(in.cmd.Process.Pid, "Private_Dirty:")
+		stoppedUSS = append(stoppedUSS, float64(kb)/1024)
+		begin := time.Now()
+		for ping(in.sock) != nil {
+			if time.Since(begin) > 60*time.Second {
+				t.Fatal("no answer through the exposed socket after the idle stop")
+			}
+		}
+		wake = append(wake, time.Since(begin))
+		var ready time.Duration
+		for _, e := range in.logEntries() {
+			if e["msg"] == "service is ready" && e["service"] == "dockerd" {
+				ms, _ := e["ms"].(float64)
+				ready = time.Duration(ms * float64(time.Millisecond)) // the last: the wake's
+			}
+		}
+		dockerdReady = append(dockerdReady, ready)
+		in.cmd.Process.Signal(syscall.SIGTERM)
+		in.exited(90 * time.Second)
+	}
+	w, b, d := median(wake), median(warm), median(dockerdReady)
+	t.Logf("BENCH engine on demand, wake (stopped -> first _ping answered through the exposed socket): %v; warm boot %v, ratio %.2f (target <= 0.9); dockerd's own start-to-ready in the wake %v, difference %+v (target <= +50ms)",
+		w.Round(time.Millisecond), b.Round(time.Millisecond), float64(w)/float64(b), d.Round(time.Millisecond), (w - d).Round(time.Millisecond))
+	slices.Sort(stoppedUSS)
+	t.Logf("BENCH engine on demand, private memory (USS) of every process left while stopped: %.1f MB (median of %d; target <= 15 MB)", stoppedUSS[len(stoppedUSS)/2], len(stoppedUSS))
+}
