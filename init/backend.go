@@ -183,8 +183,12 @@ func (c backend) Logs(name string, tail int, follow bool) ([]control.LogLine, <-
 	return lines, out, stop, nil
 }
 
-// Restart implements control.Backend.
+// Restart implements control.Backend. A stopped (idle) engine is woken:
+// its services start afresh, which is the restart.
 func (c backend) Restart(name string) error {
+	if _, _, _, held := c.in.engineIdleStatus(); held {
+		return c.in.wake()
+	}
 	c.in.mu.Lock()
 	sup := c.in.sup
 	c.in.mu.Unlock()
