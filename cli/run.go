@@ -43,6 +43,7 @@ var runFlags = []runFlag{
 	{name: "subnet6", usage: "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)", str: func(c *initd.Config) *string { return &c.Subnet6 }},
 	{name: "resolv-conf", usage: "the distro's resolver file, whose nameservers containers' DNS asks, followed as it changes (default /etc/resolv.conf)", str: func(c *initd.Config) *string { return &c.ResolvConf }},
 	{name: "idle-stop", usage: "stop dockerd and containerd after this long unused (no container running, no client connected), e.g. 5m; the next client wakes them (default: never)", duration: func(c *initd.Config) *initd.Duration { return &c.IdleStop }},
+	{name: "idle-pause", usage: "freeze the engine's cgroup after this long unused (before --idle-stop), e.g. 30s; a wake is then a thaw (default: never)", duration: func(c *initd.Config) *initd.Duration { return &c.IdlePause }},
 	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *initd.Config) *bool { return &c.VsockAllowLocal }},
 }
 

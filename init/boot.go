@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/mounts"
@@ -197,8 +198,14 @@ func (in *pid1) startServices() error {
 	if err := in.setEnvironment(in.settings.Environment()); err != nil {
 		in.log.WithError(err).Error("the settings' proxy and CAs are not in force")
 	}
+	var h *cgroup.Hierarchy
+	if found, err := cgroup.Detect("/sys/fs/cgroup"); err == nil {
+		h = &found
+	} else {
+		in.log.WithError(err).Warn("no cgroup hierarchy: the engine cannot be paused apart")
+	}
 	in.mu.Lock()
-	in.defs, in.dockerSocket = defs, sockets["docker"]
+	in.defs, in.dockerSocket, in.cgroups = defs, sockets["docker"], h
 	in.mu.Unlock()
 	in.tellIdleStop()
 	sup, err := in.newSupervisor()
@@ -235,6 +242,7 @@ func (in *pid1) newSupervisor() (*services.Supervisor, error) {
 		Liveness:         cfg.LivenessTiming(),
 		Settings:         map[string]bool{"kubernetes": in.settings.KubernetesOn()},
 		Env:              in.serviceEnv,
+		Cgroups:          in.cgroups,
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),
 	}, defs)

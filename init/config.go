@@ -89,7 +89,10 @@ type Config struct {
 	// no client connected) before dockerd and containerd are stopped; the
 	// next client wakes them. Zero: never. The settings' idleStop wins.
 	IdleStop Duration `json:"idleStop,omitempty"`
-	LogLevel string   `json:"logLevel,omitempty"`
+	// IdlePause is how long the engine may go unused before its cgroup is
+	// frozen (a wake is then a thaw); before IdleStop. Zero: never.
+	IdlePause Duration `json:"idlePause,omitempty"`
+	LogLevel  string   `json:"logLevel,omitempty"`
 	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
 	// tests whose frontend stand-in runs inside the VM; the default admits
 	// only the host, CID 2.

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/vsock"
 )
@@ -26,17 +28,19 @@ const stateIdle = "idle"
 // engineState is whether the engine was stopped on purpose (guarded by
 // pid1.mu) and the one stop or wake that may run at a time.
 type engineState struct {
-	ops     sync.Mutex
-	stopped time.Time // zero while it runs
-	waking  bool
-	wakeErr string // why the last wake failed; the next one tries again
+	ops      sync.Mutex
+	stopped  time.Time // zero while it runs
+	paused   time.Time // zero unless frozen (idlePause)
+	waking   bool
+	wakeErr  string // why the last wake failed; the next one tries again
+	lastTrim time.Time
 }
 
 // engineRequest is ddinit run asking PID 1 to stop the engine if it is
 // idle, or to wake it; engineReply is the answer.
 type engineRequest struct {
 	ID int64  `json:"id"`
-	Op string `json:"op"` // "stop-if-idle" or "wake"
+	Op string `json:"op"` // "pause-if-idle", "stop-if-idle" or "wake"
 }
 
 type engineReply struct {
@@ -50,6 +54,12 @@ type engineReply struct {
 func (in *pid1) answerEngine(req engineRequest) {
 	reply := engineReply{ID: req.ID}
 	switch req.Op {
+	case "pause-if-idle":
+		busy, err := in.pauseIfIdle()
+		reply.Busy = busy
+		if err != nil {
+			reply.Error = err.Error()
+		}
 	case "stop-if-idle":
 		busy, err := in.stopIfIdle()
 		reply.Busy = busy
@@ -72,25 +82,17 @@ func (in *pid1) answerEngine(req engineRequest) {
 func (in *pid1) stopIfIdle() (busy string, err error) {
 	in.engine.ops.Lock()
 	defer in.engine.ops.Unlock()
+	if err := in.thaw(); err != nil {
+		return "", err
+	}
 	in.mu.Lock()
 	stopped, state, sup, sock := !in.engine.stopped.IsZero(), in.state, in.sup, in.dockerSocket
 	in.mu.Unlock()
-	switch {
-	case stopped:
+	if stopped {
 		return "", nil
-	case state != stateRunning || sup == nil:
-		return "the engine is " + state, nil
-	case in.settings.KubernetesOn():
-		return "Kubernetes is on", nil
-	case in.settings.View().Applying != "":
-		return "a settings change is being applied", nil
 	}
-	n, err := runningContainers(sock)
-	if err != nil {
-		return "dockerd does not say which containers run: " + err.Error(), nil
-	}
-	if n > 0 {
-		return fmt.Sprintf("%d container(s) running", n), nil
+	if busy := in.busy(state, sup, sock); busy != "" {
+		return busy, nil
 	}
 	in.log.Info("the engine is idle: stopping dockerd and containerd")
 	sup.Stop()
@@ -98,10 +100,119 @@ func (in *pid1) stopIfIdle() (busy string, err error) {
 	in.engine.stopped, in.engine.wakeErr = time.Now(), ""
 	in.mu.Unlock()
 	in.log.Info("engine stopped (idle)")
+	in.giveBack(true)
 	running := false
 	in.tellLauncher(launcherMessage{EngineRunning: &running})
 	return "", nil
 }
+
+// busy says why the engine is not idle after all: not running, a
+// container runs, Kubernetes is on, settings are being applied.
+func (in *pid1) busy(state string, sup *services.Supervisor, sock string) string {
+	switch {
+	case state != stateRunning || sup == nil:
+		return "the engine is " + state
+	case in.settings.KubernetesOn():
+		return "Kubernetes is on"
+	case in.settings.View().Applying != "":
+		return "a settings change is being applied"
+	}
+	n, err := runningContainers(sock)
+	if err != nil {
+		return "dockerd does not say which containers run: " + err.Error()
+	}
+	if n > 0 {
+		return fmt.Sprintf("%d container(s) running", n)
+	}
+	return ""
+}
+
+// pauseIfIdle freezes the engine's cgroup (containerd, its shims and
+// every service) when it is idle: a wake is then a thaw, milliseconds.
+// Liveness rests while it is frozen.
+func (in *pid1) pauseIfIdle() (busy string, err error) {
+	in.engine.ops.Lock()
+	defer in.engine.ops.Unlock()
+	in.mu.Lock()
+	stopped, paused, state, sup, sock, h := !in.engine.stopped.IsZero(), !in.engine.paused.IsZero(), in.state, in.sup, in.dockerSocket, in.cgroups
+	in.mu.Unlock()
+	if stopped || paused {
+		return "", nil
+	}
+	if h == nil {
+		return "", errors.New("no cgroup hierarchy: the engine cannot be paused")
+	}
+	if busy := in.busy(state, sup, sock); busy != "" {
+		return busy, nil
+	}
+	sup.Rest(true)
+	if err := h.Freeze(services.DefaultCgroupParent, true, 5*time.Second); err != nil {
+		h.Freeze(services.DefaultCgroupParent, false, 5*time.Second)
+		sup.Rest(false)
+		return "", err
+	}
+	in.mu.Lock()
+	in.engine.paused, in.engine.wakeErr = time.Now(), ""
+	in.mu.Unlock()
+	in.log.Info("engine paused (idle): its cgroup is frozen")
+	in.giveBack(false)
+	return "", nil
+}
+
+// thaw unfreezes a paused engine (in.engine.ops held).
+func (in *pid1) thaw() error {
+	in.mu.Lock()
+	paused, sup, h := !in.engine.paused.IsZero(), in.sup, in.cgroups
+	in.mu.Unlock()
+	if !paused {
+		return nil
+	}
+	if err := h.Freeze(services.DefaultCgroupParent, false, 5*time.Second); err != nil {
+		return err
+	}
+	sup.Rest(false)
+	in.mu.Lock()
+	in.engine.paused = time.Time{}
+	in.mu.Unlock()
+	return nil
+}
+
+// giveBack returns what an idle engine held: the memory its cgroups were
+// charged (v2 memory.reclaim; v1: memory.force_empty on the cgroups left
+// empty: after a stop, all of them) and ddinit's own free heap; after a
+// stop also the data store's free blocks (FITRIM), at most every
+// trimEvery.
+func (in *pid1) giveBack(stopped bool) {
+	if h := in.cgroups; h != nil {
+		if did, err := h.Reclaim(services.DefaultCgroupParent); err != nil {
+			in.log.WithError(err).Warn("the engine's memory was not reclaimed")
+		} else {
+			in.log.WithField("how", did).Info("the engine's memory given back")
+		}
+	}
+	debug.FreeOSMemory()
+	if !stopped {
+		return
+	}
+	in.mu.Lock()
+	last := in.engine.lastTrim
+	in.mu.Unlock()
+	if time.Since(last) < trimEvery {
+		return
+	}
+	in.mu.Lock()
+	in.engine.lastTrim = time.Now()
+	in.mu.Unlock()
+	trimmed, err := mounts.Trim("/var/lib/docker")
+	if err != nil {
+		in.log.WithError(err).Info("the data store's free blocks were not given back (trim)")
+		return
+	}
+	in.log.WithField("mb", trimmed>>20).Info("the data store's free blocks given back (trim)")
+}
+
+// trimEvery bounds how often the data store is trimmed.
+const trimEvery = 5 * time.Minute
 
 // runningContainers asks dockerd how many containers run.
 func runningContainers(sock string) (int, error) {
@@ -121,6 +232,19 @@ func runningContainers(sock string) (int, error) {
 func (in *pid1) wake() error {
 	in.engine.ops.Lock()
 	defer in.engine.ops.Unlock()
+	in.mu.Lock()
+	paused := !in.engine.paused.IsZero()
+	in.mu.Unlock()
+	if paused {
+		start := time.Now()
+		if err := in.thaw(); err != nil {
+			return err
+		}
+		in.log.WithField("ms", float64(time.Since(start).Microseconds())/1000).Info("engine thawed")
+		running := true
+		in.tellLauncher(launcherMessage{EngineRunning: &running})
+		return nil
+	}
 	in.mu.Lock()
 	if in.engine.stopped.IsZero() {
 		in.mu.Unlock()
@@ -183,9 +307,11 @@ func (in *pid1) startEngine() error {
 // held false while the engine runs.
 func (in *pid1) engineIdleStatus() (state, reason string, ready, held bool) {
 	in.mu.Lock()
-	since, waking, wakeErr := in.engine.stopped, in.engine.waking, in.engine.wakeErr
+	since, paused, waking, wakeErr := in.engine.stopped, in.engine.paused, in.engine.waking, in.engine.wakeErr
 	in.mu.Unlock()
 	switch {
+	case !paused.IsZero():
+		return stateIdle, "paused (idle) since " + paused.Format(time.RFC3339), true, true
 	case since.IsZero():
 		return "", "", false, false
 	case waking:
@@ -196,14 +322,22 @@ func (in *pid1) engineIdleStatus() (state, reason string, ready, held bool) {
 	return stateIdle, "stopped (idle) since " + since.Format(time.RFC3339), true, true
 }
 
-// tellIdleStop tells ddinit run how long the engine may go unused: the
-// settings' idleStop, else the config's.
+// tellIdleStop tells ddinit run how long the engine may go unused before
+// it is paused and before it is stopped: the settings', else the
+// config's.
 func (in *pid1) tellIdleStop() {
-	d := time.Duration(in.cfg.IdleStop)
-	if v, ok := in.settings.View().Settings.IdleStopDuration(); ok {
-		d = v
+	doc := in.settings.View().Settings
+	stop, pause := time.Duration(in.cfg.IdleStop), time.Duration(in.cfg.IdlePause)
+	if v, ok := doc.IdleStopDuration(); ok {
+		stop = v
 	}
-	in.tellLauncher(launcherMessage{IdleStop: &d})
+	if v, ok := doc.IdlePauseDuration(); ok {
+		pause = v
+	}
+	if in.cgroups == nil {
+		pause = 0 // nothing to freeze with
+	}
+	in.tellLauncher(launcherMessage{IdleStop: &stop, IdlePause: &pause})
 }
 
 // engineCalls (ddinit run) are the engine requests sent to PID 1 that

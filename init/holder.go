@@ -27,6 +27,7 @@ const (
 	engineRunning  = "running"
 	engineStopping = "stopping" // asking PID 1 to stop it if idle
 	engineStopped  = "stopped"
+	enginePaused   = "paused" // frozen (idlePause): a wake is a thaw
 	engineWaking   = "waking"
 )
 
@@ -38,15 +39,16 @@ type holder struct {
 	ask func(op string) (engineReply, error)
 	log logrus.FieldLogger
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every change
-	state    string
-	wakeGen  int   // counts wakes begun
-	wakeErr  error // the last wake's failure
-	closed   bool
-	clients  int
-	lastUse  time.Time
-	idleStop time.Duration
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced on every change
+	state     string
+	wakeGen   int   // counts wakes begun
+	wakeErr   error // the last wake's failure
+	closed    bool
+	clients   int
+	lastUse   time.Time
+	idleStop  time.Duration
+	idlePause time.Duration
 }
 
 func newHolder(ask func(op string) (engineReply, error), log logrus.FieldLogger) *holder {
@@ -87,7 +89,7 @@ func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, er
 				return c, err
 			}
 			return &clientConn{Conn: c, release: h.release}, nil
-		case engineStopped:
+		case engineStopped, enginePaused:
 			if waited >= 0 && h.wakeGen == waited && h.wakeErr != nil {
 				err := h.wakeErr
 				h.mu.Unlock()
@@ -167,16 +169,20 @@ func (h *holder) engineStateFromPID1(running bool) {
 	}
 }
 
-// setIdleStop sets how long the engine may go unused; 0: never stopped.
-func (h *holder) setIdleStop(d time.Duration) {
+// setIdle sets how long the engine may go unused before it is stopped
+// and before it is paused; 0: never.
+func (h *holder) setIdle(stop, pause time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if d != h.idleStop {
-		h.log.WithField("idleStop", d.String()).Info("the engine stops after this long unused (0: never)")
+	if stop != h.idleStop || pause != h.idlePause {
+		h.log.WithFields(logrus.Fields{"idleStop": stop.String(), "idlePause": pause.String()}).Info("the engine is paused, then stopped, after this long unused (0: never)")
 	}
-	h.idleStop = d
+	h.idleStop, h.idlePause = stop, pause
 	h.lastUse = time.Now()
 }
+
+// setIdleStop sets how long the engine may go unused; 0: never stopped.
+func (h *holder) setIdleStop(d time.Duration) { h.setIdle(d, 0) }
 
 // close ends every held dial: ddinit is stopping.
 func (h *holder) close() {
@@ -199,34 +205,42 @@ func (h *holder) idleLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		h.mu.Lock()
-		idle := h.idleStop > 0 && h.state == engineRunning && h.clients == 0 && time.Since(h.lastUse) >= h.idleStop
-		if idle {
+		unused := time.Since(h.lastUse)
+		quiet := h.clients == 0 && (h.state == engineRunning || h.state == enginePaused)
+		op, next, was := "", "", h.state
+		switch {
+		case quiet && h.idleStop > 0 && unused >= h.idleStop:
+			op, next = "stop-if-idle", engineStopped
+		case quiet && h.state == engineRunning && h.idlePause > 0 && (h.idleStop == 0 || h.idlePause < h.idleStop) && unused >= h.idlePause:
+			op, next = "pause-if-idle", enginePaused
+		}
+		if op != "" {
 			// New dials wait from here: none may reach a dockerd that is
-			// being stopped.
+			// being stopped or frozen.
 			h.set(engineStopping)
 		}
 		h.mu.Unlock()
-		if !idle {
+		if op == "" {
 			continue
 		}
-		reply, err := h.ask("stop-if-idle")
+		reply, err := h.ask(op)
 		h.mu.Lock()
 		switch {
 		case err != nil || reply.Error != "":
 			if err == nil {
 				err = errors.New(reply.Error)
 			}
-			h.log.WithError(err).Warn("the idle engine was not stopped")
+			h.log.WithError(err).WithField("op", op).Warn("the idle engine was not paused or stopped")
 			h.lastUse = time.Now()
-			h.set(engineRunning)
+			h.set(was)
 		case reply.Busy != "":
 			h.log.WithField("busy", reply.Busy).Debug("the engine is not idle after all")
 			recheck := min(max(h.idleStop/2, time.Second), 30*time.Second)
 			h.lastUse = time.Now().Add(recheck - h.idleStop)
 			h.set(engineRunning)
 		default:
-			h.set(engineStopped)
-			h.log.Info("engine stopped (idle): the next client wakes it")
+			h.set(next)
+			h.log.WithField("state", next).Info("engine idle: the next client wakes it")
 		}
 		h.mu.Unlock()
 	}

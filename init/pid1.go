@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
+	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
@@ -82,7 +83,8 @@ type pid1 struct {
 	// dockerSocket is dockerd's socket inside, for the idle check.
 	dockerSocket string
 	engine       engineState // stopped when idle, woken on demand
-	dockerdEnv   []string    // the proxy, for dockerd's next start
+	cgroups      *cgroup.Hierarchy
+	dockerdEnv   []string // the proxy, for dockerd's next start
 	// packBundle is the version pack's CA bundle, before trusted CAs.
 	packBundle     []byte
 	packBundleRead bool

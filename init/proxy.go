@@ -121,7 +121,8 @@ type launcherMessage struct {
 	Engine *engineReply `json:"engine,omitempty"`
 	// IdleStop is how long the engine may be unused before it is stopped
 	// (nanoseconds; 0: never), from the settings or the config.
-	IdleStop *time.Duration `json:"idleStop,omitempty"`
+	IdleStop  *time.Duration `json:"idleStop,omitempty"`
+	IdlePause *time.Duration `json:"idlePause,omitempty"`
 	// EngineRunning says PID 1 stopped or started the engine.
 	EngineRunning *bool `json:"engineRunning,omitempty"`
 }
@@ -247,7 +248,11 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 			l.calls.answered(*msg.Engine)
 		}
 		if msg.IdleStop != nil {
-			l.hold.setIdleStop(*msg.IdleStop)
+			pause := time.Duration(0)
+			if msg.IdlePause != nil {
+				pause = *msg.IdlePause
+			}
+			l.hold.setIdle(*msg.IdleStop, pause)
 		}
 		if msg.EngineRunning != nil {
 			l.hold.engineStateFromPID1(*msg.EngineRunning)

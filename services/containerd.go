@@ -91,6 +91,14 @@ func (s *Supervisor) launchContainerd() (*daemon, error) {
 		r.Close()
 	}()
 	d := &daemon{pid: cmd.Process.Pid, started: start, down: make(chan struct{}), exited: make(chan struct{})}
+	// Into the engine's cgroup, before it starts any shim (they inherit
+	// it): the engine can then be frozen, and its memory reclaimed, apart
+	// from ddinit and the distro.
+	if h := s.cfg.Cgroups; h != nil {
+		if err := h.Place(s.cfg.CgroupParent+"/containerd", d.pid); err != nil {
+			s.cfg.Log.WithError(err).Warn("containerd stays in ddinit's cgroup: the engine cannot be paused apart")
+		}
+	}
 	deadline := time.After(30 * time.Second)
 	for delay := time.Millisecond; d.client == nil; delay = min(delay*2, 20*time.Millisecond) {
 		select {
@@ -175,7 +183,8 @@ func (s *Supervisor) awaitContainerdExit(d *daemon, log *logrus.Entry) (*ExitInf
 	ctx, cancel := context.WithCancel(context.Background())
 	cause := make(chan string, 1)
 	go liveness{
-		timing: s.cfg.Liveness,
+		timing:  s.cfg.Liveness,
+		resting: s.resting.Load,
 		check: func(ctx context.Context) error {
 			_, err := d.client.Version(ctx)
 			return err

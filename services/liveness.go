@@ -17,6 +17,9 @@ type liveness struct {
 	failing   func(silent time.Duration, err error)
 	recovered func()
 	kill      func(reason string)
+	// resting, when set and true, skips the checks: the process is frozen
+	// on purpose, and its silence then is not counted.
+	resting func() bool
 }
 
 func (l liveness) run(ctx context.Context) {
@@ -29,6 +32,10 @@ func (l liveness) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if l.resting != nil && l.resting() {
+			lastAnswer = time.Now()
+			continue
 		}
 		try, cancel := context.WithTimeout(ctx, l.timing.Timeout)
 		err := l.check(try)

@@ -208,8 +208,9 @@ func (s *Supervisor) watch(ctx context.Context, svc *service, t task, log *logru
 		return
 	}
 	liveness{
-		timing: svc.def.LiveTiming.or(s.cfg.Liveness),
-		check:  p.Check,
+		timing:  svc.def.LiveTiming.or(s.cfg.Liveness),
+		resting: s.resting.Load,
+		check:   p.Check,
 		failing: func(silent time.Duration, err error) {
 			reason := notAnswering(silent, err)
 			s.update(svc, func(st *Status) { st.State, st.Ready, st.Reason = StateUnresponsive, false, reason })

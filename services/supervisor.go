@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/sirupsen/logrus"
 )
@@ -35,9 +37,14 @@ type Config struct {
 	Settings map[string]bool
 	// Env, when set, is environment a service's process gets besides its
 	// definition's, looked up at each start (dockerd's proxy).
-	Env     func(service string) []string
-	Spawner Spawner
-	Log     *logrus.Entry
+	Env func(service string) []string
+	// Cgroups, when set, is the hierarchy containerd is placed in, in
+	// CgroupParent/containerd; the services' cgroups are under
+	// CgroupParent too (the engine's parent).
+	Cgroups      *cgroup.Hierarchy
+	CgroupParent string
+	Spawner      Spawner
+	Log          *logrus.Entry
 }
 
 // Supervisor runs containerd and the services.
@@ -56,6 +63,7 @@ type Supervisor struct {
 	changed  chan struct{} // closed and replaced on every state change
 	stopping bool
 	stopAll  chan struct{}
+	resting  atomic.Bool   // the engine is paused on purpose: liveness rests
 	monitor  chan struct{} // closed when containerd's supervision returns
 }
 
@@ -63,6 +71,9 @@ type Supervisor struct {
 func New(cfg Config, defs []Definition) (*Supervisor, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = "services.ddinit"
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = DefaultCgroupParent
 	}
 	if cfg.Restart.Backoff == (Backoff{}) {
 		cfg.Restart.Backoff = DefaultBackoff
@@ -272,6 +283,10 @@ func (s *Supervisor) Switch(setting string, on bool) {
 	}
 }
 
+// Rest suspends every liveness check (the engine is frozen on purpose:
+// nothing answers, nothing is wrong) or resumes them.
+func (s *Supervisor) Rest(on bool) { s.resting.Store(on) }
+
 // Stop stops the services in reverse start order, then containerd.
 func (s *Supervisor) Stop() {
 	s.mu.Lock()
@@ -303,6 +318,9 @@ func (s *Supervisor) Stop() {
 		}
 	}
 	<-s.monitor
+	if h := s.cfg.Cgroups; h != nil {
+		h.Remove(s.cfg.CgroupParent + "/containerd")
+	}
 	for _, svc := range append([]*service{s.ctrd}, s.order...) {
 		if svc.file != nil {
 			svc.file.Close()

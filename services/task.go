@@ -133,6 +133,10 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 	return r, nil
 }
 
+// DefaultCgroupParent is the engine's cgroup: containerd's and every
+// service's are below it, and nothing else.
+const DefaultCgroupParent = "/ddinit"
+
 // withOwnMountNamespace gives a service its own mount namespace and a
 // cgroup under /ddinit. Without a mount namespace runc would bind the
 // service's root onto itself in ddinit's namespace, stacking a copy of "/"
@@ -156,7 +160,7 @@ func withOwnMountNamespace(l *specs.Linux, name string) *specs.Linux {
 		out.RootfsPropagation = "rshared"
 	}
 	if out.CgroupsPath == "" {
-		out.CgroupsPath = "/ddinit/" + name
+		out.CgroupsPath = DefaultCgroupParent + "/" + name
 	}
 	return &out
 }

@@ -38,8 +38,8 @@ type Engine interface {
 	// dockerd's next start (and for what else follows them: new
 	// containers, builds); RestartDockerd then makes them count.
 	SetEnvironment(Environment) error
-	// IdleStopChanged says the document's idleStop changed (nothing
-	// restarts for it).
+	// IdleStopChanged says the document's idleStop or idlePause changed
+	// (nothing restarts for it).
 	IdleStopChanged()
 }
 
@@ -336,7 +336,10 @@ func (a *Applier) Put(body []byte) (View, error) {
 	if next.Settings.IdleStop == nil {
 		next.Settings.IdleStop = cur.Settings.IdleStop
 	}
-	idleChanges := !sameString(cur.Settings.IdleStop, next.Settings.IdleStop)
+	if next.Settings.IdlePause == nil {
+		next.Settings.IdlePause = cur.Settings.IdlePause
+	}
+	idleChanges := !sameString(cur.Settings.IdleStop, next.Settings.IdleStop) || !sameString(cur.Settings.IdlePause, next.Settings.IdlePause)
 	oldEnv, newEnv := EnvironmentOf(cur.Settings), EnvironmentOf(next.Settings)
 	envChanges := !oldEnv.Equal(newEnv)
 	daemonChanges := !Equal(oldDaemon, newDaemon)

@@ -28,6 +28,18 @@ type Document struct {
 	// IdleStop is how long the engine may go unused before it is stopped
 	// ("5m"; "0" never), over the config's.
 	IdleStop *string `json:"idleStop,omitempty"`
+	// IdlePause is how long the engine may go unused before it is frozen
+	// ("30s"; "0" never), over the config's.
+	IdlePause *string `json:"idlePause,omitempty"`
+}
+
+// IdlePauseDuration is the document's idlePause; ok false when it sets none.
+func (d Document) IdlePauseDuration() (time.Duration, bool) {
+	if d.IdlePause == nil {
+		return 0, false
+	}
+	v, err := time.ParseDuration(*d.IdlePause)
+	return v, err == nil
 }
 
 // IdleStopDuration is the document's idleStop; ok false when it sets none.
@@ -60,6 +72,7 @@ var putKeys = map[string]string{
 	"proxy":      "an object {http, https, noProxy}",
 	"trustedCAs": "a list of PEM certificates",
 	"idleStop":   `a duration such as "5m" ("0": never)`,
+	"idlePause":  `a duration such as "30s" ("0": never)`,
 }
 
 // Invalid is a document refused before anything changed: the field and
@@ -128,9 +141,12 @@ func Parse(body []byte, owned map[string]string) (Put, error) {
 	if err := validateEnvironment(p.Document); err != nil {
 		return p, err
 	}
-	if v := p.IdleStop; v != nil {
+	for field, v := range map[string]*string{"idleStop": p.IdleStop, "idlePause": p.IdlePause} {
+		if v == nil {
+			continue
+		}
 		if d, err := time.ParseDuration(*v); err != nil || d < 0 {
-			return p, &Invalid{Field: "idleStop", Reason: fmt.Sprintf("want %s, not %q", putKeys["idleStop"], *v)}
+			return p, &Invalid{Field: field, Reason: fmt.Sprintf("want %s, not %q", putKeys[field], *v)}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.DaemonJSON)) {

@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ddinit/ddinit/cgroup"
+	"github.com/ddinit/ddinit/services"
+)
+
+// cpuTicks is a process's utime+stime.
+func cpuTicks(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return u + s
+}
+
+// With idlePause the idle engine's cgroup is frozen — containerd and
+// dockerd use no CPU —, while ddinit run, PID 1 (the control API, status,
+// enter) are outside it and answer; the next docker call thaws it.
+func TestEnginePausedWhenIdle(t *testing.T) {
+	requireEnvironment(t)
+	h, err := cgroup.Detect("/sys/fs/cgroup")
+	if err != nil {
+		t.Skipf("no cgroup hierarchy here: %v", err)
+	}
+	in := start(t, options{extra: []string{"--idle-pause", "1s"}})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	in.importBusybox()
+	waitUntil(t, 20*time.Second, "the engine to pause", func() bool {
+		code, body := in.get(http.MethodGet, "/ping")
+		return code == 200 && strings.Contains(body, "paused (idle)") && h.Frozen(services.DefaultCgroupParent)
+	})
+	ctrd, dockerd := findComm(ns, "containerd"), findComm(ns, "dockerd")
+	if len(ctrd) != 1 || len(dockerd) != 1 {
+		t.Fatalf("containerd %v, dockerd %v", ctrd, dockerd)
+	}
+	for _, p := range []struct {
+		name string
+		pid  int
+		in   bool
+	}{{"containerd", ctrd[0], true}, {"dockerd", dockerd[0], true}, {"ddinit run", in.cmd.Process.Pid, false}, {"PID 1", in.pid1(), false}, {"the test", os.Getpid(), false}} {
+		if h.Contains(services.DefaultCgroupParent, p.pid) != p.in {
+			t.Fatalf("%s (pid %d) in the engine's cgroup: %v, want %v", p.name, p.pid, !p.in, p.in)
+		}
+	}
+	before := cpuTicks(t, ctrd[0]) + cpuTicks(t, dockerd[0])
+	for range 10 {
+		if code, _ := in.get(http.MethodGet, "/status"); code != 200 {
+			t.Fatal("/status while paused")
+		}
+		time.Sleep(time.Second)
+	}
+	if after := cpuTicks(t, ctrd[0]) + cpuTicks(t, dockerd[0]); after != before {
+		t.Fatalf("containerd and dockerd used CPU while paused: %d ticks", after-before)
+	}
+	if out, err := in.cli("status"); err != nil || !strings.Contains(out, "paused (idle)") {
+		t.Fatalf("ddinit status while paused: %v\n%s", err, out)
+	}
+	if out, err := in.cli("enter", "dockerd", "--", "cat", "/version-pack.json"); err != nil || !strings.Contains(out, "components") {
+		t.Fatalf("ddinit enter while paused: %v %s", err, out)
+	}
+	start := time.Now()
+	if out, err := in.dockerErr("ps"); err != nil {
+		t.Fatalf("docker ps after the pause: %v %s", err, out)
+	}
+	t.Logf("docker ps through a paused engine took %s", time.Since(start).Round(time.Millisecond))
+	if h.Frozen(services.DefaultCgroupParent) {
+		t.Fatal("still frozen after the docker call")
+	}
+}
+
+// On a data store whose disk is thin (a sparse file, loop-mounted, as a
+// VHDX is to Windows), what containers wrote and removed goes back to the
+// machine once the engine stops idle (trim).
+func TestIdleStopTrimsTheDataStore(t *testing.T) {
+	requireEnvironment(t)
+	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing (make deps installs e2fsprogs)", tool)
+		}
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "ddinit-thin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	img, mnt := filepath.Join(dir, "data.img"), filepath.Join(dir, "data")
+	os.MkdirAll(mnt, 0o755)
+	if out, err := exec.Command("truncate", "-s", "3G", img).CombinedOutput(); err != nil {
+		t.Fatalf("truncate: %v %s", err, out)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("no loop mount here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	used := func() int64 {
+		var st syscall.Stat_t
+		syscall.Stat(img, &st)
+		return st.Blocks * 512
+	}
+	in := start(t, options{dataDir: mnt, extra: []string{"--idle-stop", "2s"}})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	in.importBusybox()
+	in.docker("run", "--rm", "-v", "big:/d", "busybox:local", "sh", "-c", "dd if=/dev/urandom of=/d/f bs=1M count=500 2>/dev/null; sync")
+	full := used()
+	in.docker("volume", "rm", "big")
+	in.waitIdle(ns, 30*time.Second)
+	waitUntil(t, 10*time.Second, "the trim", func() bool {
+		for _, e := range in.logEntries() {
+			if strings.Contains(e["msg"].(string), "free blocks") {
+				return true
+			}
+		}
+		return false
+	})
+	after := used()
+	t.Logf("the data disk's file: %d MB used with the volume, %d MB once idle", full>>20, after>>20)
+	if full-after < 400<<20 {
+		t.Fatalf("the data disk gave back %d MB, want at least 400", (full-after)>>20)
+	}
+}
