@@ -81,13 +81,7 @@ func TestCorporateProxyAndCA(t *testing.T) {
 	startRegistryAt(t, t.TempDir(), corpRegistryAddr, w, ca, cert, key)
 	proxyLog := w.tinyproxy()
 
-	parent, err := os.MkdirTemp("/var/tmp", "ddinit-wsl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	shared := filepath.Join(parent, "wsl")
-	sharedDir(t, shared, true)
+	shared := newShared(t)
 	in := start(t, options{netns: w.distro, extra: []string{"--resolv-conf", resolv, "--wsl-shared", shared}})
 	in.waitPing(60 * time.Second)
 	in.importBusybox()

@@ -158,15 +158,7 @@ func TestDistroProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal("the distro has no docker group (make deps installs docker.io, which makes it)")
 	}
-	// The shared tmpfs must be outside /tmp, which the user distro has
-	// its own of.
-	parent, err := os.MkdirTemp("/var/tmp", "ddinit-wsl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	shared := filepath.Join(parent, "wsl")
-	sharedDir(t, shared, true)
+	shared := newShared(t)
 	data, _ := newDirs(t)
 	in := start(t, options{dataDir: data, extra: []string{"--wsl-shared", shared}})
 	in.waitPing(60 * time.Second)
@@ -202,7 +194,7 @@ func TestDistroProxy(t *testing.T) {
 	}
 
 	// inotify events reach the container.
-	watcher := filepath.Join(parent, "inotify")
+	watcher := filepath.Join(filepath.Dir(shared), "inotify")
 	build := exec.Command("go", "build", "-o", watcher, "./testdata/inotify")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

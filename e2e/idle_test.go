@@ -113,13 +113,7 @@ func openEvents(t *testing.T, sock string) net.Conn {
 // stops and stays stopped, and a docker ps through that proxy wakes it.
 func TestEngineKeptUpOnlyByUse(t *testing.T) {
 	requireEnvironment(t)
-	parent, err := os.MkdirTemp("/var/tmp", "ddinit-wsl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	shared := filepath.Join(parent, "wsl")
-	sharedDir(t, shared, true)
+	shared := newShared(t)
 	in := start(t, options{extra: []string{"--idle-stop", "2s", "--wsl-shared", shared}})
 	in.waitPing(60 * time.Second)
 	ns := in.pidNS()

@@ -35,6 +35,20 @@ func sharedDir(t *testing.T, dir string, tmpfs bool) {
 	}
 }
 
+// newShared makes the tmpfs every distro shares (WSL's /mnt/wsl) for a
+// test: outside /tmp, which a user distro has its own of.
+func newShared(t *testing.T) string {
+	t.Helper()
+	parent, err := os.MkdirTemp("/var/tmp", "ddinit-wsl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	shared := filepath.Join(parent, "wsl")
+	sharedDir(t, shared, true)
+	return shared
+}
+
 func mountTmpfsWithFile(t *testing.T, dir, name, content string) {
 	t.Helper()
 	os.MkdirAll(dir, 0o755)
