@@ -38,6 +38,7 @@ func init() {
 		{"status", "the engine's health: services, restarts, last exits, images, boot phases", runStatus},
 		{"logs", "a service's output, or ddinit's own log (-f to follow)", runLogs},
 		{"restart", "restart a service", runRestart},
+		{"pack", "the version pack the next boot uses: use PATH, or rollback", runPack},
 		{"settings", "the frontend's settings document: get, or set FILE|- (validated, applied live, rolled back on failure)", runSettings},
 		{"stop", "shut everything down cleanly", runStop},
 		{"diagnose", "write a diagnostics archive (status, logs, mounts, processes, network, kernel log)", runDiagnose},

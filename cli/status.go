@@ -96,6 +96,7 @@ func printStatus(w io.Writer, st control.Status) {
 		}
 	}
 	printDNS(w, st.DNS)
+	printPacks(w, st.Packs)
 }
 
 // printDNS is the DNS forwarder's line, and the last failure when there

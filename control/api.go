@@ -30,6 +30,7 @@ type Status struct {
 	Mounts      []string      `json:"mounts"`
 	Network     *NetworkState `json:"network,omitempty"`
 	DNS         *DNSState     `json:"dns,omitempty"`
+	Packs       *PackState    `json:"packs,omitempty"`
 	// SettingsGeneration is the settings document in force; Applying, a
 	// change being applied.
 	SettingsGeneration int64  `json:"settingsGeneration"`
@@ -157,6 +158,39 @@ type Backend interface {
 	Settings() Settings
 	// PutSettings validates, applies and stores a document (a PUT body).
 	PutSettings(body []byte) (Settings, error)
+	// UsePack chooses the version pack the next boot uses (or rolls back
+	// to the previous one), verified first.
+	UsePack(req UsePack) (PackState, error)
+}
+
+// UsePack is PUT /version-pack: a pack image (path, and its sha256 when
+// it has no .sha256 beside it), or a rollback to the previous pack.
+type UsePack struct {
+	Path   string `json:"path,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	// Force switches to a pack whose dockerd is older than the one that
+	// last ran on the data store.
+	Force    bool `json:"force,omitempty"`
+	Rollback bool `json:"rollback,omitempty"`
+}
+
+// PackState is which version pack runs, which one the next boot uses and
+// which one it rolls back to.
+type PackState struct {
+	Running  *PackRef `json:"running,omitempty"`
+	Next     *PackRef `json:"next,omitempty"`
+	Previous *PackRef `json:"previous,omitempty"`
+	// Trial: Next has yet to bring the engine up; a boot on it that does
+	// not is rolled back.
+	Trial       bool   `json:"trial,omitempty"`
+	LastFailure string `json:"lastFailure,omitempty"`
+}
+
+// PackRef names a version pack.
+type PackRef struct {
+	Path   string `json:"path"`
+	Digest string `json:"digest"`
+	Engine string `json:"engine,omitempty"`
 }
 
 // Settings is GET /settings and the answer to PUT /settings: the document

@@ -62,7 +62,9 @@ func (b stubBackend) Shutdown()            {}
 func (b stubBackend) Diagnostics(io.Writer) error {
 	return nil
 }
-func (b stubBackend) Settings() Settings { return Settings{Generation: 3} }
+func (b stubBackend) Settings() Settings                 { return Settings{Generation: 3} }
+func (b stubBackend) UsePack(UsePack) (PackState, error) { return PackState{}, b.put }
+
 func (b stubBackend) PutSettings([]byte) (Settings, error) {
 	return Settings{Generation: 3}, b.put
 }

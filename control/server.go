@@ -36,6 +36,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /diagnostics", s.diagnostics)
 	mux.HandleFunc("GET /settings", s.getSettings)
 	mux.HandleFunc("PUT /settings", s.putSettings)
+	mux.HandleFunc("PUT /version-pack", s.usePack)
 	return mux
 }
 
@@ -201,6 +202,22 @@ func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
 // stale generation, 503 while booting: nothing changed; 422 when the
 // engine refused the change and it was rolled back), with the settings in
 // force.
+func (s *Server) usePack(w http.ResponseWriter, r *http.Request) {
+	var req UsePack
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: want {\"path\": …, \"digest\": …, \"force\": …} or {\"rollback\": true}: %v", errdefs.ErrInvalidArgument, err), errorBody{})
+		return
+	}
+	st, err := s.Backend.UsePack(req)
+	if err != nil {
+		writeError(w, err, errorBody{})
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
 func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
 	if err != nil || len(body) > 1<<20 {

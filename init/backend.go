@@ -92,6 +92,7 @@ func (c backend) status(full bool) control.Status {
 		}
 	}
 	if full {
+		st.Packs = in.packStatus()
 		st.Mounts = mountPoints()
 		// The link is wired by ddinit run a moment after PID 1 starts.
 		n := network.Describe()

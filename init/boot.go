@@ -105,6 +105,7 @@ func (in *pid1) prepareRoot() error {
 		RunDir: cfg.RunDir,
 		Target: filepath.Join(cfg.RunDir, "rootfs"),
 		Mode:   rootfs.Mode(cfg.ImageMode),
+		Keep:   cfg.PackKeep,
 		Log:    in.log.WithField("component", "rootfs"),
 	})
 	if err != nil {

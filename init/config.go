@@ -92,7 +92,14 @@ type Config struct {
 	// IdlePause is how long the engine may go unused before its cgroup is
 	// frozen (a wake is then a thaw); before IdleStop. Zero: never.
 	IdlePause Duration `json:"idlePause,omitempty"`
-	LogLevel  string   `json:"logLevel,omitempty"`
+	// PackTrial is set by ddinit run for PID 1: the version pack was just
+	// chosen and has yet to bring the engine up (within SettingsDeadline,
+	// or it is rolled back). Not for the config file.
+	PackTrial bool `json:"packTrial,omitempty"`
+	// PackKeep are the image cache entries to keep though unused: the pack
+	// to roll back to. Set by ddinit run.
+	PackKeep []string `json:"packKeep,omitempty"`
+	LogLevel string   `json:"logLevel,omitempty"`
 	// VsockAllowLocal admits vsock peers from CID 1 (this machine), for
 	// tests whose frontend stand-in runs inside the VM; the default admits
 	// only the host, CID 2.

@@ -183,8 +183,11 @@ func (l *launcher) reportDNS(ctx context.Context, d *dnsForwarder) {
 }
 
 // tellDNS sends PID 1 the forwarder's state; it reports whether it went.
-func (l *launcher) tellDNS(st *control.DNSState) bool {
-	b, _ := json.Marshal(drivesMessage{DNS: st}) // plain fields always encode
+func (l *launcher) tellDNS(st *control.DNSState) bool { return l.tellPID1(drivesMessage{DNS: st}) }
+
+// tellPID1 sends PID 1 a message; it reports whether it went.
+func (l *launcher) tellPID1(msg drivesMessage) bool {
+	b, _ := json.Marshal(msg) // plain fields always encode
 	l.mu.Lock()
 	conn := l.drives
 	l.mu.Unlock()

@@ -34,6 +34,8 @@ type drivesMessage struct {
 	DNS    *control.DNSState `json:"dns,omitempty"`
 	// Engine asks PID 1 to stop the engine if idle, or to wake it.
 	Engine *engineRequest `json:"engine,omitempty"`
+	// PackReply answers a pack request PID 1 passed on.
+	PackReply *packReply `json:"packReply,omitempty"`
 }
 
 // socketPair returns the two ends of a SOCK_SEQPACKET pair: messages keep
@@ -139,7 +141,9 @@ func (in *pid1) followDrives(conn *net.UnixConn) {
 			}
 		}
 		var msg drivesMessage
-		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.Engine != nil {
+		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.PackReply != nil {
+			in.packCalls.answered(*msg.PackReply)
+		} else if err == nil && msg.Engine != nil {
 			go in.answerEngine(*msg.Engine) // a wake takes seconds: drives keep coming
 		} else if err == nil && msg.DNS != nil {
 			in.mu.Lock()

@@ -84,6 +84,7 @@ type launcher struct {
 	serving sync.WaitGroup // the exposed sockets' forwarders
 
 	controlFiles []*os.File // the control sockets, for PID 1
+	packFailure  string     // why the pack on trial failed: roll back
 	child        *child     // PID 1, once started
 
 	bgCtx  context.Context
@@ -121,6 +122,20 @@ func (l *launcher) stopBackground() {
 // to it while following what it reports, clean up after it, and return
 // its exit status.
 func (l *launcher) run() (int, error) {
+	for {
+		l.choosePack()
+		code, err := l.runOnce()
+		// A pack on trial that did not bring the engine up: the previous
+		// one boots, in this same run.
+		if l.rollBack() {
+			continue
+		}
+		return code, err
+	}
+}
+
+// runOnce is one boot of PID 1, from its start to its exit.
+func (l *launcher) runOnce() (int, error) {
 	defer l.undoAll() // what a failed start set up
 	sigs := make(chan os.Signal, 4)
 	// Relayed from before the start, so a signal during it is not lost.
@@ -266,6 +281,15 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 		case "failed":
 			l.mu.Lock()
 			l.bootError = ev.Error
+			if l.cfg.PackTrial {
+				l.packFailure = ev.Error
+			}
+			l.mu.Unlock()
+		case "pack-ready":
+			l.packProved()
+		case "pack-failed":
+			l.mu.Lock()
+			l.packFailure = ev.Error
 			l.mu.Unlock()
 		case "sockets":
 			// PID 1's root is in place: its iptables can set up NAT, its

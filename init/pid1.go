@@ -46,7 +46,7 @@ const (
 // event is what PID 1 tells ddinit run, one JSON line each,
 // on the events pipe.
 type event struct {
-	Event   string            `json:"event"` // "sockets" or "failed"
+	Event   string            `json:"event"` // "sockets", "failed", "pack-ready" or "pack-failed"
 	Sockets map[string]string `json:"sockets,omitempty"`
 	Error   string            `json:"error,omitempty"`
 }
@@ -84,7 +84,8 @@ type pid1 struct {
 	dockerSocket string
 	engine       engineState // stopped when idle, woken on demand
 	cgroups      *cgroup.Hierarchy
-	dockerdEnv   []string // the proxy, for dockerd's next start
+	packCalls    packCalls // PUT /version-pack requests ddinit run answers
+	dockerdEnv   []string  // the proxy, for dockerd's next start
 	// packBundle is the version pack's CA bundle, before trusted CAs.
 	packBundle     []byte
 	packBundleRead bool

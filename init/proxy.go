@@ -125,6 +125,8 @@ type launcherMessage struct {
 	IdlePause *time.Duration `json:"idlePause,omitempty"`
 	// EngineRunning says PID 1 stopped or started the engine.
 	EngineRunning *bool `json:"engineRunning,omitempty"`
+	// Pack passes on a PUT /version-pack.
+	Pack *packRequest `json:"pack,omitempty"`
 }
 
 // tellLauncher sends ddinit run a message; it reports whether it went.
@@ -256,6 +258,12 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 		}
 		if msg.EngineRunning != nil {
 			l.hold.engineStateFromPID1(*msg.EngineRunning)
+		}
+		if msg.Pack != nil {
+			go func(req packRequest) { // a pack is copied and hashed: minutes
+				reply := l.usePack(req)
+				l.tellPID1(drivesMessage{PackReply: &reply})
+			}(*msg.Pack)
 		}
 	}
 }

@@ -146,6 +146,16 @@ func (e engine) RestartDockerd() error {
 // no change races the judgement of the boot's file.
 func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]string) {
 	defer in.settings.Attach(engine{deadline: in.cfg.settingsDeadline(), in: in}, owned)
+	if in.cfg.PackTrial {
+		// A pack on trial is judged on its own: its dockerd failing is the
+		// pack's fault, not daemon.json's, and rolls the pack back.
+		in.watchTrial(sup)
+		if st := dockerdStatus(sup); st.Ready {
+			in.settings.Accepted()
+			in.recordEngine()
+		}
+		return
+	}
 	st, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool {
 		return st.Ready || st.LastExit != nil
 	})
@@ -170,6 +180,7 @@ func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]strin
 		}
 	}
 	in.settings.Accepted()
+	in.recordEngine()
 }
 
 func dockerdStatus(sup *services.Supervisor) services.Status {

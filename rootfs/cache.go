@@ -248,8 +248,9 @@ type cacheState struct {
 }
 
 // Collect records the digests this boot uses and removes every entry that
-// neither this boot nor the previous one used.
-func (c *Cache) Collect(current []string) error {
+// neither this boot nor the previous one used, nor keep names (a pack to
+// roll back to).
+func (c *Cache) Collect(current []string, keep ...string) error {
 	current = slices.Clone(current)
 	slices.Sort(current)
 	statePath := filepath.Join(c.Dir, stateFile)
@@ -269,10 +270,13 @@ func (c *Cache) Collect(current []string) error {
 			return fmt.Errorf("image cache state: %w", err)
 		}
 	}
-	keep := map[string]bool{}
+	kept := map[string]bool{}
+	for _, d := range keep {
+		kept[d] = true
+	}
 	for _, boot := range st.Boots {
 		for _, d := range boot {
-			keep[d] = true
+			kept[d] = true
 		}
 	}
 	names, err := readDirNames(c.Dir)
@@ -280,7 +284,7 @@ func (c *Cache) Collect(current []string) error {
 		return err
 	}
 	for _, n := range names {
-		if _, err := ParseDigest(n); err != nil || keep[n] {
+		if _, err := ParseDigest(n); err != nil || kept[n] {
 			continue
 		}
 		c.Log.WithField("digest", digestPrefix(n)).Info("removing an image cache entry no recent boot used")

@@ -117,7 +117,10 @@ type PrepareOptions struct {
 	RunDir   string   // private directory for loop mounts and the tmpfs upper layer
 	Target   string   // where the assembled root is mounted
 	Mode     Mode
-	Log      logrus.FieldLogger
+	// Keep are cache entries (digests) kept though this boot does not use
+	// them: the pack to roll back to.
+	Keep []string
+	Log  logrus.FieldLogger
 }
 
 // Root is an assembled root filesystem. Close unmounts it.

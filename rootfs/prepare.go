@@ -52,7 +52,7 @@ func Prepare(opts PrepareOptions) (*Root, error) {
 		root.Mounts = append(root.Mounts, mnt)
 		lowers = append(lowers, mnt)
 	}
-	if err := cache.Collect(digests); err != nil {
+	if err := cache.Collect(digests, opts.Keep...); err != nil {
 		// Old entries only cost disk space: boot anyway.
 		log.WithError(err).Warn("image cache collection failed")
 	}

@@ -576,3 +576,26 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+// ReadEntry returns the contents of a regular file of the image, refusing
+// one larger than limit (a hostile image names any size).
+func (img *Image) ReadEntry(e Entry, limit int64) ([]byte, error) {
+	if e.Type != TypeRegular {
+		return nil, fmt.Errorf("%s is not a regular file", displayPath(e.Path))
+	}
+	if e.Size > limit {
+		return nil, fmt.Errorf("%s is %d bytes, over %d", displayPath(e.Path), e.Size, limit)
+	}
+	out := make([]byte, 0, e.Size)
+	for _, x := range e.Extents {
+		b, err := img.read(x.Offset, x.Length, displayPath(e.Path))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	if int64(len(out)) < e.Size {
+		return nil, fmt.Errorf("%s: %d bytes of %d", displayPath(e.Path), len(out), e.Size)
+	}
+	return out[:e.Size], nil
+}

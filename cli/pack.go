@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/ddinit/ddinit/control"
+)
+
+// runPack is `ddinit pack use PATH [--digest D] [--force]` and `ddinit
+// pack rollback`: the version pack the next boot uses.
+func runPack(env *Env, args []string) error {
+	fs := newFlags(env, "pack", "pack use [--digest SHA256] [--force] PATH | pack rollback")
+	controlAddr := controlFlag(fs)
+	digest := fs.String("digest", "", "the pack's sha256 (default: its .sha256 beside it)")
+	force := fs.Bool("force", false, "switch even to an older dockerd than the one that last ran on the data store")
+	usage := usagef("usage: ddinit pack use [--digest SHA256] [--force] PATH | ddinit pack rollback")
+	if len(args) == 0 {
+		return usage
+	}
+	// The subcommand first, then its flags (ddinit pack use --force PATH).
+	sub := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	var req control.UsePack
+	switch {
+	case sub == "use" && fs.NArg() == 1:
+		path, err := filepath.Abs(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		req = control.UsePack{Path: path, Digest: *digest, Force: *force}
+	case sub == "rollback" && fs.NArg() == 0:
+		req = control.UsePack{Rollback: true}
+	default:
+		return usage
+	}
+	c, err := dial(*controlAddr, 15*time.Minute) // a pack is copied and hashed
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(req) // plain fields always encode
+	r, _ := http.NewRequest(http.MethodPut, "http://ddinit/version-pack", bytes.NewReader(b))
+	resp, err := c.HTTP().Do(r)
+	if err != nil {
+		return notRunning(c, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("version pack not chosen: %w", control.ResponseError(resp))
+	}
+	var st control.PackState
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("version pack: %s", body)
+	}
+	printPacks(env.Stdout, &st)
+	fmt.Fprintln(env.Stdout, "it is used from the next boot (wsl --shutdown, or restart Docker Desktop)")
+	return nil
+}
+
+// printPacks is the version packs' lines of ddinit status.
+func printPacks(w io.Writer, st *control.PackState) {
+	if st == nil {
+		return
+	}
+	line := func(what string, r *control.PackRef) {
+		if r != nil {
+			fmt.Fprintf(w, "version pack %s: %s (dockerd %s, %s)\n", what, r.Path, orUnknown(r.Engine), shortDigest(r.Digest))
+		}
+	}
+	line("running", st.Running)
+	if st.Next != nil && (st.Running == nil || st.Next.Digest != st.Running.Digest) {
+		trial := ""
+		if st.Trial {
+			trial = ", on trial: rolled back if dockerd does not come up"
+		}
+		line("next boot"+trial, st.Next)
+	}
+	line("previous", st.Previous)
+	if st.LastFailure != "" {
+		fmt.Fprintf(w, "version pack rolled back: %s\n", st.LastFailure)
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "version unknown"
+	}
+	return s
+}
+
+func shortDigest(d string) string { return d[:min(12, len(d))] }

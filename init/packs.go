@@ -1,0 +1,302 @@
+package initd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/packs"
+	"github.com/ddinit/ddinit/rootfs"
+	"github.com/ddinit/ddinit/services"
+)
+
+// Version packs switched at the next boot: the frontend (PUT
+// /version-pack) or `ddinit pack use` names a pack; ddinit run — which
+// sees the distro's paths and the image cache, as PID 1 in its root does
+// not — verifies and caches it while the engine runs, checks it defines
+// dockerd and does not take the data store back to an older engine, and
+// records the choice in the data store, where it wins over the config's
+// pack. The next boot uses it on trial: if dockerd is not ready within
+// settingsDeadline, the previous pack boots again in the same run.
+
+// choosePack (ddinit run) makes the data store's choice the pack this
+// boot uses, over the config's.
+func (l *launcher) choosePack() {
+	c, err := packs.LoadChoice(l.ds.Path(packs.ChoiceFile))
+	if err != nil {
+		l.log.WithError(err).Warn("the version pack choice cannot be read: booting the config's pack")
+		return
+	}
+	l.cfg.PackTrial, l.cfg.PackKeep = false, nil
+	if c.Current == nil {
+		return
+	}
+	l.cfg.VersionPack, l.cfg.PackDigest, l.cfg.PackTrial = c.Current.Path, c.Current.Digest, c.Trial
+	if c.Previous != nil {
+		l.cfg.PackKeep = []string{c.Previous.Digest}
+	}
+	l.log.WithField("pack", c.Current.Path).WithField("trial", c.Trial).Info("booting the version pack chosen in the data store")
+}
+
+// packProved (ddinit run): the pack on trial brought the engine up.
+func (l *launcher) packProved() {
+	path := l.ds.Path(packs.ChoiceFile)
+	c, err := packs.LoadChoice(path)
+	if err != nil || !c.Trial {
+		return
+	}
+	c.Trial = false
+	if err := c.Save(path); err != nil {
+		l.log.WithError(err).Warn("the version pack's trial could not be ended")
+		return
+	}
+	l.log.WithField("pack", c.Current.Path).Info("the new version pack runs: it stays")
+}
+
+// rollBack (ddinit run), after PID 1 exited: when the pack on trial
+// failed, the previous pack becomes the current one again; it reports
+// whether to boot again.
+func (l *launcher) rollBack() bool {
+	l.mu.Lock()
+	why := l.packFailure
+	l.packFailure, l.bootError = "", ""
+	l.mu.Unlock()
+	if why == "" {
+		return false
+	}
+	path := l.ds.Path(packs.ChoiceFile)
+	c, err := packs.LoadChoice(path)
+	if err != nil || c.Current == nil || c.Previous == nil {
+		l.log.WithField("reason", why).Error("the version pack failed and there is none to roll back to")
+		return false
+	}
+	failed := c.Current
+	c.Current, c.Previous, c.Trial = c.Previous, failed, false
+	c.LastFailure, c.FailedAt = fmt.Sprintf("%s: %s", failed.Path, why), time.Now()
+	if err := c.Save(path); err != nil {
+		l.log.WithError(err).Error("the rollback could not be recorded")
+		return false
+	}
+	l.log.WithFields(map[string]any{"failed": failed.Path, "reason": why, "back to": c.Current.Path}).Error("the new version pack did not bring the engine up: rolling back")
+	return true
+}
+
+// packRequest is PID 1 passing on a PUT /version-pack; packReply answers.
+type packRequest struct {
+	ID       int64  `json:"id"`
+	Path     string `json:"path,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+	Force    bool   `json:"force,omitempty"`
+	Rollback bool   `json:"rollback,omitempty"`
+}
+
+type packReply struct {
+	ID    int64             `json:"id"`
+	Error string            `json:"error,omitempty"`
+	Kind  string            `json:"kind,omitempty"` // "invalid", "conflict", "precondition"
+	Packs control.PackState `json:"packs"`
+}
+
+// usePack (ddinit run) verifies, caches and chooses the pack a request
+// names, or rolls back to the previous one; nothing changes on an error.
+func (l *launcher) usePack(req packRequest) packReply {
+	reply := packReply{ID: req.ID}
+	fail := func(kind string, err error) packReply {
+		reply.Kind, reply.Error = kind, err.Error()
+		return reply
+	}
+	path := l.ds.Path(packs.ChoiceFile)
+	c, err := packs.LoadChoice(path)
+	if err != nil {
+		return fail("precondition", err)
+	}
+	inUse := &packs.Ref{Path: l.cfg.VersionPack, Digest: l.cfg.PackDigest}
+	if c.Current != nil {
+		inUse = c.Current
+	}
+	if req.Rollback {
+		if c.Previous == nil {
+			return fail("precondition", errors.New("no previous version pack to roll back to"))
+		}
+		c.Current, c.Previous, c.Trial = c.Previous, inUse, false
+	} else {
+		if req.Path == "" {
+			return fail("invalid", errors.New("path: name the version pack image"))
+		}
+		cache, err := rootfs.OpenCache(l.ds.Path("isocache"), l.log.WithField("component", "packs"))
+		if err != nil {
+			return fail("precondition", err)
+		}
+		layer, err := cache.Ensure(rootfs.Source{Name: "version pack", Path: req.Path, Digest: req.Digest}, false)
+		cache.Close()
+		if err != nil {
+			return fail("invalid", err)
+		}
+		m, err := packs.Inspect(layer.Image)
+		if err != nil {
+			return fail("invalid", fmt.Errorf("version pack %s: %w", req.Path, err))
+		}
+		rec := packs.LoadRecord(l.ds.Path(packs.RecordFile))
+		if !req.Force && packs.Older(m.Engine(), rec.Engine) {
+			return fail("conflict", fmt.Errorf("version pack %s has dockerd %s, older than %s, which last ran on this data store: an older engine may not read what a newer one wrote (force to switch anyway)", req.Path, m.Engine(), rec.Engine))
+		}
+		next := &packs.Ref{Path: req.Path, Digest: layer.Digest, Engine: m.Engine()}
+		if next.Digest != inUse.Digest {
+			c.Previous = inUse
+		}
+		c.Current, c.Trial = next, true
+	}
+	if err := c.Save(path); err != nil {
+		return fail("precondition", err)
+	}
+	l.log.WithField("pack", c.Current.Path).Info("version pack chosen for the next boot")
+	reply.Packs = packState(c, nil)
+	return reply
+}
+
+// packState is the choice as /status shows it.
+func packState(c packs.Choice, running *control.PackRef) control.PackState {
+	st := control.PackState{Running: running, Trial: c.Trial, LastFailure: c.LastFailure}
+	ref := func(r *packs.Ref) *control.PackRef {
+		if r == nil {
+			return nil
+		}
+		return &control.PackRef{Path: r.Path, Digest: r.Digest, Engine: r.Engine}
+	}
+	st.Next, st.Previous = ref(c.Current), ref(c.Previous)
+	return st
+}
+
+// watchTrial (PID 1) judges a pack on trial: dockerd ready within the
+// deadline, it stays (ddinit run is told); not, ddinit run is told why,
+// with dockerd's own words, and PID 1 shuts down for the rollback.
+func (in *pid1) watchTrial(sup *services.Supervisor) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.settingsDeadline())
+	defer cancel()
+	st, err := sup.Await(ctx, "dockerd", func(st services.Status) bool { return st.Ready })
+	if err == nil && st.Ready {
+		in.events.Encode(event{Event: "pack-ready"}) // unreported only if ddinit run is gone
+		return
+	}
+	if errors.Is(err, errdefs.ErrUnavailable) {
+		return // stopping anyway
+	}
+	st = dockerdStatus(sup)
+	why := fmt.Sprintf("dockerd was not ready within %s", in.cfg.settingsDeadline())
+	if st.LastExit != nil {
+		why += ": " + lastWords(st.LastExit)
+	} else if st.Reason != "" {
+		why += ": " + st.Reason
+	}
+	in.log.WithField("reason", why).Error("the new version pack did not bring the engine up")
+	in.events.Encode(event{Event: "pack-failed", Error: why})
+	select {
+	case in.stop <- "the version pack on trial failed: " + why:
+	default:
+	}
+}
+
+// packCalls (PID 1) are the pack requests passed to ddinit run that wait
+// for its answer.
+type packCalls struct {
+	mu      sync.Mutex
+	next    int64
+	waiting map[int64]chan packReply
+}
+
+func (c *packCalls) answered(r packReply) {
+	c.mu.Lock()
+	ch := c.waiting[r.ID]
+	delete(c.waiting, r.ID)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- r
+	}
+}
+
+// UsePack implements control.Backend: ddinit run verifies, caches and
+// records the choice; the answer's kind is the error's.
+func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
+	in := c.in
+	calls := &in.packCalls
+	ch := make(chan packReply, 1)
+	calls.mu.Lock()
+	calls.next++
+	id := calls.next
+	if calls.waiting == nil {
+		calls.waiting = map[int64]chan packReply{}
+	}
+	calls.waiting[id] = ch
+	calls.mu.Unlock()
+	forget := func() {
+		calls.mu.Lock()
+		delete(calls.waiting, id)
+		calls.mu.Unlock()
+	}
+	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback}}) {
+		forget()
+		return control.PackState{}, fmt.Errorf("%w: ddinit run does not answer", errdefs.ErrUnavailable)
+	}
+	var r packReply
+	select {
+	case r = <-ch:
+	case <-time.After(10 * time.Minute): // a large pack is copied and hashed
+		forget()
+		return control.PackState{}, fmt.Errorf("%w: ddinit run did not finish checking the pack", errdefs.ErrUnavailable)
+	}
+	if r.Error != "" {
+		kind := map[string]error{"invalid": errdefs.ErrInvalidArgument, "conflict": errdefs.ErrConflict}[r.Kind]
+		if kind == nil {
+			kind = errdefs.ErrFailedPrecondition
+		}
+		return control.PackState{}, fmt.Errorf("%w: %s", kind, r.Error)
+	}
+	st := r.Packs
+	st.Running = in.runningPack()
+	return st, nil
+}
+
+// runningPack is the version pack this boot runs on (nil before the
+// root is assembled).
+func (in *pid1) runningPack() *control.PackRef {
+	in.mu.Lock()
+	root, comps := in.root, in.components
+	in.mu.Unlock()
+	if root == nil || len(root.Layers) < 2 {
+		return nil
+	}
+	l := root.Layers[len(root.Layers)-1]
+	ref := &control.PackRef{Path: l.Source, Digest: l.Digest}
+	for _, c := range comps {
+		if c.Name == "dockerd" {
+			ref.Engine = c.Version
+		}
+	}
+	return ref
+}
+
+// packStatus (PID 1) is /status's packs: the running one and the choice.
+func (in *pid1) packStatus() *control.PackState {
+	c, err := packs.LoadChoice(in.storePath(packs.ChoiceFile))
+	if err != nil {
+		c = packs.Choice{}
+	}
+	st := packState(c, in.runningPack())
+	return &st
+}
+
+// recordEngine (PID 1) keeps, once dockerd is ready, which pack and engine
+// version last ran on the data store.
+func (in *pid1) recordEngine() {
+	r := in.runningPack()
+	if r == nil {
+		return
+	}
+	if err := (packs.Record{Digest: r.Digest, Engine: r.Engine, At: time.Now()}).Save(in.storePath(packs.RecordFile)); err != nil {
+		in.log.WithError(err).Warn("which engine last ran on the data store was not recorded")
+	}
+}
