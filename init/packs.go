@@ -118,6 +118,9 @@ func (l *launcher) usePack(req packRequest) packReply {
 	if c.Current != nil {
 		inUse = c.Current
 	}
+	if d, _, err := rootfs.ExpectedDigest(inUse.Path, inUse.Digest); err == nil {
+		inUse.Digest = d // as the cache names it: kept there to roll back to
+	}
 	if req.Rollback {
 		if c.Previous == nil {
 			return fail("precondition", errors.New("no previous version pack to roll back to"))
