@@ -45,11 +45,13 @@ func (l *launcher) removeUnixSockets() {
 	for _, p := range l.unixSockets {
 		os.Remove(p)
 	}
+	l.unixSockets = nil
 }
 
 // expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
 // reported under NAME, reached through /proc/PID/root.
 func (l *launcher) expose(pid int, sockets map[string]string) error {
+	l.hold.open()
 	exposed := map[string]Addrs{}
 	for n, a := range l.cfg.Expose {
 		exposed[n] = a
@@ -135,6 +137,7 @@ func (l *launcher) closeForwarders() {
 	for _, f := range l.forwarders {
 		f.Listener.Close()
 	}
+	l.forwarders = nil // a boot after a rollback exposes anew
 	l.mu.Unlock()
 	l.serving.Wait() // each closes the connections it still serves
 }

@@ -184,6 +184,15 @@ func (h *holder) setIdle(stop, pause time.Duration) {
 // setIdleStop sets how long the engine may go unused; 0: never stopped.
 func (h *holder) setIdleStop(d time.Duration) { h.setIdle(d, 0) }
 
+// open takes dials again (a boot after a rollback, in the same run): the
+// engine is a new one, running.
+func (h *holder) open() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed, h.clients, h.lastUse = false, 0, time.Now()
+	h.set(engineRunning)
+}
+
 // close ends every held dial: ddinit is stopping.
 func (h *holder) close() {
 	h.mu.Lock()
