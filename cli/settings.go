@@ -16,14 +16,25 @@ import (
 func runSettings(env *Env, args []string) error {
 	fs := newFlags(env, "settings", "settings get | settings set FILE|-")
 	controlAddr := controlFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
+	// The subcommand may come before its flags (settings set --control
+	// ADDR FILE) or after them (settings --control ADDR set FILE).
+	var rest []string
+	if len(args) > 0 && (args[0] == "get" || args[0] == "set") {
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		rest = append([]string{args[0]}, fs.Args()...)
+	} else {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest = fs.Args()
 	}
 	switch {
-	case fs.NArg() == 1 && fs.Arg(0) == "get":
+	case len(rest) == 1 && rest[0] == "get":
 		return copyAnswer(context.Background(), env.Stdout, *controlAddr, "/settings", false)
-	case fs.NArg() == 2 && fs.Arg(0) == "set":
-		return setSettings(env, *controlAddr, fs.Arg(1))
+	case len(rest) == 2 && rest[0] == "set":
+		return setSettings(env, *controlAddr, rest[1])
 	}
 	return usagef(`usage: ddinit settings get | ddinit settings set FILE|- (a document: {"daemonJSON": {…}, "kubernetes": true})`)
 }

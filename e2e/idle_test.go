@@ -180,3 +180,19 @@ func TestWakeThatFailsIs503AndRetried(t *testing.T) {
 		t.Fatalf("/ping after the wake: %d", code)
 	}
 }
+
+// idleStop set through the settings (no flag, no config) takes effect at
+// once, with nothing restarted.
+func TestIdleStopFromTheSettings(t *testing.T) {
+	requireEnvironment(t)
+	in := start(t, options{})
+	in.waitPing(60 * time.Second)
+	ns := in.pidNS()
+	if code, body := in.putSettings(`{"generation": 0, "idleStop": "2s"}`); code != 200 {
+		t.Fatalf("idleStop in the settings: %d %s", code, body)
+	}
+	in.waitIdle(ns, 20*time.Second)
+	if out, err := in.dockerErr("ps"); err != nil {
+		t.Fatalf("docker ps after the idle stop: %v %s", err, out)
+	}
+}

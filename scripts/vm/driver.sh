@@ -156,7 +156,7 @@ after-crash)
 	# The engine on demand: with a short idleStop (a settings change) the
 	# frontend finds the engine stopped, and wakes it with a docker call
 	# over AF_VSOCK.
-	echo '{"idleStop": "3s"}' | timeout 120 ddinit settings set --control "$control" - >/tmp/idle-set.log 2>&1
+	echo '{"idleStop": "3s"}' | timeout 120 ddinit settings --control "$control" set - >/tmp/idle-set.log 2>&1 || fail "after-crash: idleStop not set: $(tail -1 /tmp/idle-set.log)"
 	idle=no
 	for i in $(seq 1 120); do
 		if timeout 20 ddinit status --control "$control" 2>/dev/null | grep -q 'stopped (idle)' && ! pidof dockerd >/dev/null; then
