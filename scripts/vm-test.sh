@@ -143,7 +143,7 @@ run_phase() {
 	qemu "$1" </dev/null >"$vm/results/qemu-$1.log" 2>&1 || rc=$?
 	if [ "$rc" -eq 124 ] && grep -qE "soft lockup|rcu_preempt kthread starved" "$vm/results/qemu-$1.log"; then
 		mv "$vm/results/qemu-$1.log" "$vm/results/qemu-$1-stalled.log"
-		sed -i "/^[A-Z]* $1: /d" "$report"
+		[ -f "$report" ] && sed -i "/^[A-Z]* $1: /d" "$report"
 		hostline NOTE "host: the $1 guest's kernel stalled under emulation (soft lockup); the phase ran again"
 		rc=0
 		qemu "$1" </dev/null >"$vm/results/qemu-$1.log" 2>&1 || rc=$?
