@@ -62,7 +62,7 @@ func (h Hierarchy) Place(path string, pid int) error {
 			errs = append(errs, err)
 			continue
 		}
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
 			errs = append(errs, fmt.Errorf("move %d into %s: %w", pid, dir, err))
 		}
 	}
@@ -99,7 +99,7 @@ func (h Hierarchy) Freeze(path string, frozen bool, timeout time.Duration) error
 		file, want = filepath.Join(h.Root, "freezer", path, "freezer.state"), map[bool]string{true: "FROZEN", false: "THAWED"}[frozen]
 		done = want
 	}
-	if err := os.WriteFile(file, []byte(want), 0); err != nil {
+	if err := os.WriteFile(file, []byte(want), 0o644); err != nil {
 		return fmt.Errorf("freeze %s: %w", path, err)
 	}
 	state := file
@@ -145,7 +145,7 @@ func (h Hierarchy) Reclaim(path string) (string, error) {
 		n := strings.TrimSpace(string(cur))
 		// The kernel reclaims what it can and says EAGAIN when it could
 		// not reach the amount: what it did reclaim stays reclaimed.
-		if err := os.WriteFile(filepath.Join(dir, "memory.reclaim"), []byte(n), 0); err != nil && !errors.Is(err, unix.EAGAIN) {
+		if err := os.WriteFile(filepath.Join(dir, "memory.reclaim"), []byte(n), 0o644); err != nil && !errors.Is(err, unix.EAGAIN) {
 			return "", fmt.Errorf("memory.reclaim of %s: %w", path, err)
 		}
 		after, _ := os.ReadFile(filepath.Join(dir, "memory.current"))
@@ -162,7 +162,7 @@ func (h Hierarchy) Reclaim(path string) (string, error) {
 			busy++
 			return nil
 		}
-		if os.WriteFile(filepath.Join(p, "memory.force_empty"), []byte("0"), 0) == nil {
+		if os.WriteFile(filepath.Join(p, "memory.force_empty"), []byte("0"), 0o644) == nil {
 			emptied++
 		}
 		return nil
