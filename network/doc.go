@@ -5,6 +5,8 @@
 // Windows reaches them as localhost:PORT.
 //
 // It runs in `ddinit run` (the distro's namespace) and configures PID 1's
-// namespace from there through netlink. It must undo everything it does:
-// the veth, the NAT rules, the forwarding sysctl, the listeners.
+// namespace from there through netlink, and opens sockets in PID 1's
+// namespace for ddinit run to serve there (ListenIn, ListenTCPIn). It must
+// undo everything it does: the veth, the NAT rules, the forwarding sysctl,
+// the listeners.
 package network
