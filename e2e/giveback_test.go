@@ -138,3 +138,24 @@ func TestIdleStopTrimsTheDataStore(t *testing.T) {
 		t.Fatalf("the data disk gave back %d MB, want at least 400", (full-after)>>20)
 	}
 }
+
+// A shutdown while the engine is paused thaws it first and ends cleanly
+// (a frozen containerd would never answer the stop).
+func TestShutdownWhilePaused(t *testing.T) {
+	requireEnvironment(t)
+	h, err := cgroup.Detect("/sys/fs/cgroup")
+	if err != nil {
+		t.Skipf("no cgroup hierarchy here: %v", err)
+	}
+	in := start(t, options{extra: []string{"--idle-pause", "1s"}})
+	in.waitPing(60 * time.Second)
+	waitUntil(t, 20*time.Second, "the engine to pause", func() bool { return h.Frozen(services.DefaultCgroupParent) })
+	if code, took := in.stop(); code != 0 {
+		t.Fatalf("ddinit exited %d after SIGTERM while paused (%s)", code, took)
+	} else {
+		t.Logf("clean shutdown while paused took %s", took)
+	}
+	if h.Frozen(services.DefaultCgroupParent) {
+		t.Fatal("the engine's cgroup was left frozen")
+	}
+}

@@ -187,8 +187,13 @@ func (c backend) Logs(name string, tail int, follow bool) ([]control.LogLine, <-
 // Restart implements control.Backend. A stopped (idle) engine is woken:
 // its services start afresh, which is the restart.
 func (c backend) Restart(name string) error {
-	if _, _, _, held := c.in.engineIdleStatus(); held {
+	switch stopped, paused := c.in.engineHeld(); {
+	case stopped:
 		return c.in.wake()
+	case paused:
+		if err := c.in.wake(); err != nil { // a thaw; the restart follows
+			return err
+		}
 	}
 	c.in.mu.Lock()
 	sup := c.in.sup

@@ -276,6 +276,13 @@ func (in *pid1) setDrives(drives []mounts.Drive) {
 }
 
 func (in *pid1) stopServices() error {
+	// A frozen engine cannot be stopped (containerd would never answer the
+	// kill): thawed first.
+	in.engine.ops.Lock()
+	if err := in.thaw(); err != nil {
+		in.log.WithError(err).Warn("the paused engine could not be thawed for the shutdown")
+	}
+	in.engine.ops.Unlock()
 	in.mu.Lock()
 	sup := in.sup
 	in.mu.Unlock()

@@ -396,3 +396,12 @@ func (l *launcher) askPID1(op string) (engineReply, error) {
 		return engineReply{}, fmt.Errorf("PID 1 did not answer a request to %s the engine", op)
 	}
 }
+
+// engineHeld says whether the engine is stopped (a wake is a fresh start,
+// which is a restart) or paused (a wake is a thaw; a restart or switch
+// then still has to be done).
+func (in *pid1) engineHeld() (stopped, paused bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return !in.engine.stopped.IsZero(), !in.engine.paused.IsZero()
+}

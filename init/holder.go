@@ -47,6 +47,7 @@ type holder struct {
 	closed    bool
 	clients   int
 	lastUse   time.Time
+	recheckAt time.Time // after a busy answer, not asked again before
 	idleStop  time.Duration
 	idlePause time.Duration
 }
@@ -215,7 +216,7 @@ func (h *holder) idleLoop(ctx context.Context) {
 		}
 		h.mu.Lock()
 		unused := time.Since(h.lastUse)
-		quiet := h.clients == 0 && (h.state == engineRunning || h.state == enginePaused)
+		quiet := h.clients == 0 && (h.state == engineRunning || h.state == enginePaused) && time.Now().After(h.recheckAt)
 		op, next, was := "", "", h.state
 		switch {
 		case quiet && h.idleStop > 0 && unused >= h.idleStop:
@@ -244,8 +245,11 @@ func (h *holder) idleLoop(ctx context.Context) {
 			h.set(was)
 		case reply.Busy != "":
 			h.log.WithField("busy", reply.Busy).Debug("the engine is not idle after all")
-			recheck := min(max(h.idleStop/2, time.Second), 30*time.Second)
-			h.lastUse = time.Now().Add(recheck - h.idleStop)
+			idle := h.idleStop
+			if h.idlePause > 0 && (idle == 0 || h.idlePause < idle) {
+				idle = h.idlePause
+			}
+			h.recheckAt = time.Now().Add(min(max(idle/2, time.Second), 30*time.Second))
 			h.set(engineRunning)
 		default:
 			h.set(next)

@@ -116,6 +116,9 @@ func (l *launcher) stopBackground() {
 		stop()
 	}
 	l.bg.Wait()
+	l.mu.Lock()
+	l.bgStop, l.bgCtx = nil, nil // a boot after a rollback starts anew
+	l.mu.Unlock()
 }
 
 // run is ddinit run's life: start PID 1 in new namespaces, relay signals

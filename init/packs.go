@@ -46,7 +46,9 @@ func (l *launcher) choosePack() {
 func (l *launcher) packProved() {
 	path := l.ds.Path(packs.ChoiceFile)
 	c, err := packs.LoadChoice(path)
-	if err != nil || !c.Trial {
+	// The verdict is the pack this boot ran: another chosen meanwhile
+	// keeps its own trial.
+	if err != nil || !c.Trial || c.Current == nil || c.Current.Digest != l.cfg.PackDigest {
 		return
 	}
 	c.Trial = false
@@ -73,6 +75,15 @@ func (l *launcher) rollBack() bool {
 	if err != nil || c.Current == nil || c.Previous == nil {
 		l.log.WithField("reason", why).Error("the version pack failed and there is none to roll back to")
 		return false
+	}
+	if c.Current.Digest != l.cfg.PackDigest {
+		// Another pack was chosen while this one was on trial: it boots
+		// next, on its own trial; this one's failure is recorded.
+		c.LastFailure, c.FailedAt = fmt.Sprintf("%s: %s", l.cfg.VersionPack, why), time.Now()
+		if err := c.Save(path); err != nil {
+			l.log.WithError(err).Error("the failure could not be recorded")
+		}
+		return true
 	}
 	failed := c.Current
 	c.Current, c.Previous, c.Trial = c.Previous, failed, false
@@ -148,7 +159,9 @@ func (l *launcher) usePack(req packRequest) packReply {
 			return fail("conflict", fmt.Errorf("version pack %s has dockerd %s, older than %s, which last ran on this data store: an older engine may not read what a newer one wrote (force to switch anyway)", req.Path, m.Engine(), rec.Engine))
 		}
 		next := &packs.Ref{Path: req.Path, Digest: layer.Digest, Engine: m.Engine()}
-		if next.Digest != inUse.Digest {
+		// The pack to roll back to is one that brought the engine up: while
+		// the current choice is still on trial, the previous one stays.
+		if next.Digest != inUse.Digest && !c.Trial {
 			c.Previous = inUse
 		}
 		c.Current, c.Trial = next, true

@@ -93,13 +93,19 @@ func (e engine) SetEnvironment(env settings.Environment) error { return e.in.set
 // Switch switches a setting's services; a stopped engine takes the
 // switch when it wakes (its new supervisor reads the settings).
 func (e engine) Switch(setting string, on bool) {
-	if _, _, _, held := e.in.engineIdleStatus(); held {
+	switch stopped, paused := e.in.engineHeld(); {
+	case stopped:
 		if on {
 			// Kubernetes on is not idle: the engine wakes, and its new
 			// supervisor starts the switched-on services.
 			go e.in.wake()
 		}
 		return
+	case paused:
+		if err := e.in.wake(); err != nil { // a thaw
+			e.in.log.WithError(err).Warn("the paused engine did not thaw for the switch")
+			return
+		}
 	}
 	e.sup().Switch(setting, on)
 }
@@ -110,8 +116,13 @@ func (e engine) Switch(setting string, on bool) {
 func (e engine) RestartDockerd() error {
 	// A change that needs the engine wakes it: it starts on what is now
 	// in place, which is the restart.
-	if _, _, _, held := e.in.engineIdleStatus(); held {
+	switch stopped, paused := e.in.engineHeld(); {
+	case stopped:
 		return e.in.wake()
+	case paused:
+		if err := e.in.wake(); err != nil { // a thaw; the restart follows
+			return err
+		}
 	}
 	sup := e.sup()
 	before := dockerdStatus(sup)
