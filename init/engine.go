@@ -340,42 +340,10 @@ func (in *pid1) tellIdleStop() {
 	in.tellLauncher(launcherMessage{IdleStop: &stop, IdlePause: &pause})
 }
 
-// engineCalls (ddinit run) are the engine requests sent to PID 1 that
-// wait for their answer.
-type engineCalls struct {
-	mu      sync.Mutex
-	next    int64
-	waiting map[int64]chan engineReply
-}
-
-func (c *engineCalls) answered(r engineReply) {
-	c.mu.Lock()
-	ch := c.waiting[r.ID]
-	delete(c.waiting, r.ID)
-	c.mu.Unlock()
-	if ch != nil {
-		ch <- r
-	}
-}
-
 // askPID1 (ddinit run) sends PID 1 an engine request and waits for the
 // answer (a wake waits for dockerd's start).
 func (l *launcher) askPID1(op string) (engineReply, error) {
-	c := &l.calls
-	ch := make(chan engineReply, 1)
-	c.mu.Lock()
-	c.next++
-	id := c.next
-	if c.waiting == nil {
-		c.waiting = map[int64]chan engineReply{}
-	}
-	c.waiting[id] = ch
-	c.mu.Unlock()
-	forget := func() {
-		c.mu.Lock()
-		delete(c.waiting, id)
-		c.mu.Unlock()
-	}
+	id, ch, forget := l.calls.begin()
 	b, _ := json.Marshal(drivesMessage{Engine: &engineRequest{ID: id, Op: op}}) // plain fields always encode
 	l.mu.Lock()
 	conn := l.drives

@@ -142,7 +142,7 @@ func (in *pid1) followDrives(conn *net.UnixConn) {
 		}
 		var msg drivesMessage
 		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.PackReply != nil {
-			in.packCalls.answered(*msg.PackReply)
+			in.packCalls.answered(msg.PackReply.ID, *msg.PackReply)
 		} else if err == nil && msg.Engine != nil {
 			go in.answerEngine(*msg.Engine) // a wake takes seconds: drives keep coming
 		} else if err == nil && msg.DNS != nil {

@@ -70,10 +70,10 @@ type launcher struct {
 	bootError     string
 	unixSockets   []string // control sockets to remove at exit
 	link          *network.Link
-	names         *localNames // host.docker.internal and gateway.docker.internal, once linked
-	relays        relays      // the proxy plan PID 1 tells: relays and the variables
-	hold          *holder     // between the exposed sockets and the engine: on demand
-	calls         engineCalls // engine requests to PID 1 awaiting their answer
+	names         *localNames        // host.docker.internal and gateway.docker.internal, once linked
+	relays        relays             // the proxy plan PID 1 tells: relays and the variables
+	hold          *holder            // between the exposed sockets and the engine: on demand
+	calls         calls[engineReply] // engine requests to PID 1 awaiting their answer
 	stopPublisher func()
 	publisher     *network.Publisher
 	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone

@@ -216,18 +216,39 @@ func (in *pid1) watchTrial(sup *services.Supervisor) {
 	}
 }
 
-// packCalls (PID 1) are the pack requests passed to ddinit run that wait
-// for its answer.
-type packCalls struct {
+// calls are requests sent to the other process that wait for their
+// answer, matched by ID: ddinit run's engine requests, PID 1's pack
+// requests.
+type calls[R any] struct {
 	mu      sync.Mutex
 	next    int64
-	waiting map[int64]chan packReply
+	waiting map[int64]chan R
 }
 
-func (c *packCalls) answered(r packReply) {
+// begin registers a request: its ID, where its answer comes, and how to
+// give up waiting.
+func (c *calls[R]) begin() (id int64, answer <-chan R, forget func()) {
+	ch := make(chan R, 1)
 	c.mu.Lock()
-	ch := c.waiting[r.ID]
-	delete(c.waiting, r.ID)
+	c.next++
+	id = c.next
+	if c.waiting == nil {
+		c.waiting = map[int64]chan R{}
+	}
+	c.waiting[id] = ch
+	c.mu.Unlock()
+	return id, ch, func() {
+		c.mu.Lock()
+		delete(c.waiting, id)
+		c.mu.Unlock()
+	}
+}
+
+// answered hands the answer to request id to its waiter, if it still waits.
+func (c *calls[R]) answered(id int64, r R) {
+	c.mu.Lock()
+	ch := c.waiting[id]
+	delete(c.waiting, id)
 	c.mu.Unlock()
 	if ch != nil {
 		ch <- r
@@ -238,21 +259,7 @@ func (c *packCalls) answered(r packReply) {
 // records the choice; the answer's kind is the error's.
 func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
 	in := c.in
-	calls := &in.packCalls
-	ch := make(chan packReply, 1)
-	calls.mu.Lock()
-	calls.next++
-	id := calls.next
-	if calls.waiting == nil {
-		calls.waiting = map[int64]chan packReply{}
-	}
-	calls.waiting[id] = ch
-	calls.mu.Unlock()
-	forget := func() {
-		calls.mu.Lock()
-		delete(calls.waiting, id)
-		calls.mu.Unlock()
-	}
+	id, ch, forget := in.packCalls.begin()
 	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback}}) {
 		forget()
 		return control.PackState{}, fmt.Errorf("%w: ddinit run does not answer", errdefs.ErrUnavailable)

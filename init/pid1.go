@@ -84,8 +84,8 @@ type pid1 struct {
 	dockerSocket string
 	engine       engineState // stopped when idle, woken on demand
 	cgroups      *cgroup.Hierarchy
-	packCalls    packCalls // PUT /version-pack requests ddinit run answers
-	dockerdEnv   []string  // the proxy, for dockerd's next start
+	packCalls    calls[packReply] // PUT /version-pack requests ddinit run answers
+	dockerdEnv   []string         // the proxy, for dockerd's next start
 	// packBundle is the version pack's CA bundle, before trusted CAs.
 	packBundle     []byte
 	packBundleRead bool

@@ -247,7 +247,7 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 			l.applyProxy(*msg.Proxy, pid, log)
 		}
 		if msg.Engine != nil {
-			l.calls.answered(*msg.Engine)
+			l.calls.answered(msg.Engine.ID, *msg.Engine)
 		}
 		if msg.IdleStop != nil {
 			pause := time.Duration(0)
