@@ -57,7 +57,7 @@ func (c *conn) exchange(req head) (keep bool) {
 			// The body's sender stops: its reads and its writes.
 			c.engine.Close()
 			c.client.SetReadDeadline(time.Now())
-			<-pending
+			pending.wait()
 		}
 		switch {
 		case errors.Is(err, errBadFraming):
@@ -77,7 +77,7 @@ func (c *conn) exchange(req head) (keep bool) {
 		// only if the engine took the whole body, as its framing then
 		// agrees with the client's.
 		c.client.SetReadDeadline(time.Now().Add(drainTimeout))
-		err := <-pending
+		err := pending.wait()
 		c.client.SetReadDeadline(time.Time{})
 		return keep && err == nil && b.engineErr == nil
 	}
@@ -116,7 +116,7 @@ var errClientGone = errors.New("the client went away while sending its request")
 // awaited: an answer that comes before the whole body (an upload the
 // engine refuses at once) reaches the client at once; pending then
 // reports when the body has been read off.
-func (c *conn) pass(req head, b *body) (resp head, pending <-chan error, err error) {
+func (c *conn) pass(req head, b *body) (resp head, pending *sending, err error) {
 	if !b.streaming() {
 		if err := b.send(c.engine, req); err != nil {
 			return head{}, nil, err
@@ -155,8 +155,24 @@ func (c *conn) pass(req head, b *body) (resp head, pending <-chan error, err err
 		c.late.disarm()
 		return a.h, nil, a.err
 	case a := <-answered:
-		return a.h, sent, a.err
+		return a.h, &sending{done: sent}, a.err
 	}
+}
+
+// sending is a request body still on its way to the engine after the
+// answer came. Its outcome is taken once, and any number of waits after
+// that return it: the answer's hijack and the exchange's end both wait.
+type sending struct {
+	done   <-chan error
+	err    error
+	waited bool
+}
+
+func (s *sending) wait() error {
+	if !s.waited {
+		s.err, s.waited = <-s.done, true
+	}
+	return s.err
 }
 
 // readFinal reads the engine's answer, passing interim 1xx answers (100
@@ -177,10 +193,10 @@ func (c *conn) readFinal() (head, error) {
 // comes, or the whole connection for a hijack (attach, exec). While the
 // request's body is still being read (pending), the client is not watched
 // for going away: only one reader reads it at a time.
-func (c *conn) answer(req, resp head, pending <-chan error) (keep bool) {
+func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 	if hijacked(resp) {
 		if pending != nil {
-			<-pending
+			pending.wait()
 		}
 		if _, err := c.client.Write(resp.raw); err == nil {
 			vsock.Join(bufferedConn{c.client, c.br}, bufferedConn{c.engine, c.ebr})

@@ -66,6 +66,18 @@ func engine(t testing.TB) string {
 		io.Copy(conn, brw)
 		io.WriteString(conn, "bye\n")
 	})
+	mux.HandleFunc("POST /exec/{id}/start", func(w http.ResponseWriter, r *http.Request) {
+		// dockerd reads the start's JSON body whole, then hijacks.
+		io.Copy(io.Discard, r.Body)
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		io.Copy(conn, brw)
+		io.WriteString(conn, "bye\n")
+	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
@@ -205,6 +217,47 @@ func TestProxyHijackAndHalfClose(t *testing.T) {
 	rest, err := io.ReadAll(br)
 	if err != nil || string(rest) != "stdin before the answer\nmore stdin\nbye\n" {
 		t.Fatalf("through the hijacked connection: %q %v", rest, err)
+	}
+}
+
+// An upgrade whose request has a body (an exec start, as `docker exec -i`
+// sends it) ends its connection's handler once both sides are done,
+// whichever of the body's sending and the engine's 101 the proxy sees
+// first: a handler left waiting holds ddinit's shutdown.
+func TestUpgradeWithABodyEnds(t *testing.T) {
+	p := quietProxy(engine(t))
+	sock := filepath.Join(t.TempDir(), "proxy.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	start := `{"Detach":false,"Tty":false}`
+	for i := range 40 {
+		c := dialUnix(t, sock)
+		served, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { p.Handle(context.Background(), served); close(done) }()
+		fmt.Fprintf(c, "POST /exec/e%d/start HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", i, len(start), start)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("exec start %d: %v %v", i, resp, err)
+		}
+		io.WriteString(c, "stdin\n")
+		c.CloseWrite()
+		if rest, _ := io.ReadAll(br); string(rest) != "stdin\nbye\n" {
+			t.Fatalf("exec %d through the hijack: %q", i, rest)
+		}
+		c.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("exec %d: the proxy's handler did not end after both sides closed", i)
+		}
 	}
 }
 
