@@ -13,7 +13,7 @@ FUZZ_TARGETS := rootfs:FuzzVolumeDescriptor:300000x rootfs:FuzzDirectoryRecord:3
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
 	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x
 
-.PHONY: all deps build isos distro test test-builds unit fuzz bench demo vm-test clean
+.PHONY: all deps build isos test-packs distro test test-builds unit fuzz bench demo vm-test clean
 
 all: build
 
@@ -33,7 +33,15 @@ isos: build/docker-desktop.iso
 build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
 
-test: build isos distro
+# The version packs the tests switch to (build/test-packs/: a second pack
+# labelled pack=2, a broken one, one claiming a newer engine), made from
+# build/docker.iso.
+test-packs: build/test-packs/pack2.iso
+
+build/test-packs/pack2.iso: build/docker-desktop.iso scripts/mktestpacks.sh
+	bash scripts/mktestpacks.sh
+
+test: build isos test-packs distro
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
@@ -51,7 +59,7 @@ RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ .
 # which also runs the settings, docker API proxy and supervisor e2e tests.
 BOOT_TESTS := TestBootRunStopBootAgain|TestRepeatedBootsStayUp
 RACE_E2E := TestHungServicesAreKilledAndRestarted|TestSupervisionRestartsAndBacksOff|TestSettings|TestTruncatedSettingsDocument|TestUnusableDaemonJSONAtBoot|TestKillDuringSettingsChange|TestDockerAPIProxy|TestDistroProxy|TestBindsNeverFloodTheDistros|TestBindsComeBackAfterWSLRestarts|TestNamesResolveAsTheDistroDoes|TestCorporateProxyAndCA|TestEngineStopsWhenIdleAndWakes|TestBrokenVersionPackRollsBack
-test-builds: isos
+test-builds: isos test-packs
 	$(GO) build -o bin/ddinit-dynamic ./cmd/ddinit
 	DDINIT_BINARY=$(CURDIR)/bin/ddinit-dynamic DDINIT_BOOT_LOOP=10 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
 	$(GO) build -buildmode=pie -o bin/ddinit-pie ./cmd/ddinit
@@ -77,7 +85,7 @@ bench: build isos
 
 # The WSL-like VM: qemu (TCG), Debian's kernel, virtio-9p, vsock loopback
 # (make deps installs what it needs).
-vm-test: build isos
+vm-test: build isos test-packs
 	bash scripts/vm-test.sh
 
 demo: deps build isos

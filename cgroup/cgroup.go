@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -62,11 +63,52 @@ func (h Hierarchy) Place(path string, pid int) error {
 			errs = append(errs, err)
 			continue
 		}
+		if err := inheritCpuset(dir, path); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
 			errs = append(errs, fmt.Errorf("move %d into %s: %w", pid, dir, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// inheritCpuset gives each new cgroup of a v1 cpuset hierarchy on the way
+// to dir its parent's CPUs and memory nodes: a v1 cpuset cgroup starts
+// with none, and a process cannot join it (ENOSPC) until it has some.
+// Other hierarchies have no such files and are left as they are.
+func inheritCpuset(dir, path string) error {
+	levels := strings.Split(strings.Trim(path, "/"), "/")
+	top := dir
+	for range levels {
+		top = filepath.Dir(top)
+	}
+	if _, err := os.Stat(filepath.Join(top, "cpuset.cpus")); err != nil {
+		return nil // not a cpuset hierarchy
+	}
+	parent := top
+	for _, l := range levels {
+		cur := filepath.Join(parent, l)
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			mine, err := os.ReadFile(filepath.Join(cur, f))
+			if err != nil {
+				return fmt.Errorf("cpuset of %s: %w", cur, err)
+			}
+			if len(strings.TrimSpace(string(mine))) > 0 {
+				continue
+			}
+			theirs, err := os.ReadFile(filepath.Join(parent, f))
+			if err != nil {
+				return fmt.Errorf("cpuset of %s: %w", parent, err)
+			}
+			if err := os.WriteFile(filepath.Join(cur, f), theirs, 0o644); err != nil {
+				return fmt.Errorf("cpuset of %s: %w", cur, err)
+			}
+		}
+		parent = cur
+	}
+	return nil
 }
 
 // Contains reports whether pid is in the cgroup path or below it (v2; v1:
@@ -132,24 +174,50 @@ func (h Hierarchy) Frozen(path string) bool {
 
 // Reclaim asks the kernel to take back the memory the cgroup path and its
 // children hold (page cache first) and says what it did: v2 writes
-// memory.reclaim on path (what it holds, in one go); v1 has no reclaim of
-// a cgroup with tasks: memory.force_empty on each cgroup below path that
-// has none, and a cgroup with tasks is left as it is.
+// memory.reclaim on path for its page cache ("file" in memory.stat: with
+// no swap nothing else can go), v1 has no reclaim of a cgroup with tasks:
+// memory.force_empty on each cgroup below path that has none, and a
+// cgroup with tasks is left as it is.
+//
+// A v2 request the kernel cannot meet can keep the writer in the kernel
+// for minutes (it goes on while anything at all is freed — slab counts —
+// and stops only when nothing is, or at a signal): each request is for
+// at most half of what is left (up to reclaimChunk), and each, and all of
+// them, are bounded in time (reclaimBudget) by a signal to the thread
+// that writes.
 func (h Hierarchy) Reclaim(path string) (string, error) {
 	if h.V2 {
 		dir := filepath.Join(h.Root, path)
-		cur, err := os.ReadFile(filepath.Join(dir, "memory.current"))
+		stat := filepath.Join(dir, "memory.stat")
+		before, err := statField(stat, "file")
 		if err != nil {
 			return "", fmt.Errorf("memory of %s: %w", path, err)
 		}
-		n := strings.TrimSpace(string(cur))
-		// The kernel reclaims what it can and says EAGAIN when it could
-		// not reach the amount: what it did reclaim stays reclaimed.
-		if err := os.WriteFile(filepath.Join(dir, "memory.reclaim"), []byte(n), 0o644); err != nil && !errors.Is(err, unix.EAGAIN) {
-			return "", fmt.Errorf("memory.reclaim of %s: %w", path, err)
+		deadline := time.Now().Add(reclaimBudget)
+		left, cut := before, ""
+		for left >= reclaimLeast && time.Now().Before(deadline) {
+			ask := min(left/2, reclaimChunk) &^ 4095
+			err := writeBounded(filepath.Join(dir, "memory.reclaim"), strconv.FormatInt(ask, 10), time.Until(deadline))
+			if errors.Is(err, unix.EINTR) {
+				cut = fmt.Sprintf(" (cut short after %s)", reclaimBudget)
+				break
+			}
+			// EAGAIN: the kernel could not reach the amount; what it did
+			// reclaim stays reclaimed, and there is no more.
+			if errors.Is(err, unix.EAGAIN) {
+				break
+			}
+			if err != nil {
+				return "", fmt.Errorf("memory.reclaim of %s: %w", path, err)
+			}
+			now, err := statField(stat, "file")
+			if err != nil || now >= left {
+				break // nothing more comes back
+			}
+			left = now
 		}
-		after, _ := os.ReadFile(filepath.Join(dir, "memory.current"))
-		return fmt.Sprintf("cgroup v2 memory.reclaim: %s bytes before, %s after", n, strings.TrimSpace(string(after))), nil
+		after, _ := statField(stat, "file")
+		return fmt.Sprintf("cgroup v2 memory.reclaim: page cache %d bytes before, %d after%s", before, after, cut), nil
 	}
 	base := filepath.Join(h.Root, "memory", path)
 	emptied, busy := 0, 0
@@ -170,13 +238,66 @@ func (h Hierarchy) Reclaim(path string) (string, error) {
 	return fmt.Sprintf("cgroup v1 (no memory.reclaim): memory.force_empty on %d cgroups without processes; %d with processes left as they are", emptied, busy), err
 }
 
-// Remove removes the cgroup path in every hierarchy, and its parent when
-// that is left empty; a cgroup that still has processes stays (rmdir
-// refuses it).
+// Reclaim's bounds: the largest request, the least worth a request, and
+// the time all of them may take.
+const (
+	reclaimChunk  = 64 << 20
+	reclaimLeast  = 1 << 20
+	reclaimBudget = 3 * time.Second
+)
+
+// writeBounded writes value to a control file from a thread of its own
+// and, if the write has not returned within limit, signals that thread
+// until it does: a kernel loop that checks for signals returns EINTR
+// (which the plain write, unlike os.File's, does not retry). The signal
+// is SIGURG, which the Go runtime takes as a preemption request.
+func writeBounded(file, value string, limit time.Duration) error {
+	fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: file, Err: err}
+	}
+	defer unix.Close(fd)
+	tid := make(chan int, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tid <- unix.Gettid()
+		_, err := unix.Write(fd, []byte(value))
+		done <- err
+	}()
+	t := <-tid
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-timer.C:
+			unix.Tgkill(os.Getpid(), t, unix.SIGURG)
+			timer.Reset(10 * time.Millisecond)
+		}
+	}
+}
+
+// statField is one field of a memory.stat file.
+func statField(file, field string) (int64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+" "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s has no %q", file, field)
+}
+
+// Remove removes the cgroup path in every hierarchy; a cgroup that still
+// has processes or children stays (rmdir refuses it).
 func (h Hierarchy) Remove(path string) {
 	for _, dir := range h.dirs(path) {
-		if os.Remove(dir) == nil {
-			os.Remove(filepath.Dir(dir)) // only when empty
-		}
+		os.Remove(dir)
 	}
 }

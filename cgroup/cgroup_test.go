@@ -74,3 +74,54 @@ func TestReclaimV1EmptiesOnlyIdleCgroups(t *testing.T) {
 	}
 	h.Remove("/ddinit/containerd")
 }
+
+// On v2 the page cache is asked back, at most half of what is left at a
+// time (a regular file stands in for memory.reclaim), and when nothing
+// more comes back (the stand-in's memory.stat does not change) no more is
+// asked; the answer says how much there was.
+func TestReclaimV2AsksForThePageCacheInChunks(t *testing.T) {
+	h := Hierarchy{Root: t.TempDir(), V2: true}
+	dir := filepath.Join(h.Root, "ddinit")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "memory.stat"), []byte("anon 4096\nfile 150000000\nkernel 8192\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "memory.reclaim"), nil, 0o644)
+	did, err := h.Reclaim("/ddinit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "memory.reclaim")); string(b) != "67108864" {
+		t.Fatalf("the request: %q (want 64 MiB: half of what is left, at most 64 MiB)", b)
+	}
+	if !strings.Contains(did, "page cache 150000000 bytes before") {
+		t.Fatalf("said: %s", did)
+	}
+	if _, err := (Hierarchy{Root: t.TempDir(), V2: true}).Reclaim("/ddinit"); err == nil {
+		t.Fatal("no error for a cgroup without memory.stat")
+	}
+}
+
+// A v1 cpuset cgroup starts with no CPUs or memory nodes, and nothing can
+// join it until it has them: each new level gets its parent's.
+func TestPlaceGivesNewCpusetsTheirParents(t *testing.T) {
+	h := fakeV1(t)
+	os.MkdirAll(filepath.Join(h.Root, "cpuset"), 0o755)
+	os.WriteFile(filepath.Join(h.Root, "cpuset", "cgroup.procs"), nil, 0o644)
+	os.WriteFile(filepath.Join(h.Root, "cpuset", "cpuset.cpus"), []byte("0-1\n"), 0o644)
+	os.WriteFile(filepath.Join(h.Root, "cpuset", "cpuset.mems"), []byte("0\n"), 0o644)
+	// As the kernel makes them: a new cgroup's files exist and are empty.
+	for _, d := range []string{"cpuset/ddinit", "cpuset/ddinit/containerd"} {
+		os.MkdirAll(filepath.Join(h.Root, d), 0o755)
+		os.WriteFile(filepath.Join(h.Root, d, "cpuset.cpus"), nil, 0o644)
+		os.WriteFile(filepath.Join(h.Root, d, "cpuset.mems"), nil, 0o644)
+	}
+	if err := h.Place("/ddinit/containerd", 42); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"cpuset/ddinit", "cpuset/ddinit/containerd"} {
+		cpus, _ := os.ReadFile(filepath.Join(h.Root, d, "cpuset.cpus"))
+		mems, _ := os.ReadFile(filepath.Join(h.Root, d, "cpuset.mems"))
+		if string(cpus) != "0-1\n" || string(mems) != "0\n" {
+			t.Fatalf("%s: cpus %q mems %q", d, cpus, mems)
+		}
+	}
+}

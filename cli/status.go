@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/timeline"
 )
 
 func runStatus(env *Env, args []string) error {
@@ -48,6 +49,8 @@ func printStatus(w io.Writer, st control.Status) {
 		}
 		fmt.Fprintf(w, "boot: %s\n", strings.Join(parts, ", "))
 	}
+	printTimeline(w, "boot timeline", st.Timeline)
+	printTimeline(w, "last wake", st.WakeTimeline)
 	settingsLine := fmt.Sprintf("settings: generation %d", st.SettingsGeneration)
 	if st.Applying != "" {
 		settingsLine += ", applying: " + st.Applying
@@ -163,5 +166,17 @@ func printServices(w io.Writer, st control.Status) {
 		if e := s.LastExit; e != nil && len(e.Output) > 0 && !s.Ready {
 			fmt.Fprintf(w, "last output of %s:\n  %s\n", s.Name, strings.Join(e.Output, "\n  "))
 		}
+	}
+}
+
+// printTimeline prints a timeline as a table: each event's time since the
+// first, and the step since the one before it.
+func printTimeline(w io.Writer, title string, steps []timeline.Step) {
+	if len(steps) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s (ms since %s; step: since the event before):\n", title, steps[0].Event)
+	for _, s := range steps {
+		fmt.Fprintf(w, "  %9.1f  %+8.1f  %s\n", s.AtMs, s.StepMs, s.Event)
 	}
 }

@@ -6,24 +6,30 @@ import (
 
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/settings"
+	"github.com/ddinit/ddinit/timeline"
 )
 
 // Status is GET /status.
 type Status struct {
-	Version    string          `json:"version"`
-	State      string          `json:"state"` // booting, running, stopping, failed
-	Ready      bool            `json:"ready"`
-	Reason     string          `json:"reason,omitempty"`
-	Started    time.Time       `json:"started"`
-	Uptime     string          `json:"uptime"`
-	HostPID    int             `json:"hostPid,omitempty"` // PID 1 as the distro sees it
-	Phases     []Phase         `json:"bootPhases"`
-	Services   []ServiceStatus `json:"services"`
-	Containerd ServiceStatus   `json:"containerd"`
-	Images     []Image         `json:"images"`
-	Components []Component     `json:"components"`
-	DataStore  DataStore       `json:"dataStore"`
-	Drives     []Drive         `json:"drives"`
+	Version string    `json:"version"`
+	State   string    `json:"state"` // booting, running, stopping, failed
+	Ready   bool      `json:"ready"`
+	Reason  string    `json:"reason,omitempty"`
+	Started time.Time `json:"started"`
+	Uptime  string    `json:"uptime"`
+	HostPID int       `json:"hostPid,omitempty"` // PID 1 as the distro sees it
+	Phases  []Phase   `json:"bootPhases"`
+	// Timeline is the boot as its events were seen, from ddinit run's
+	// start to the first answer through an exposed socket; WakeTimeline,
+	// the engine's last wake after an idle stop.
+	Timeline     []timeline.Step `json:"bootTimeline,omitempty"`
+	WakeTimeline []timeline.Step `json:"wakeTimeline,omitempty"`
+	Services     []ServiceStatus `json:"services"`
+	Containerd   ServiceStatus   `json:"containerd"`
+	Images       []Image         `json:"images"`
+	Components   []Component     `json:"components"`
+	DataStore    DataStore       `json:"dataStore"`
+	Drives       []Drive         `json:"drives"`
 	// DistroBinds are the only places where the namespace reaches the
 	// distro's file systems.
 	DistroBinds []Bind        `json:"distroBinds"`

@@ -70,6 +70,9 @@ func (c *conn) exchange(req head) (keep bool) {
 	// 304: a start of a container already running, whose ports stay.
 	release(resp.status < 300 || resp.status == http.StatusNotModified)
 	keep = c.answer(req, resp, pending)
+	if c.p.Answered != nil && !req.internal {
+		c.p.Answered()
+	}
 	if pending != nil {
 		// The answer came while the body was still on its way (an early
 		// answer, or just a fast one): the rest is read off (passed on, or

@@ -2,16 +2,20 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/control"
 )
 
 // engineUp reports whether dockerd or containerd runs in the namespace.
@@ -72,6 +76,24 @@ func TestEngineStopsWhenIdleAndWakes(t *testing.T) {
 	}
 	if out := in.docker("volume", "ls", "--format", "{{.Name}}"); !strings.Contains(out, "idlevol") {
 		t.Fatalf("volumes after the wake: %q", out)
+	}
+	// The network dockerd left was cleared at the stop and made again at
+	// the wake: a published port answers.
+	in.docker("run", "-d", "--name", "afterwake", "-p", "127.0.0.1:18191:80", "busybox:local", "sh", "-c", "mkdir /www && echo woke-web > /www/index.html && exec httpd -f -p 80 -h /www")
+	answers(t, "127.0.0.1:18191", "woke-web", 20*time.Second)
+	in.docker("rm", "-f", "afterwake")
+	// The wake has a timeline of its own, down to dockerd's API.
+	var woke control.Status
+	_, statusBody := in.get("GET", "/status")
+	json.Unmarshal([]byte(statusBody), &woke)
+	var wake []string
+	for _, s := range woke.WakeTimeline {
+		wake = append(wake, s.Event)
+	}
+	for _, want := range []string{"wake asked (by ddinit run)", "containerd answering", "dockerd: task started", "dockerd: API listening (its log)", "engine woken (ddinit run told)"} {
+		if !slices.Contains(wake, want) {
+			t.Fatalf("the wake's timeline lacks %q: %q", want, wake)
+		}
 	}
 
 	in.waitIdle(ns, 20*time.Second)

@@ -10,21 +10,17 @@ import (
 	"time"
 )
 
-// labelledPack is the test's pack whose dockerd says pack=2 in docker info.
-func labelledPack(t *testing.T) string {
-	return customPack(t, func(root string) {
-		def := filepath.Join(root, "containers/services/dockerd/config.json")
-		b, err := os.ReadFile(def)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var spec map[string]any
-		json.Unmarshal(b, &spec)
-		proc := spec["process"].(map[string]any)
-		proc["args"] = append(proc["args"].([]any), "--label=pack=2")
-		b, _ = json.MarshalIndent(spec, "", "  ")
-		os.WriteFile(def, b, 0o644)
-	})
+// testPack is one of the version packs `make test-packs` builds
+// (scripts/mktestpacks.sh): pack2 (its dockerd says pack=2 in docker
+// info), broken (its dockerd exits at once, saying so), newer (it claims
+// dockerd 99.0.0).
+func testPack(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(repoRoot, "build", "test-packs", name+".iso")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is missing: run `make test-packs` (make test does)", p)
+	}
+	return p
 }
 
 func (in *instance) packLabel() string {
@@ -37,7 +33,7 @@ func (in *instance) packLabel() string {
 // second pack differs by its dockerd's label.
 func TestVersionPackSwitchAndBack(t *testing.T) {
 	requireEnvironment(t)
-	second := labelledPack(t)
+	second := testPack(t, "pack2")
 	data, _ := newDirs(t)
 	in := start(t, options{dataDir: data})
 	in.waitPing(60 * time.Second)
@@ -94,9 +90,7 @@ func TestVersionPackSwitchAndBack(t *testing.T) {
 // says why with dockerd's own words, and nothing is lost.
 func TestBrokenVersionPackRollsBack(t *testing.T) {
 	requireEnvironment(t)
-	broken := customPack(t, func(root string) {
-		os.WriteFile(filepath.Join(root, "usr/sbin/dockerd"), []byte("#!/bin/sh\necho 'this pack is broken: dockerd cannot start' >&2\nexit 1\n"), 0o755)
-	})
+	broken := testPack(t, "broken")
 	data, _ := newDirs(t)
 	cfg := map[string]any{"settingsDeadline": "15s"}
 	in := start(t, options{dataDir: data, config: cfg})
@@ -133,18 +127,7 @@ func TestBrokenVersionPackRollsBack(t *testing.T) {
 func TestVersionPackRefusals(t *testing.T) {
 	requireEnvironment(t)
 	noDockerd := customPack(t, func(root string) { os.RemoveAll(filepath.Join(root, "containers/services/dockerd")) })
-	newer := customPack(t, func(root string) {
-		b, _ := os.ReadFile(filepath.Join(root, "version-pack.json"))
-		var m map[string]any
-		json.Unmarshal(b, &m)
-		for _, c := range m["components"].([]any) {
-			if c := c.(map[string]any); c["name"] == "dockerd" {
-				c["version"] = "99.0.0"
-			}
-		}
-		b, _ = json.Marshal(m)
-		os.WriteFile(filepath.Join(root, "version-pack.json"), b, 0o644)
-	})
+	newer := testPack(t, "newer")
 	truncated := filepath.Join(t.TempDir(), "docker.iso")
 	b, _ := os.ReadFile(packISO)
 	os.WriteFile(truncated, b[:len(b)/3], 0o644)

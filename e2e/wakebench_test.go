@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/timeline"
 )
 
 // TestBenchWake is `make bench` for the engine on demand, in one run on
@@ -27,10 +31,12 @@ func TestBenchWake(t *testing.T) {
 	first.stop()
 
 	var warm, wake, thaw, dockerdReady []time.Duration
+	var boots, wakes []map[string]float64 // each round's timelines: event → ms
 	var stoppedUSS []float64
 	for range 3 {
 		in := start(t, options{dataDir: data, extra: append([]string{"--idle-pause", "1s", "--idle-stop", "4s"}, asDeployed...)})
 		warm = append(warm, in.waitPing(60*time.Second))
+		boots = append(boots, sinceEvent(in.bootTimeline(), "containerd started"))
 		ns := in.pidNS()
 		waitUntil(t, 30*time.Second, "the engine to pause", func() bool {
 			_, body := in.get("GET", "/ping")
@@ -56,6 +62,16 @@ func TestBenchWake(t *testing.T) {
 			}
 		}
 		wake = append(wake, time.Since(begin))
+		waitUntil(t, 10*time.Second, "the wake's timeline", func() bool {
+			var st control.Status
+			_, body := in.get("GET", "/status")
+			json.Unmarshal([]byte(body), &st)
+			if len(st.WakeTimeline) == 0 || !strings.HasPrefix(st.WakeTimeline[len(st.WakeTimeline)-1].Event, "engine woken") {
+				return false
+			}
+			wakes = append(wakes, sinceEvent(st.WakeTimeline, "containerd started"))
+			return true
+		})
 		var ready time.Duration
 		for _, e := range in.logEntries() {
 			if e["msg"] == "service is ready" && e["service"] == "dockerd" {
@@ -72,6 +88,17 @@ func TestBenchWake(t *testing.T) {
 		w.Round(time.Millisecond), b.Round(time.Millisecond), float64(w)/float64(b), d.Round(time.Millisecond), (w - d).Round(time.Millisecond))
 	t.Logf("BENCH engine on demand, wake from a pause (frozen -> first _ping answered): %v, %.3fx the warm boot (target <= 0.05)",
 		median(thaw).Round(time.Microsecond), float64(median(thaw))/float64(b))
+	printSideBySide(t, "the wake's timeline beside the warm boot's, median ms since containerd started", "wake", "boot", wakes, boots)
 	slices.Sort(stoppedUSS)
 	t.Logf("BENCH engine on demand, private memory (USS) of every process left while stopped: %.1f MB (median of %d; target <= 15 MB)", stoppedUSS[len(stoppedUSS)/2], len(stoppedUSS))
+}
+
+// sinceEvent is a timeline as event → ms since one of its events.
+func sinceEvent(steps []timeline.Step, from string) map[string]float64 {
+	m := eventTimes(steps)
+	zero := m[from]
+	for e := range m {
+		m[e] -= zero
+	}
+	return m
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/timeline"
 )
 
 // Version is ddinit's version; builds may set it with -ldflags -X.
@@ -61,6 +62,8 @@ func (c backend) status(full bool) control.Status {
 		Goroutines: runtime.NumGoroutine(),
 		Orphans:    in.reaper.Orphans(),
 	}
+	st.Timeline = timeline.Steps(in.bootMarks.Marks())
+	st.WakeTimeline = timeline.Steps(in.wakeMarks.Load().Marks())
 	for _, p := range in.phases {
 		st.Phases = append(st.Phases, control.Phase{Name: p.Name, DurationMs: float64(p.Duration.Microseconds()) / 1000})
 	}

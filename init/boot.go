@@ -12,6 +12,7 @@ import (
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +51,7 @@ func (in *pid1) boot() error {
 			return err
 		}
 		d := time.Since(start)
+		in.bootMarks.Mark("boot phase " + p.name + " done")
 		in.mu.Lock()
 		in.phases = append(in.phases, Phase{Name: p.name, Duration: d})
 		in.mu.Unlock()
@@ -244,6 +246,8 @@ func (in *pid1) newSupervisor() (*services.Supervisor, error) {
 		Settings:         map[string]bool{"kubernetes": in.settings.KubernetesOn()},
 		Env:              in.serviceEnv,
 		Cgroups:          in.cgroups,
+		Mark:             in.markEngine,
+		Milestones:       map[string][]timeline.Milestone{"dockerd": DockerdMilestones},
 		Spawner:          in.reaper,
 		Log:              in.log.WithField("component", "supervisor"),
 	}, defs)
@@ -288,6 +292,9 @@ func (in *pid1) stopServices() error {
 	in.mu.Unlock()
 	if sup != nil {
 		sup.Stop()
+	}
+	if in.cgroups != nil {
+		in.cgroups.Remove(services.DefaultCgroupParent) // empty once the engine is gone
 	}
 	return nil
 }

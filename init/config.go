@@ -11,6 +11,7 @@ import (
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/ddinit/ddinit/vsock"
 )
 
@@ -124,6 +125,9 @@ type Config struct {
 
 	// HostPID is PID 1 as the distro sees it; ddinit run fills it in.
 	HostPID int `json:"hostPid,omitempty"`
+	// Marks are ddinit run's events of this boot (its start, PID 1's),
+	// for the boot's timeline; ddinit run fills them in.
+	Marks []timeline.Mark `json:"marks,omitempty"`
 }
 
 // Addrs is one address or a list of them ("unix:///…" or ["unix:///…", "vsock://:61001"]).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/vsock"
 )
@@ -54,17 +55,20 @@ type engineReply struct {
 func (in *pid1) answerEngine(req engineRequest) {
 	reply := engineReply{ID: req.ID}
 	switch req.Op {
-	case "pause-if-idle":
-		busy, err := in.pauseIfIdle()
+	case "pause-if-idle", "stop-if-idle":
+		act, stopping := in.pauseIfIdle, false
+		if req.Op == "stop-if-idle" {
+			act, stopping = in.stopIfIdle, true
+		}
+		busy, err := act()
 		reply.Busy = busy
 		if err != nil {
 			reply.Error = err.Error()
 		}
-	case "stop-if-idle":
-		busy, err := in.stopIfIdle()
-		reply.Busy = busy
-		if err != nil {
-			reply.Error = err.Error()
+		if busy == "" && err == nil {
+			// Given back once ddinit run knows, outside the engine's
+			// operations: a wake need not wait for a trim.
+			defer in.giveBack(stopping)
 		}
 	case "wake":
 		if err := in.wake(); err != nil {
@@ -96,11 +100,15 @@ func (in *pid1) stopIfIdle() (busy string, err error) {
 	}
 	in.log.Info("the engine is idle: stopping dockerd and containerd")
 	sup.Stop()
+	// dockerd's next start finds the network as a boot leaves it: it
+	// makes its bridge and rules again from its own store either way.
+	if err := network.ClearEngine(); err != nil {
+		in.log.WithError(err).Info("what dockerd left in the network stays; its next start clears it")
+	}
 	in.mu.Lock()
 	in.engine.stopped, in.engine.wakeErr = time.Now(), ""
 	in.mu.Unlock()
 	in.log.Info("engine stopped (idle)")
-	in.giveBack(true)
 	running := false
 	in.tellLauncher(launcherMessage{EngineRunning: &running})
 	return "", nil
@@ -155,7 +163,6 @@ func (in *pid1) pauseIfIdle() (busy string, err error) {
 	in.engine.paused, in.engine.wakeErr = time.Now(), ""
 	in.mu.Unlock()
 	in.log.Info("engine paused (idle): its cgroup is frozen")
-	in.giveBack(false)
 	return "", nil
 }
 
@@ -195,14 +202,14 @@ func (in *pid1) giveBack(stopped bool) {
 		return
 	}
 	in.mu.Lock()
-	last := in.engine.lastTrim
+	due := time.Since(in.engine.lastTrim) >= trimEvery
+	if due {
+		in.engine.lastTrim = time.Now()
+	}
 	in.mu.Unlock()
-	if time.Since(last) < trimEvery {
+	if !due {
 		return
 	}
-	in.mu.Lock()
-	in.engine.lastTrim = time.Now()
-	in.mu.Unlock()
 	trimmed, err := mounts.Trim("/var/lib/docker")
 	if err != nil {
 		in.log.WithError(err).Info("the data store's free blocks were not given back (trim)")
@@ -252,6 +259,7 @@ func (in *pid1) wake() error {
 	}
 	in.engine.waking = true
 	in.mu.Unlock()
+	marks := in.startWakeTimeline()
 	start := time.Now()
 	err := in.startEngine()
 	in.mu.Lock()
@@ -266,6 +274,8 @@ func (in *pid1) wake() error {
 		in.log.WithError(err).Error("the engine did not wake")
 		return err
 	}
+	marks.Mark("engine woken (ddinit run told)")
+	marks.Close()
 	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("engine woken")
 	running := true
 	in.tellLauncher(launcherMessage{EngineRunning: &running})

@@ -16,6 +16,7 @@ import (
 	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 )
@@ -157,7 +158,7 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	// through that distro's proxy; the containers are labelled with what
 	// was bound, so that proxy keeps its binds while they exist.
 	wsl := distroproxy.NewWSLPaths(l.cfg.WSLShared)
-	p := &dockerproxy.Proxy{Dial: dial, DialTimeout: holdFor + 10*time.Second, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Log: log}
+	p := &dockerproxy.Proxy{Dial: dial, DialTimeout: holdFor + 10*time.Second, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Answered: l.firstAnswer, Log: log}
 	l.mu.Lock()
 	if l.publisher != nil {
 		p.Ports = l.publisher
@@ -178,6 +179,17 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	l.mu.Unlock()
 	return p
 }
+
+// firstAnswer tells PID 1, once a boot, that an exposed socket passed the
+// engine's first answer on: the end of the boot's timeline.
+func (l *launcher) firstAnswer() {
+	if l.answered.CompareAndSwap(false, true) {
+		l.tellPID1(drivesMessage{Marks: []timeline.Mark{{Event: firstAnswerEvent, At: time.Now()}}})
+	}
+}
+
+// firstAnswerEvent ends a boot's timeline.
+const firstAnswerEvent = "first answer through an exposed socket"
 
 // publishBinary puts a copy of ddinit in the shared tmpfs, where every
 // distro finds it to run `ddinit proxy`: only a static build runs in any

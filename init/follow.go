@@ -12,6 +12,7 @@ import (
 
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,8 @@ type drivesMessage struct {
 	Engine *engineRequest `json:"engine,omitempty"`
 	// PackReply answers a pack request PID 1 passed on.
 	PackReply *packReply `json:"packReply,omitempty"`
+	// Marks are ddinit run's events for the boot's timeline.
+	Marks []timeline.Mark `json:"marks,omitempty"`
 }
 
 // socketPair returns the two ends of a SOCK_SEQPACKET pair: messages keep
@@ -143,6 +146,8 @@ func (in *pid1) followDrives(conn *net.UnixConn) {
 		var msg drivesMessage
 		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.PackReply != nil {
 			in.packCalls.answered(msg.PackReply.ID, *msg.PackReply)
+		} else if err == nil && msg.Marks != nil {
+			in.addMarks(msg.Marks)
 		} else if err == nil && msg.Engine != nil {
 			go in.answerEngine(*msg.Engine) // a wake takes seconds: drives keep coming
 		} else if err == nil && msg.DNS != nil {

@@ -12,7 +12,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,10 +22,10 @@ import (
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
-	"runtime"
 )
 
 // Run is `ddinit run`: it starts PID 1 in new namespaces, relays
@@ -41,7 +43,7 @@ func Run(cfg Config, stderr io.Writer) (int, error) {
 	}
 	// Until the log step has opened the data store's log, lines go to
 	// stderr only (a failure to lock or open it is stderr's to tell).
-	l := &launcher{cfg: cfg, log: logs.New("ddinit", stderr, nil, level)}
+	l := &launcher{cfg: cfg, log: logs.New("ddinit", stderr, nil, level), begun: time.Now()}
 	l.hold = newHolder(l.askPID1, l.log.WithField("component", "engine"))
 	if err := l.runSteps(holdSteps, 0, nil); err != nil {
 		l.undoAll()
@@ -84,8 +86,12 @@ type launcher struct {
 	serving sync.WaitGroup // the exposed sockets' forwarders
 
 	controlFiles []*os.File // the control sockets, for PID 1
-	packFailure  string     // why the pack on trial failed: roll back
-	child        *child     // PID 1, once started
+	// begun is when this boot began (ddinit run's start, or the rollback's
+	// boot); answered, whether an exposed socket has answered since.
+	begun       time.Time
+	answered    atomic.Bool
+	packFailure string // why the pack on trial failed: roll back
+	child       *child // PID 1, once started
 
 	bgCtx  context.Context
 	bgStop context.CancelFunc
@@ -131,6 +137,7 @@ func (l *launcher) run() (int, error) {
 		// A pack on trial that did not bring the engine up: the previous
 		// one boots, in this same run.
 		if l.rollBack() {
+			l.begun = time.Now()
 			continue
 		}
 		return code, err
@@ -210,6 +217,8 @@ func (l *launcher) startPID1() (*child, error) {
 	}
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
+	l.cfg.Marks = []timeline.Mark{{Event: "ddinit run started", At: l.begun}, {Event: "PID 1 started (new namespaces)", At: time.Now()}}
+	l.answered.Store(false)
 	if err := json.NewEncoder(cfgW).Encode(l.cfg); err != nil {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("hand PID 1 its config: %w", err)

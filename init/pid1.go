@@ -14,6 +14,7 @@ import (
 	"runtime/metrics"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
@@ -24,6 +25,7 @@ import (
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/settings"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -94,6 +96,13 @@ type pid1 struct {
 
 	sup *services.Supervisor
 
+	// The boot's timeline, and the last wake's; engineMarks is the one
+	// the supervisor's marks go to now (read without in.mu: the
+	// supervisor marks from its own goroutines).
+	bootMarks   *timeline.Recorder
+	wakeMarks   atomic.Pointer[timeline.Recorder]
+	engineMarks atomic.Pointer[timeline.Recorder]
+
 	// settings owns the settings document and daemon.json, with its own
 	// lock; it answers GET /settings from the first moment.
 	settings *settings.Applier
@@ -130,6 +139,7 @@ func PID1(stderr io.Writer) int {
 		reason:  "starting",
 	}
 	in.log.Logger.AddHook(logs.RingHook{Ring: in.ownLog})
+	in.startTimeline()
 	in.settings = &settings.Applier{
 		Locate:     in.storePath,
 		Shown:      func(rel string) string { return in.ds.Path(rel) },

@@ -4,6 +4,10 @@
 // distro's namespace, and published container ports forwarded back, so
 // Windows reaches them as localhost:PORT.
 //
+// After an idle stop it also clears, from PID 1 in its own namespace, what
+// dockerd left there (ClearEngine): its bridges and its rules, the only
+// ones that namespace has.
+//
 // It runs in `ddinit run` (the distro's namespace) and configures PID 1's
 // namespace from there through netlink, and opens sockets in PID 1's
 // namespace for ddinit run to serve there (ListenIn, ListenTCPIn). It must

@@ -99,6 +99,40 @@ for iso in docker-desktop.iso docker.iso; do
 	ln "$here/build/$iso" "$res/$iso" 2>/dev/null || cp "$here/build/$iso" "$res/$iso"
 	cp "$here/build/$iso.sha256" "$res/$iso.sha256"
 done
+# The second version pack the guest switches to and back.
+ln "$here/build/test-packs/pack2.iso" "$res/pack2.iso" 2>/dev/null || cp "$here/build/test-packs/pack2.iso" "$res/pack2.iso"
+cp "$here/build/test-packs/pack2.iso.sha256" "$res/pack2.iso.sha256"
+# A 200 MB image in `docker save` form, for the memory given back: one
+# layer of random bytes (nothing to compress or share).
+python3 - "$c/big.tar" <<'PY'
+import hashlib, io, json, os, sys, tarfile, tempfile
+out = sys.argv[1]
+with tempfile.TemporaryFile() as layer:
+    with tarfile.open(fileobj=layer, mode="w") as lt:
+        info = tarfile.TarInfo("big/blob")
+        info.size = 200 << 20
+        data = io.BytesIO(os.urandom(info.size))
+        lt.addfile(info, data)
+    layer.seek(0)
+    h = hashlib.sha256()
+    for chunk in iter(lambda: layer.read(1 << 20), b""):
+        h.update(chunk)
+    diff = h.hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff]}}).encode()
+    cid = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps([{"Config": cid + ".json", "RepoTags": ["big:local"], "Layers": [diff + "/layer.tar"]}]).encode()
+    with tarfile.open(out, mode="w") as t:
+        for name, b in ((cid + ".json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(b)
+            t.addfile(info, io.BytesIO(b))
+        layer.seek(0, 2)
+        info = tarfile.TarInfo(diff + "/layer.tar")
+        info.size = layer.tell()
+        layer.seek(0)
+        t.addfile(info, layer)
+PY
 echo "written by the host at $(date -u +%FT%TZ) $RANDOM" >"$c/hello.txt"
 # D:, a second drive the guest mounts only after ddinit has booted.
 d=$vm/d
@@ -140,16 +174,32 @@ hostline() { echo "$1 $2" >>"$report"; }
 # the phase once more, and the report says so.
 run_phase() {
 	local rc=0
-	qemu "$1" </dev/null >"$vm/results/qemu-$1.log" 2>&1 || rc=$?
+	guest "$1" || rc=$?
 	if [ "$rc" -eq 124 ] && grep -qE "soft lockup|rcu_preempt kthread starved" "$vm/results/qemu-$1.log"; then
 		mv "$vm/results/qemu-$1.log" "$vm/results/qemu-$1-stalled.log"
 		[ -f "$report" ] && sed -i "/^[A-Z]* $1: /d" "$report"
 		hostline NOTE "host: the $1 guest's kernel stalled under emulation (soft lockup); the phase ran again"
 		rc=0
-		qemu "$1" </dev/null >"$vm/results/qemu-$1.log" 2>&1 || rc=$?
+		guest "$1" || rc=$?
 	fi
 	[ "$rc" -eq 124 ] && hostline FAIL "host: the $1 guest did not power off within ${timeout}s (killed)"
 	return 0
+}
+# guest PHASE: one guest boot, answering what it asks of the host (the
+# data disk image's allocated size, in KiB: results/ask.NAME → NAME).
+guest() {
+	qemu "$1" </dev/null >"$vm/results/qemu-$1.log" 2>&1 &
+	local qpid=$! ask
+	while kill -0 $qpid 2>/dev/null; do
+		for ask in "$vm"/results/ask.*; do
+			[ -e "$ask" ] || continue
+			du -k "$vm/data.img" | cut -f1 >"$vm/results/${ask##*/ask.}.tmp"
+			mv "$vm/results/${ask##*/ask.}.tmp" "$vm/results/${ask##*/ask.}"
+			rm -f "$ask"
+		done
+		sleep 0.3
+	done
+	wait $qpid
 }
 healthy_in() { grep -q "^PASS $1: healthy" "$report" 2>/dev/null; }
 
@@ -183,17 +233,28 @@ if healthy_in cold; then
 	fi
 	# 5. The next boot is healthy and has what was synced.
 	healthy_in warm && run_phase after-crash
+	# 6. Idle: the pause, memory and disk given back; then a version-pack
+	# switch at the next boot and back.
+	run_phase idle
+	written=$(cat "$vm/results/du-written" 2>/dev/null || echo 0)
+	trimmed=$(cat "$vm/results/du-trimmed" 2>/dev/null || echo 0)
+	if [ "$written" -gt 0 ] && [ "$trimmed" -gt 0 ] && [ $((written - trimmed)) -ge $((400 * 1024)) ]; then
+		hostline PASS "host: the data disk image shrank by $(((written - trimmed) / 1024)) MB once the 500 MB were removed and the engine stopped idle (trim)"
+	else
+		hostline FAIL "host: the data disk image went from ${written} KiB to ${trimmed} KiB after the removal and the idle stop; want 400 MB less"
+	fi
+	run_phase packs
 else
-	hostline FAIL "host: the cold boot never became healthy; the warm and after-crash boots are skipped"
+	hostline FAIL "host: the cold boot never became healthy; the warm, after-crash, idle and packs boots are skipped"
 fi
 
 cat "$report"
 passed=$(grep -c '^PASS' "$report" || true)
 failed=$(grep -c '^FAIL' "$report" || true)
-expected=19
+expected=30
 if [ "$failed" -gt 0 ] || [ "$passed" -lt "$expected" ]; then
 	# What CI shows is all there is to go on: the end of each guest's logs.
-	for phase in cold warm after-crash; do
+	for phase in cold warm after-crash idle packs; do
 		for f in console-$phase.log ddinit-$phase.log qemu-$phase.log; do
 			[ -s "$vm/results/$f" ] || continue
 			echo "---- last lines of results/$f"

@@ -84,6 +84,7 @@ func (s *Supervisor) launchContainerd() (*daemon, error) {
 		r.Close()
 		return nil, fmt.Errorf("start containerd (%s): %w", s.cfg.ContainerdBinary, err)
 	}
+	s.mark("containerd started")
 	out := s.ctrd.sink.Writer("stderr")
 	go func() {
 		io.Copy(out, r)
@@ -100,7 +101,13 @@ func (s *Supervisor) launchContainerd() (*daemon, error) {
 		}
 	}
 	deadline := time.After(30 * time.Second)
-	for delay := time.Millisecond; d.client == nil; delay = min(delay*2, 20*time.Millisecond) {
+	// Asked every millisecond for its first second (a refused connect is a
+	// few microseconds; containerd answers within ~50 ms, and each
+	// millisecond waited past that is the boot's), every 20 ms after.
+	for delay := time.Millisecond; d.client == nil; {
+		if time.Since(start) > time.Second {
+			delay = 20 * time.Millisecond
+		}
 		select {
 		case ws := <-exitCh:
 			return nil, fmt.Errorf("containerd exited during start (%s); its last output: %s", describeWait(ws), lastLines(s.ctrd.sink.Ring, 3))
@@ -112,6 +119,7 @@ func (s *Supervisor) launchContainerd() (*daemon, error) {
 		}
 		d.client = s.dialContainerd()
 	}
+	s.mark("containerd answering")
 	d.wait = exitCh
 	s.mu.Lock()
 	s.cur = d

@@ -202,6 +202,7 @@ func (s *Supervisor) watch(ctx context.Context, svc *service, t task, log *logru
 		return
 	}
 	s.update(svc, func(st *Status) { st.State, st.Ready = StateRunning, true })
+	s.mark(svc.def.Name + ": ready (its readiness probe passed)")
 	log.WithField("ms", time.Since(start).Milliseconds()).Info("service is ready")
 	p := svc.def.Live
 	if p == nil {

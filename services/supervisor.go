@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/logs"
+	"github.com/ddinit/ddinit/timeline"
 	"github.com/sirupsen/logrus"
 )
 
@@ -43,8 +44,16 @@ type Config struct {
 	// CgroupParent too (the engine's parent).
 	Cgroups      *cgroup.Hierarchy
 	CgroupParent string
-	Spawner      Spawner
-	Log          *logrus.Entry
+	// Mark, when set, is told each step of a start as it happens
+	// (containerd started and answering; a service's container created,
+	// its task created and started, the Milestones its log shows, and
+	// ready), for the boot's timeline.
+	Mark func(event string, at time.Time)
+	// Milestones are lines of a service's log that mark a step of its own
+	// start (dockerd's "API listen on"), by service name.
+	Milestones map[string][]timeline.Milestone
+	Spawner    Spawner
+	Log        *logrus.Entry
 }
 
 // Supervisor runs containerd and the services.
@@ -65,6 +74,13 @@ type Supervisor struct {
 	stopAll  chan struct{}
 	resting  atomic.Bool   // the engine is paused on purpose: liveness rests
 	monitor  chan struct{} // closed when containerd's supervision returns
+}
+
+// mark tells Mark of a step now.
+func (s *Supervisor) mark(event string) {
+	if s.cfg.Mark != nil {
+		s.cfg.Mark(event, time.Now())
+	}
 }
 
 // New prepares a supervisor for defs.
@@ -318,6 +334,9 @@ func (s *Supervisor) Stop() {
 		}
 	}
 	<-s.monitor
+	// Only containerd's own cgroup goes: the parent stays while PID 1
+	// runs, as what the engine's cgroups were charged (page cache of a
+	// cgroup just removed too) is reclaimed through it after a stop.
 	if h := s.cfg.Cgroups; h != nil {
 		h.Remove(s.cfg.CgroupParent + "/containerd")
 	}

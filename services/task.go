@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	capability "github.com/containerd/containerd/pkg/cap"
 	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/timeline"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -105,7 +106,11 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
+	s.mark(name + ": container created")
 	stdout, stderr := svc.sink.Writer("stdout"), svc.sink.Writer("stderr")
+	if m := s.cfg.Milestones[name]; len(m) > 0 && s.cfg.Mark != nil {
+		stderr = timeline.WatchLines(stderr, m, s.cfg.Mark)
+	}
 	r := &running{ctx: s.ctx, container: container, outputs: []io.Closer{stdout, stderr}}
 	fail := func(err error) (task, error) {
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
@@ -123,6 +128,7 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		return fail(fmt.Errorf("create task: %w", err))
 	}
 	r.task = task
+	s.mark(name + ": task created (shim started, runc create)")
 	if r.exit, err = task.Wait(s.ctx); err != nil {
 		return fail(fmt.Errorf("wait for task: %w", err))
 	}
@@ -130,6 +136,7 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		return fail(fmt.Errorf("start %s: %w", strings.Join(spec.Process.Args, " "), err))
 	}
 	r.pid = int(task.Pid())
+	s.mark(name + ": task started")
 	return r, nil
 }
 

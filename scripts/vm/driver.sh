@@ -9,11 +9,27 @@ control=vsock://1:61000
 pass() { echo "PASS $*" >>"$report"; echo "PASS $*"; }
 fail() { echo "FAIL $*" >>"$report"; echo "FAIL $*"; }
 check() { name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+# check_all NAME 'CONDITION && CONDITION…': a check of several conditions
+# (check's own arguments end at the first &&).
+check_all() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
 elapsed() { echo $(( $(date +%s) - start )); }
+# ask_host NAME: the host measures something of its own (the data disk
+# image's size) while the guest waits; it answers in /results/NAME.
+ask_host() {
+	rm -f "/results/$1"
+	: >"/results/ask.$1"
+	for i in $(seq 1 120); do [ -s "/results/$1" ] && return 0; sleep 0.5; done
+	fail "$phase: the host did not answer $1"
+}
 
 start=$(date +%s)
-ddinit run --config /etc/ddinit/config.json --vsock-allow-local --log-level debug >/results/ddinit-$phase.log 2>&1 &
-ddinit_pid=$!
+# boot_ddinit: as the distro's boot command does (again, after a stop, in
+# the same guest: a switch to another version pack).
+boot_ddinit() {
+	ddinit run --config /etc/ddinit/config.json --vsock-allow-local --log-level debug >>/results/ddinit-$phase.log 2>&1 &
+	ddinit_pid=$!
+}
+boot_ddinit
 
 # The frontend polls health over vsock until ddinit says healthy.
 # Every 30 s of waiting leaves a line in the console log saying why.
@@ -59,7 +75,7 @@ for i in $(seq 1 100); do timeout 10 docker version >/dev/null 2>&1 && break; sl
 if ! timeout 30 docker image inspect busybox:local >/dev/null 2>&1; then
 	mkdir -p /tmp/img/bin
 	cp /bin/busybox /tmp/img/bin/busybox
-	for a in sh echo cat ls sleep sync mkdir; do ln -s busybox /tmp/img/bin/$a; done
+	for a in sh echo cat ls sleep sync mkdir dd; do ln -s busybox /tmp/img/bin/$a; done
 	tar -C /tmp/img -cf /tmp/img.tar .
 	timeout 120 docker import /tmp/img.tar busybox:local >/dev/null
 fi
@@ -96,7 +112,7 @@ cold)
 	timeout 60 docker cp /usr/bin/breakout iso:/breakout >/dev/null 2>&1
 	got=$(timeout 60 docker exec iso cat /copied.txt 2>&1)
 	leak=$(timeout 60 docker exec iso cat /etc/vm/driver.sh 2>/dev/null | head -1)
-	check "cold: docker exec reads what docker cp put in the container, not the distro's files ($got)" [ "$got" = "copied in" ] && [ -z "$leak" ]
+	check_all "cold: docker exec reads what docker cp put in the container, not the distro's files ($got)" '[ "$got" = "copied in" ] && [ -z "$leak" ]'
 	from_exec=$(timeout 60 docker exec iso /breakout /etc/vm/driver.sh 2>&1)
 	timeout 60 docker create --name bo busybox:local /breakout /etc/vm/driver.sh >/dev/null 2>&1
 	timeout 60 docker cp /usr/bin/breakout bo:/breakout >/dev/null 2>&1
@@ -168,9 +184,104 @@ after-crash)
 	out=$(timeout 180 docker version --format '{{.Server.Version}}' 2>&1)
 	woke=no
 	pidof dockerd >/dev/null && woke=yes
-	check "after-crash: with idleStop 3s the engine stopped (idle: $idle) and a docker call over AF_VSOCK woke it (server $out, dockerd running: $woke)" [ "$idle" = yes ] && [ -n "$out" ] && [ "$woke" = yes ]
+	check_all "after-crash: with idleStop 3s the engine stopped (idle: $idle) and a docker call over AF_VSOCK woke it (server $out, dockerd running: $woke)" '[ "$idle" = yes ] && [ -n "$out" ] && [ "$woke" = yes ]'
+	# Off again: the next boot's engine stops only when the idle phase
+	# says (its stop must be the one that trims: at most one in 5 min).
+	echo '{"idleStop": "0"}' | timeout 120 ddinit settings --control "$control" set - >/tmp/idle-set.log 2>&1 || fail "after-crash: idleStop not turned off: $(tail -1 /tmp/idle-set.log)"
 	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
 	wait $ddinit_pid
 	check "after-crash: clean shutdown exits 0" [ $? -eq 0 ]
+	;;
+idle)
+	# The pause freezes only the engine (cgroup v2, as WSL's is): a
+	# process outside its cgroup, ddinit status and the next docker call
+	# all keep working. The idleStop the last phase set is turned off.
+	engine=/sys/fs/cgroup/ddinit
+	set_settings() { echo "$1" | timeout 120 ddinit settings --control "$control" set - >/tmp/set.log 2>&1 || fail "idle: settings $1 not set: $(tail -1 /tmp/set.log)"; }
+	cpu() { for p in $(pidof containerd dockerd); do awk '{printf "%s ", $14+$15}' /proc/$p/stat; done; }
+	( while :; do date +%s >/tmp/tick; sleep 0.2; done ) &
+	ticker=$!
+	set_settings '{"idleStop": "0", "idlePause": "2s"}'
+	frozen=no
+	for i in $(seq 1 120); do grep -q 'frozen 1' $engine/cgroup.events 2>/dev/null && { frozen=yes; break; }; sleep 0.5; done
+	before=$(cpu) t0=$(cat /tmp/tick)
+	sleep 10
+	after=$(cpu) t1=$(cat /tmp/tick)
+	timeout 10 ddinit status --control "$control" >/tmp/paused.txt 2>&1 && grep -q 'paused' /tmp/paused.txt && answered=yes || answered=no
+	check_all "idle: paused: the engine's cgroup frozen ($frozen); containerd's and dockerd's CPU time unchanged over 10 s ($before→ $after); a process outside ticked ($t0 → $t1); ddinit status answered ($answered)" \
+		'[ "$frozen" = yes ] && [ -n "$before" ] && [ "$before" = "$after" ] && [ "$t1" -ge $((t0 + 8)) ] && [ "$answered" = yes ]'
+	kill $ticker
+	# What the pause gave back (the log says within a moment); if it did
+	# not, where ddinit's threads are in the kernel.
+	for i in $(seq 1 30); do grep -q 'memory given back\|memory was not reclaimed' /results/ddinit-$phase.log && break; sleep 0.5; done
+	if ! grep -q 'memory given back\|memory was not reclaimed' /results/ddinit-$phase.log; then
+		echo "no give-back after the pause; ddinit's threads in the kernel:"
+		for p in $(pidof ddinit); do for t in /proc/$p/task/*; do echo "== $t $(cat $t/comm) $(cat $t/wchan)"; cat $t/stack 2>/dev/null; done; done
+		cat $engine/memory.stat | head -12
+	fi
+	out=$(timeout 60 docker ps --format '{{.Names}}' 2>&1) && woke=yes || woke=no
+	check "idle: the next docker ps works ($woke)" [ "$woke" = yes ]
+	# Memory back: a 200 MB image loaded, then the engine stops idle.
+	timeout 240 docker load -i /mnt/host/c/big.tar >/tmp/load.log 2>&1 || fail "idle: docker load: $(tail -1 /tmp/load.log)"
+	# Disk back: 500 MB written to a volume and removed.
+	timeout 240 docker run --rm -v trimvol:/data busybox:local dd if=/dev/zero of=/data/blob bs=1M count=500 conv=fsync >/tmp/dd.log 2>&1 || fail "idle: the 500 MB write: $(tail -1 /tmp/dd.log)"
+	sync
+	ask_host du-written
+	timeout 60 docker volume rm trimvol >/dev/null 2>&1
+	file_before=$(awk '$1 == "file" {print $2}' $engine/memory.stat)
+	set_settings '{"idleStop": "3s", "idlePause": "0"}'
+	stopped=no
+	for i in $(seq 1 120); do
+		if ! pidof dockerd containerd >/dev/null && grep -q 'free blocks given back\|free blocks were not given back' /results/ddinit-$phase.log; then stopped=yes; break; fi
+		sleep 1
+	done
+	file_after=$(awk '$1 == "file" {print $2}' $engine/memory.stat)
+	check_all "idle: the engine stopped ($stopped) and the page cache its cgroups held fell by at least 80% (file ${file_before:-none} → ${file_after:-none} bytes)" \
+		'[ "$stopped" = yes ] && [ -n "$file_before" ] && [ -n "$file_after" ] && [ $((file_after * 5)) -le "$file_before" ]'
+	ask_host du-trimmed
+	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	wait $ddinit_pid
+	check "idle: clean shutdown exits 0" [ $? -eq 0 ]
+	;;
+packs)
+	# A switch to the second pack at the next boot (a stop and a boot in
+	# this guest, the kernel's iso9660), and back; no loop device left
+	# bound to an image no longer mounted.
+	res="/mnt/host/c/Program Files/Docker/Docker/resources"
+	set_settings() { echo "$1" | timeout 120 ddinit settings --control "$control" set - >/tmp/set.log 2>&1 || fail "packs: settings $1 not set: $(tail -1 /tmp/set.log)"; }
+	set_settings '{"idleStop": "0", "idlePause": "0"}'
+	timeout 120 docker run -d --name keeper --restart always -v vmvol:/data busybox:local sleep 3600 >/dev/null 2>&1
+	loops() { # the backing files of bound loop devices, one per line
+		for f in /sys/block/loop*/loop/backing_file; do [ -f "$f" ] && cat "$f"; done
+	}
+	switch_to() { # NAME PATH: use it, stop, boot again
+		if ! timeout 300 ddinit pack use --control "$control" "$2" >/tmp/use.log 2>&1; then
+			fail "packs: ddinit pack use $1: $(tail -1 /tmp/use.log)"
+			return 1
+		fi
+		timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
+		wait $ddinit_pid
+		boot_ddinit
+		healthy 400 || { fail "packs: not healthy after the switch to $1: $(tail -1 /tmp/probe.err)"; return 1; }
+		for i in $(seq 1 100); do timeout 10 docker version >/dev/null 2>&1 && break; sleep 0.2; done
+	}
+	on_pack() { # NAME WANT-LABEL
+		want=$2
+		labels=$(timeout 60 docker info --format '{{json .Labels}}' 2>&1)
+		case "$labels" in *pack=2*) has=yes ;; *) has=no ;; esac
+		running=no
+		for i in $(seq 1 60); do [ "$(timeout 20 docker inspect -f '{{.State.Running}}' keeper 2>/dev/null)" = true ] && { running=yes; break; }; sleep 1; done
+		data=$(timeout 120 docker run --rm -v vmvol:/data busybox:local cat /data/f 2>&1)
+		bound=$(loops)
+		n=$(echo "$bound" | grep -c . || true)
+		check_all "packs: on $1: labels $labels; the restart-policy container back ($running); the volume's data ($data); $n loop devices bound, each to a file still there" \
+			'[ "$has" = "$want" ] && [ "$running" = yes ] && [ "$data" = persisted-across-boots ] && [ "$n" -le 2 ] && ! echo "$bound" | grep -q deleted'
+	}
+	switch_to pack2 "$res/pack2.iso" && on_pack pack2 yes
+	switch_to docker.iso "$res/docker.iso" && on_pack docker.iso no
+	timeout 60 docker rm -f keeper >/dev/null 2>&1
+	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	wait $ddinit_pid
+	check "packs: clean shutdown exits 0" [ $? -eq 0 ]
 	;;
 esac
