@@ -36,9 +36,10 @@ build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
 # The version packs the tests switch to (build/test-packs/: a second pack
 # labelled pack=2, a broken one, one claiming a newer engine), made from
 # build/docker.iso.
-test-packs: build/test-packs/pack2.iso
+TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso)
+test-packs: $(TEST_PACKS)
 
-build/test-packs/pack2.iso: build/docker-desktop.iso scripts/mktestpacks.sh
+$(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh
 	bash scripts/mktestpacks.sh
 
 test: build isos test-packs distro

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -183,9 +184,9 @@ func (h Hierarchy) Frozen(path string) bool {
 // for minutes (it goes on while anything at all is freed — slab counts —
 // and stops only when nothing is, or at a signal): each request is for
 // at most half of what is left (up to reclaimChunk), and each, and all of
-// them, are bounded in time (reclaimBudget) by a signal to the thread
-// that writes.
-func (h Hierarchy) Reclaim(path string) (string, error) {
+// them, are bounded in time (reclaimBudget, or until ctx ends) by a
+// signal to the thread that writes.
+func (h Hierarchy) Reclaim(ctx context.Context, path string) (string, error) {
 	if h.V2 {
 		dir := filepath.Join(h.Root, path)
 		stat := filepath.Join(dir, "memory.stat")
@@ -193,13 +194,17 @@ func (h Hierarchy) Reclaim(path string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("memory of %s: %w", path, err)
 		}
-		deadline := time.Now().Add(reclaimBudget)
+		ctx, cancel := context.WithTimeout(ctx, reclaimBudget)
+		defer cancel()
 		left, cut := before, ""
-		for left >= reclaimLeast && time.Now().Before(deadline) {
+		for left >= reclaimLeast && ctx.Err() == nil {
 			ask := min(left/2, reclaimChunk) &^ 4095
-			err := writeBounded(filepath.Join(dir, "memory.reclaim"), strconv.FormatInt(ask, 10), time.Until(deadline))
+			err := writeBounded(ctx, filepath.Join(dir, "memory.reclaim"), strconv.FormatInt(ask, 10))
 			if errors.Is(err, unix.EINTR) {
-				cut = fmt.Sprintf(" (cut short after %s)", reclaimBudget)
+				if ctx.Err() == nil {
+					continue // another signal: the same request again
+				}
+				cut = " (cut short: " + context.Cause(ctx).Error() + ")"
 				break
 			}
 			// EAGAIN: the kernel could not reach the amount; what it did
@@ -247,11 +252,11 @@ const (
 )
 
 // writeBounded writes value to a control file from a thread of its own
-// and, if the write has not returned within limit, signals that thread
+// and, if the write has not returned when ctx ends, signals that thread
 // until it does: a kernel loop that checks for signals returns EINTR
 // (which the plain write, unlike os.File's, does not retry). The signal
 // is SIGURG, which the Go runtime takes as a preemption request.
-func writeBounded(file, value string, limit time.Duration) error {
+func writeBounded(ctx context.Context, file, value string) error {
 	fd, err := unix.Open(file, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: file, Err: err}
@@ -267,15 +272,19 @@ func writeBounded(file, value string, limit time.Duration) error {
 		done <- err
 	}()
 	t := <-tid
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
+		unix.Tgkill(os.Getpid(), t, unix.SIGURG)
 		select {
 		case err := <-done:
 			return err
-		case <-timer.C:
-			unix.Tgkill(os.Getpid(), t, unix.SIGURG)
-			timer.Reset(10 * time.Millisecond)
+		case <-tick.C:
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,7 +60,7 @@ func TestReclaimV1EmptiesOnlyIdleCgroups(t *testing.T) {
 	os.MkdirAll(filepath.Join(h.Root, "memory/ddinit/dockerd"), 0o755)
 	os.WriteFile(filepath.Join(h.Root, "memory/ddinit/cgroup.procs"), nil, 0o644)
 	os.WriteFile(filepath.Join(h.Root, "memory/ddinit/dockerd/cgroup.procs"), nil, 0o644)
-	did, err := h.Reclaim("/ddinit")
+	did, err := h.Reclaim(context.Background(), "/ddinit")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestReclaimV2AsksForThePageCacheInChunks(t *testing.T) {
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "memory.stat"), []byte("anon 4096\nfile 150000000\nkernel 8192\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "memory.reclaim"), nil, 0o644)
-	did, err := h.Reclaim("/ddinit")
+	did, err := h.Reclaim(context.Background(), "/ddinit")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestReclaimV2AsksForThePageCacheInChunks(t *testing.T) {
 	if !strings.Contains(did, "page cache 150000000 bytes before") {
 		t.Fatalf("said: %s", did)
 	}
-	if _, err := (Hierarchy{Root: t.TempDir(), V2: true}).Reclaim("/ddinit"); err == nil {
+	if _, err := (Hierarchy{Root: t.TempDir(), V2: true}).Reclaim(context.Background(), "/ddinit"); err == nil {
 		t.Fatal("no error for a cgroup without memory.stat")
 	}
 }

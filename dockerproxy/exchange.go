@@ -70,9 +70,6 @@ func (c *conn) exchange(req head) (keep bool) {
 	// 304: a start of a container already running, whose ports stay.
 	release(resp.status < 300 || resp.status == http.StatusNotModified)
 	keep = c.answer(req, resp, pending)
-	if c.p.Answered != nil && !req.internal {
-		c.p.Answered()
-	}
 	if pending != nil {
 		// The answer came while the body was still on its way (an early
 		// answer, or just a fast one): the rest is read off (passed on, or
@@ -202,6 +199,7 @@ func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 			pending.wait()
 		}
 		if _, err := c.client.Write(resp.raw); err == nil {
+			c.answered(req)
 			vsock.Join(bufferedConn{c.client, c.br}, bufferedConn{c.engine, c.ebr})
 		}
 		return false
@@ -217,6 +215,7 @@ func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 	if _, err := c.client.Write(resp.raw); err != nil {
 		return false
 	}
+	c.answered(req)
 	stopWatching := func() {}
 	if f.streamed() && pending == nil {
 		stopWatching = watchClient(c.client, c.br, c.engine)
@@ -379,4 +378,12 @@ func (p *Proxy) prepare(ctx context.Context, req head, b *body, client net.Conn)
 		}
 	}
 	return release, 0, ""
+}
+
+// answered tells Answered that an answer's head went out (a stream's or a
+// hijack's as soon as it begins), for requests not of ddinit's own.
+func (c *conn) answered(req head) {
+	if c.p.Answered != nil && !req.internal {
+		c.p.Answered()
+	}
 }

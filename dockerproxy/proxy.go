@@ -69,8 +69,9 @@ type Proxy struct {
 	// DialTimeout bounds Dial (10 s when zero): a Dial that holds the
 	// connection while the engine wakes needs longer.
 	DialTimeout time.Duration
-	// Answered, when set, is called after each answer of the engine's is
-	// passed on to a client (not ddinit's own requests').
+	// Answered, when set, is called as each answer of the engine's begins
+	// to reach a client — its head written (not for ddinit's own
+	// requests).
 	Answered func()
 	// Budget bounds the create bodies all proxies hold at once
 	// (CreateBudget when nil).

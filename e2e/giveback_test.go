@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +42,17 @@ func TestEnginePausedWhenIdle(t *testing.T) {
 	in.waitPing(60 * time.Second)
 	ns := in.pidNS()
 	in.importBusybox()
+	// A container's cgroup is the engine's too (dockerd's cgroup parent is
+	// under it): what it leaves is frozen and given back with the rest.
+	in.docker("run", "-d", "--name", "incgroup", "busybox:local", "sleep", "600")
+	var inside int // its pid as dockerd sees it, in PID 1's pid namespace
+	fmt.Sscan(in.docker("inspect", "-f", "{{.State.Pid}}", "incgroup"), &inside)
+	host := hostPid(t, in.pid1(), inside)
+	if !h.Contains(services.DefaultCgroupParent, host) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", host))
+		t.Fatalf("the container's process (pid %d) is not in the engine's cgroup:\n%s", host, b)
+	}
+	in.docker("rm", "-f", "incgroup")
 	waitUntil(t, 20*time.Second, "the engine to pause", func() bool {
 		code, body := in.get(http.MethodGet, "/ping")
 		return code == 200 && strings.Contains(body, "paused (idle)") && h.Frozen(services.DefaultCgroupParent)
@@ -158,4 +170,37 @@ func TestShutdownWhilePaused(t *testing.T) {
 	if h.Frozen(services.DefaultCgroupParent) {
 		t.Fatal("the engine's cgroup was left frozen")
 	}
+}
+
+// hostPid is the pid, as this test sees it, of the process that is pid
+// inside in the pid namespace whose first process is pid1 (a container's
+// process, as dockerd reports it).
+func hostPid(t *testing.T, pid1, inside int) int {
+	t.Helper()
+	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid1))
+	// The level of that namespace in NSpid: one past the test's own.
+	self, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid1))
+	level := 0
+	for _, line := range strings.Split(string(self), "\n") {
+		if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			level = len(strings.Fields(v)) - 1
+		}
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			v, ok := strings.CutPrefix(line, "NSpid:")
+			if f := strings.Fields(v); ok && len(f) > level && f[level] == fmt.Sprint(inside) {
+				var host int
+				fmt.Sscan(f[0], &host)
+				return host
+			}
+		}
+	}
+	t.Fatalf("no process is pid %d in %s", inside, ns)
+	return 0
 }

@@ -43,20 +43,23 @@ func TestBootTimeline(t *testing.T) {
 	for _, s := range steps {
 		order = append(order, s.Event)
 	}
-	want := []string{
-		"ddinit run started", "PID 1 started (new namespaces)", "PID 1 running", "boot phase rootfs done",
+	// Each chain is in the order one event causes the next; dockerd's own
+	// lines can come before the answer to its task's start does.
+	for _, want := range [][]string{{
+		"ddinit run started", "starting PID 1 (new namespaces)", "PID 1 running", "boot phase rootfs done",
 		"containerd started", "containerd answering", "dockerd: container created",
-		"dockerd: task created (shim started, runc create)", "dockerd: task started",
+		"dockerd: task created (shim started, runc create)",
 		"dockerd: starting up (its log)", "dockerd: containers loaded (its log)", "dockerd: API listening (its log)",
 		"first answer through an exposed socket",
-	}
-	at := -1
-	for _, w := range want {
-		i := slices.Index(order, w)
-		if i < at {
-			t.Fatalf("%q is not in its place in the timeline:\n%s", w, strings.Join(order, "\n"))
+	}, {"dockerd: task created (shim started, runc create)", "dockerd: task started"}} {
+		at := -1
+		for _, w := range want {
+			i := slices.Index(order, w)
+			if i < 0 || i < at {
+				t.Fatalf("%q is not in its place in the timeline:\n%s", w, strings.Join(order, "\n"))
+			}
+			at = i
 		}
-		at = i
 	}
 	last := steps[len(steps)-1]
 	if last.Event != "first answer through an exposed socket" {

@@ -204,6 +204,14 @@ func (in *pid1) startServices() error {
 	var h *cgroup.Hierarchy
 	if found, err := cgroup.Detect("/sys/fs/cgroup"); err == nil {
 		h = &found
+		// A ddinit run killed while its engine was paused leaves the parent
+		// frozen (cgroups outlive namespaces): containerd would freeze in it.
+		if h.Frozen(services.DefaultCgroupParent) {
+			in.log.Warn("the engine's cgroup was left frozen by an earlier run; thawing it")
+			if err := h.Freeze(services.DefaultCgroupParent, false, 5*time.Second); err != nil {
+				return fmt.Errorf("thaw the engine's cgroup left frozen: %w", err)
+			}
+		}
 	} else {
 		in.log.WithError(err).Warn("no cgroup hierarchy: the engine cannot be paused apart")
 	}
@@ -280,6 +288,9 @@ func (in *pid1) setDrives(drives []mounts.Drive) {
 }
 
 func (in *pid1) stopServices() error {
+	// What an idle engine held is not given back under the shutdown (a
+	// trim would hold the data store it unmounts).
+	in.endGiveBack()
 	// A frozen engine cannot be stopped (containerd would never answer the
 	// kill): thawed first.
 	in.engine.ops.Lock()

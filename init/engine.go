@@ -35,6 +35,11 @@ type engineState struct {
 	waking   bool
 	wakeErr  string // why the last wake failed; the next one tries again
 	lastTrim time.Time
+	// giving is held while what an idle engine held is given back;
+	// stopGiving (under in.mu) ends it early: a wake and the shutdown
+	// end it, and wait for it, before they go on.
+	giving     sync.Mutex
+	stopGiving context.CancelFunc
 }
 
 // engineRequest is ddinit run asking PID 1 to stop the engine if it is
@@ -60,14 +65,14 @@ func (in *pid1) answerEngine(req engineRequest) {
 		if req.Op == "stop-if-idle" {
 			act, stopping = in.stopIfIdle, true
 		}
-		busy, err := act()
+		busy, did, err := act()
 		reply.Busy = busy
 		if err != nil {
 			reply.Error = err.Error()
 		}
-		if busy == "" && err == nil {
+		if did {
 			// Given back once ddinit run knows, outside the engine's
-			// operations: a wake need not wait for a trim.
+			// operations; a wake ends it first.
 			defer in.giveBack(stopping)
 		}
 	case "wake":
@@ -83,26 +88,26 @@ func (in *pid1) answerEngine(req engineRequest) {
 // stopIfIdle stops dockerd and then containerd, unless a container runs,
 // Kubernetes is on, a settings change is being applied or the boot is not
 // done: then busy says which.
-func (in *pid1) stopIfIdle() (busy string, err error) {
+func (in *pid1) stopIfIdle() (busy string, did bool, err error) {
 	in.engine.ops.Lock()
 	defer in.engine.ops.Unlock()
 	if err := in.thaw(); err != nil {
-		return "", err
+		return "", false, err
 	}
 	in.mu.Lock()
 	stopped, state, sup, sock := !in.engine.stopped.IsZero(), in.state, in.sup, in.dockerSocket
 	in.mu.Unlock()
 	if stopped {
-		return "", nil
+		return "", false, nil
 	}
 	if busy := in.busy(state, sup, sock); busy != "" {
-		return busy, nil
+		return busy, false, nil
 	}
 	in.log.Info("the engine is idle: stopping dockerd and containerd")
 	sup.Stop()
 	// dockerd's next start finds the network as a boot leaves it: it
 	// makes its bridge and rules again from its own store either way.
-	if err := network.ClearEngine(); err != nil {
+	if err := network.ClearEngine(in.reaper); err != nil {
 		in.log.WithError(err).Info("what dockerd left in the network stays; its next start clears it")
 	}
 	in.mu.Lock()
@@ -111,7 +116,7 @@ func (in *pid1) stopIfIdle() (busy string, err error) {
 	in.log.Info("engine stopped (idle)")
 	running := false
 	in.tellLauncher(launcherMessage{EngineRunning: &running})
-	return "", nil
+	return "", true, nil
 }
 
 // busy says why the engine is not idle after all: not running, a
@@ -138,32 +143,32 @@ func (in *pid1) busy(state string, sup *services.Supervisor, sock string) string
 // pauseIfIdle freezes the engine's cgroup (containerd, its shims and
 // every service) when it is idle: a wake is then a thaw, milliseconds.
 // Liveness rests while it is frozen.
-func (in *pid1) pauseIfIdle() (busy string, err error) {
+func (in *pid1) pauseIfIdle() (busy string, did bool, err error) {
 	in.engine.ops.Lock()
 	defer in.engine.ops.Unlock()
 	in.mu.Lock()
 	stopped, paused, state, sup, sock, h := !in.engine.stopped.IsZero(), !in.engine.paused.IsZero(), in.state, in.sup, in.dockerSocket, in.cgroups
 	in.mu.Unlock()
 	if stopped || paused {
-		return "", nil
+		return "", false, nil
 	}
 	if h == nil {
-		return "", errors.New("no cgroup hierarchy: the engine cannot be paused")
+		return "", false, errors.New("no cgroup hierarchy: the engine cannot be paused")
 	}
 	if busy := in.busy(state, sup, sock); busy != "" {
-		return busy, nil
+		return busy, false, nil
 	}
 	sup.Rest(true)
 	if err := h.Freeze(services.DefaultCgroupParent, true, 5*time.Second); err != nil {
 		h.Freeze(services.DefaultCgroupParent, false, 5*time.Second)
 		sup.Rest(false)
-		return "", err
+		return "", false, err
 	}
 	in.mu.Lock()
 	in.engine.paused, in.engine.wakeErr = time.Now(), ""
 	in.mu.Unlock()
 	in.log.Info("engine paused (idle): its cgroup is frozen")
-	return "", nil
+	return "", true, nil
 }
 
 // thaw unfreezes a paused engine (in.engine.ops held).
@@ -190,8 +195,20 @@ func (in *pid1) thaw() error {
 // stop also the data store's free blocks (FITRIM), at most every
 // trimEvery.
 func (in *pid1) giveBack(stopped bool) {
+	in.engine.giving.Lock()
+	defer in.engine.giving.Unlock()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	in.mu.Lock()
+	in.engine.stopGiving = func() { cancel(errors.New("the engine is wanted")) }
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		in.engine.stopGiving = nil
+		in.mu.Unlock()
+		cancel(nil)
+	}()
 	if h := in.cgroups; h != nil {
-		if did, err := h.Reclaim(services.DefaultCgroupParent); err != nil {
+		if did, err := h.Reclaim(ctx, services.DefaultCgroupParent); err != nil {
 			in.log.WithError(err).Warn("the engine's memory was not reclaimed")
 		} else {
 			in.log.WithField("how", did).Info("the engine's memory given back")
@@ -201,8 +218,9 @@ func (in *pid1) giveBack(stopped bool) {
 	if !stopped {
 		return
 	}
+	// Never while the engine runs: not if a wake has begun.
 	in.mu.Lock()
-	due := time.Since(in.engine.lastTrim) >= trimEvery
+	due := ctx.Err() == nil && !in.engine.stopped.IsZero() && !in.engine.waking && time.Since(in.engine.lastTrim) >= trimEvery
 	if due {
 		in.engine.lastTrim = time.Now()
 	}
@@ -216,6 +234,20 @@ func (in *pid1) giveBack(stopped bool) {
 		return
 	}
 	in.log.WithField("mb", trimmed>>20).Info("the data store's free blocks given back (trim)")
+}
+
+// endGiveBack ends a give-back in progress and waits for it: before the
+// engine starts again, and before the shutdown unmounts what it trims.
+// (A trim under way is waited for: the kernel cannot be asked to stop it.)
+func (in *pid1) endGiveBack() {
+	in.mu.Lock()
+	stop := in.engine.stopGiving
+	in.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	in.engine.giving.Lock()
+	in.engine.giving.Unlock()
 }
 
 // trimEvery bounds how often the data store is trimmed.
@@ -239,6 +271,7 @@ func runningContainers(sock string) (int, error) {
 func (in *pid1) wake() error {
 	in.engine.ops.Lock()
 	defer in.engine.ops.Unlock()
+	in.endGiveBack()
 	in.mu.Lock()
 	paused := !in.engine.paused.IsZero()
 	in.mu.Unlock()
@@ -274,11 +307,11 @@ func (in *pid1) wake() error {
 		in.log.WithError(err).Error("the engine did not wake")
 		return err
 	}
-	marks.Mark("engine woken (ddinit run told)")
-	marks.Close()
 	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("engine woken")
 	running := true
 	in.tellLauncher(launcherMessage{EngineRunning: &running})
+	marks.Mark("engine woken (ddinit run told)")
+	marks.Close()
 	return nil
 }
 

@@ -184,7 +184,9 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 // engine's first answer on: the end of the boot's timeline.
 func (l *launcher) firstAnswer() {
 	if l.answered.CompareAndSwap(false, true) {
-		l.tellPID1(drivesMessage{Marks: []timeline.Mark{{Event: firstAnswerEvent, At: time.Now()}}})
+		if !l.tellPID1(drivesMessage{Marks: []timeline.Mark{{Event: firstAnswerEvent, At: time.Now()}}}) {
+			l.answered.Store(false) // told with the next answer
+		}
 	}
 }
 

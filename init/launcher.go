@@ -217,7 +217,7 @@ func (l *launcher) startPID1() (*child, error) {
 	}
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
-	l.cfg.Marks = []timeline.Mark{{Event: "ddinit run started", At: l.begun}, {Event: "PID 1 started (new namespaces)", At: time.Now()}}
+	l.cfg.Marks = []timeline.Mark{{Event: "ddinit run started", At: l.begun}, {Event: "starting PID 1 (new namespaces)", At: c.started}}
 	l.answered.Store(false)
 	if err := json.NewEncoder(cfgW).Encode(l.cfg); err != nil {
 		cmd.Process.Kill()

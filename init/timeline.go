@@ -31,7 +31,7 @@ func (in *pid1) addMarks(marks []timeline.Mark) {
 	in.bootMarks.Add(marks)
 	for _, m := range marks {
 		if m.Event == firstAnswerEvent {
-			in.bootMarks.Close()
+			in.bootMarks.CloseAt(m.At)
 		}
 	}
 }
@@ -44,6 +44,7 @@ func (in *pid1) markEngine(event string, at time.Time) {
 
 // startWakeTimeline begins the timeline of a wake after an idle stop.
 func (in *pid1) startWakeTimeline() *timeline.Recorder {
+	in.bootMarks.Close() // a first answer after the wake is the wake's, not the boot's
 	r := &timeline.Recorder{}
 	r.Mark("wake asked (by ddinit run)")
 	in.wakeMarks.Store(r)

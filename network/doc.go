@@ -5,8 +5,8 @@
 // Windows reaches them as localhost:PORT.
 //
 // After an idle stop it also clears, from PID 1 in its own namespace, what
-// dockerd left there (ClearEngine): its bridges and its rules, the only
-// ones that namespace has.
+// dockerd left there (ClearEngine): its bridges, chains and rules, and
+// nothing else (DOCKER-USER, Docker's chain for its users, stays).
 //
 // It runs in `ddinit run` (the distro's namespace) and configures PID 1's
 // namespace from there through netlink, and opens sockets in PID 1's

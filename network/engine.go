@@ -1,62 +1,138 @@
 package network
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
-// emptyRules are the filter and nat tables as a new network namespace
-// has them: for iptables-restore, which replaces whole tables (their
-// rules and their chains).
-const emptyRules = `*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-COMMIT
-*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-COMMIT
-`
+// Starter starts a command and delivers its exit status: PID 1's reaper,
+// the only one that may wait for its children.
+type Starter interface {
+	Start(cmd *exec.Cmd) (<-chan unix.WaitStatus, error)
+}
 
-// ClearEngine leaves the engine's namespace's network as a boot gives it
-// to dockerd: it removes the bridges dockerd made (docker0, br-…) and
-// empties the filter and nat tables (IPv4 and IPv6), which hold only
-// dockerd's rules there. It is for a dockerd stopped with no container
-// running: dockerd makes all of it again from its own store when it
-// starts, and a start on what it left takes longer (it deletes each rule
-// it finds, one iptables call at a time). It runs in PID 1's network
-// namespace, with the version pack's iptables; it never touches the
-// distro's.
-func ClearEngine() error {
+// dockerBridge is a bridge dockerd makes: its default one and a user
+// network's (br- and the network's ID's first 12 hex digits).
+var dockerBridge = regexp.MustCompile(`^(docker0|br-[0-9a-f]{12})$`)
+
+// ClearEngine leaves the engine's network namespace as a boot gives it to
+// dockerd, but for what is not dockerd's own: it removes the bridges
+// dockerd made and its chains and rules (DOCKER, DOCKER-ISOLATION-…, the
+// jumps to them, the rules naming its bridges), and keeps everything else
+// — DOCKER-USER, the chain Docker leaves to its users, and its rules
+// among it. It is for a dockerd stopped with no container running: dockerd
+// makes all of it again from its own store when it starts, and a start on
+// what it left takes longer (it deletes each rule it finds, one iptables
+// call at a time). It runs in PID 1's network namespace with the version
+// pack's iptables, through start; it never touches the distro's.
+func ClearEngine(start Starter) error {
 	var errs []error
 	links, err := netlink.LinkList()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list links: %w", err))
 	}
 	for _, l := range links {
-		name := l.Attrs().Name
-		if l.Type() == "bridge" && (name == "docker0" || strings.HasPrefix(name, "br-")) {
+		if name := l.Attrs().Name; l.Type() == "bridge" && dockerBridge.MatchString(name) {
 			if err := netlink.LinkDel(l); err != nil {
 				errs = append(errs, fmt.Errorf("remove %s: %w", name, err))
 			}
 		}
 	}
-	for _, restore := range []string{"iptables-restore", "ip6tables-restore"} {
-		cmd := exec.Command(restore)
-		cmd.Stdin = strings.NewReader(emptyRules)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w: %s", restore, err, strings.TrimSpace(out.String())))
+	for _, family := range []string{"iptables", "ip6tables"} {
+		saved, err := runReaped(start, family+"-save", "")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		kept := WithoutDockerRules(saved)
+		if kept == saved {
+			continue
+		}
+		if _, err := runReaped(start, family+"-restore", kept); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// dockerChain is a chain dockerd makes and fills (not DOCKER-USER).
+var dockerChain = regexp.MustCompile(`^DOCKER(-ISOLATION(-STAGE-[12])?)?$`)
+
+// WithoutDockerRules is an iptables-save dump without dockerd's chains and
+// rules: the chains dockerChain names, every rule in them or jumping to
+// them, and every rule naming one of its bridges. The rest is kept as it
+// is, DOCKER-USER among it.
+func WithoutDockerRules(saved string) string {
+	var out []string
+	for _, line := range strings.Split(saved, "\n") {
+		fields := strings.Fields(line)
+		switch {
+		case strings.HasPrefix(line, ":") && len(fields) > 0 && dockerChain.MatchString(strings.TrimPrefix(fields[0], ":")):
+			continue
+		case strings.HasPrefix(line, "-A ") && dockersRule(fields):
+			continue
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
+}
+
+func dockersRule(fields []string) bool {
+	if len(fields) > 1 && dockerChain.MatchString(fields[1]) {
+		return true
+	}
+	for i := 2; i+1 < len(fields); i++ {
+		switch fields[i] {
+		case "-j", "-g":
+			if dockerChain.MatchString(fields[i+1]) {
+				return true
+			}
+		case "-i", "-o":
+			if dockerBridge.MatchString(fields[i+1]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// runReaped runs one of the pack's iptables tools with input on its stdin and
+// returns what it wrote. Its streams are files, as the reaper needs.
+func runReaped(start Starter, tool, input string) (string, error) {
+	stdin, err := os.CreateTemp("", "ddinit-"+tool+"-in-*")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", tool, err)
+	}
+	defer os.Remove(stdin.Name())
+	defer stdin.Close()
+	stdout, err := os.CreateTemp("", "ddinit-"+tool+"-out-*")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", tool, err)
+	}
+	defer os.Remove(stdout.Name())
+	defer stdout.Close()
+	if _, err := io.WriteString(stdin, input); err != nil {
+		return "", fmt.Errorf("%s: %w", tool, err)
+	}
+	stdin.Seek(0, io.SeekStart)
+	cmd := exec.Command(tool)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stdout
+	exited, err := start.Start(cmd)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", tool, err)
+	}
+	ws := <-exited
+	b, _ := os.ReadFile(stdout.Name())
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		return "", fmt.Errorf("%s: exit status %d: %s", tool, ws.ExitStatus(), strings.TrimSpace(string(b)))
+	}
+	return string(b), nil
 }

@@ -22,16 +22,19 @@ mkdir -p "$dest"
 work=$(mktemp -d "$out/.testpacks.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 xorriso -osirrox on -indev "$src" -extract / "$work/tree" 2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; exit 1; }
-chmod -R u+w "$work/tree"
 
 # pack NAME EDIT: a copy of the tree, EDIT run in it, written as NAME.iso.
 pack() {
 	local tree=$work/$1
 	cp -a "$work/tree" "$tree"
 	(cd "$tree" && eval "$2")
+	# As mkisos.sh writes docker.iso: the pack differs by its edit only.
 	find "$tree" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+	chown -R 0:0 "$tree"
 	rm -f "$dest/$1.iso" "$dest/$1.iso.sha256"
-	xorriso -as mkisofs -quiet -R -J -joliet-long -V "DDINIT_$1" -o "$dest/$1.iso.tmp" "$tree" 2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; exit 1; }
+	xorriso -as mkisofs -quiet -R -J -joliet-long -V "DDINIT_$1" \
+		--modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" \
+		-o "$dest/$1.iso.tmp" "$tree" 2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; exit 1; }
 	mv "$dest/$1.iso.tmp" "$dest/$1.iso"
 	(cd "$dest" && sha256sum "$1.iso" >"$1.iso.sha256")
 	rm -rf "$tree"

@@ -26,11 +26,13 @@ type Step struct {
 
 // Recorder keeps one boot's marks. An event is kept once, at its first
 // time (a service restarted later does not move its boot's step); once
-// closed (the boot answered), marks are ignored.
+// closed (the boot answered), marks of events after the close are
+// ignored — one seen before it but told later (a log line on its way
+// through a pipe) still counts.
 type Recorder struct {
 	mu     sync.Mutex
 	marks  []Mark
-	closed bool
+	closed time.Time
 }
 
 // Mark records event now.
@@ -44,7 +46,7 @@ func (r *Recorder) MarkAt(event string, at time.Time) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || slices.ContainsFunc(r.marks, func(m Mark) bool { return m.Event == event }) {
+	if !r.closed.IsZero() && at.After(r.closed) || slices.ContainsFunc(r.marks, func(m Mark) bool { return m.Event == event }) {
 		return
 	}
 	r.marks = append(r.marks, Mark{event, at})
@@ -57,13 +59,21 @@ func (r *Recorder) Add(marks []Mark) {
 	}
 }
 
-// Close ends the timeline: later marks are ignored.
-func (r *Recorder) Close() {
+// Close ends the timeline now: marks of later events are ignored.
+func (r *Recorder) Close() { r.CloseAt(time.Now()) }
+
+// CloseAt ends the timeline at a time: marks of events after it, kept
+// already (seen here before the close was told) or to come, are not the
+// timeline's. A timeline closes once.
+func (r *Recorder) CloseAt(at time.Time) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
-	r.closed = true
+	if r.closed.IsZero() {
+		r.closed = at
+		r.marks = slices.DeleteFunc(r.marks, func(m Mark) bool { return m.At.After(at) })
+	}
 	r.mu.Unlock()
 }
 
@@ -128,6 +138,7 @@ type lineWatch struct {
 	w       io.WriteCloser
 	left    []Milestone
 	partial []byte
+	long    bool // the line under way outgrew partial: skipped to its end
 	mark    func(string, time.Time)
 }
 
@@ -142,13 +153,19 @@ func (l *lineWatch) scan(p []byte) {
 	for len(p) > 0 && len(l.left) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			if len(l.partial)+len(p) <= 4096 {
-				l.partial = append(l.partial, p...)
+			if l.long || len(l.partial)+len(p) > maxLine {
+				l.partial, l.long = l.partial[:0], true
+				return
 			}
+			l.partial = append(l.partial, p...)
 			return
 		}
 		line := string(append(l.partial, p[:i]...))
-		l.partial, p = l.partial[:0], p[i+1:]
+		long := l.long || len(line) > maxLine
+		l.partial, l.long, p = l.partial[:0], false, p[i+1:]
+		if long {
+			continue // only part of it was seen: it marks nothing
+		}
 		for j := 0; j < len(l.left); j++ {
 			if strings.Contains(line, l.left[j].Contains) {
 				at, ok := LineTime(line)
@@ -162,5 +179,8 @@ func (l *lineWatch) scan(p []byte) {
 		}
 	}
 }
+
+// maxLine is the longest line looked at; a longer one marks nothing.
+const maxLine = 4096
 
 func (l *lineWatch) Close() error { return l.w.Close() }

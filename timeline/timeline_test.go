@@ -20,10 +20,12 @@ func TestRecorderMergesAndKeepsFirst(t *testing.T) {
 	r.MarkAt("pid1", t0.Add(10*time.Millisecond))
 	r.Add([]Mark{{"run started", t0}, {"pid1", t0.Add(time.Second)}})
 	r.MarkAt("answer", t0.Add(250*time.Millisecond))
-	r.Close()
+	r.MarkAt("after the answer, seen before the close was told", t0.Add(260*time.Millisecond))
+	r.CloseAt(t0.Add(250 * time.Millisecond))
 	r.MarkAt("late", t0.Add(time.Hour))
+	r.MarkAt("seen before, told after", t0.Add(200*time.Millisecond))
 	steps := Steps(r.Marks())
-	want := []Step{{"run started", 0, 0}, {"pid1", 10, 10}, {"answer", 250, 240}}
+	want := []Step{{"run started", 0, 0}, {"pid1", 10, 10}, {"seen before, told after", 200, 190}, {"answer", 250, 50}}
 	if len(steps) != len(want) {
 		t.Fatalf("steps %+v", steps)
 	}
@@ -66,11 +68,19 @@ func TestWatchLinesAcrossWrites(t *testing.T) {
 	if want := time.Date(2026, 11, 30, 23, 41, 30, 500000000, time.UTC); !got["listening"].Equal(want) {
 		t.Fatalf("listening at %v, want %v", got["listening"], want)
 	}
-	// A line without a time stamp is marked when it is seen.
+	// A line without a time stamp is marked when it is seen; a line too
+	// long to look at whole marks nothing, even with a milestone at its
+	// end after the part that overflowed, and the next line is looked at.
 	var out2 bytes.Buffer
 	before := time.Now()
-	WatchLines(nopCloser{&out2}, []Milestone{{"ready", "ready"}}, func(e string, at time.Time) { got[e] = at }).Write([]byte(strings.Repeat("x", 5000) + "\nready\n"))
+	w2 := WatchLines(nopCloser{&out2}, []Milestone{{"ready", "ready"}, {"API listen on", "late"}}, func(e string, at time.Time) { got[e] = at })
+	w2.Write([]byte("head of a long line "))
+	w2.Write([]byte(strings.Repeat("x", 5000)))
+	w2.Write([]byte(" API listen on\nready\n"))
 	if got["ready"].Before(before) {
 		t.Fatalf("ready at %v", got["ready"])
+	}
+	if _, ok := got["late"]; ok {
+		t.Fatal("a milestone in the overflowed part of a long line was marked")
 	}
 }
