@@ -28,7 +28,10 @@ distro: build
 	bash scripts/mkdistro.sh
 
 # KUBELET=/path/to/kubelet adds kubelet to the version pack.
-isos: build/docker-desktop.iso
+# The version packs the tests switch to come with the images (see
+# test-packs below).
+TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso)
+isos: build/docker-desktop.iso $(TEST_PACKS)
 
 build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
@@ -36,7 +39,6 @@ build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
 # The version packs the tests switch to (build/test-packs/: a second pack
 # labelled pack=2, a broken one, one claiming a newer engine), made from
 # build/docker.iso.
-TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso)
 test-packs: $(TEST_PACKS)
 
 $(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh

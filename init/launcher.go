@@ -211,10 +211,14 @@ func (l *launcher) startPID1() (*child, error) {
 	for _, f := range append([]*os.File{cfgR, evW, logW, drivesThere}, controlFiles...) {
 		f.Close()
 	}
-	if l.drives, err = unixConn(drivesHere); err != nil {
+	drives, err := unixConn(drivesHere)
+	if err != nil {
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("drives socket: %w", err)
 	}
+	l.mu.Lock()
+	l.drives = drives
+	l.mu.Unlock()
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
 	l.cfg.Marks = []timeline.Mark{{Event: "ddinit run started", At: l.begun}, {Event: "starting PID 1 (new namespaces)", At: c.started}}

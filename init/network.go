@@ -74,7 +74,8 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 func (l *launcher) unwireNetwork() {
 	l.mu.Lock()
 	stop, link, rootDir := l.stopPublisher, l.link, l.rootDir
-	l.stopPublisher, l.link, l.rootDir = nil, nil, nil
+	// A boot after a rollback, in this same run, wires its own (or none).
+	l.stopPublisher, l.link, l.rootDir, l.publisher, l.names = nil, nil, nil, nil, nil
 	l.mu.Unlock()
 	if stop != nil {
 		stop()

@@ -103,6 +103,10 @@ type packRequest struct {
 	Digest   string `json:"digest,omitempty"`
 	Force    bool   `json:"force,omitempty"`
 	Rollback bool   `json:"rollback,omitempty"`
+	// Running is the dockerd version of the pack this boot runs: it
+	// writes the data store now, before its record is written (when
+	// dockerd is ready), so no switch may go below it either.
+	Running string `json:"running,omitempty"`
 }
 
 type packReply struct {
@@ -155,8 +159,12 @@ func (l *launcher) usePack(req packRequest) packReply {
 			return fail("invalid", fmt.Errorf("version pack %s: %w", req.Path, err))
 		}
 		rec := packs.LoadRecord(l.ds.Path(packs.RecordFile))
-		if !req.Force && packs.Older(m.Engine(), rec.Engine) {
-			return fail("conflict", fmt.Errorf("version pack %s has dockerd %s, older than %s, which last ran on this data store: an older engine may not read what a newer one wrote (force to switch anyway)", req.Path, m.Engine(), rec.Engine))
+		newest := rec.Engine
+		if req.Running != "" && (newest == "" || packs.Older(newest, req.Running)) {
+			newest = req.Running
+		}
+		if !req.Force && packs.Older(m.Engine(), newest) {
+			return fail("conflict", fmt.Errorf("version pack %s has dockerd %s, older than %s, which last ran on this data store: an older engine may not read what a newer one wrote (force to switch anyway)", req.Path, m.Engine(), newest))
 		}
 		next := &packs.Ref{Path: req.Path, Digest: layer.Digest, Engine: m.Engine()}
 		// The pack to roll back to is one that brought the engine up: while
@@ -260,7 +268,11 @@ func (c *calls[R]) answered(id int64, r R) {
 func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
 	in := c.in
 	id, ch, forget := in.packCalls.begin()
-	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback}}) {
+	running := ""
+	if r := in.runningPack(); r != nil {
+		running = r.Engine
+	}
+	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback, Running: running}}) {
 		forget()
 		return control.PackState{}, fmt.Errorf("%w: ddinit run does not answer", errdefs.ErrUnavailable)
 	}
