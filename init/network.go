@@ -3,11 +3,14 @@ package initd
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"syscall"
 
+	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/vsock"
 )
 
 // wireNetwork connects PID 1's network namespace to the distro's and
@@ -59,7 +62,12 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	pub := &network.Publisher{DockerSocket: root + sockets["docker"], Target: link.InnerAddr.Addr(), Namespace: fmt.Sprintf("/proc/%d/ns/net", pid), Log: log}
+	dockerSocket := root + sockets["docker"]
+	pub := &network.Publisher{DockerSocket: dockerSocket, Target: link.InnerAddr.Addr(), Namespace: fmt.Sprintf("/proc/%d/ns/net", pid), Log: log}
+	// Held, not woken, while the engine is stopped idle: ddinit's own.
+	pub.Dial = func(ctx context.Context) (net.Conn, error) {
+		return l.hold.dial(dockerproxy.WithInternal(ctx), func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, dockerSocket) })
+	}
 	done := make(chan struct{})
 	go func() { pub.Run(ctx); close(done) }()
 	l.mu.Lock()

@@ -29,8 +29,12 @@ import (
 // (RouteOf). It follows docker's events API, not a polling loop, and
 // resynchronises whenever the stream breaks.
 type Publisher struct {
-	DockerSocket string     // path of dockerd's API socket
-	Target       netip.Addr // the namespace's address
+	DockerSocket string // path of dockerd's API socket
+	// Dial, when set, dials dockerd instead of DockerSocket: one that
+	// waits while the engine is stopped on purpose, so that the events are
+	// followed again the moment it is back, not at the next retry.
+	Dial   func(ctx context.Context) (net.Conn, error)
+	Target netip.Addr // the namespace's address
 	// Namespace is the engine's network namespace (/proc/PID/ns/net),
 	// where bindings to a specific address are dialled.
 	Namespace string
@@ -49,7 +53,11 @@ func (p *Publisher) setUp() {
 	p.once.Do(func() {
 		p.open = map[string]*published{}
 		// The publisher asks rarely, and keeps no connection idle.
-		p.engine = dockerproxy.NewEngine(func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, p.DockerSocket) })
+		dial := p.Dial
+		if dial == nil {
+			dial = func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, p.DockerSocket) }
+		}
+		p.engine = dockerproxy.NewEngine(dial)
 		p.ns, p.nsErr = netns.None(), errors.New("no network namespace given")
 		if p.Namespace != "" {
 			p.ns, p.nsErr = netns.GetFromPath(p.Namespace)
