@@ -327,56 +327,17 @@ func (a *Applier) Put(body []byte) (View, error) {
 	}
 	// The same for the proxy and the CAs; stored as in force, since no
 	// other file keeps them ({} and [] clear them).
-	if next.Settings.Proxy == nil {
-		next.Settings.Proxy = cur.Settings.Proxy
-	}
-	if next.Settings.TrustedCAs == nil {
-		next.Settings.TrustedCAs = cur.Settings.TrustedCAs
-	}
-	if next.Settings.IdleStop == nil {
-		next.Settings.IdleStop = cur.Settings.IdleStop
-	}
-	if next.Settings.IdlePause == nil {
-		next.Settings.IdlePause = cur.Settings.IdlePause
-	}
+	keepUnnamed(&next.Settings, cur.Settings)
 	idleChanges := !sameString(cur.Settings.IdleStop, next.Settings.IdleStop) || !sameString(cur.Settings.IdlePause, next.Settings.IdlePause)
 	oldEnv, newEnv := EnvironmentOf(cur.Settings), EnvironmentOf(next.Settings)
 	envChanges := !oldEnv.Equal(newEnv)
 	daemonChanges := !Equal(oldDaemon, newDaemon)
 	if daemonChanges || envChanges {
-		a.setApplying("restarting dockerd")
 		// Journalled first: a crash from here until the document is stored
 		// puts the old daemon.json back at the next boot.
-		if err := a.journal(next); err != nil {
-			a.setApplying("")
-			return a.View(), fmt.Errorf("nothing changed: %w", err)
-		}
 		defer os.Remove(a.Locate(PendingFile))
-		if err := a.writeDaemonJSON(newDaemon); err != nil {
-			a.setApplying("")
-			return a.View(), fmt.Errorf("nothing changed: %w", err)
-		}
-		if envChanges {
-			if err := engine.SetEnvironment(newEnv); err != nil {
-				a.writeDaemonJSON(oldDaemon)
-				engine.SetEnvironment(oldEnv)
-				a.setApplying("")
-				return a.View(), fmt.Errorf("nothing changed: %w", err)
-			}
-		}
-		if err := engine.RestartDockerd(); err != nil {
-			if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
-				// Not dockerd's verdict: the engine is stopping, or has no
-				// dockerd. What changed goes back; the answer says why.
-				a.writeDaemonJSON(oldDaemon)
-				if envChanges {
-					engine.SetEnvironment(oldEnv)
-				}
-				a.setApplying("")
-				return a.View(), err
-			}
-			log.WithField("error", err.Error()).Error("dockerd refused the change; rolling back")
-			err = a.rollBack(engine, oldDaemon, oldEnv, envChanges, "dockerd did not start with it: "+err.Error())
+		change := dockerdChange{next: next, oldDaemon: oldDaemon, newDaemon: newDaemon, oldEnv: oldEnv, newEnv: newEnv, env: envChanges}
+		if err := a.restartWith(engine, change, log); err != nil {
 			return a.View(), err
 		}
 	}
@@ -408,6 +369,72 @@ func (a *Applier) Put(body []byte) (View, error) {
 	}
 	log.Info("settings applied")
 	return a.View(), nil
+}
+
+// keepUnnamed keeps, in a document, what it does not name of the one in
+// force: the proxy, the CAs and the idle durations.
+func keepUnnamed(next *Document, cur Document) {
+	if next.Proxy == nil {
+		next.Proxy = cur.Proxy
+	}
+	if next.TrustedCAs == nil {
+		next.TrustedCAs = cur.TrustedCAs
+	}
+	if next.IdleStop == nil {
+		next.IdleStop = cur.IdleStop
+	}
+	if next.IdlePause == nil {
+		next.IdlePause = cur.IdlePause
+	}
+}
+
+// dockerdChange is what a settings change asks of dockerd: a new
+// daemon.json, a new environment, or both.
+type dockerdChange struct {
+	next                 Stored
+	oldDaemon, newDaemon map[string]json.RawMessage
+	oldEnv, newEnv       Environment
+	env                  bool // the environment changes
+}
+
+// restartWith journals the change, puts the new daemon.json and
+// environment in place and restarts dockerd on them; on an error what
+// changed goes back (rolled back with dockerd's restart when dockerd
+// refused it).
+func (a *Applier) restartWith(engine Engine, c dockerdChange, log logrus.FieldLogger) error {
+	a.setApplying("restarting dockerd")
+	if err := a.journal(c.next); err != nil {
+		a.setApplying("")
+		return fmt.Errorf("nothing changed: %w", err)
+	}
+	if err := a.writeDaemonJSON(c.newDaemon); err != nil {
+		a.setApplying("")
+		return fmt.Errorf("nothing changed: %w", err)
+	}
+	if c.env {
+		if err := engine.SetEnvironment(c.newEnv); err != nil {
+			a.writeDaemonJSON(c.oldDaemon)
+			engine.SetEnvironment(c.oldEnv)
+			a.setApplying("")
+			return fmt.Errorf("nothing changed: %w", err)
+		}
+	}
+	err := engine.RestartDockerd()
+	if err == nil {
+		return nil
+	}
+	if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
+		// Not dockerd's verdict: the engine is stopping, or has no
+		// dockerd. What changed goes back; the answer says why.
+		a.writeDaemonJSON(c.oldDaemon)
+		if c.env {
+			engine.SetEnvironment(c.oldEnv)
+		}
+		a.setApplying("")
+		return err
+	}
+	log.WithField("error", err.Error()).Error("dockerd refused the change; rolling back")
+	return a.rollBack(engine, c.oldDaemon, c.oldEnv, c.env, "dockerd did not start with it: "+err.Error())
 }
 
 // PendingFile journals a daemon.json change in progress: the document it
