@@ -227,6 +227,9 @@ func (h Hierarchy) Reclaim(ctx context.Context, path string) (string, error) {
 	base := filepath.Join(h.Root, "memory", path)
 	emptied, busy := 0, 0
 	err := filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return filepath.SkipAll // the engine is wanted again
+		}
 		if err != nil || !d.IsDir() {
 			return nil
 		}

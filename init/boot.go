@@ -290,7 +290,7 @@ func (in *pid1) setDrives(drives []mounts.Drive) {
 func (in *pid1) stopServices() error {
 	// What an idle engine held is not given back under the shutdown (a
 	// trim would hold the data store it unmounts).
-	in.endGiveBack()
+	in.endGiveBack(true)
 	// A frozen engine cannot be stopped (containerd would never answer the
 	// kill): thawed first.
 	in.engine.ops.Lock()

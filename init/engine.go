@@ -236,18 +236,22 @@ func (in *pid1) giveBack(stopped bool) {
 	in.log.WithField("mb", trimmed>>20).Info("the data store's free blocks given back (trim)")
 }
 
-// endGiveBack ends a give-back in progress and waits for it: before the
-// engine starts again, and before the shutdown unmounts what it trims.
-// (A trim under way is waited for: the kernel cannot be asked to stop it.)
-func (in *pid1) endGiveBack() {
+// endGiveBack ends a give-back in progress and, with wait, waits for it:
+// before a stopped engine starts again, and before the shutdown unmounts
+// what it trims (a trim under way is waited for: the kernel cannot be
+// asked to stop it). A thaw does not wait: a pause's give-back trims
+// nothing, and what it has not reclaimed yet it leaves.
+func (in *pid1) endGiveBack(wait bool) {
 	in.mu.Lock()
 	stop := in.engine.stopGiving
 	in.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
-	in.engine.giving.Lock()
-	in.engine.giving.Unlock()
+	if wait {
+		in.engine.giving.Lock()
+		in.engine.giving.Unlock()
+	}
 }
 
 // trimEvery bounds how often the data store is trimmed.
@@ -271,10 +275,10 @@ func runningContainers(sock string) (int, error) {
 func (in *pid1) wake() error {
 	in.engine.ops.Lock()
 	defer in.engine.ops.Unlock()
-	in.endGiveBack()
 	in.mu.Lock()
 	paused := !in.engine.paused.IsZero()
 	in.mu.Unlock()
+	in.endGiveBack(!paused)
 	if paused {
 		start := time.Now()
 		if err := in.thaw(); err != nil {
