@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,14 +13,16 @@ import (
 	"github.com/ddinit/ddinit/control"
 )
 
-// runPack is `ddinit pack use PATH [--digest D] [--force]` and `ddinit
-// pack rollback`: the version pack the next boot uses.
+// runPack is `ddinit pack use PATH [--digest D] [--force] [--live]` and
+// `ddinit pack rollback [--live]`: the version pack the next boot uses,
+// or, live, the one the engine is replaced with now.
 func runPack(env *Env, args []string) error {
-	fs := newFlags(env, "pack", "pack use [--digest SHA256] [--force] PATH | pack rollback")
+	fs := newFlags(env, "pack", "pack use [--digest SHA256] [--force] [--live] PATH | pack rollback [--live]")
 	controlAddr := controlFlag(fs)
 	digest := fs.String("digest", "", "the pack's sha256 (default: its .sha256 beside it)")
 	force := fs.Bool("force", false, "switch even to an older dockerd than the one that last ran on the data store")
-	usage := usagef("usage: ddinit pack use [--digest SHA256] [--force] PATH | ddinit pack rollback")
+	live := fs.Bool("live", false, "switch now, without a reboot: clients are held while the engine is replaced")
+	usage := usagef("usage: ddinit pack use [--digest SHA256] [--force] [--live] PATH | ddinit pack rollback [--live]")
 	if len(args) == 0 {
 		return usage
 	}
@@ -41,6 +44,7 @@ func runPack(env *Env, args []string) error {
 	default:
 		return usage
 	}
+	req.Live = *live
 	c, err := dial(*controlAddr, 15*time.Minute) // a pack is copied and hashed
 	if err != nil {
 		return err
@@ -61,9 +65,57 @@ func runPack(env *Env, args []string) error {
 		return fmt.Errorf("version pack: %s", body)
 	}
 	printPacks(env.Stdout, &st)
-	fmt.Fprintln(env.Stdout, "it is used from the next boot (wsl --shutdown, or restart Docker Desktop)")
-	return nil
+	if !req.Live {
+		fmt.Fprintln(env.Stdout, "it is used from the next boot (wsl --shutdown, or restart Docker Desktop)")
+		return nil
+	}
+	fmt.Fprintln(env.Stdout, "switching now: clients are held until the new engine answers")
+	return followSwitch(env, c, st)
 }
+
+// followSwitch waits for a live switch to end: the engine healthy again,
+// on the pack asked for, or on the previous one (rolled back).
+func followSwitch(env *Env, c *control.Client, asked control.PackState) error {
+	start := time.Now()
+	var from string
+	if asked.Running != nil {
+		from = asked.Running.Digest
+	}
+	want := asked.Next
+	down := false
+	for time.Since(start) < switchPatience {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := c.Do(ctx, http.MethodGet, "/ping", false)
+		healthy := err == nil && resp.StatusCode == http.StatusOK
+		if resp != nil {
+			resp.Body.Close()
+		}
+		var st control.Status
+		if healthy {
+			st, err = c.Status(ctx)
+			healthy = err == nil && st.Packs != nil && st.Packs.Running != nil
+		}
+		cancel()
+		if !healthy {
+			down = true
+			time.Sleep(250 * time.Millisecond)
+			continue
+		}
+		running := st.Packs.Running
+		switch {
+		case want != nil && running.Digest == want.Digest && (down || running.Digest != from):
+			fmt.Fprintf(env.Stdout, "switched in %s: the engine runs on %s\n", time.Since(start).Round(100*time.Millisecond), running.Path)
+			return nil
+		case down:
+			return fmt.Errorf("the switch did not bring the engine up and was rolled back to %s: %s", running.Path, st.Packs.LastFailure)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("the engine is not healthy %s after the switch began: see `ddinit status` and `ddinit logs`", switchPatience)
+}
+
+// switchPatience bounds how long `pack use --live` waits for the switch.
+const switchPatience = 5 * time.Minute
 
 // printPacks is the version packs' lines of ddinit status.
 func printPacks(w io.Writer, st *control.PackState) {

@@ -178,6 +178,10 @@ type UsePack struct {
 	// last ran on the data store.
 	Force    bool `json:"force,omitempty"`
 	Rollback bool `json:"rollback,omitempty"`
+	// Live switches now, without a reboot: the engine is replaced while
+	// every client is held (see the README). The answer comes once the
+	// switch has begun; /ping tells when it is done.
+	Live bool `json:"live,omitempty"`
 }
 
 // PackState is which version pack runs, which one the next boot uses and

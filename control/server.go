@@ -21,6 +21,11 @@ import (
 type Server struct {
 	Backend Backend
 	Log     logrus.FieldLogger
+	// StandIn serves the API while no PID 1 does (ddinit run between two
+	// of them): /ping, /status and /shutdown from the Backend, every other
+	// request 503 with the Health's reason, and no connection kept after
+	// its answer, so that the next request reaches the next PID 1.
+	StandIn bool
 	http    *http.Server
 }
 
@@ -40,14 +45,34 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// standInHandler is the API while ddinit run stands in for PID 1.
+func (s *Server) standInHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ping", s.ping)
+	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("POST /shutdown", s.shutdown)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h := s.Backend.Health()
+		writeError(w, fmt.Errorf("%w: %s: %s", errdefs.ErrUnavailable, h.State, h.Reason), errorBody{})
+	})
+	return mux
+}
+
 // Serve serves on every listener until Close.
 func (s *Server) Serve(ls ...net.Listener) {
+	handler := s.Handler()
+	if s.StandIn {
+		handler = s.standInHandler()
+	}
 	s.http = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10, // a 1 MB header gets 431, not memory
 		ErrorLog:          nil,
+	}
+	if s.StandIn {
+		s.http.SetKeepAlivesEnabled(false)
 	}
 	for _, l := range ls {
 		go s.http.Serve(l)

@@ -48,7 +48,28 @@ func (c backend) Health() control.Health {
 	return h
 }
 
+// status is what PID 1 observes, told as a switch: while this PID 1 is
+// being replaced, or replaces another and its engine is not yet ready,
+// it is not healthy and the reason names the switch first.
 func (c backend) status(full bool) control.Status {
+	st := c.observe(full)
+	c.in.mu.Lock()
+	why, wasUp := c.in.replaced, c.in.engineWasUp
+	c.in.mu.Unlock()
+	if why == "" && !st.Ready && !wasUp {
+		why = c.in.cfg.Switching
+	}
+	if why != "" {
+		st.Ready = false
+		if st.Reason != "" {
+			why += ": " + st.Reason
+		}
+		st.Reason = why
+	}
+	return st
+}
+
+func (c backend) observe(full bool) control.Status {
 	in := c.in
 	in.mu.Lock()
 	st := control.Status{
@@ -205,6 +226,18 @@ func (c backend) Restart(name string) error {
 		return fmt.Errorf("%w: the services have not started yet", errdefs.ErrUnavailable)
 	}
 	return sup.Restart(name)
+}
+
+// beReplaced (PID 1) shuts down because ddinit run replaces it: /ping
+// says why from now on.
+func (in *pid1) beReplaced(why string) {
+	in.mu.Lock()
+	in.replaced = why
+	in.mu.Unlock()
+	select {
+	case in.stop <- why:
+	default:
+	}
 }
 
 // Shutdown implements control.Backend: the same as a SIGTERM.

@@ -128,6 +128,10 @@ type Config struct {
 	// Marks are ddinit run's events of this boot (its start, PID 1's),
 	// for the boot's timeline; ddinit run fills them in.
 	Marks []timeline.Mark `json:"marks,omitempty"`
+	// Switching is why this PID 1 replaces another in the same run (a live
+	// version-pack switch, a rollback): /ping says so until the engine is
+	// ready. ddinit run fills it in.
+	Switching string `json:"switching,omitempty"`
 }
 
 // Addrs is one address or a list of them ("unix:///…" or ["unix:///…", "vsock://:61001"]).

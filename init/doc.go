@@ -6,7 +6,9 @@
 // DNS forwarder and the relay to a proxy on the distro's loopback, keeps
 // its drives and devices following the distro's, verifies and records the
 // version pack chosen for the next boot (and boots the previous one again
-// when it fails its trial), and exits with PID 1's status. It does all
+// when it fails its trial), replaces PID 1 for a live switch while holding
+// every client and answering the control sockets itself in between, and
+// exits with the last PID 1's status. It does all
 // this as tables of named steps, each with its undo (steps.go). PID 1
 // (PID1) reaps every orphan and runs the boot as a table of phases
 // (boot.go): data store, images, mounts (the plan of package mounts),

@@ -42,7 +42,13 @@ func (l *launcher) openControlSockets() ([]*os.File, error) {
 	return files, nil
 }
 
-func (l *launcher) removeUnixSockets() {
+// closeControlSockets closes the control sockets and removes their files
+// (and the shared docker socket's).
+func (l *launcher) closeControlSockets() {
+	for _, f := range l.controlFiles {
+		f.Close()
+	}
+	l.controlFiles = nil
 	for _, p := range l.unixSockets {
 		os.Remove(p)
 	}
@@ -50,8 +56,27 @@ func (l *launcher) removeUnixSockets() {
 }
 
 // expose starts a forwarder per --expose NAME=ADDR, to the socket PID 1
-// reported under NAME, reached through /proc/PID/root.
+// reported under NAME, reached through /proc/PID/root. For a PID 1 that
+// replaces another in the same run, the forwarders are already there,
+// holding clients: they are pointed at the new PID 1's sockets, and the
+// clients pass once its engine is ready (engineReady).
 func (l *launcher) expose(pid int, sockets map[string]string) error {
+	targets := map[string]string{}
+	for name, inner := range sockets {
+		targets[name] = fmt.Sprintf("/proc/%d/root%s", pid, inner)
+	}
+	l.mu.Lock()
+	l.targets = targets
+	again := len(l.forwarders) > 0
+	l.mu.Unlock()
+	if again {
+		for name := range l.cfg.Expose {
+			if _, ok := sockets[name]; !ok {
+				l.log.WithField("expose", name).Error("this version pack has no service socket of that name: its clients are refused")
+			}
+		}
+		return nil
+	}
 	l.hold.open()
 	exposed := map[string]Addrs{}
 	for n, a := range l.cfg.Expose {
@@ -80,7 +105,6 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 			sort.Strings(known)
 			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
 		}
-		target := fmt.Sprintf("/proc/%d/root%s", pid, inner)
 		for _, s := range exposed[name] {
 			addr, _ := vsock.Parse(s)
 			// root and the docker group where the distro has one, 0660, as
@@ -95,7 +119,7 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
 				// Through the holder: a stopped engine wakes for a client.
 				Dial: func(ctx context.Context) (net.Conn, error) {
-					return l.hold.dial(ctx, func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, target) })
+					return l.hold.dial(ctx, func(ctx context.Context) (net.Conn, error) { return l.dialService(ctx, name) })
 				},
 				DialTimeout: holdFor + 10*time.Second,
 				Log:         log,
@@ -132,6 +156,28 @@ func removeEmptyTree(dir string) {
 	os.Remove(dir) // fails, harmlessly, when not empty
 }
 
+// dialService dials the running PID 1's socket of the service name.
+func (l *launcher) dialService(ctx context.Context, name string) (net.Conn, error) {
+	l.mu.Lock()
+	target, ok := l.targets[name]
+	l.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("the version pack running has no service socket named %s", name)
+	}
+	return vsock.DialUnix(ctx, target)
+}
+
+// unexpose ends a PID 1's exposure: when another PID 1 follows in this
+// run, the sockets stay, holding every new client until its engine is
+// ready; otherwise they close.
+func (l *launcher) unexpose() {
+	if why := l.nextBootReason(); why != "" {
+		l.hold.suspend(why)
+		return
+	}
+	l.closeForwarders()
+}
+
 func (l *launcher) closeForwarders() {
 	l.hold.close() // held dials end first: nothing wakes the engine now
 	l.mu.Lock()
@@ -158,26 +204,48 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	// through that distro's proxy; the containers are labelled with what
 	// was bound, so that proxy keeps its binds while they exist.
 	wsl := distroproxy.NewWSLPaths(l.cfg.WSLShared)
-	p := &dockerproxy.Proxy{Dial: dial, DialTimeout: holdFor + 10*time.Second, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Answered: l.firstAnswer, Log: log}
-	l.mu.Lock()
-	if l.publisher != nil {
-		p.Ports = l.publisher
-	}
+	// The publisher, the names and the proxy plan are the running PID 1's
+	// (the proxy outlives a PID 1 that is replaced): each is looked up
+	// when a request needs it.
+	p := &dockerproxy.Proxy{Dial: dial, DialTimeout: holdFor + 10*time.Second, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Answered: l.firstAnswer, Ports: currentPublisher{l}, Log: log}
 	// The settings' proxy reaches new containers and builds.
 	p.Edits = append(p.Edits, dockerproxy.AddEnv(l.proxyEnv))
 	p.BuildArgs = l.proxyEnv
-	if names := l.names; names != nil {
-		// A container whose DNS is not ddinit's forwarder still finds the
-		// host and the distro by name: in /etc/hosts, as they are at its
-		// creation (only then: /etc/hosts would shadow answers that follow
-		// a route change).
-		daemonJSON := l.ds.Path("etc/docker/daemon.json")
-		p.Edits = append(p.Edits, dockerproxy.AddHosts(names.hosts, func(c *dockerproxy.Create) bool {
-			return c.SetsDNS() || daemonSetsDNS(daemonJSON)
-		}))
-	}
-	l.mu.Unlock()
+	// A container whose DNS is not ddinit's forwarder still finds the host
+	// and the distro by name: in /etc/hosts, as they are at its creation
+	// (only then: /etc/hosts would shadow answers that follow a route
+	// change).
+	daemonJSON := l.ds.Path("etc/docker/daemon.json")
+	p.Edits = append(p.Edits, dockerproxy.AddHosts(l.localHosts, func(c *dockerproxy.Create) bool {
+		return c.SetsDNS() || daemonSetsDNS(daemonJSON)
+	}))
 	return p
+}
+
+// currentPublisher reserves a container's ports with the running PID 1's
+// publisher (none without a network: nothing to reserve).
+type currentPublisher struct{ l *launcher }
+
+func (c currentPublisher) Reserve(ctx context.Context, container string) (func(), error) {
+	c.l.mu.Lock()
+	pub := c.l.publisher
+	c.l.mu.Unlock()
+	if pub == nil {
+		return func() {}, nil
+	}
+	return pub.Reserve(ctx, container)
+}
+
+// localHosts is the host's and the distro's names and addresses, through
+// the running PID 1's link (none without one).
+func (l *launcher) localHosts() map[string]string {
+	l.mu.Lock()
+	names := l.names
+	l.mu.Unlock()
+	if names == nil {
+		return nil
+	}
+	return names.hosts()
 }
 
 // firstAnswer tells PID 1, once a boot, that an exposed socket passed the

@@ -39,6 +39,9 @@ type drivesMessage struct {
 	PackReply *packReply `json:"packReply,omitempty"`
 	// Marks are ddinit run's events for the boot's timeline.
 	Marks []timeline.Mark `json:"marks,omitempty"`
+	// Replace asks PID 1 to shut down because ddinit run replaces it (a
+	// live version-pack switch), and says why.
+	Replace string `json:"replace,omitempty"`
 }
 
 // socketPair returns the two ends of a SOCK_SEQPACKET pair: messages keep
@@ -146,6 +149,8 @@ func (in *pid1) followDrives(conn *net.UnixConn) {
 		var msg drivesMessage
 		if err := json.Unmarshal(buf[:n], &msg); err == nil && msg.PackReply != nil {
 			in.packCalls.answered(msg.PackReply.ID, *msg.PackReply)
+		} else if err == nil && msg.Replace != "" {
+			in.beReplaced(msg.Replace)
 		} else if err == nil && msg.Marks != nil {
 			in.addMarks(msg.Marks)
 		} else if err == nil && msg.Engine != nil {

@@ -20,7 +20,8 @@ import (
 // error — and ddinit's own dials (a distro proxy's followers) are held
 // without waking it. Concurrent first dials share one wake. A wake that
 // fails is a 503 naming the cause for those who waited on it; the next
-// dial tries again. Nobody using it for idleStop stops it.
+// dial tries again. Nobody using it for idleStop stops it. While PID 1 is
+// replaced (switch.go), every dial is held, with the switch as the reason.
 
 // Engine states as the holder sees them.
 const (
@@ -29,6 +30,10 @@ const (
 	engineStopped  = "stopped"
 	enginePaused   = "paused" // frozen (idlePause): a wake is a thaw
 	engineWaking   = "waking"
+	// engineSwitching: PID 1 is being replaced (a live version-pack
+	// switch, a rollback). Every dial waits, ddinit's own too, until the
+	// new engine is ready.
+	engineSwitching = "switching"
 )
 
 // holdFor bounds how long a dial is held while the engine wakes.
@@ -42,8 +47,9 @@ type holder struct {
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced on every change
 	state     string
-	wakeGen   int   // counts wakes begun
-	wakeErr   error // the last wake's failure
+	reason    string // why dials are held while switching
+	wakeGen   int    // counts wakes begun
+	wakeErr   error  // the last wake's failure
 	closed    bool
 	clients   int
 	lastUse   time.Time
@@ -112,6 +118,12 @@ func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, er
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
+			h.mu.Lock()
+			state, reason := h.state, h.reason
+			h.mu.Unlock()
+			if state == engineSwitching {
+				return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("%s: not done within %s", reason, holdFor)}
+			}
 			return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("the docker engine did not wake within %s", holdFor)}
 		}
 	}
@@ -162,6 +174,8 @@ func (h *holder) engineStateFromPID1(running bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
+	case h.state == engineSwitching:
+		// The PID 1 going away says nothing of the next one's engine.
 	case running && h.state != engineRunning:
 		h.lastUse = time.Now()
 		h.set(engineRunning)
@@ -185,13 +199,31 @@ func (h *holder) setIdle(stop, pause time.Duration) {
 // setIdleStop sets how long the engine may go unused; 0: never stopped.
 func (h *holder) setIdleStop(d time.Duration) { h.setIdle(d, 0) }
 
-// open takes dials again (a boot after a rollback, in the same run): the
-// engine is a new one, running.
+// open takes dials again (a new PID 1's engine, in the same run): the
+// engine is a new one, running. Clients still connected keep their count:
+// each is released as it ends.
 func (h *holder) open() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closed, h.clients, h.lastUse = false, 0, time.Now()
+	h.closed, h.lastUse, h.reason = false, time.Now(), ""
 	h.set(engineRunning)
+}
+
+// suspend holds every dial from now on, for reason, until open (the next
+// PID 1's engine ready) or close: PID 1 is being replaced. Connections
+// already through stay with the engine they reached.
+func (h *holder) suspend(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reason = reason
+	h.set(engineSwitching)
+}
+
+// switching reports whether dials are held for a new PID 1.
+func (h *holder) switching() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state == engineSwitching && !h.closed
 }
 
 // close ends every held dial: ddinit is stopping.

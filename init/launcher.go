@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
@@ -92,6 +93,17 @@ type launcher struct {
 	answered    atomic.Bool
 	packFailure string // why the pack on trial failed: roll back
 	child       *child // PID 1, once started
+	// switchTo is why PID 1 is being replaced (a live switch), until the
+	// next one starts; stopAsked, that ddinit run ends with this PID 1
+	// (a signal, a shutdown between two): no next boot. engineUp: this
+	// PID 1's engine has been ready.
+	switchTo  string
+	stopAsked bool
+	engineUp  bool
+	standing  *control.Server // answering the control sockets between two PID 1s
+	// targets are the exposed sockets' paths, through the running PID 1's
+	// root: dials follow them from one PID 1 to the next.
+	targets map[string]string
 
 	bgCtx  context.Context
 	bgStop context.CancelFunc
@@ -129,34 +141,53 @@ func (l *launcher) stopBackground() {
 
 // run is ddinit run's life: start PID 1 in new namespaces, relay signals
 // to it while following what it reports, clean up after it, and return
-// its exit status.
+// its exit status. Another PID 1 follows in the same run when the version
+// pack changes: a live switch, or a pack on trial that did not bring the
+// engine up (the previous one boots again).
 func (l *launcher) run() (int, error) {
+	defer l.endStandIn()
+	sigs := make(chan os.Signal, 4)
+	// Relayed from before the first start, so a signal during it is not
+	// lost; one between two PID 1s means no next one.
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	defer signal.Stop(sigs)
 	for {
 		l.choosePack()
-		code, err := l.runOnce()
-		// A pack on trial that did not bring the engine up: the previous
-		// one boots, in this same run.
-		if l.rollBack() {
-			l.begun = time.Now()
-			continue
+		code, err := l.runOnce(sigs)
+		why, again := l.takeNextBoot(l.rollBack())
+		select {
+		case sig := <-sigs:
+			l.log.WithField("signal", sig.String()).Info("stopping: no next boot")
+			again = false
+		default:
 		}
-		return code, err
+		if !again {
+			return code, err
+		}
+		// The next boot's timeline starts where the last PID 1 exited.
+		l.begun = time.Now()
+		if c := l.child; c != nil && !c.exited.IsZero() {
+			l.begun = c.exited
+		}
+		l.cfg.Switching = why
 	}
 }
 
 // runOnce is one boot of PID 1, from its start to its exit.
-func (l *launcher) runOnce() (int, error) {
+func (l *launcher) runOnce(sigs <-chan os.Signal) (int, error) {
 	defer l.undoAll() // what a failed start set up
-	sigs := make(chan os.Signal, 4)
-	// Relayed from before the start, so a signal during it is not lost.
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
-	defer signal.Stop(sigs)
 	before := runtime.NumGoroutine()
 	if err := l.runSteps(startSteps, 0, nil); err != nil {
 		return 1, err
 	}
 	child := l.child
 	waitErr := l.relayUntilExit(child, sigs)
+	child.exited = time.Now()
+	if why := l.nextBootReason(); why != "" {
+		// Until the next PID 1 answers on them, ddinit run does: no
+		// client of the control API is refused or left waiting.
+		l.standIn(why)
+	}
 	l.undoAll()
 	// Every goroutine a step started has ended with its undo: what is
 	// left is what there was before PID 1 (a leak shows here).
@@ -168,7 +199,7 @@ func (l *launcher) runOnce() (int, error) {
 // it reports on.
 type child struct {
 	cmd             *exec.Cmd
-	started         time.Time
+	started, exited time.Time
 	relayed, events chan struct{} // closed when its log and events end
 }
 
@@ -204,11 +235,15 @@ func (l *launcher) startPID1() (*child, error) {
 		Pdeathsig: unix.SIGKILL,
 	}
 	c := &child{cmd: cmd, started: time.Now(), relayed: make(chan struct{}), events: make(chan struct{})}
+	// The control sockets are this PID 1's from its first moment: ddinit
+	// run no longer answers on them (it did if it replaces another).
+	l.endStandIn()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start PID 1 in new namespaces: %w", err)
 	}
-	// PID 1 holds its ends now.
-	for _, f := range append([]*os.File{cfgR, evW, logW, drivesThere}, controlFiles...) {
+	// PID 1 holds its ends now. The control sockets stay open here too:
+	// a PID 1 that replaces this one gets them.
+	for _, f := range []*os.File{cfgR, evW, logW, drivesThere} {
 		f.Close()
 	}
 	drives, err := unixConn(drivesHere)
@@ -217,11 +252,15 @@ func (l *launcher) startPID1() (*child, error) {
 		return nil, fmt.Errorf("drives socket: %w", err)
 	}
 	l.mu.Lock()
-	l.drives = drives
+	l.drives, l.engineUp = drives, false
 	l.mu.Unlock()
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
-	l.cfg.Marks = []timeline.Mark{{Event: "ddinit run started", At: l.begun}, {Event: "starting PID 1 (new namespaces)", At: c.started}}
+	first := "ddinit run started"
+	if l.cfg.Switching != "" {
+		first = "the PID 1 replaced exited"
+	}
+	l.cfg.Marks = []timeline.Mark{{Event: first, At: l.begun}, {Event: "starting PID 1 (new namespaces)", At: c.started}}
 	l.answered.Store(false)
 	if err := json.NewEncoder(cfgW).Encode(l.cfg); err != nil {
 		cmd.Process.Kill()
@@ -247,6 +286,9 @@ func (l *launcher) relayUntilExit(c *child, sigs <-chan os.Signal) error {
 	for {
 		select {
 		case sig := <-sigs:
+			l.mu.Lock()
+			l.stopAsked = true // no next boot, whatever was under way
+			l.mu.Unlock()
 			l.log.WithField("signal", sig.String()).Info("stopping")
 			c.cmd.Process.Signal(unix.SIGTERM)
 		case err := <-exited:
@@ -303,6 +345,8 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 			l.mu.Unlock()
 		case "pack-ready":
 			l.packProved()
+		case "engine-ready":
+			l.engineReady()
 		case "pack-failed":
 			l.mu.Lock()
 			l.packFailure = ev.Error

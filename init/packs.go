@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -107,6 +108,8 @@ type packRequest struct {
 	// writes the data store now, before its record is written (when
 	// dockerd is ready), so no switch may go below it either.
 	Running string `json:"running,omitempty"`
+	// Live: switch now, replacing PID 1 (see switch.go).
+	Live bool `json:"live,omitempty"`
 }
 
 type packReply struct {
@@ -123,6 +126,11 @@ func (l *launcher) usePack(req packRequest) packReply {
 	fail := func(kind string, err error) packReply {
 		reply.Kind, reply.Error = kind, err.Error()
 		return reply
+	}
+	if req.Live {
+		if err := l.switchUnderWay(); err != nil {
+			return fail("conflict", err)
+		}
 	}
 	path := l.ds.Path(packs.ChoiceFile)
 	c, err := packs.LoadChoice(path)
@@ -177,9 +185,25 @@ func (l *launcher) usePack(req packRequest) packReply {
 	if err := c.Save(path); err != nil {
 		return fail("precondition", err)
 	}
-	l.log.WithField("pack", c.Current.Path).Info("version pack chosen for the next boot")
+	if req.Live {
+		l.log.WithField("pack", c.Current.Path).Info("version pack chosen: switching now")
+	} else {
+		l.log.WithField("pack", c.Current.Path).Info("version pack chosen for the next boot")
+	}
 	reply.Packs = packState(c, nil)
 	return reply
+}
+
+// packName is how a switch names a pack: its file, and its engine.
+func packName(r *control.PackRef) string {
+	if r == nil {
+		return "the version pack chosen"
+	}
+	name := filepath.Base(r.Path)
+	if r.Engine != "" {
+		name += " (dockerd " + r.Engine + ")"
+	}
+	return name
 }
 
 // packState is the choice as /status shows it.
@@ -272,7 +296,7 @@ func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
 	if r := in.runningPack(); r != nil {
 		running = r.Engine
 	}
-	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback, Running: running}}) {
+	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback, Running: running, Live: req.Live}}) {
 		forget()
 		return control.PackState{}, fmt.Errorf("%w: ddinit run does not answer", errdefs.ErrUnavailable)
 	}
@@ -322,6 +346,17 @@ func (in *pid1) packStatus() *control.PackState {
 	}
 	st := packState(c, in.runningPack())
 	return &st
+}
+
+// engineReady (PID 1): dockerd is ready for the first time this boot. The
+// data store records which engine ran on it, and ddinit run is told (it
+// passes held clients on when this PID 1 replaced another).
+func (in *pid1) engineReady() {
+	in.mu.Lock()
+	in.engineWasUp = true
+	in.mu.Unlock()
+	in.recordEngine()
+	in.events.Encode(event{Event: "engine-ready"}) // unreported only if ddinit run is gone
 }
 
 // recordEngine (PID 1) keeps, once dockerd is ready, which pack and engine

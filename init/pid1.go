@@ -91,8 +91,15 @@ type pid1 struct {
 	// packBundle is the version pack's CA bundle, before trusted CAs.
 	packBundle     []byte
 	packBundleRead bool
-	mounted        []mounts.Mount // what the mounts phase made, for the shutdown
-	switched       bool           // the root is the assembled one
+	// replaced is why this PID 1 is being replaced by ddinit run (a live
+	// version-pack switch): from then on it is not healthy, and says why.
+	// engineWasUp: dockerd has been ready this boot (a PID 1 that replaced
+	// another says why only until then).
+	replaced    string
+	engineWasUp bool
+
+	mounted  []mounts.Mount // what the mounts phase made, for the shutdown
+	switched bool           // the root is the assembled one
 
 	sup *services.Supervisor
 

@@ -263,6 +263,10 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 			go func(req packRequest) { // a pack is copied and hashed: minutes
 				reply := l.usePack(req)
 				l.tellPID1(drivesMessage{PackReply: &reply})
+				if req.Live && reply.Error == "" {
+					// Answered first: this PID 1 is the one replaced.
+					l.switchLive(packName(reply.Packs.Next))
+				}
 			}(*msg.Pack)
 		}
 	}

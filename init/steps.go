@@ -57,19 +57,27 @@ var holdSteps = []launchStep{
 			_ = f.Close()
 		}, nil
 	}},
-}
-
-var startSteps = []launchStep{
-	// Opened here and handed to PID 1, which answers on them from its
-	// first moment: the frontend can watch the boot.
+	// Opened here and handed to each PID 1, which answers on them from
+	// its first moment: the frontend can watch the boot. They stay open
+	// from one PID 1 to the next (a live switch, a rollback): nobody is
+	// refused in between.
 	{name: "control sockets", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
 		if err := os.MkdirAll(l.cfg.RunDir, 0o755); err != nil {
 			return nil, fmt.Errorf("run directory %s: %w", l.cfg.RunDir, err)
 		}
 		files, err := l.openControlSockets()
 		l.controlFiles = files
-		return l.removeUnixSockets, err
+		return l.closeControlSockets, err
 	}},
+	// The exposed sockets are opened once PID 1 reports its services'
+	// (socketSteps' expose), and then kept, holding clients, while a next
+	// PID 1 replaces it: they close when ddinit run ends.
+	{name: "exposed sockets", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
+		return l.closeForwarders, nil
+	}},
+}
+
+var startSteps = []launchStep{
 	{name: "start PID 1", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {
 		c, err := l.startPID1()
 		if err != nil {
@@ -119,7 +127,7 @@ var socketSteps = []launchStep{
 		return l.follow(pid), nil
 	}},
 	{name: "expose sockets", do: func(l *launcher, pid int, sockets map[string]string) (func(), error) {
-		return l.closeForwarders, l.expose(pid, sockets)
+		return l.unexpose, l.expose(pid, sockets)
 	}},
 	// The engine on demand: stopped once nobody used it for idleStop.
 	{name: "engine on demand", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {

@@ -45,9 +45,10 @@ func TestLaunchStepsUndoInReverse(t *testing.T) {
 }
 
 // The launch is named once each step, in the order it needs them: the
-// control sockets before PID 1 (which serves them), the network before
-// the sockets it carries, the exposure before the settling that waits
-// for it.
+// control sockets before PID 1 (which serves them), held with the exposed
+// sockets for the whole life (a PID 1 replaced keeps them), the network
+// before the sockets it carries, the exposure before the settling that
+// waits for it.
 func TestLaunchStepsOrder(t *testing.T) {
 	var names []string
 	for _, table := range [][]launchStep{holdSteps, startSteps, socketSteps} {
@@ -55,7 +56,7 @@ func TestLaunchStepsOrder(t *testing.T) {
 			names = append(names, s.name)
 		}
 	}
-	if !slices.Equal(names, []string{"lock data store", "open log", "control sockets", "start PID 1", "network", "dns", "follow PID 1", "follow drives and devices", "expose sockets", "engine on demand", "settle"}) {
+	if !slices.Equal(names, []string{"lock data store", "open log", "control sockets", "exposed sockets", "start PID 1", "network", "dns", "follow PID 1", "follow drives and devices", "expose sockets", "engine on demand", "settle"}) {
 		t.Fatalf("launch steps: %v", names)
 	}
 }

@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ddinit/ddinit/control"
+)
+
+// poller asks, over and over, on a fresh connection each time, and keeps
+// what went wrong: a refused connection (or a missing socket file), a
+// request unanswered for longer than it allows, an answer it does not
+// accept.
+type poller struct {
+	what   string
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	asked  int
+	codes  map[int]int
+	bodies map[int]string // the last body seen for each status
+	faults []string
+}
+
+func startPoller(what, sock, path string, within time.Duration, every time.Duration) *poller {
+	p := &poller{what: what, stop: make(chan struct{}), done: make(chan struct{}), codes: map[int]int{}, bodies: map[int]string{}}
+	client := http.Client{Timeout: within, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(every):
+			}
+			start := time.Now()
+			resp, err := client.Get("http://local" + path)
+			p.mu.Lock()
+			p.asked++
+			switch {
+			case err != nil && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)):
+				p.faults = append(p.faults, fmt.Sprintf("refused at %s: %v", start.Format("15:04:05.000"), err))
+			case err != nil:
+				p.faults = append(p.faults, fmt.Sprintf("no answer within %s at %s: %v", within, start.Format("15:04:05.000"), err))
+			default:
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				p.codes[resp.StatusCode]++
+				p.bodies[resp.StatusCode] = strings.TrimSpace(string(b))
+			}
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// end stops polling and fails the test for every fault seen.
+func (p *poller) end(t *testing.T) {
+	t.Helper()
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.Logf("%s: %d requests, answers by status %v", p.what, p.asked, p.codes)
+	for _, f := range p.faults {
+		t.Errorf("%s: %s", p.what, f)
+	}
+}
+
+// A live switch to a second pack and back, without a reboot: a client
+// polling _ping through the exposed socket is never refused (held while
+// the engine is replaced), /ping on the control socket is never refused
+// nor unanswered for a second and names the switch meanwhile, and the
+// container with a restart policy, the volume's data and the image are
+// there after each switch.
+func TestLiveVersionPackSwitch(t *testing.T) {
+	requireEnvironment(t)
+	second := testPack(t, "pack2")
+	in := start(t, options{})
+	in.waitPing(60 * time.Second)
+	in.importBusybox()
+	in.docker("run", "-d", "--name", "keeper", "--restart", "always", "-v", "livevol:/d", "busybox:local", "sh", "-c", "echo kept > /d/f; exec sleep 3600")
+
+	engine := startPoller("_ping through the exposed socket", in.sock, "/_ping", 3*time.Minute, 20*time.Millisecond)
+	health := startPoller("/ping on the control socket", in.controlSock(), "/ping", time.Second, 50*time.Millisecond)
+	for _, to := range []struct {
+		pack  string
+		label bool
+	}{{second, true}, {packISO, false}} {
+		began := time.Now()
+		out, err := in.cli("pack", "use", "--live", to.pack)
+		if err != nil || !strings.Contains(out, "switched in") {
+			t.Fatalf("ddinit pack use --live %s: %v\n%s", to.pack, err, out)
+		}
+		t.Logf("switched to %s in %s:\n%s", to.pack, time.Since(began).Round(time.Millisecond), out)
+		if got := strings.Contains(in.packLabel(), "pack=2"); got != to.label {
+			t.Fatalf("docker info labels %s after the switch to %s", in.packLabel(), to.pack)
+		}
+		waitUntil(t, 30*time.Second, "the restart-policy container to be back", func() bool {
+			out, _ := in.dockerErr("inspect", "-f", "{{.State.Running}}", "keeper")
+			return strings.TrimSpace(out) == "true"
+		})
+		if out := in.docker("run", "--rm", "-v", "livevol:/d", "busybox:local", "cat", "/d/f"); out != "kept\n" {
+			t.Fatalf("the volume's data after the switch: %q", out)
+		}
+		if st := in.status(); st.Packs == nil || st.Packs.Running == nil || !strings.HasSuffix(st.Packs.Running.Path, to.pack[strings.LastIndex(to.pack, "/"):]) || st.Packs.Trial {
+			t.Fatalf("/status packs after the switch to %s: %+v", to.pack, st.Packs)
+		}
+	}
+	engine.end(t)
+	health.end(t)
+	if engine.codes[http.StatusOK] == 0 || len(engine.codes) != 1 {
+		t.Errorf("_ping through the exposed socket answered %v (bodies %v); want only 200: held, never refused", engine.codes, engine.bodies)
+	}
+	if !strings.Contains(health.bodies[http.StatusServiceUnavailable], "switching version pack to") {
+		t.Errorf("/ping during the switch said %q; want it to name the switch", health.bodies[http.StatusServiceUnavailable])
+	}
+}
+
+// A live switch to a pack whose dockerd cannot start rolls back by itself,
+// the same way: the clients held meanwhile are answered by the engine of
+// the previous pack, and /status says why.
+func TestLiveSwitchToBrokenPackRollsBack(t *testing.T) {
+	requireEnvironment(t)
+	broken := testPack(t, "broken")
+	in := start(t, options{config: map[string]any{"settingsDeadline": "10s"}})
+	in.waitPing(60 * time.Second)
+	in.docker("volume", "create", "survivor")
+	engine := startPoller("_ping through the exposed socket", in.sock, "/_ping", 3*time.Minute, 50*time.Millisecond)
+	out, err := in.cli("pack", "use", "--live", broken)
+	if err == nil || !strings.Contains(out, "rolled back") || !strings.Contains(out, "this pack is broken") {
+		t.Fatalf("ddinit pack use --live on the broken pack: %v\n%s", err, out)
+	}
+	engine.end(t)
+	if len(engine.codes) != 1 || engine.codes[http.StatusOK] == 0 {
+		t.Errorf("_ping through the exposed socket answered %v (bodies %v); want only 200, from the old engine", engine.codes, engine.bodies)
+	}
+	if out := in.docker("volume", "ls", "--format", "{{.Name}}"); !strings.Contains(out, "survivor") {
+		t.Fatalf("volumes after the rollback: %q", out)
+	}
+	if st := in.status(); st.Packs == nil || st.Packs.Running == nil || !strings.HasSuffix(st.Packs.Running.Path, packISO[strings.LastIndex(packISO, "/"):]) {
+		t.Fatalf("/status packs after the rollback: %+v", st.Packs)
+	}
+}
+
+// TestBenchLiveSwitch is `make bench` for a live version-pack switch: from
+// the switch's start (PUT /version-pack answered: the pack verified, the
+// old engine about to stop) to the new engine answering through the
+// exposed socket (a client held meanwhile), against a warm boot of the
+// same data store, alternated in one run.
+func TestBenchLiveSwitch(t *testing.T) {
+	if os.Getenv("DDINIT_BENCH") == "" {
+		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
+	}
+	requireEnvironment(t)
+	second := testPack(t, "pack2")
+	data, _ := newDirs(t)
+	first := start(t, options{dataDir: data, extra: asDeployed})
+	first.waitPing(60 * time.Second)
+	first.stop()
+	var warm, switched []time.Duration
+	for i := range 5 {
+		in := start(t, options{dataDir: data, extra: asDeployed})
+		warm = append(warm, in.waitPing(60*time.Second))
+		to, label := second, true
+		if i%2 == 1 {
+			to, label = packISO, false
+		}
+		begun := in.putPack(control.UsePack{Path: to, Live: true})
+		// Held from the switch's start until the new engine answers.
+		waitUntil(t, 2*time.Minute, "the new engine to answer", func() bool {
+			out, err := in.dockerErr("info", "--format", "{{json .Labels}}")
+			return err == nil && strings.Contains(out, "pack=2") == label
+		})
+		switched = append(switched, time.Since(begun))
+		in.stop()
+	}
+	w, s := median(warm), median(switched)
+	t.Logf("BENCH live version-pack switch (switch begun to the new engine answering through the exposed socket), 5 rounds: %v, warm boot %v, ratio %.2f (target <= 1.5; spread of the ratios %s)",
+		s.Round(time.Millisecond), w.Round(time.Millisecond), float64(s)/float64(w), ratioSpread(switched, warm))
+}
+
+// putPack sends PUT /version-pack and returns when it was answered.
+func (in *instance) putPack(req control.UsePack) time.Time {
+	in.t.Helper()
+	c, err := control.NewClient("unix://"+in.controlSock(), 5*time.Minute)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	b, _ := json.Marshal(req)
+	r, _ := http.NewRequest(http.MethodPut, "http://ddinit/version-pack", bytes.NewReader(b))
+	resp, err := c.HTTP().Do(r)
+	if err != nil {
+		in.t.Fatalf("PUT /version-pack: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		in.t.Fatalf("PUT /version-pack: %s %s", resp.Status, body)
+	}
+	return time.Now()
+}

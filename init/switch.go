@@ -1,0 +1,180 @@
+package initd
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/vsock"
+	"golang.org/x/sys/unix"
+)
+
+// A live version-pack switch (PUT /version-pack with "live"): overlay
+// layers cannot change under a running root, and containerd itself comes
+// from the pack, so ddinit run replaces PID 1 within the same run. What
+// clients connect to stays: the exposed sockets keep listening and hold
+// every new connection (the holder, with the switch as its reason) until
+// the new engine is ready; the control sockets stay open, answered by the
+// old PID 1 while it stops, by ddinit run while there is none, and by the
+// new one from its first moment — /ping is 503 naming the switch
+// throughout. The new pack boots on trial: if its engine does not come
+// up, the previous pack boots again the same way (a rollback).
+
+// switchLive begins replacing PID 1 to boot the pack just chosen: held
+// dials from now on, and PID 1 told to shut down, saying why.
+func (l *launcher) switchLive(to string) {
+	why := "switching version pack to " + to
+	l.mu.Lock()
+	if l.switchTo != "" || l.stopAsked {
+		l.mu.Unlock()
+		return
+	}
+	l.switchTo = why
+	l.mu.Unlock()
+	l.log.WithField("pack", to).Info("switching the version pack live: PID 1 is replaced, clients are held meanwhile")
+	l.hold.suspend(why)
+	if !l.tellPID1(drivesMessage{Replace: why}) {
+		// PID 1 is going anyway (its socket is gone): the next boot
+		// follows its exit all the same.
+		l.log.Warn("PID 1 was not told of the switch")
+	}
+}
+
+// switchUnderWay refuses a second live switch while one is under way.
+func (l *launcher) switchUnderWay() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.switchTo != "" || l.cfg.Switching != "" && !l.engineUp {
+		return fmt.Errorf("%w: a live version-pack switch is under way", errdefs.ErrConflict)
+	}
+	return nil
+}
+
+// nextBootReason is why another PID 1 boots once this one has exited (a
+// live switch, a rollback), or "" when ddinit run then ends.
+func (l *launcher) nextBootReason() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.stopAsked:
+		return ""
+	case l.packFailure != "":
+		return "rolling back to the previous version pack"
+	default:
+		return l.switchTo
+	}
+}
+
+// takeNextBoot reports whether another PID 1 boots, and why, once the
+// rollback (if any) is recorded.
+func (l *launcher) takeNextBoot(rolledBack bool) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	why := l.switchTo
+	l.switchTo = ""
+	switch {
+	case l.stopAsked:
+		return "", false
+	case rolledBack:
+		return "rolling back to the previous version pack", true
+	}
+	return why, why != ""
+}
+
+// engineReady (ddinit run): the engine of this PID 1 answers. Dials held
+// since an earlier PID 1 went away are passed on now.
+func (l *launcher) engineReady() {
+	l.mu.Lock()
+	l.engineUp = true
+	l.mu.Unlock()
+	if l.hold.switching() {
+		l.log.Info("the new engine is ready: held clients passed on")
+		l.hold.open()
+	}
+}
+
+// standIn answers the control sockets while no PID 1 does (between two),
+// until the next PID 1 is started: /ping 503 with why.
+func (l *launcher) standIn(why string) {
+	var ls []net.Listener
+	for i, s := range l.cfg.Control {
+		a, err := vsock.Parse(s)
+		if err != nil {
+			continue // refused when the sockets were opened
+		}
+		// A copy: the socket itself stays open for the next PID 1.
+		fd, err := unix.FcntlInt(l.controlFiles[i].Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			l.log.WithError(err).Warn("the control API waits for the next PID 1 unanswered")
+			continue
+		}
+		ln, err := vsock.FileListener(a, os.NewFile(uintptr(fd), s))
+		if err != nil {
+			l.log.WithError(err).Warn("the control API waits for the next PID 1 unanswered")
+			continue
+		}
+		ls = append(ls, vsock.Filter(ln, a, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, l.log))
+	}
+	srv := &control.Server{Backend: standInBackend{l: l, why: why, since: time.Now()}, Log: l.log.WithField("component", "control"), StandIn: true}
+	srv.Serve(ls...)
+	l.mu.Lock()
+	l.standing = srv
+	l.mu.Unlock()
+}
+
+// endStandIn stops answering for PID 1: the next one does, or nobody.
+func (l *launcher) endStandIn() {
+	l.mu.Lock()
+	srv := l.standing
+	l.standing = nil
+	l.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+// standInBackend is the control API's backend while ddinit run stands in
+// for PID 1: not healthy, saying why; a shutdown ends ddinit run instead
+// of the next boot.
+type standInBackend struct {
+	l     *launcher
+	why   string
+	since time.Time
+}
+
+// stateReplacing is the state between two PID 1s.
+const stateReplacing = "restarting"
+
+func (b standInBackend) Health() control.Health {
+	return control.Health{State: stateReplacing, Reason: b.why}
+}
+
+func (b standInBackend) Status() control.Status {
+	return control.Status{Version: Version, State: stateReplacing, Reason: b.why, Started: b.since, Uptime: "0s"}
+}
+
+func (b standInBackend) Shutdown() {
+	b.l.mu.Lock()
+	b.l.stopAsked = true
+	b.l.mu.Unlock()
+	b.l.log.Info("shutdown asked between two boots: no next boot")
+}
+
+var errStandIn = fmt.Errorf("%w: PID 1 is being replaced", errdefs.ErrUnavailable)
+
+func (standInBackend) Logs(string, int, bool) ([]control.LogLine, <-chan control.LogLine, func(), error) {
+	return nil, nil, nil, errStandIn
+}
+func (standInBackend) Restart(string) error        { return errStandIn }
+func (standInBackend) Diagnostics(io.Writer) error { return errStandIn }
+func (standInBackend) Settings() control.Settings  { return control.Settings{} }
+func (standInBackend) PutSettings([]byte) (control.Settings, error) {
+	return control.Settings{}, errStandIn
+}
+func (standInBackend) UsePack(control.UsePack) (control.PackState, error) {
+	return control.PackState{}, errStandIn
+}
