@@ -33,7 +33,7 @@ distro: build
 TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso)
 isos: build/docker-desktop.iso $(TEST_PACKS)
 
-build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
+build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh $(shell find distro -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
 
 # The version packs the tests switch to (build/test-packs/: a second pack
@@ -41,7 +41,7 @@ build/docker-desktop.iso: scripts/mkisos.sh $(shell find distro -type f)
 # build/docker.iso.
 test-packs: $(TEST_PACKS)
 
-$(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh
+$(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh scripts/iso.sh
 	bash scripts/mktestpacks.sh
 
 test: build isos test-packs distro

@@ -33,13 +33,7 @@ func cpuTicks(t *testing.T, pid int) int {
 // dockerd use no CPU —, while ddinit run, PID 1 (the control API, status,
 // enter) are outside it and answer; the next docker call thaws it.
 func TestEnginePausedWhenIdle(t *testing.T) {
-	requireEnvironment(t)
-	h, err := cgroup.Detect("/sys/fs/cgroup")
-	if err != nil {
-		t.Skipf("no cgroup hierarchy here: %v", err)
-	}
-	in := start(t, options{extra: []string{"--idle-pause", "1s"}})
-	in.waitPing(60 * time.Second)
+	in, h := startPausing(t)
 	ns := in.pidNS()
 	in.importBusybox()
 	// A container's cgroup is the engine's too (dockerd's cgroup parent is
@@ -53,10 +47,7 @@ func TestEnginePausedWhenIdle(t *testing.T) {
 		t.Fatalf("the container's process (pid %d) is not in the engine's cgroup:\n%s", host, b)
 	}
 	in.docker("rm", "-f", "incgroup")
-	waitUntil(t, 20*time.Second, "the engine to pause", func() bool {
-		code, body := in.get(http.MethodGet, "/ping")
-		return code == 200 && strings.Contains(body, "paused (idle)") && h.Frozen(services.DefaultCgroupParent)
-	})
+	in.waitPaused(h)
 	ctrd, dockerd := findComm(ns, "containerd"), findComm(ns, "dockerd")
 	if len(ctrd) != 1 || len(dockerd) != 1 {
 		t.Fatalf("containerd %v, dockerd %v", ctrd, dockerd)
@@ -154,14 +145,8 @@ func TestIdleStopTrimsTheDataStore(t *testing.T) {
 // A shutdown while the engine is paused thaws it first and ends cleanly
 // (a frozen containerd would never answer the stop).
 func TestShutdownWhilePaused(t *testing.T) {
-	requireEnvironment(t)
-	h, err := cgroup.Detect("/sys/fs/cgroup")
-	if err != nil {
-		t.Skipf("no cgroup hierarchy here: %v", err)
-	}
-	in := start(t, options{extra: []string{"--idle-pause", "1s"}})
-	in.waitPing(60 * time.Second)
-	waitUntil(t, 20*time.Second, "the engine to pause", func() bool { return h.Frozen(services.DefaultCgroupParent) })
+	in, h := startPausing(t)
+	in.waitPaused(h)
 	if code, took := in.stop(); code != 0 {
 		t.Fatalf("ddinit exited %d after SIGTERM while paused (%s)", code, took)
 	} else {
@@ -170,6 +155,29 @@ func TestShutdownWhilePaused(t *testing.T) {
 	if h.Frozen(services.DefaultCgroupParent) {
 		t.Fatal("the engine's cgroup was left frozen")
 	}
+}
+
+// startPausing starts ddinit with the engine paused after 1 s unused, on
+// a machine with a cgroup hierarchy (skipped, saying so, without one).
+func startPausing(t *testing.T) (*instance, cgroup.Hierarchy) {
+	t.Helper()
+	requireEnvironment(t)
+	h, err := cgroup.Detect("/sys/fs/cgroup")
+	if err != nil {
+		t.Skipf("no cgroup hierarchy here: %v", err)
+	}
+	in := start(t, options{extra: []string{"--idle-pause", "1s"}})
+	in.waitPing(60 * time.Second)
+	return in, h
+}
+
+// waitPaused waits until the engine's cgroup is frozen and /ping says so.
+func (in *instance) waitPaused(h cgroup.Hierarchy) {
+	in.t.Helper()
+	waitUntil(in.t, 20*time.Second, "the engine to pause", func() bool {
+		code, body := in.get(http.MethodGet, "/ping")
+		return code == 200 && strings.Contains(body, "paused (idle)") && h.Frozen(services.DefaultCgroupParent)
+	})
 }
 
 // hostPid is the pid, as this test sees it, of the process that is pid

@@ -9,6 +9,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/iso.sh"
 out=${OUT:-$here/build}
 kubelet=${KUBELET:-}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
@@ -141,14 +142,7 @@ fi
 
 # --- write ----------------------------------------------------------------
 mkiso() { # stage volume-id output
-	find "$1" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-	chown -R 0:0 "$1"
-	rm -f "$3" "$3.sha256"
-	xorriso -as mkisofs -quiet -R -J -joliet-long -V "$2" \
-		--modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" \
-		-o "$3.tmp" "$1" 2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; exit 1; }
-	mv "$3.tmp" "$3"
-	(cd "$(dirname "$3")" && sha256sum "$(basename "$3")" > "$(basename "$3").sha256")
+	write_iso "$1" "$2" "$3" "$work/xorriso.log"
 	echo "mkisos: $3 $(stat -c %s "$3") bytes sha256:$(cut -d' ' -f1 "$3.sha256")"
 }
 mkiso "$base" DDINIT_BASE "$out/docker-desktop.iso"

@@ -9,6 +9,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/iso.sh"
 out=${OUT:-$here/build}
 src=$out/docker.iso
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
@@ -29,14 +30,7 @@ pack() {
 	cp -a "$work/tree" "$tree"
 	(cd "$tree" && eval "$2")
 	# As mkisos.sh writes docker.iso: the pack differs by its edit only.
-	find "$tree" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-	chown -R 0:0 "$tree"
-	rm -f "$dest/$1.iso" "$dest/$1.iso.sha256"
-	xorriso -as mkisofs -quiet -R -J -joliet-long -V "DDINIT_$1" \
-		--modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" \
-		-o "$dest/$1.iso.tmp" "$tree" 2>"$work/xorriso.log" || { cat "$work/xorriso.log" >&2; exit 1; }
-	mv "$dest/$1.iso.tmp" "$dest/$1.iso"
-	(cd "$dest" && sha256sum "$1.iso" >"$1.iso.sha256")
+	write_iso "$tree" "DDINIT_$1" "$dest/$1.iso" "$work/xorriso.log"
 	rm -rf "$tree"
 	echo "mktestpacks: $dest/$1.iso"
 }
