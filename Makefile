@@ -61,7 +61,7 @@ RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ .
 # dynamically linked) through ten boots, a PIE, and the race detector —
 # which also runs the settings, docker API proxy and supervisor e2e tests.
 BOOT_TESTS := TestBootRunStopBootAgain|TestRepeatedBootsStayUp
-RACE_E2E := TestHungServicesAreKilledAndRestarted|TestSupervisionRestartsAndBacksOff|TestSettings|TestTruncatedSettingsDocument|TestUnusableDaemonJSONAtBoot|TestKillDuringSettingsChange|TestDockerAPIProxy|TestDistroProxy|TestBindsNeverFloodTheDistros|TestBindsComeBackAfterWSLRestarts|TestNamesResolveAsTheDistroDoes|TestCorporateProxyAndCA|TestEngineStopsWhenIdleAndWakes|TestBrokenVersionPackRollsBack
+RACE_E2E := TestHungServicesAreKilledAndRestarted|TestSupervisionRestartsAndBacksOff|TestSettings|TestTruncatedSettingsDocument|TestUnusableDaemonJSONAtBoot|TestKillDuringSettingsChange|TestDockerAPIProxy|TestDistroProxy|TestBindsNeverFloodTheDistros|TestBindsComeBackAfterWSLRestarts|TestNamesResolveAsTheDistroDoes|TestCorporateProxyAndCA|TestEngineStopsWhenIdleAndWakes|TestBrokenVersionPackRollsBack|TestLiveVersionPackSwitch|TestLiveSwitchToBrokenPackRollsBack
 test-builds: isos test-packs
 	$(GO) build -o bin/ddinit-dynamic ./cmd/ddinit
 	DDINIT_BINARY=$(CURDIR)/bin/ddinit-dynamic DDINIT_BOOT_LOOP=10 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/

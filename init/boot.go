@@ -74,6 +74,10 @@ func (in *pid1) shutdown() {
 		}
 	}
 	in.server.Close()
+	// ddinit run answers the control sockets from here when another PID 1
+	// follows: this one's exit can take a while yet (the namespace's
+	// processes reaped).
+	in.events.Encode(event{Event: "control-closed"}) // unreported only if ddinit run is gone
 	in.log.WithField("ms", time.Since(start).Milliseconds()).Info("shutdown complete")
 }
 

@@ -184,8 +184,9 @@ func (l *launcher) runOnce(sigs <-chan os.Signal) (int, error) {
 	waitErr := l.relayUntilExit(child, sigs)
 	child.exited = time.Now()
 	if why := l.nextBootReason(); why != "" {
-		// Until the next PID 1 answers on them, ddinit run does: no
-		// client of the control API is refused or left waiting.
+		// Until the next PID 1 answers on them, ddinit run does (from
+		// PID 1's "control-closed" on, or from its exit): no client of the
+		// control API is refused or left waiting.
 		l.standIn(why)
 	}
 	l.undoAll()
@@ -347,6 +348,10 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 			l.packProved()
 		case "engine-ready":
 			l.engineReady()
+		case "control-closed":
+			if why := l.nextBootReason(); why != "" {
+				l.standIn(why)
+			}
 		case "pack-failed":
 			l.mu.Lock()
 			l.packFailure = ev.Error

@@ -98,8 +98,14 @@ func (l *launcher) engineReady() {
 }
 
 // standIn answers the control sockets while no PID 1 does (between two),
-// until the next PID 1 is started: /ping 503 with why.
+// until the next PID 1 is started: /ping 503 with why. Once: a second call
+// finds it answering.
 func (l *launcher) standIn(why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.standing != nil {
+		return
+	}
 	var ls []net.Listener
 	for i, s := range l.cfg.Control {
 		a, err := vsock.Parse(s)
@@ -121,9 +127,7 @@ func (l *launcher) standIn(why string) {
 	}
 	srv := &control.Server{Backend: standInBackend{l: l, why: why, since: time.Now()}, Log: l.log.WithField("component", "control"), StandIn: true}
 	srv.Serve(ls...)
-	l.mu.Lock()
 	l.standing = srv
-	l.mu.Unlock()
 }
 
 // endStandIn stops answering for PID 1: the next one does, or nobody.
