@@ -161,6 +161,30 @@ func TestLiveSwitchToBrokenPackRollsBack(t *testing.T) {
 	}
 }
 
+// One live switch at a time: a second asked while the first is under way
+// is a 409 and changes nothing; a shutdown asked during the switch ends
+// ddinit (cleanly, no engine started on the new pack), as the frontend
+// quitting expects.
+func TestLiveSwitchRefusesASecondAndStopsOnShutdown(t *testing.T) {
+	requireEnvironment(t)
+	second := testPack(t, "pack2")
+	in := start(t, options{})
+	in.waitPing(60 * time.Second)
+	in.putPack(control.UsePack{Path: second, Live: true})
+	if code, body := in.putPackResp(control.UsePack{Path: packISO, Live: true}); code != http.StatusConflict || !strings.Contains(body, "under way") {
+		t.Fatalf("a second live switch during the first: %d %s", code, body)
+	}
+	if code, body := in.get(http.MethodPost, "/shutdown"); code != http.StatusAccepted {
+		t.Fatalf("POST /shutdown during the switch: %d %s", code, body)
+	}
+	if code := in.exited(90 * time.Second); code != 0 {
+		t.Fatalf("ddinit exited %d after a shutdown during a live switch", code)
+	}
+	if n := strings.Count(in.stderr.String(), "PID 1 started in new namespaces"); n != 1 {
+		t.Fatalf("%d PID 1s started; want the first only (the shutdown came during the switch)", n)
+	}
+}
+
 // TestBenchLiveSwitch is `make bench` for a live version-pack switch: from
 // the switch's start (PUT /version-pack answered: the pack verified, the
 // old engine about to stop) to the new engine answering through the
@@ -198,8 +222,18 @@ func TestBenchLiveSwitch(t *testing.T) {
 		s.Round(time.Millisecond), w.Round(time.Millisecond), float64(s)/float64(w), ratioSpread(switched, warm))
 }
 
-// putPack sends PUT /version-pack and returns when it was answered.
+// putPack sends PUT /version-pack, which must succeed, and returns when
+// it was answered.
 func (in *instance) putPack(req control.UsePack) time.Time {
+	in.t.Helper()
+	if code, body := in.putPackResp(req); code != http.StatusOK {
+		in.t.Fatalf("PUT /version-pack: %d %s", code, body)
+	}
+	return time.Now()
+}
+
+// putPackResp sends PUT /version-pack and returns its status and body.
+func (in *instance) putPackResp(req control.UsePack) (int, string) {
 	in.t.Helper()
 	c, err := control.NewClient("unix://"+in.controlSock(), 5*time.Minute)
 	if err != nil {
@@ -211,10 +245,7 @@ func (in *instance) putPack(req control.UsePack) time.Time {
 	if err != nil {
 		in.t.Fatalf("PUT /version-pack: %v", err)
 	}
+	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		in.t.Fatalf("PUT /version-pack: %s %s", resp.Status, body)
-	}
-	return time.Now()
+	return resp.StatusCode, string(body)
 }

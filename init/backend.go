@@ -241,9 +241,15 @@ func (in *pid1) beReplaced(why string) {
 }
 
 // Shutdown implements control.Backend: the same as a SIGTERM.
-func (c backend) Shutdown() {
+func (c backend) Shutdown() { c.in.shutdownAsked("control API") }
+
+// shutdownAsked stops PID 1 for good (a signal, POST /shutdown): ddinit
+// run is told first, so that no PID 1 follows this one, even one a live
+// switch under way would start.
+func (in *pid1) shutdownAsked(by string) {
+	in.events.Encode(event{Event: "shutdown"}) // unreported only if ddinit run is gone
 	select {
-	case c.in.stop <- "control API":
+	case in.stop <- by:
 	default:
 	}
 }

@@ -234,6 +234,7 @@ func (in *pid1) startServices() error {
 	in.sup = sup
 	in.mu.Unlock()
 	go in.guardDaemonJSON(sup, ownedDaemonKeys(defs))
+	go in.awaitEngine(sup)
 	return nil
 }
 

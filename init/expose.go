@@ -223,10 +223,12 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 }
 
 // currentPublisher reserves a container's ports with the running PID 1's
-// publisher (none without a network: nothing to reserve).
+// publisher (none without a network: nothing to reserve); while PID 1 is
+// replaced, with the new one's, once its engine is ready.
 type currentPublisher struct{ l *launcher }
 
 func (c currentPublisher) Reserve(ctx context.Context, container string) (func(), error) {
+	c.l.hold.awaitReplaced(ctx)
 	c.l.mu.Lock()
 	pub := c.l.publisher
 	c.l.mu.Unlock()

@@ -36,8 +36,9 @@ const (
 	engineSwitching = "switching"
 )
 
-// holdFor bounds how long a dial is held while the engine wakes.
-const holdFor = 2 * time.Minute
+// holdFor bounds how long a dial is held while the engine wakes or PID 1
+// is replaced (a variable for the tests).
+var holdFor = 2 * time.Minute
 
 type holder struct {
 	// ask sends PID 1 an engine request and waits for the answer.
@@ -219,6 +220,30 @@ func (h *holder) suspend(reason string) {
 	h.set(engineSwitching)
 }
 
+// awaitReplaced waits, while PID 1 is being replaced, until the new one's
+// engine is ready (or ctx ends, or holdFor passes): what belongs to the
+// running PID 1 (its port publisher) is then the new one's.
+func (h *holder) awaitReplaced(ctx context.Context) {
+	deadline := time.NewTimer(holdFor)
+	defer deadline.Stop()
+	for {
+		h.mu.Lock()
+		if h.state != engineSwitching || h.closed {
+			h.mu.Unlock()
+			return
+		}
+		ch := h.changed
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
 // switching reports whether dials are held for a new PID 1.
 func (h *holder) switching() bool {
 	h.mu.Lock()
@@ -268,6 +293,9 @@ func (h *holder) idleLoop(ctx context.Context) {
 		reply, err := h.ask(op)
 		h.mu.Lock()
 		switch {
+		case h.state != engineStopping:
+			// PID 1 is being replaced (switching) or ddinit stops: that
+			// state stands, whatever this PID 1 answered.
 		case err != nil || reply.Error != "":
 			if err == nil {
 				err = errors.New(reply.Error)

@@ -189,3 +189,80 @@ func waitState(t *testing.T, h *holder, want string) {
 }
 
 func internalContext() context.Context { return dockerproxy.WithInternal(context.Background()) }
+
+// While PID 1 is replaced every dial is held, ddinit's own too, until the
+// new engine is ready; an idle stop answered meanwhile by the PID 1 on its
+// way out does not end the hold.
+func TestHolderHoldsThroughAReplacement(t *testing.T) {
+	release := make(chan struct{})
+	var asked atomic.Int32
+	p := &fakePID1{}
+	h := quietHolder(p)
+	h.ask = func(op string) (engineReply, error) {
+		asked.Add(1)
+		<-release // the idle stop is under way when the switch begins
+		return p.ask(op)
+	}
+	h.setIdleStop(10 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.idleLoop(ctx)
+	waitFor(t, "the idle stop to be asked", func() bool { return asked.Load() == 1 })
+	h.suspend("switching version pack to pack2.iso")
+	close(release)
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	dialed := make(chan result, 2)
+	for _, c := range []context.Context{context.Background(), dockerproxy.WithInternal(context.Background())} {
+		go func() {
+			conn, err := h.dial(c, pipeDial)
+			dialed <- result{conn, err}
+		}()
+	}
+	time.Sleep(600 * time.Millisecond) // the idle loop's answer, and two ticks
+	if !h.switching() {
+		t.Fatalf("the holder is %s after the idle stop's answer; want it still switching", h.state)
+	}
+	select {
+	case r := <-dialed:
+		t.Fatalf("a dial went through while PID 1 was replaced: %v", r.err)
+	default:
+	}
+	h.open()
+	for range 2 {
+		r := <-dialed
+		if r.err != nil {
+			t.Fatalf("a held dial after the new engine came: %v", r.err)
+		}
+		r.c.Close()
+	}
+}
+
+// A dial held longer than holdFor through a replacement is answered with
+// the switch as its reason.
+func TestHolderReplacementReason(t *testing.T) {
+	defer func(d time.Duration) { holdFor = d }(holdFor)
+	holdFor = 100 * time.Millisecond
+	h := quietHolder(&fakePID1{})
+	h.suspend("switching version pack to pack2.iso")
+	var held *dockerproxy.HeldError
+	if _, err := h.dial(context.Background(), pipeDial); !errors.As(err, &held) || !strings.HasPrefix(held.Reason, "switching version pack to pack2.iso: not done within") {
+		t.Fatalf("a dial held past its deadline: %v", err)
+	}
+	h.close()
+	if _, err := h.dial(context.Background(), pipeDial); !errors.As(err, &held) || !strings.Contains(held.Reason, "stopping") {
+		t.Fatalf("a dial once ddinit stops: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

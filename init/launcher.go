@@ -100,6 +100,10 @@ type launcher struct {
 	switchTo  string
 	stopAsked bool
 	engineUp  bool
+	// generation counts the PID 1s started: a pack request is answered to,
+	// and switches, the PID 1 that asked only.
+	generation int
+	packMu     sync.Mutex // one pack request at a time
 	standing  *control.Server // answering the control sockets between two PID 1s
 	// targets are the exposed sockets' paths, through the running PID 1's
 	// root: dials follow them from one PID 1 to the next.
@@ -176,6 +180,14 @@ func (l *launcher) run() (int, error) {
 // runOnce is one boot of PID 1, from its start to its exit.
 func (l *launcher) runOnce(sigs <-chan os.Signal) (int, error) {
 	defer l.undoAll() // what a failed start set up
+	// The control sockets are the next PID 1's from its first moment:
+	// ddinit run no longer answers on them (it did if this PID 1 replaces
+	// another), and a shutdown it answered meanwhile means none starts.
+	l.endStandIn()
+	if l.stopRequested() {
+		l.log.Info("shutdown asked before the next PID 1 started: none starts")
+		return 0, nil
+	}
 	before := runtime.NumGoroutine()
 	if err := l.runSteps(startSteps, 0, nil); err != nil {
 		return 1, err
@@ -236,9 +248,6 @@ func (l *launcher) startPID1() (*child, error) {
 		Pdeathsig: unix.SIGKILL,
 	}
 	c := &child{cmd: cmd, started: time.Now(), relayed: make(chan struct{}), events: make(chan struct{})}
-	// The control sockets are this PID 1's from its first moment: ddinit
-	// run no longer answers on them (it did if it replaces another).
-	l.endStandIn()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start PID 1 in new namespaces: %w", err)
 	}
@@ -254,6 +263,7 @@ func (l *launcher) startPID1() (*child, error) {
 	}
 	l.mu.Lock()
 	l.drives, l.engineUp = drives, false
+	l.generation++
 	l.mu.Unlock()
 	pid := cmd.Process.Pid
 	l.cfg.HostPID = pid
@@ -348,6 +358,10 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 			l.packProved()
 		case "engine-ready":
 			l.engineReady()
+		case "shutdown":
+			l.mu.Lock()
+			l.stopAsked = true // no next PID 1, whatever was under way
+			l.mu.Unlock()
 		case "control-closed":
 			if why := l.nextBootReason(); why != "" {
 				l.standIn(why)

@@ -119,16 +119,23 @@ type packReply struct {
 	Packs control.PackState `json:"packs"`
 }
 
-// usePack (ddinit run) verifies, caches and chooses the pack a request
-// names, or rolls back to the previous one; nothing changes on an error.
-func (l *launcher) usePack(req packRequest) packReply {
+// usePack (ddinit run) verifies, caches and chooses the pack a request of
+// the PID 1 of generation gen names, or rolls back to the previous one;
+// nothing changes on an error. One request at a time: a live one claims
+// the switch before the choice is recorded.
+func (l *launcher) usePack(req packRequest, gen int) packReply {
+	l.packMu.Lock()
+	defer l.packMu.Unlock()
 	reply := packReply{ID: req.ID}
 	fail := func(kind string, err error) packReply {
 		reply.Kind, reply.Error = kind, err.Error()
 		return reply
 	}
 	if req.Live {
-		if err := l.switchUnderWay(); err != nil {
+		l.mu.Lock()
+		err := l.switchUnderWay(gen)
+		l.mu.Unlock()
+		if err != nil {
 			return fail("conflict", err)
 		}
 	}
@@ -182,7 +189,18 @@ func (l *launcher) usePack(req packRequest) packReply {
 		}
 		c.Current, c.Trial = next, true
 	}
-	if err := c.Save(path); err != nil {
+	if req.Live {
+		// Checked again: the engine may have been replaced, or a
+		// shutdown asked, while the pack was hashed.
+		undo, err := l.reserveSwitch(gen)
+		if err != nil {
+			return fail("conflict", err)
+		}
+		if err := c.Save(path); err != nil {
+			undo()
+			return fail("precondition", err)
+		}
+	} else if err := c.Save(path); err != nil {
 		return fail("precondition", err)
 	}
 	if req.Live {
@@ -348,14 +366,17 @@ func (in *pid1) packStatus() *control.PackState {
 	return &st
 }
 
-// engineReady (PID 1): dockerd is ready for the first time this boot. The
-// data store records which engine ran on it, and ddinit run is told (it
-// passes held clients on when this PID 1 replaced another).
-func (in *pid1) engineReady() {
+// awaitEngine (PID 1) tells ddinit run when dockerd is ready for the first
+// time this boot, however it got there (its first start, or one the
+// restart policy made after it): ddinit run passes on the clients it held
+// when this PID 1 replaced another.
+func (in *pid1) awaitEngine(sup *services.Supervisor) {
+	if _, err := sup.Await(context.Background(), "dockerd", func(st services.Status) bool { return st.Ready }); err != nil {
+		return // stopping, or a pack without dockerd
+	}
 	in.mu.Lock()
 	in.engineWasUp = true
 	in.mu.Unlock()
-	in.recordEngine()
 	in.events.Encode(event{Event: "engine-ready"}) // unreported only if ddinit run is gone
 }
 

@@ -165,7 +165,7 @@ func PID1(stderr io.Writer) int {
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	go func() {
 		for sig := range sigs {
-			in.stop <- "signal " + sig.String()
+			in.shutdownAsked("signal " + sig.String())
 		}
 	}()
 	// The control API answers from the first moment, so the frontend can

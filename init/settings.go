@@ -163,7 +163,7 @@ func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]strin
 		in.watchTrial(sup)
 		if st := dockerdStatus(sup); st.Ready {
 			in.settings.Accepted()
-			in.engineReady()
+			in.recordEngine()
 		}
 		return
 	}
@@ -191,7 +191,7 @@ func (in *pid1) guardDaemonJSON(sup *services.Supervisor, owned map[string]strin
 		}
 	}
 	in.settings.Accepted()
-	in.engineReady()
+	in.recordEngine()
 }
 
 func dockerdStatus(sup *services.Supervisor) services.Status {

@@ -24,15 +24,28 @@ import (
 // throughout. The new pack boots on trial: if its engine does not come
 // up, the previous pack boots again the same way (a rollback).
 
-// switchLive begins replacing PID 1 to boot the pack just chosen: held
-// dials from now on, and PID 1 told to shut down, saying why.
+// reserveSwitch claims the live switch for the PID 1 of generation gen,
+// before its choice is recorded; undo gives it back when that fails.
+func (l *launcher) reserveSwitch(gen int) (undo func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.switchUnderWay(gen); err != nil {
+		return nil, err
+	}
+	l.switchTo = "switching version pack"
+	return func() {
+		l.mu.Lock()
+		l.switchTo = ""
+		l.mu.Unlock()
+	}, nil
+}
+
+// switchLive begins replacing PID 1 to boot the pack just chosen (the
+// switch reserved, the request answered): held dials from now on, and
+// PID 1 told to shut down, saying why.
 func (l *launcher) switchLive(to string) {
 	why := "switching version pack to " + to
 	l.mu.Lock()
-	if l.switchTo != "" || l.stopAsked {
-		l.mu.Unlock()
-		return
-	}
 	l.switchTo = why
 	l.mu.Unlock()
 	l.log.WithField("pack", to).Info("switching the version pack live: PID 1 is replaced, clients are held meanwhile")
@@ -44,14 +57,26 @@ func (l *launcher) switchLive(to string) {
 	}
 }
 
-// switchUnderWay refuses a second live switch while one is under way.
-func (l *launcher) switchUnderWay() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.switchTo != "" || l.cfg.Switching != "" && !l.engineUp {
+// switchUnderWay refuses a live switch while another is under way, while
+// ddinit is stopping, or for a PID 1 other than the one running (gen);
+// l.mu held.
+func (l *launcher) switchUnderWay(gen int) error {
+	switch {
+	case l.stopAsked:
+		return fmt.Errorf("%w: ddinit is stopping", errdefs.ErrConflict)
+	case l.generation != gen:
+		return fmt.Errorf("%w: the engine was replaced while the pack was checked: ask again", errdefs.ErrConflict)
+	case l.switchTo != "" || l.cfg.Switching != "" && !l.engineUp:
 		return fmt.Errorf("%w: a live version-pack switch is under way", errdefs.ErrConflict)
 	}
 	return nil
+}
+
+// stopRequested reports whether ddinit run ends with this PID 1.
+func (l *launcher) stopRequested() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopAsked
 }
 
 // nextBootReason is why another PID 1 boots once this one has exited (a
@@ -62,11 +87,12 @@ func (l *launcher) nextBootReason() string {
 	switch {
 	case l.stopAsked:
 		return ""
+	case l.switchTo != "":
+		return l.switchTo
 	case l.packFailure != "":
 		return "rolling back to the previous version pack"
-	default:
-		return l.switchTo
 	}
+	return ""
 }
 
 // takeNextBoot reports whether another PID 1 boots, and why, once the
@@ -79,18 +105,26 @@ func (l *launcher) takeNextBoot(rolledBack bool) (string, bool) {
 	switch {
 	case l.stopAsked:
 		return "", false
+	case why != "":
+		// A pack on trial that failed as it was replaced: the switch's
+		// pack boots, as chosen.
+		return why, true
 	case rolledBack:
 		return "rolling back to the previous version pack", true
 	}
-	return why, why != ""
+	return "", false
 }
 
 // engineReady (ddinit run): the engine of this PID 1 answers. Dials held
 // since an earlier PID 1 went away are passed on now.
 func (l *launcher) engineReady() {
 	l.mu.Lock()
-	l.engineUp = true
+	replacing := l.switchTo != ""
+	l.engineUp = !replacing
 	l.mu.Unlock()
+	if replacing {
+		return // the PID 1 being replaced: its engine is on its way out
+	}
 	if l.hold.switching() {
 		l.log.Info("the new engine is ready: held clients passed on")
 		l.hold.open()

@@ -248,8 +248,8 @@ idle)
 	;;
 packs)
 	# A switch to the second pack at the next boot (a stop and a boot in
-	# this guest, the kernel's iso9660), and back; no loop device left
-	# bound to an image no longer mounted.
+	# this guest, the kernel's iso9660), and back, then the same live; no
+	# loop device left bound to an image no longer mounted.
 	res="/mnt/host/c/Program Files/Docker/Docker/resources"
 	set_settings() { echo "$1" | timeout 120 ddinit settings --control "$control" set - >/tmp/set.log 2>&1 || fail "packs: settings $1 not set: $(tail -1 /tmp/set.log)"; }
 	set_settings '{"idleStop": "0", "idlePause": "0"}'
@@ -280,8 +280,32 @@ packs)
 		check_all "packs: on $1: labels $labels; the restart-policy container back ($running); the volume's data ($data); $n loop devices bound, each to a file still there" \
 			'[ "$has" = "$want" ] && [ "$running" = yes ] && [ "$data" = persisted-across-boots ] && [ "$n" -le 2 ] && ! echo "$bound" | grep -q deleted'
 	}
+	# live_to NAME PATH: switched live, without a reboot, over vsock, while
+	# the frontend's stand-in polls /ping over vsock: never refused.
+	live_to() {
+		rm -f /tmp/poll.stop /tmp/poll.refused
+		: >/tmp/poll.count
+		(
+			while [ ! -e /tmp/poll.stop ]; do
+				timeout 10 ddinit probe --timeout 5s "$control" >/dev/null 2>/tmp/poll.err
+				grep -qiE "refused|not running|no such" /tmp/poll.err && cat /tmp/poll.err >>/tmp/poll.refused
+				echo asked >>/tmp/poll.count
+				sleep 0.2
+			done
+		) &
+		poller=$!
+		timeout 300 ddinit pack use --live --control "$control" "$2" >/tmp/live.log 2>&1
+		rc=$?
+		touch /tmp/poll.stop
+		wait $poller
+		asked=$(grep -c . /tmp/poll.count || true)
+		check_all "packs: live switch to $1 over vsock ($(tail -1 /tmp/live.log)); /ping asked $asked times meanwhile, never refused $(head -1 /tmp/poll.refused 2>/dev/null)" \
+			'[ "$rc" -eq 0 ] && [ ! -s /tmp/poll.refused ] && [ "$asked" -gt 0 ]'
+	}
 	switch_to pack2 "$res/pack2.iso" && on_pack pack2 yes
 	switch_to docker.iso "$res/docker.iso" && on_pack docker.iso no
+	live_to pack2 "$res/pack2.iso" && on_pack "pack2 (live)" yes
+	live_to docker.iso "$res/docker.iso" && on_pack "docker.iso (live)" no
 	timeout 60 docker rm -f keeper >/dev/null 2>&1
 	timeout 120 ddinit stop --control "$control" >/tmp/stop.log 2>&1
 	wait $ddinit_pid
