@@ -103,8 +103,8 @@ type launcher struct {
 	// generation counts the PID 1s started: a pack request is answered to,
 	// and switches, the PID 1 that asked only.
 	generation int
-	packMu     sync.Mutex // one pack request at a time
-	standing  *control.Server // answering the control sockets between two PID 1s
+	packMu     sync.Mutex      // one pack request at a time
+	standing   *control.Server // answering the control sockets between two PID 1s
 	// targets are the exposed sockets' paths, through the running PID 1's
 	// root: dials follow them from one PID 1 to the next.
 	targets map[string]string
