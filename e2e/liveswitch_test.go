@@ -185,6 +185,32 @@ func TestLiveSwitchRefusesASecondAndStopsOnShutdown(t *testing.T) {
 	}
 }
 
+// A live switch from an engine stopped or paused while idle: the old
+// PID 1 stops (thawing first), the new engine comes up on the new pack.
+func TestLiveSwitchFromAnIdleEngine(t *testing.T) {
+	requireEnvironment(t)
+	second := testPack(t, "pack2")
+	for _, c := range []struct{ name, flag string }{{"stopped", "--idle-stop"}, {"paused", "--idle-pause"}} {
+		t.Run(c.name, func(t *testing.T) {
+			in := start(t, options{extra: []string{c.flag, "1s"}})
+			in.waitPing(60 * time.Second)
+			waitUntil(t, 30*time.Second, "the engine to be "+c.name+" (idle)", func() bool {
+				code, body := in.get(http.MethodGet, "/ping")
+				return code == 200 && strings.Contains(body, c.name+" (idle)")
+			})
+			if out, err := in.cli("pack", "use", "--live", second); err != nil || !strings.Contains(out, "switched in") {
+				t.Fatalf("ddinit pack use --live from an engine %s: %v\n%s", c.name, err, out)
+			}
+			if !strings.Contains(in.packLabel(), "pack=2") {
+				t.Fatalf("docker info labels %s after the switch", in.packLabel())
+			}
+			if code, _ := in.stop(); code != 0 {
+				t.Fatalf("ddinit exited %d", code)
+			}
+		})
+	}
+}
+
 // TestBenchLiveSwitch is `make bench` for a live version-pack switch: from
 // the switch's start (PUT /version-pack answered: the pack verified, the
 // old engine about to stop) to the new engine answering through the
