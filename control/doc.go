@@ -6,7 +6,8 @@
 // errdefs, errkind) becomes a status code; the client turns codes back
 // into kinds.
 //
-// It must not decide what it reports: PID 1 implements Backend, and
-// health policy lives in package services. It opens no sockets itself and
+// It must not decide what it reports: PID 1 implements Backend (and ddinit
+// run, with the server in StandIn mode, between two PID 1s), and health
+// policy lives in package services. It opens no sockets itself and
 // matches no error text.
 package control
