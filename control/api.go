@@ -158,6 +158,7 @@ type Backend interface {
 	// errkind.ErrRolledBack): StatusCode maps it to the answer.
 	Logs(service string, tail int, follow bool) ([]LogLine, <-chan LogLine, func(), error)
 	Restart(service string) error
+	// Shutdown asks for a clean stop and returns at once.
 	Shutdown()
 	Diagnostics(w io.Writer) error
 	// Settings is the settings document in force.

@@ -201,13 +201,12 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"restarting": name})
 }
 
+// shutdown asks the Backend to stop before it answers 202, so that an
+// answered shutdown is never lost (Shutdown only asks: it returns at once).
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusAccepted, map[string]string{"state": "stopping"})
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
 	s.Log.Info("shutdown requested through the control API")
-	go s.Backend.Shutdown()
+	s.Backend.Shutdown()
+	writeJSON(w, http.StatusAccepted, map[string]string{"state": "stopping"})
 }
 
 func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {

@@ -141,7 +141,7 @@ func TestLiveVersionPackSwitch(t *testing.T) {
 func TestLiveSwitchToBrokenPackRollsBack(t *testing.T) {
 	requireEnvironment(t)
 	broken := testPack(t, "broken")
-	in := start(t, options{config: map[string]any{"settingsDeadline": "10s"}})
+	in := start(t, options{config: map[string]any{"settingsDeadline": "5s"}})
 	in.waitPing(60 * time.Second)
 	in.docker("volume", "create", "survivor")
 	engine := startPoller("_ping through the exposed socket", in.sock, "/_ping", 3*time.Minute, 50*time.Millisecond)

@@ -187,13 +187,18 @@ func (l *launcher) tellDNS(st *control.DNSState) bool { return l.tellPID1(drives
 
 // tellPID1 sends PID 1 a message; it reports whether it went.
 func (l *launcher) tellPID1(msg drivesMessage) bool {
-	b, _ := json.Marshal(msg) // plain fields always encode
 	l.mu.Lock()
 	conn := l.drives
 	l.mu.Unlock()
+	return send(conn, msg)
+}
+
+// send sends a message on a PID 1's socket; it reports whether it went.
+func send(conn *net.UnixConn, msg drivesMessage) bool {
 	if conn == nil {
 		return false
 	}
+	b, _ := json.Marshal(msg) // plain fields always encode
 	_, _, err := conn.WriteMsgUnix(b, nil, nil)
 	return err == nil
 }

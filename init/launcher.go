@@ -184,6 +184,14 @@ func (l *launcher) runOnce(sigs <-chan os.Signal) (int, error) {
 	// ddinit run no longer answers on them (it did if this PID 1 replaces
 	// another), and a shutdown it answered meanwhile means none starts.
 	l.endStandIn()
+	select {
+	case sig := <-sigs: // between two PID 1s: none starts
+		l.mu.Lock()
+		l.stopAsked = true
+		l.mu.Unlock()
+		l.log.WithField("signal", sig.String()).Info("stopping")
+	default:
+	}
 	if l.stopRequested() {
 		l.log.Info("shutdown asked before the next PID 1 started: none starts")
 		return 0, nil
@@ -294,6 +302,9 @@ func (l *launcher) startPID1() (*child, error) {
 func (l *launcher) relayUntilExit(c *child, sigs <-chan os.Signal) error {
 	exited := make(chan error, 1)
 	go func() { exited <- c.cmd.Wait() }()
+	// A PID 1 of a pid namespace drops signals it has no handler for yet
+	// (one just started): a stop is told again every second until it goes.
+	var again <-chan time.Time
 	for {
 		select {
 		case sig := <-sigs:
@@ -302,7 +313,15 @@ func (l *launcher) relayUntilExit(c *child, sigs <-chan os.Signal) error {
 			l.mu.Unlock()
 			l.log.WithField("signal", sig.String()).Info("stopping")
 			c.cmd.Process.Signal(unix.SIGTERM)
+			if again == nil {
+				tick := time.NewTicker(time.Second)
+				defer tick.Stop()
+				again = tick.C
+			}
+		case <-again:
+			c.cmd.Process.Signal(unix.SIGTERM)
 		case err := <-exited:
+			l.pid1Gone()
 			<-c.relayed
 			<-c.events
 			return err
@@ -363,6 +382,7 @@ func (l *launcher) readEvents(r io.Reader, pid int, proc *os.Process) {
 			l.stopAsked = true // no next PID 1, whatever was under way
 			l.mu.Unlock()
 		case "control-closed":
+			l.pid1Gone() // its pack requests are no longer answered
 			if why := l.nextBootReason(); why != "" {
 				l.standIn(why)
 			}

@@ -131,13 +131,11 @@ func (l *launcher) usePack(req packRequest, gen int) packReply {
 		reply.Kind, reply.Error = kind, err.Error()
 		return reply
 	}
-	if req.Live {
-		l.mu.Lock()
-		err := l.switchUnderWay(gen)
-		l.mu.Unlock()
-		if err != nil {
-			return fail("conflict", err)
-		}
+	l.mu.Lock()
+	err := l.packRequestAllowed(gen, req.Live)
+	l.mu.Unlock()
+	if err != nil {
+		return fail("conflict", err)
 	}
 	path := l.ds.Path(packs.ChoiceFile)
 	c, err := packs.LoadChoice(path)
@@ -189,19 +187,14 @@ func (l *launcher) usePack(req packRequest, gen int) packReply {
 		}
 		c.Current, c.Trial = next, true
 	}
-	if req.Live {
-		// Checked again: the engine may have been replaced, or a
-		// shutdown asked, while the pack was hashed.
-		undo, err := l.reserveSwitch(gen)
-		if err != nil {
-			return fail("conflict", err)
+	// Checked again as it is saved: the engine may have been replaced, a
+	// switch begun or a shutdown asked while the pack was hashed.
+	if err := l.saveChoice(gen, req.Live, func() error { return c.Save(path) }); err != nil {
+		kind := "conflict"
+		if errors.Is(err, errdefs.ErrFailedPrecondition) {
+			kind = "precondition"
 		}
-		if err := c.Save(path); err != nil {
-			undo()
-			return fail("precondition", err)
-		}
-	} else if err := c.Save(path); err != nil {
-		return fail("precondition", err)
+		return fail(kind, err)
 	}
 	if req.Live {
 		l.log.WithField("pack", c.Current.Path).Info("version pack chosen: switching now")

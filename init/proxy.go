@@ -229,8 +229,8 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 	log := l.log.WithField("component", "pid1")
 	l.mu.Lock()
 	gen := l.generation
-	l.mu.Unlock()
 	conn := l.drives
+	l.mu.Unlock()
 	// Unblocked by a deadline in the past: the socket stays PID 1's
 	// until the start step's undo closes it.
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
@@ -264,18 +264,7 @@ func (l *launcher) followPID1(ctx context.Context, pid int) {
 		}
 		if msg.Pack != nil {
 			go func(req packRequest) { // a pack is copied and hashed: minutes
-				reply := l.usePack(req, gen)
-				l.mu.Lock()
-				gone := l.generation != gen
-				l.mu.Unlock()
-				if gone {
-					return // the PID 1 that asked was replaced meanwhile
-				}
-				l.tellPID1(drivesMessage{PackReply: &reply})
-				if req.Live && reply.Error == "" {
-					// Answered first: this PID 1 is the one replaced.
-					l.switchLive(packName(reply.Packs.Next))
-				}
+				l.answerPack(gen, conn, l.usePack(req, gen), req.Live)
 			}(*msg.Pack)
 		}
 	}

@@ -24,50 +24,72 @@ import (
 // throughout. The new pack boots on trial: if its engine does not come
 // up, the previous pack boots again the same way (a rollback).
 
-// reserveSwitch claims the live switch for the PID 1 of generation gen,
-// before its choice is recorded; undo gives it back when that fails.
-func (l *launcher) reserveSwitch(gen int) (undo func(), err error) {
+// saveChoice records a pack request's choice for the PID 1 of generation
+// gen, checked again under the launcher's lock as it is saved (the pack
+// was hashed meanwhile): refused once that PID 1 is going, or while a
+// live switch is under way; a live one also claims the switch.
+func (l *launcher) saveChoice(gen int, live bool, save func() error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.switchUnderWay(gen); err != nil {
-		return nil, err
+	if err := l.packRequestAllowed(gen, live); err != nil {
+		return err
 	}
-	l.switchTo = "switching version pack"
-	return func() {
-		l.mu.Lock()
-		l.switchTo = ""
-		l.mu.Unlock()
-	}, nil
+	if err := save(); err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+	}
+	if live {
+		l.switchTo = "switching version pack"
+	}
+	return nil
 }
 
-// switchLive begins replacing PID 1 to boot the pack just chosen (the
-// switch reserved, the request answered): held dials from now on, and
-// PID 1 told to shut down, saying why.
-func (l *launcher) switchLive(to string) {
-	why := "switching version pack to " + to
+// answerPack hands PID 1 of generation gen its pack request's answer over
+// conn, its own socket, and, for a live switch chosen, begins replacing
+// it: held dials from now on, and PID 1 told to shut down, saying why. A
+// PID 1 already going gets nothing.
+func (l *launcher) answerPack(gen int, conn *net.UnixConn, reply packReply, live bool) {
 	l.mu.Lock()
-	l.switchTo = why
+	if l.generation != gen {
+		l.mu.Unlock()
+		return
+	}
+	var why string
+	if live && reply.Error == "" {
+		why = "switching version pack to " + packName(reply.Packs.Next)
+		l.switchTo = why
+	}
 	l.mu.Unlock()
-	l.log.WithField("pack", to).Info("switching the version pack live: PID 1 is replaced, clients are held meanwhile")
-	l.hold.suspend(why)
-	if !l.tellPID1(drivesMessage{Replace: why}) {
+	if why != "" {
+		l.log.WithField("pack", reply.Packs.Next.Path).Info("switching the version pack live: PID 1 is replaced, clients are held meanwhile")
+		l.hold.suspend(why)
+	}
+	send(conn, drivesMessage{PackReply: &reply})
+	if why != "" && !send(conn, drivesMessage{Replace: why}) {
 		// PID 1 is going anyway (its socket is gone): the next boot
 		// follows its exit all the same.
 		l.log.Warn("PID 1 was not told of the switch")
 	}
 }
 
-// switchUnderWay refuses a live switch while another is under way, while
-// ddinit is stopping, or for a PID 1 other than the one running (gen);
-// l.mu held.
-func (l *launcher) switchUnderWay(gen int) error {
+// pid1Gone marks the running PID 1 as going (it closed the control
+// sockets, or exited): its pack requests are no longer answered.
+func (l *launcher) pid1Gone() {
+	l.mu.Lock()
+	l.generation++
+	l.mu.Unlock()
+}
+
+// packRequestAllowed refuses a pack request of a PID 1 other than the
+// running one (gen), any while a live switch is under way, and a live one
+// while ddinit is stopping; l.mu held.
+func (l *launcher) packRequestAllowed(gen int, live bool) error {
 	switch {
-	case l.stopAsked:
-		return fmt.Errorf("%w: ddinit is stopping", errdefs.ErrConflict)
 	case l.generation != gen:
-		return fmt.Errorf("%w: the engine was replaced while the pack was checked: ask again", errdefs.ErrConflict)
+		return fmt.Errorf("%w: the engine is being replaced or stopped: ask again", errdefs.ErrConflict)
 	case l.switchTo != "" || l.cfg.Switching != "" && !l.engineUp:
 		return fmt.Errorf("%w: a live version-pack switch is under way", errdefs.ErrConflict)
+	case live && l.stopAsked:
+		return fmt.Errorf("%w: ddinit is stopping", errdefs.ErrConflict)
 	}
 	return nil
 }
@@ -119,7 +141,9 @@ func (l *launcher) takeNextBoot(rolledBack bool) (string, bool) {
 // since an earlier PID 1 went away are passed on now.
 func (l *launcher) engineReady() {
 	l.mu.Lock()
-	replacing := l.switchTo != ""
+	// The PID 1 being replaced, or one whose pack failed its trial: its
+	// engine is on its way out, the clients stay held for the next.
+	replacing := l.switchTo != "" || l.packFailure != ""
 	l.engineUp = !replacing
 	l.mu.Unlock()
 	if replacing {
