@@ -199,7 +199,8 @@ idle)
 	engine=/sys/fs/cgroup/ddinit
 	set_settings() { echo "$1" | timeout 120 ddinit settings --control "$control" set - >/tmp/set.log 2>&1 || fail "idle: settings $1 not set: $(tail -1 /tmp/set.log)"; }
 	cpu() { for p in $(pidof containerd dockerd); do awk '{printf "%s ", $14+$15}' /proc/$p/stat; done; }
-	( while :; do date +%s >/tmp/tick; sleep 0.2; done ) &
+	# Written aside and renamed: a read never finds the file just emptied.
+	( while :; do date +%s >/tmp/tick.new && mv /tmp/tick.new /tmp/tick; sleep 0.2; done ) &
 	ticker=$!
 	set_settings '{"idleStop": "0", "idlePause": "2s"}'
 	frozen=no
