@@ -86,20 +86,26 @@ func (p *poller) end(t *testing.T) {
 }
 
 // A live switch to a second pack and back, without a reboot: a client
-// polling _ping through the exposed socket is never refused (held while
-// the engine is replaced), /ping on the control socket is never refused
-// nor unanswered for a second and names the switch meanwhile, and the
-// container with a restart policy, the volume's data and the image are
-// there after each switch.
+// polling _ping through the exposed socket, and one through a distro's
+// proxy, are never refused (held while the engine is replaced), /ping on
+// the control socket is never refused nor unanswered for a second and
+// names the switch meanwhile, and the container with a restart policy,
+// the volume's data and the image are there after each switch, as is a
+// bind of the distro's files through its proxy.
 func TestLiveVersionPackSwitch(t *testing.T) {
 	requireEnvironment(t)
 	second := testPack(t, "pack2")
-	in := start(t, options{})
+	shared := newShared(t)
+	in := start(t, options{extra: []string{"--wsl-shared", shared}})
 	in.waitPing(60 * time.Second)
 	in.importBusybox()
 	in.docker("run", "-d", "--name", "keeper", "--restart", "always", "-v", "livevol:/d", "busybox:local", "sh", "-c", "echo kept > /d/f; exec sleep 3600")
+	distro := newUserDistro(t, "Ubuntu")
+	distro.sh(`mkdir -p ~/project && echo mine > ~/project/f`)
+	distro.startProxy(shared)
 
 	engine := startPoller("_ping through the exposed socket", in.sock, "/_ping", 3*time.Minute, 20*time.Millisecond)
+	proxied := startPoller("_ping through the distro's proxy", fmt.Sprintf("/proc/%d/root/run/docker.sock", distro.pid), "/_ping", 3*time.Minute, 50*time.Millisecond)
 	health := startPoller("/ping on the control socket", in.controlSock(), "/ping", time.Second, 50*time.Millisecond)
 	for _, to := range []struct {
 		pack  string
@@ -124,11 +130,17 @@ func TestLiveVersionPackSwitch(t *testing.T) {
 		if st := in.status(); st.Packs == nil || st.Packs.Running == nil || !strings.HasSuffix(st.Packs.Running.Path, to.pack[strings.LastIndex(to.pack, "/"):]) || st.Packs.Trial {
 			t.Fatalf("/status packs after the switch to %s: %+v", to.pack, st.Packs)
 		}
+		if out := distro.sh(`docker run --rm -v ~/project:/p busybox:local cat /p/f`); out != "mine\n" {
+			t.Fatalf("a bind of the distro's project through its proxy after the switch to %s: %q", to.pack, out)
+		}
 	}
 	engine.end(t)
+	proxied.end(t)
 	health.end(t)
-	if engine.codes[http.StatusOK] == 0 || len(engine.codes) != 1 {
-		t.Errorf("_ping through the exposed socket answered %v (bodies %v); want only 200: held, never refused", engine.codes, engine.bodies)
+	for _, p := range []*poller{engine, proxied} {
+		if p.codes[http.StatusOK] == 0 || len(p.codes) != 1 {
+			t.Errorf("%s answered %v (bodies %v); want only 200: held, never refused", p.what, p.codes, p.bodies)
+		}
 	}
 	if !strings.Contains(health.bodies[http.StatusServiceUnavailable], "switching version pack to") {
 		t.Errorf("/ping during the switch said %q; want it to name the switch", health.bodies[http.StatusServiceUnavailable])

@@ -47,7 +47,7 @@ func TestBootTimeline(t *testing.T) {
 	// lines can come before the answer to its task's start does.
 	for _, want := range [][]string{{
 		"ddinit run started", "starting PID 1 (new namespaces)", "PID 1 running", "boot phase rootfs done",
-		"containerd started", "containerd answering", "dockerd: container created",
+		"containerd started", "containerd answering", "dockerd: container ready",
 		"dockerd: task created (shim started, runc create)",
 		"dockerd: starting up (its log)", "dockerd: containers loaded (its log)", "dockerd: API listening (its log)",
 		"first answer through an exposed socket",

@@ -73,35 +73,25 @@ func (h *holder) set(state string) {
 // dial dials the engine with d, holding the dial as the state says.
 func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, error)) (net.Conn, error) {
 	internal := dockerproxy.Internal(ctx)
-	waited := -1 // the wake this dial waits on
+	waited := -1   // the wake this dial waits on
+	var held error // why the dial ends without reaching the engine
 	deadline := time.NewTimer(holdFor)
 	defer deadline.Stop()
-	for {
-		h.mu.Lock()
+	err := h.waitUntil(ctx, deadline.C, func() bool {
 		if h.closed {
-			h.mu.Unlock()
-			return nil, &dockerproxy.HeldError{Reason: "ddinit is stopping"}
+			held = &dockerproxy.HeldError{Reason: "ddinit is stopping"}
+			return true
 		}
 		switch h.state {
 		case engineRunning:
 			if !internal {
 				h.clients++
 			}
-			h.mu.Unlock()
-			c, err := d(ctx)
-			switch {
-			case err != nil && !internal:
-				h.release()
-				return nil, err
-			case err != nil || internal:
-				return c, err
-			}
-			return &clientConn{Conn: c, release: h.release}, nil
+			return true
 		case engineStopped, enginePaused:
 			if waited >= 0 && h.wakeGen == waited && h.wakeErr != nil {
-				err := h.wakeErr
-				h.mu.Unlock()
-				return nil, &dockerproxy.HeldError{Reason: "waking the docker engine failed: " + err.Error()}
+				held = &dockerproxy.HeldError{Reason: "waking the docker engine failed: " + h.wakeErr.Error()}
+				return true
 			}
 			if !internal {
 				h.beginWake()
@@ -112,20 +102,54 @@ func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, er
 				waited = h.wakeGen
 			}
 		}
+		return false
+	})
+	switch {
+	case errors.Is(err, errHeldTooLong):
+		h.mu.Lock()
+		state, reason := h.state, h.reason
+		h.mu.Unlock()
+		if state == engineSwitching {
+			return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("%s: not done within %s", reason, holdFor)}
+		}
+		return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("the docker engine did not wake within %s", holdFor)}
+	case err != nil:
+		return nil, err
+	case held != nil:
+		return nil, held
+	}
+	c, err := d(ctx)
+	switch {
+	case err != nil && !internal:
+		h.release()
+		return nil, err
+	case err != nil || internal:
+		return c, err
+	}
+	return &clientConn{Conn: c, release: h.release}, nil
+}
+
+// errHeldTooLong is waitUntil's when its deadline passes.
+var errHeldTooLong = errors.New("held too long")
+
+// waitUntil waits until done, asked with h.mu held at the start and after
+// each change, is true: nil then, ctx's error if ctx ends first, and
+// errHeldTooLong if deadline passes first.
+func (h *holder) waitUntil(ctx context.Context, deadline <-chan time.Time, done func() bool) error {
+	for {
+		h.mu.Lock()
+		if done() {
+			h.mu.Unlock()
+			return nil
+		}
 		ch := h.changed
 		h.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-deadline.C:
-			h.mu.Lock()
-			state, reason := h.state, h.reason
-			h.mu.Unlock()
-			if state == engineSwitching {
-				return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("%s: not done within %s", reason, holdFor)}
-			}
-			return nil, &dockerproxy.HeldError{Reason: fmt.Sprintf("the docker engine did not wake within %s", holdFor)}
+			return ctx.Err()
+		case <-deadline:
+			return errHeldTooLong
 		}
 	}
 }
@@ -226,22 +250,7 @@ func (h *holder) suspend(reason string) {
 func (h *holder) awaitReplaced(ctx context.Context) {
 	deadline := time.NewTimer(holdFor)
 	defer deadline.Stop()
-	for {
-		h.mu.Lock()
-		if h.state != engineSwitching || h.closed {
-			h.mu.Unlock()
-			return
-		}
-		ch := h.changed
-		h.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
-		case <-deadline.C:
-			return
-		}
-	}
+	h.waitUntil(ctx, deadline.C, func() bool { return h.state != engineSwitching || h.closed })
 }
 
 // switching reports whether dials are held for a new PID 1.

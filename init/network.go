@@ -35,21 +35,18 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 	if subnet6 == "off" {
 		subnet6 = ""
 	}
-	packTool := func(path string) func(args ...string) *exec.Cmd {
-		return func(args ...string) *exec.Cmd {
-			c := exec.Command(path, args...)
-			c.SysProcAttr = &syscall.SysProcAttr{Chroot: chroot}
-			c.Dir = "/"
-			c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-			return c
-		}
+	packTools := func(name string, args ...string) *exec.Cmd {
+		c := exec.Command("/usr/sbin/"+name, args...)
+		c.SysProcAttr = &syscall.SysProcAttr{Chroot: chroot}
+		c.Dir = "/"
+		c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+		return c
 	}
 	link, err := network.Wire(pid, network.Config{
-		Subnet:    l.cfg.Subnet,
-		Subnet6:   subnet6,
-		Iptables:  packTool("/usr/sbin/iptables"),
-		Ip6tables: packTool("/usr/sbin/ip6tables"),
-		Log:       log,
+		Subnet:  l.cfg.Subnet,
+		Subnet6: subnet6,
+		Tools:   packTools,
+		Log:     log,
 	})
 	if err != nil {
 		return fmt.Errorf("containers will have no network beyond the namespace: %w", err)

@@ -11,6 +11,7 @@
 // It runs in `ddinit run` (the distro's namespace) and configures PID 1's
 // namespace from there through netlink, and opens sockets in PID 1's
 // namespace for ddinit run to serve there (ListenIn, ListenTCPIn). It must
-// undo everything it does: the veth, the NAT rules, the forwarding sysctl,
-// the listeners.
+// undo everything it does: the veth, the NAT rules (each family's put in
+// and taken out in one iptables-restore transaction), the forwarding
+// sysctl, the listeners.
 package network

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -37,14 +36,12 @@ type Config struct {
 	// Subnet6 is the IPv6 prefix (::1 the distro's side, ::2 ours), wired
 	// only when the distro's namespace has IPv6; "" leaves IPv6 out.
 	Subnet6 string
-	// Iptables makes an iptables command that runs in the distro's network
-	// namespace. ddinit run uses the version pack's, chrooted into PID 1's
-	// root: the bootstrap distro has no iptables of its own, and this is
-	// the very tool (nft backend) dockerd uses inside.
-	Iptables func(args ...string) *exec.Cmd
-	// Ip6tables is the same for ip6tables.
-	Ip6tables func(args ...string) *exec.Cmd
-	Log       logrus.FieldLogger
+	// Tools makes the iptables tools' commands, run in the distro's
+	// network namespace. ddinit run uses the version pack's, chrooted into
+	// PID 1's root: the bootstrap distro has no iptables of its own, and
+	// this is the very tool (nft backend) dockerd uses inside.
+	Tools Tools
+	Log   logrus.FieldLogger
 }
 
 // Link is a wired namespace; Close undoes it.
@@ -204,69 +201,18 @@ func (l *Link) enableNAT() error {
 		}
 		l.oldForward = strings.TrimSpace(string(old))
 	}
-	rules, err := insertRules("iptables", l.cfg.Iptables, natRules(l.HostAddr.Masked().String()))
-	l.rules = rules
-	if err != nil {
+	rules := natRules(l.HostAddr.Masked().String())
+	if err := insertRules("iptables", l.cfg.Tools, rules); err != nil {
 		return fmt.Errorf("NAT for %s: %w", l.HostAddr.Masked(), err)
 	}
-	return nil
-}
-
-// natRules masquerade a subnet's traffic and accept its forwarding, each
-// rule tagged so that a person reading the tables sees whose it is.
-func natRules(subnet string) [][]string {
-	comment := []string{"-m", "comment", "--comment", ruleTag}
-	return [][]string{
-		append([]string{"-t", "nat", "POSTROUTING", "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE"}, comment...),
-		append([]string{"-t", "filter", "FORWARD", "-i", HostLink, "-j", "ACCEPT"}, comment...),
-		append([]string{"-t", "filter", "FORWARD", "-o", HostLink, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"}, comment...),
-	}
-}
-
-// insertRules puts rules (table flag, table, chain, match...) first in
-// their chains and returns those that went in.
-func insertRules(name string, cmd func(...string) *exec.Cmd, rules [][]string) ([][]string, error) {
-	var done [][]string
-	for _, r := range rules {
-		// A crashed ddinit run may have left the same rule: remove copies.
-		for i := 0; i < 16 && run(name, cmd, append([]string{"-w", r[0], r[1], "-D", r[2]}, r[3:]...)) == nil; i++ {
-		}
-		// Insert: ahead of a DROP another tool may have put first.
-		if err := run(name, cmd, append([]string{"-w", r[0], r[1], "-I", r[2]}, r[3:]...)); err != nil {
-			return done, err
-		}
-		done = append(done, r)
-	}
-	return done, nil
-}
-
-// deleteRules removes rules that insertRules put in, last first.
-func deleteRules(name string, cmd func(...string) *exec.Cmd, rules [][]string) error {
-	var errs []error
-	for i := len(rules) - 1; i >= 0; i-- {
-		r := rules[i]
-		if err := run(name, cmd, append([]string{"-w", r[0], r[1], "-D", r[2]}, r[3:]...)); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func run(name string, cmd func(...string) *exec.Cmd, args []string) error {
-	if cmd == nil {
-		return fmt.Errorf("no %s to run", name)
-	}
-	out, err := cmd(args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
+	l.rules = rules
 	return nil
 }
 
 // Close removes the rules, restores forwarding and deletes the veth (the
 // namespace's end goes with it, or with the namespace).
 func (l *Link) Close() error {
-	errs := []error{l.unwireIPv6(), deleteRules("iptables", l.cfg.Iptables, l.rules)}
+	errs := []error{l.unwireIPv6(), deleteRules("iptables", l.cfg.Tools, l.rules)}
 	l.rules = nil
 	if l.oldForward != "" {
 		if err := os.WriteFile(forwardSysctl, []byte(l.oldForward), 0o644); err != nil {

@@ -3,11 +3,9 @@ package network
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 func TestAddrs(t *testing.T) {
@@ -36,21 +34,9 @@ func TestAddrs(t *testing.T) {
 // keeps taking them while forwarding is on, and every value, an
 // interface's own forwarding flag included, is what it was afterwards.
 func TestForwarding6Restores(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace of its own)")
-	}
-	runtime.LockOSThread() // /proc/sys/net is the namespace of the thread that opens it
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	defer netns.Set(orig)
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("cannot make a network namespace: %v", err)
-	}
+	// /proc/sys/net is the namespace of the thread that opens it.
+	ns, leave := enterNewNetns(t)
+	defer leave()
 	defer ns.Close()
 	if distroIPv6() != "" {
 		t.Skipf("no IPv6 here: %s", distroIPv6())

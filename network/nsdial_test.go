@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -16,22 +14,9 @@ import (
 // A server on a namespace's own loopback is reached by a socket made in
 // that namespace, and by nothing on the outside's loopback.
 func TestDialInReachesTheNamespacesLoopback(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace of its own)")
-	}
 	ns, l := func() (netns.NsHandle, net.Listener) {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer orig.Close()
-		defer netns.Set(orig)
-		ns, err := netns.New()
-		if err != nil {
-			t.Skipf("cannot make a network namespace: %v", err)
-		}
+		ns, leave := enterNewNetns(t)
+		defer leave()
 		lo, err := netlink.LinkByName("lo")
 		if err == nil {
 			err = netlink.LinkSetUp(lo)

@@ -28,13 +28,24 @@ type daemon struct {
 	exited  chan struct{}          // closed once its process is reaped
 }
 
-// ContainerdConfig is the config.toml ddinit runs containerd with. CRI is
-// off: nothing here speaks it, and it costs boot time.
+// ContainerdConfig is the config.toml ddinit runs containerd with. Off,
+// because nothing here uses them and each costs every start time: CRI;
+// the snapshotters but overlayfs and native (dockerd keeps its own layers;
+// aufs alone runs modprobe at each start); the restart monitor (ddinit
+// restarts what needs it). The v1 runtime stays: containerd 1.6's tasks
+// service will not load without it.
 func ContainerdConfig(root, state, address string) string {
 	return fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.internal.v1.restart",
+]
 
 [grpc]
   address = %q
@@ -239,8 +250,10 @@ func (s *Supervisor) awaitContainerdExit(d *daemon, log *logrus.Entry) (*ExitInf
 	return exit, ran
 }
 
-// removeStale deletes every container and task in the services namespace:
-// what a previous boot, or a previous containerd, left running.
+// removeStale deletes, in the services namespace, the containers of
+// services that will not run (a service turned off, one the version pack
+// no longer has) and their tasks. Those of the services that will run are
+// kept: each start replaces what it cannot use (containerFor).
 func (s *Supervisor) removeStale(client *containerd.Client) error {
 	containers, err := client.Containers(s.ctx)
 	if err != nil {
@@ -248,6 +261,9 @@ func (s *Supervisor) removeStale(client *containerd.Client) error {
 	}
 	var errs []error
 	for _, c := range containers {
+		if svc := s.find(c.ID()); svc != nil && svc != s.ctrd && svc.status().State != StateDisabled {
+			continue
+		}
 		s.cfg.Log.WithField("container", c.ID()).Info("removing a service container left by an earlier run")
 		errs = append(errs, s.removeContainer(client, c.ID()))
 	}

@@ -5,7 +5,9 @@
 // for readiness and liveness, restarted under one restart policy (shared
 // with containerd) when it dies or stops answering, its output kept in a
 // ring buffer and a rotated JSON-lines file, and stopped in reverse order.
-// It decides health: what is ready, what is failing and why.
+// A service's container outlives its runs (each start makes only a task)
+// while its spec is unchanged. It decides health: what is ready, what is
+// failing and why.
 //
 // It must not mount, pivot or reap: PID-1 duties belong to package init,
 // which hands the supervisor a Spawner that starts processes it can wait

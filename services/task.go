@@ -2,6 +2,8 @@ package services
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -63,9 +65,9 @@ func (r *running) Abandon() {
 func (r *running) Finish() {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
-	// Best effort: a task or container already gone is what we want.
+	// Best effort: a task already gone is what we want. The container
+	// stays for the next start (containerFor).
 	r.task.Delete(ctx)
-	r.container.Delete(ctx)
 	r.Abandon()
 }
 
@@ -73,9 +75,6 @@ func (r *running) Finish() {
 // containerd d.
 func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) {
 	name := svc.def.Name
-	if err := s.removeContainer(d.client, name); err != nil {
-		return nil, fmt.Errorf("remove the previous %s container: %w", name, err)
-	}
 	spec := *svc.def.Spec
 	if spec.Process.Capabilities == nil {
 		// No capabilities named: the service runs with ddinit's own, which
@@ -102,11 +101,11 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		r.Path = s.cfg.HostRoot
 		spec.Root = &r
 	}
-	container, err := d.client.NewContainer(s.ctx, name, containerd.WithSpec(&spec), containerd.WithRuntime("io.containerd.runc.v2", nil))
+	container, err := s.containerFor(d.client, name, &spec)
 	if err != nil {
-		return nil, fmt.Errorf("create container: %w", err)
+		return nil, err
 	}
-	s.mark(name + ": container created")
+	s.mark(name + ": container ready")
 	stdout, stderr := svc.sink.Writer("stdout"), svc.sink.Writer("stderr")
 	if m := s.cfg.Milestones[name]; len(m) > 0 && s.cfg.Mark != nil {
 		stderr = timeline.WatchLines(stderr, m, s.cfg.Mark)
@@ -118,6 +117,8 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		if r.task != nil {
 			r.task.Delete(ctx, containerd.WithProcessKill)
 		}
+		// A start that failed with it is no proof the container is
+		// good: the next start makes a new one.
 		container.Delete(ctx)
 		r.Abandon()
 		return nil, err
@@ -139,6 +140,44 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 	s.mark(name + ": task started")
 	return r, nil
 }
+
+// specDigestLabel is the container label that holds the digest of the
+// spec and runtime a service's container was made with.
+const specDigestLabel = "io.ddinit.spec-digest"
+
+// containerFor returns the container for a start of service name: the one
+// an earlier start left, when it was made from the same spec and has no
+// task, or else a new one. A kept container saves a delete and a create
+// (two of containerd's synced metadata writes) on every boot and wake; a
+// changed spec (a new version pack, new proxy settings) gets a new one.
+func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *specs.Spec) (containerd.Container, error) {
+	b, err := json.Marshal(struct {
+		Runtime string
+		Spec    *specs.Spec
+	}{serviceRuntime, spec})
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", name, err)
+	}
+	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
+	if c, err := client.LoadContainer(s.ctx, name); err == nil {
+		info, err := c.Info(s.ctx, containerd.WithoutRefreshedMetadata)
+		if _, terr := c.Task(s.ctx, nil); err == nil && info.Labels[specDigestLabel] == digest && errdefs.IsNotFound(terr) {
+			return c, nil
+		}
+	}
+	if err := s.removeContainer(client, name); err != nil {
+		return nil, fmt.Errorf("remove the previous %s container: %w", name, err)
+	}
+	c, err := client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, nil),
+		containerd.WithContainerLabels(map[string]string{specDigestLabel: digest}))
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	return c, nil
+}
+
+// serviceRuntime is the containerd runtime every service runs under.
+const serviceRuntime = "io.containerd.runc.v2"
 
 // DefaultCgroupParent is the engine's cgroup: containerd's and every
 // service's are below it, and nothing else.
