@@ -12,6 +12,6 @@
 // namespace from there through netlink, and opens sockets in PID 1's
 // namespace for ddinit run to serve there (ListenIn, ListenTCPIn). It must
 // undo everything it does: the veth, the NAT rules (each family's put in
-// and taken out in one iptables-restore transaction), the forwarding
-// sysctl, the listeners.
+// and taken out with one iptables-restore, a transaction per table), the
+// forwarding sysctl, the listeners.
 package network

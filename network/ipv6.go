@@ -45,11 +45,11 @@ func (l *Link) wireIPv6(pid int, hostLink netlink.Link) error {
 		return err
 	}
 	subnet := host.Masked().String()
-	rules6 := natRules(subnet)
-	if err := insertRules("ip6tables", l.cfg.Tools, rules6); err != nil {
+	// Set before the insert, as for IPv4: unwireIPv6 removes what is in.
+	l.rules6 = natRules(subnet)
+	if err := insertRules("ip6tables", l.cfg.Tools, l.log(), l.rules6); err != nil {
 		return fmt.Errorf("NAT66 for %s: %w", subnet, err)
 	}
-	l.rules6 = rules6
 	// Our end of a fresh veth takes the default setting, which may have
 	// IPv6 off even where all/ has it on.
 	os.WriteFile(filepath.Join(ipv6Conf, HostLink, "disable_ipv6"), []byte("0"), 0o644)
@@ -157,7 +157,7 @@ func (l *Link) unwireIPv6() error {
 		}
 		l.HostAddr6 = netip.Prefix{}
 	}
-	errs = append(errs, deleteRules("ip6tables", l.cfg.Tools, l.rules6))
+	errs = append(errs, deleteRules("ip6tables", l.cfg.Tools, l.log(), l.rules6))
 	l.rules6 = nil
 	for i := len(l.oldSysctls) - 1; i >= 0; i-- {
 		s := l.oldSysctls[i]

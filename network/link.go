@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -201,18 +202,29 @@ func (l *Link) enableNAT() error {
 		}
 		l.oldForward = strings.TrimSpace(string(old))
 	}
-	rules := natRules(l.HostAddr.Masked().String())
-	if err := insertRules("iptables", l.cfg.Tools, rules); err != nil {
+	// Set before the insert: a part of them may be in even if it fails,
+	// and Close removes what is there.
+	l.rules = natRules(l.HostAddr.Masked().String())
+	if err := insertRules("iptables", l.cfg.Tools, l.log(), l.rules); err != nil {
 		return fmt.Errorf("NAT for %s: %w", l.HostAddr.Masked(), err)
 	}
-	l.rules = rules
 	return nil
+}
+
+// log is the configured logger, or one that discards.
+func (l *Link) log() logrus.FieldLogger {
+	if l.cfg.Log != nil {
+		return l.cfg.Log
+	}
+	discard := logrus.New()
+	discard.SetOutput(io.Discard)
+	return discard
 }
 
 // Close removes the rules, restores forwarding and deletes the veth (the
 // namespace's end goes with it, or with the namespace).
 func (l *Link) Close() error {
-	errs := []error{l.unwireIPv6(), deleteRules("iptables", l.cfg.Tools, l.rules)}
+	errs := []error{l.unwireIPv6(), deleteRules("iptables", l.cfg.Tools, l.log(), l.rules)}
 	l.rules = nil
 	if l.oldForward != "" {
 		if err := os.WriteFile(forwardSysctl, []byte(l.oldForward), 0o644); err != nil {

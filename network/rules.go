@@ -1,10 +1,13 @@
 package network
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/sirupsen/logrus"
 )
 
 // Tools makes a command for one of the version pack's iptables tools
@@ -25,39 +28,97 @@ func natRules(subnet string) [][]string {
 }
 
 // insertRules puts rules first in their chains (ahead of a DROP another
-// tool may have put there), and deletes the copies a crashed run left, in
-// one iptables-restore transaction: two runs of the pack's tool per family
-// instead of two per rule, on the boot's path, and never a moment with
-// half of them in.
-func insertRules(family string, tools Tools, rules [][]string) error {
-	saved, err := runTool(tools, family+"-save", "")
-	if err != nil {
-		return err
+// tool may have put there) and deletes the copies a crashed run left. Each
+// table's part is one iptables-restore transaction: two runs of the pack's
+// tool per family instead of two per rule, on the boot's path, and never a
+// chain with half of its rules in. When that cannot be done (a rule of
+// another tool's that the pack's iptables cannot print makes the dump
+// fail; a copy gone between the dump and the restore), it is done one
+// rule at a time, as robust as the tool itself. A table that went in
+// before another failed stays: the caller's Close (deleteRules) removes
+// whatever copies of rules are there.
+func insertRules(family string, tools Tools, log logrus.FieldLogger, rules [][]string) error {
+	err := restoreRules(family, tools, rules, true)
+	if err == nil {
+		return nil
 	}
-	script := rulesScript(saved, rules, true)
-	if _, err := runTool(tools, family+"-restore", script, "--noflush"); err != nil {
+	log.WithError(err).Debug("the NAT rules in one transaction failed; one at a time")
+	if err := insertEach(family, tools, rules); err != nil {
 		return err
 	}
 	return nil
 }
 
-// deleteRules removes every copy of rules, in one transaction.
-func deleteRules(family string, tools Tools, rules [][]string) error {
+// deleteRules removes every copy of rules, each table's in one
+// transaction, or one at a time where that cannot be done.
+func deleteRules(family string, tools Tools, log logrus.FieldLogger, rules [][]string) error {
 	if len(rules) == 0 {
 		return nil
 	}
+	err := restoreRules(family, tools, rules, false)
+	if err == nil {
+		return nil
+	}
+	log.WithError(err).Debug("removing the NAT rules in one transaction failed; one at a time")
+	return deleteEach(family, tools, rules)
+}
+
+// restoreRules deletes every copy of rules found in the family's dump and,
+// if insert, inserts each first in its chain, in one iptables-restore.
+func restoreRules(family string, tools Tools, rules [][]string, insert bool) error {
 	saved, err := runTool(tools, family+"-save", "")
 	if err != nil {
 		return err
 	}
-	script := rulesScript(saved, rules, false)
+	script := rulesScript(saved, rules, insert)
 	if script == "" {
 		return nil
 	}
-	if _, err := runTool(tools, family+"-restore", script, "--noflush"); err != nil {
-		return err
+	_, err = runTool(tools, family+"-restore", script, "--noflush")
+	return err
+}
+
+// maxCopies bounds the copies of one rule removed one at a time.
+const maxCopies = 16
+
+// insertEach is insertRules one rule, and one copy, at a time.
+func insertEach(family string, tools Tools, rules [][]string) error {
+	for _, r := range rules {
+		for i := 0; i < maxCopies && ruleCommand(family, tools, "-D", r) == nil; i++ {
+		}
+		if err := ruleCommand(family, tools, "-I", r); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// deleteEach is deleteRules one rule, and one copy, at a time, last first.
+// A rule that is not there is no error (a part of them may never have gone
+// in); a tool that fails otherwise is.
+func deleteEach(family string, tools Tools, rules [][]string) error {
+	var errs []error
+	for i := len(rules) - 1; i >= 0; i-- {
+		err := ruleCommand(family, tools, "-D", rules[i])
+		if err != nil {
+			// Not there is -C's status 1; anything else (there but not
+			// deleted, a tool that does not run) is an error.
+			var exit *exec.ExitError
+			if cerr := ruleCommand(family, tools, "-C", rules[i]); !errors.As(cerr, &exit) || exit.ExitCode() != 1 {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		for j := 1; j < maxCopies && ruleCommand(family, tools, "-D", rules[i]) == nil; j++ {
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ruleCommand runs `iptables -w -t TABLE OP CHAIN MATCH...` for rule r.
+func ruleCommand(family string, tools Tools, op string, r []string) error {
+	_, err := runTool(tools, family, "", append([]string{"-w", "-t", r[0], op, r[1]}, r[2:]...)...)
+	return err
 }
 
 // rulesScript is the iptables-restore input that deletes every copy of
@@ -126,11 +187,12 @@ func runTool(tools Tools, name, input string, args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		what := name
+		what := strings.Join(append([]string{name}, args...), " ")
 		if input != "" {
+			// The tool's error names a line of it.
 			what += " of\n" + input
 		}
-		return "", fmt.Errorf("%s: %v: %s", what, err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s: %w: %s", what, err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
 }

@@ -1,9 +1,13 @@
 package network
 
 import (
+	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/sirupsen/logrus"
 )
 
 func TestRulesScriptFindsCopiesInTheDumpsOwnOrder(t *testing.T) {
@@ -43,12 +47,26 @@ COMMIT
 	}
 }
 
-// TestNATRulesInOneTransaction runs the host's iptables tools in a network
-// namespace of its own: stale copies go and ours come first in one
-// transaction, a user's rules stay, and a transaction that fails changes
-// nothing.
-func TestNATRulesInOneTransaction(t *testing.T) {
-	for _, tool := range []string{"iptables", "iptables-save", "iptables-restore"} {
+// TestNATRules runs the host's iptables tools, for each family, in a
+// network namespace of its own: stale copies go and ours come first, once
+// each, and a user's rules stay; after an insert that fails half way, the
+// delete leaves none of ours. Each case runs with the dump readable (one
+// transaction per table) and with a dump the tool cannot make (a rule of
+// another tool's it cannot print: one command per rule).
+func TestNATRules(t *testing.T) {
+	for _, family := range []string{"iptables", "ip6tables"} {
+		for _, readable := range []bool{true, false} {
+			name := family + "/one-transaction"
+			if !readable {
+				name = family + "/unreadable-dump"
+			}
+			t.Run(name, func(t *testing.T) { testNATRules(t, family, readable) })
+		}
+	}
+}
+
+func testNATRules(t *testing.T, family string, readable bool) {
+	for _, tool := range []string{family, family + "-save", family + "-restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("no %s here (apt-get install iptables)", tool)
 		}
@@ -57,60 +75,70 @@ func TestNATRulesInOneTransaction(t *testing.T) {
 	ns, leave := enterNewNetns(t)
 	defer leave()
 	defer ns.Close()
-	host := func(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
-	iptables := func(args ...string) string {
+	tools := Tools(func(name string, args ...string) *exec.Cmd {
+		if !readable && name == family+"-save" {
+			return exec.Command("sh", "-c", "echo 'Parsing nftables rule failed' >&2; exit 3")
+		}
+		return exec.Command(name, args...)
+	})
+	ipt := func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command("iptables", append([]string{"-w"}, args...)...).CombinedOutput()
+		out, err := exec.Command(family, append([]string{"-w"}, args...)...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
+			t.Fatalf("%s %s: %v: %s", family, strings.Join(args, " "), err, out)
 		}
 		return string(out)
 	}
-	iptables("-P", "FORWARD", "DROP")
-	iptables("-I", "FORWARD", "-j", "DROP", "-m", "comment", "--comment", "users")
+	if out, err := exec.Command(family, "-w", "-t", "nat", "-S").CombinedOutput(); err != nil {
+		t.Skipf("%s has no nat table here: %s", family, out)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	subnet := "100.64.249.0/30"
+	if family == "ip6tables" {
+		subnet = "fd64:100:249::/64"
+	}
+	ipt("-P", "FORWARD", "DROP")
+	ipt("-I", "FORWARD", "-j", "DROP", "-m", "comment", "--comment", "users")
 	// What a crashed run left: two copies of one rule.
 	stale := []string{"-I", "FORWARD", "-i", HostLink, "-j", "ACCEPT", "-m", "comment", "--comment", ruleTag}
-	iptables(stale...)
-	iptables(stale...)
-	rules := natRules("100.64.249.0/30")
-	if err := insertRules("iptables", host, rules); err != nil {
+	ipt(stale...)
+	ipt(stale...)
+	rules := natRules(subnet)
+	if err := insertRules(family, tools, log, rules); err != nil {
 		t.Fatal(err)
 	}
-	forward := iptables("-S", "FORWARD")
 	want := `-P FORWARD DROP
 -A FORWARD -o ddinit0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment ddinit -j ACCEPT
 -A FORWARD -i ddinit0 -m comment --comment ddinit -j ACCEPT
 -A FORWARD -m comment --comment users -j DROP
 `
-	if forward != want {
+	if forward := ipt("-S", "FORWARD"); forward != want {
 		t.Fatalf("FORWARD after the insert:\n%s\nwant (ours first, once each, the user's DROP kept):\n%s", forward, want)
 	}
-	if nat := iptables("-t", "nat", "-S", "POSTROUTING"); !strings.Contains(nat, "-A POSTROUTING -s 100.64.249.0/30 ! -d 100.64.249.0/30 -m comment --comment ddinit -j MASQUERADE") {
-		t.Fatalf("no masquerade:\n%s", nat)
+	masquerade := fmt.Sprintf("-A POSTROUTING -s %[1]s ! -d %[1]s -m comment --comment ddinit -j MASQUERADE", subnet)
+	if nat := ipt("-t", "nat", "-S", "POSTROUTING"); strings.Count(nat, masquerade) != 1 {
+		t.Fatalf("POSTROUTING after the insert:\n%s\nwant one %s", nat, masquerade)
 	}
 
-	// A transaction with a rule the kernel refuses: nothing of it is done,
-	// not even the deletions of copies that went before it.
-	bad := append(natRules("100.64.249.0/30"), []string{"filter", "FORWARD", "-m", "nosuchmatch", "-j", "ACCEPT"})
-	if err := insertRules("iptables", host, bad); err == nil {
+	// A rule the kernel refuses, last: an error, and what went in before
+	// it (nat's table commits apart from filter's) is for the delete.
+	bad := append(natRules(subnet), []string{"filter", "FORWARD", "-m", "nosuchmatch", "-j", "ACCEPT"})
+	if err := insertRules(family, tools, log, bad); err == nil {
 		t.Fatal("a refused rule was not an error")
 	}
-	if after := iptables("-S", "FORWARD"); after != want {
-		t.Fatalf("a failed transaction changed FORWARD:\n%s\nwant:\n%s", after, want)
-	}
-
-	if err := deleteRules("iptables", host, rules); err != nil {
+	if err := deleteRules(family, tools, log, rules); err != nil {
 		t.Fatal(err)
 	}
-	if after := iptables("-S", "FORWARD"); after != "-P FORWARD DROP\n-A FORWARD -m comment --comment users -j DROP\n" {
-		t.Fatalf("FORWARD after the delete:\n%s", after)
+	if all := ipt("-S") + ipt("-t", "nat", "-S"); strings.Contains(all, ruleTag) {
+		t.Fatalf("rules of ours left after the delete:\n%s", all)
 	}
-	if nat := iptables("-t", "nat", "-S", "POSTROUTING"); strings.Contains(nat, ruleTag) {
-		t.Fatalf("masquerade left:\n%s", nat)
+	if forward := ipt("-S", "FORWARD"); forward != "-P FORWARD DROP\n-A FORWARD -m comment --comment users -j DROP\n" {
+		t.Fatalf("FORWARD after the delete:\n%s", forward)
 	}
 	// Deleting what is not there is no error: a run that never got its
 	// rules in still closes.
-	if err := deleteRules("iptables", host, rules); err != nil {
+	if err := deleteRules(family, tools, log, rules); err != nil {
 		t.Fatal(err)
 	}
 }
