@@ -45,7 +45,7 @@ type Config struct {
 	Cgroups      *cgroup.Hierarchy
 	CgroupParent string
 	// Mark, when set, is told each step of a start as it happens
-	// (containerd started and answering; a service's container ready (kept or made),
+	// (containerd started and answering; a service's container ready (kept or created),
 	// its task created and started, the Milestones its log shows, and
 	// ready), for the boot's timeline.
 	Mark func(event string, at time.Time)

@@ -101,11 +101,14 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		r.Path = s.cfg.HostRoot
 		spec.Root = &r
 	}
-	container, err := s.containerFor(d.client, name, &spec)
+	container, kept, err := s.containerFor(d.client, name, &spec)
 	if err != nil {
 		return nil, err
 	}
+	// One event either way, for the timelines side by side; the log
+	// says which.
 	s.mark(name + ": container ready")
+	s.cfg.Log.WithFields(logrus.Fields{"service": name, "kept": kept}).Debug("container ready")
 	stdout, stderr := svc.sink.Writer("stdout"), svc.sink.Writer("stderr")
 	if m := s.cfg.Milestones[name]; len(m) > 0 && s.cfg.Mark != nil {
 		stderr = timeline.WatchLines(stderr, m, s.cfg.Mark)
@@ -150,30 +153,30 @@ const specDigestLabel = "io.ddinit.spec-digest"
 // task, or else a new one. A kept container saves a delete and a create
 // (two of containerd's synced metadata writes) on every boot and wake; a
 // changed spec (a new version pack, new proxy settings) gets a new one.
-func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *specs.Spec) (containerd.Container, error) {
+func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *specs.Spec) (c containerd.Container, kept bool, err error) {
 	b, err := json.Marshal(struct {
 		Runtime string
 		Spec    *specs.Spec
 	}{serviceRuntime, spec})
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", name, err)
+		return nil, false, fmt.Errorf("container %s: %w", name, err)
 	}
 	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
 	if c, err := client.LoadContainer(s.ctx, name); err == nil {
 		info, err := c.Info(s.ctx, containerd.WithoutRefreshedMetadata)
 		if _, terr := c.Task(s.ctx, nil); err == nil && info.Labels[specDigestLabel] == digest && errdefs.IsNotFound(terr) {
-			return c, nil
+			return c, true, nil
 		}
 	}
 	if err := s.removeContainer(client, name); err != nil {
-		return nil, fmt.Errorf("remove the previous %s container: %w", name, err)
+		return nil, false, fmt.Errorf("remove the previous %s container: %w", name, err)
 	}
-	c, err := client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, nil),
+	c, err = client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, nil),
 		containerd.WithContainerLabels(map[string]string{specDigestLabel: digest}))
 	if err != nil {
-		return nil, fmt.Errorf("create container: %w", err)
+		return nil, false, fmt.Errorf("create container: %w", err)
 	}
-	return c, nil
+	return c, false, nil
 }
 
 // serviceRuntime is the containerd runtime every service runs under.
