@@ -216,10 +216,14 @@ func (l *Link) log() logrus.FieldLogger {
 	if l.cfg.Log != nil {
 		return l.cfg.Log
 	}
-	discard := logrus.New()
-	discard.SetOutput(io.Discard)
-	return discard
+	return discardLog
 }
+
+var discardLog = func() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}()
 
 // Close removes the rules, restores forwarding and deletes the veth (the
 // namespace's end goes with it, or with the namespace).

@@ -43,10 +43,7 @@ func insertRules(family string, tools Tools, log logrus.FieldLogger, rules [][]s
 		return nil
 	}
 	log.WithError(err).Debug("the NAT rules in one transaction failed; one at a time")
-	if err := insertEach(family, tools, rules); err != nil {
-		return err
-	}
-	return nil
+	return insertEach(family, tools, rules)
 }
 
 // deleteRules removes every copy of rules, each table's in one

@@ -265,19 +265,14 @@ func (s *Supervisor) removeStale(client *containerd.Client) error {
 			continue
 		}
 		s.cfg.Log.WithField("container", c.ID()).Info("removing a service container left by an earlier run")
-		errs = append(errs, s.removeContainer(client, c.ID()))
+		errs = append(errs, s.removeContainer(c))
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Supervisor) removeContainer(client *containerd.Client, id string) error {
-	c, err := client.LoadContainer(s.ctx, id)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+// removeContainer deletes c and, killed first, its task if it has one.
+func (s *Supervisor) removeContainer(c containerd.Container) error {
+	id := c.ID()
 	if t, err := c.Task(s.ctx, nil); err == nil {
 		if _, err := t.Delete(s.ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete task %s: %w", id, err)

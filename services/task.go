@@ -162,14 +162,18 @@ func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *
 		return nil, false, fmt.Errorf("container %s: %w", name, err)
 	}
 	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
-	if c, err := client.LoadContainer(s.ctx, name); err == nil {
-		info, err := c.Info(s.ctx, containerd.WithoutRefreshedMetadata)
-		if _, terr := c.Task(s.ctx, nil); err == nil && info.Labels[specDigestLabel] == digest && errdefs.IsNotFound(terr) {
-			return c, true, nil
+	switch old, err := client.LoadContainer(s.ctx, name); {
+	case errdefs.IsNotFound(err):
+	case err != nil:
+		return nil, false, fmt.Errorf("container %s: %w", name, err)
+	default:
+		info, err := old.Info(s.ctx, containerd.WithoutRefreshedMetadata)
+		if _, terr := old.Task(s.ctx, nil); err == nil && info.Labels[specDigestLabel] == digest && errdefs.IsNotFound(terr) {
+			return old, true, nil
 		}
-	}
-	if err := s.removeContainer(client, name); err != nil {
-		return nil, false, fmt.Errorf("remove the previous %s container: %w", name, err)
+		if err := s.removeContainer(old); err != nil {
+			return nil, false, fmt.Errorf("remove the previous %s container: %w", name, err)
+		}
 	}
 	c, err = client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, nil),
 		containerd.WithContainerLabels(map[string]string{specDigestLabel: digest}))
