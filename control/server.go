@@ -2,7 +2,6 @@ package control
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -26,7 +26,12 @@ type Server struct {
 	// request 503 with the Health's reason, and no connection kept after
 	// its answer, so that the next request reaches the next PID 1.
 	StandIn bool
-	http    *http.Server
+
+	http      *http.Server
+	listeners []net.Listener
+	serving   sync.WaitGroup // one per listener, until its Accept fails
+	mu        sync.Mutex
+	busy      map[net.Conn]struct{} // accepted, owed an answer
 }
 
 // Handler returns the API's routes.
@@ -64,29 +69,71 @@ func (s *Server) Serve(ls ...net.Listener) {
 	if s.StandIn {
 		handler = s.standInHandler()
 	}
+	s.busy = map[net.Conn]struct{}{}
+	s.listeners = ls
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    64 << 10, // a 1 MB header gets 431, not memory
+		ConnState:         s.track,
 		ErrorLog:          nil,
 	}
 	if s.StandIn {
 		s.http.SetKeepAlivesEnabled(false)
 	}
 	for _, l := range ls {
-		go s.http.Serve(l)
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			s.http.Serve(l)
+		}()
 	}
 }
 
-// Close stops serving; requests in flight get a moment to finish.
+// track keeps the connections that are owed an answer: accepted and not
+// yet idle after one (keep-alive), hijacked or closed.
+func (s *Server) track(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == http.StateNew || st == http.StateActive {
+		s.busy[c] = struct{}{}
+	} else {
+		delete(s.busy, c)
+	}
+}
+
+func (s *Server) owed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.busy)
+}
+
+// closeGrace is how long Close waits for requests it owes an answer.
+const closeGrace = 2 * time.Second
+
+// Close stops serving without leaving a request unanswered: it stops
+// accepting (a connection not yet accepted waits in the socket, which the
+// next server of it takes: another PID 1, or ddinit run standing in),
+// answers every connection it accepted, for up to closeGrace, then closes
+// what is left. Not http.Server.Shutdown: that closes unanswered a
+// connection accepted before it whose request is read after it began.
 func (s *Server) Close() {
 	if s.http == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	s.http.Shutdown(ctx)
+	// Answers from here end their connection; idle keep-alive ones close
+	// now (a client's request crossing that close is one HTTP/1.1 clients
+	// retry: nothing of it was read).
+	s.http.SetKeepAlivesEnabled(false)
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.serving.Wait() // every connection accepted is tracked by now
+	deadline := time.Now().Add(closeGrace)
+	for s.owed() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.http.Close()
 }
 

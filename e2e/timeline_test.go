@@ -13,15 +13,20 @@ import (
 
 // bootTimeline waits until the boot's timeline ends with the first answer
 // through an exposed socket (ddinit run tells PID 1 of it a moment after
-// the answer) and returns it.
+// the answer) and holds dockerd's "API listen on" line, and returns it.
+// dockerd logs that line just before it serves, so the line's own time is
+// before the answer; but the line comes through the shim's pipe and can
+// reach PID 1 after ddinit run has told it of the answer, and the
+// timeline takes it late (it counts the line's own time).
 func (in *instance) bootTimeline() []timeline.Step {
 	in.t.Helper()
 	var st control.Status
-	waitUntil(in.t, 10*time.Second, "the boot's timeline to reach the first answer", func() bool {
+	waitUntil(in.t, 10*time.Second, "the boot's timeline to reach the first answer and dockerd's API line", func() bool {
 		_, body := in.get("GET", "/status")
 		st = control.Status{}
 		json.Unmarshal([]byte(body), &st)
-		return slices.ContainsFunc(st.Timeline, func(s timeline.Step) bool { return strings.HasPrefix(s.Event, "first answer") })
+		return slices.ContainsFunc(st.Timeline, func(s timeline.Step) bool { return strings.HasPrefix(s.Event, "first answer") }) &&
+			slices.ContainsFunc(st.Timeline, func(s timeline.Step) bool { return s.Event == "dockerd: API listening (its log)" })
 	})
 	return st.Timeline
 }

@@ -1,0 +1,183 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// readyBackend answers /ping 200 and has nothing else.
+type readyBackend struct{}
+
+func (readyBackend) Status() Status { return Status{State: "running"} }
+func (readyBackend) Health() Health { return Health{State: "running", Ready: true} }
+func (readyBackend) Logs(string, int, bool) ([]LogLine, <-chan LogLine, func(), error) {
+	return nil, nil, func() {}, nil
+}
+func (readyBackend) Restart(string) error                 { return nil }
+func (readyBackend) Shutdown()                            {}
+func (readyBackend) Diagnostics(io.Writer) error          { return nil }
+func (readyBackend) Settings() Settings                   { return Settings{} }
+func (readyBackend) PutSettings([]byte) (Settings, error) { return Settings{}, nil }
+func (readyBackend) UsePack(UsePack) (PackState, error)   { return PackState{}, nil }
+
+func quietLog() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+// listenUnix opens a listening unix socket and returns its path and its
+// file, from which each server gets a copy of its own (as PID 1 and ddinit
+// run each hold one).
+func listenUnix(t *testing.T) (string, *os.File) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "control.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false) // the socket outlives this copy of it
+	f, err := ul.File()
+	ul.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return path, f
+}
+
+func serveCopy(t *testing.T, f *os.File, standIn bool) *Server {
+	t.Helper()
+	l, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Backend: readyBackend{}, Log: quietLog(), StandIn: standIn}
+	s.Serve(l)
+	return s
+}
+
+func ping(conn net.Conn) (int, error) {
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "GET /ping HTTP/1.1\r\nHost: ddinit\r\nConnection: close\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// A client that connected before Close and sends its request while Close
+// is under way gets its answer (net/http's Shutdown would close it
+// unanswered: the EOF a live switch's poller saw).
+func TestCloseAnswersAConnectionItAccepted(t *testing.T) {
+	for _, standIn := range []bool{false, true} {
+		path, f := listenUnix(t)
+		s := serveCopy(t, f, standIn)
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for s.owed() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // until the server has accepted it
+		}
+		closed := make(chan struct{})
+		go func() { s.Close(); close(closed) }()
+		time.Sleep(50 * time.Millisecond) // Close is waiting for the connection
+		code, err := ping(conn)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("stand-in %v: a request sent during Close: status %d, %v; want 200", standIn, code, err)
+		}
+		<-closed
+	}
+}
+
+// Clients on fresh connections, while the socket passes from one server
+// to the next again and again (PID 1 to ddinit run standing in to the
+// next PID 1): every request is answered, none refused or dropped.
+func TestHandOverLeavesNoRequestUnanswered(t *testing.T) {
+	path, f := listenUnix(t)
+	cur := serveCopy(t, f, false)
+	stop := make(chan struct{})
+	var asked, faults atomic.Int64
+	var firstFault atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				conn, err := net.Dial("unix", path)
+				if err == nil {
+					var code int
+					code, err = ping(conn)
+					conn.Close()
+					if err == nil && code != http.StatusOK {
+						err = io.ErrUnexpectedEOF
+					}
+				}
+				asked.Add(1)
+				if err != nil {
+					faults.Add(1)
+					firstFault.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	for i := range 30 {
+		time.Sleep(5 * time.Millisecond)
+		cur.Close()
+		cur = serveCopy(t, f, i%2 == 0)
+	}
+	close(stop)
+	wg.Wait()
+	cur.Close()
+	if n := faults.Load(); n > 0 {
+		t.Fatalf("%d of %d requests across 30 hand-overs went unanswered; first: %v", n, asked.Load(), firstFault.Load())
+	}
+	t.Logf("%d requests across 30 hand-overs, all answered", asked.Load())
+}
+
+// Close does not wait for a keep-alive connection between requests: it
+// closes it (an idle client is owed nothing).
+func TestCloseDropsIdleKeepAlive(t *testing.T) {
+	path, f := listenUnix(t)
+	s := serveCopy(t, f, false)
+	client := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}}
+	resp, err := client.Get("http://ddinit/ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d >= closeGrace {
+		t.Fatalf("Close waited %v for an idle keep-alive connection", d)
+	}
+}
