@@ -17,7 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Server serves the control API for a Backend.
+// Server serves the control API for a Backend, once: Serve, then Close.
 type Server struct {
 	Backend Backend
 	Log     logrus.FieldLogger
@@ -30,6 +30,7 @@ type Server struct {
 	http      *http.Server
 	listeners []net.Listener
 	serving   sync.WaitGroup // one per listener, until its Accept fails
+	closing   chan struct{}  // closed as Close begins: followed logs end
 	mu        sync.Mutex
 	busy      map[net.Conn]struct{} // accepted, owed an answer
 }
@@ -71,6 +72,7 @@ func (s *Server) Serve(ls ...net.Listener) {
 	}
 	s.busy = map[net.Conn]struct{}{}
 	s.listeners = ls
+	s.closing = make(chan struct{})
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -115,22 +117,28 @@ const closeGrace = 2 * time.Second
 // Close stops serving without leaving a request unanswered: it stops
 // accepting (a connection not yet accepted waits in the socket, which the
 // next server of it takes: another PID 1, or ddinit run standing in),
-// answers every connection it accepted, for up to closeGrace, then closes
-// what is left. Not http.Server.Shutdown: that closes unanswered a
-// connection accepted before it whose request is read after it began.
+// answers the request of every connection it accepted, for up to
+// closeGrace, ends followed logs, then closes what is left. Not
+// http.Server.Shutdown: that closes unanswered a connection accepted
+// before it whose request is read after it began.
+//
+// A keep-alive connection is the exception HTTP/1.1 has no cure for: one
+// idle (between two requests) is closed, and a request its client sends
+// in that moment is lost. Go's client sends an idempotent one (GET) again
+// by itself; ddinit's own client uses a connection per request.
 func (s *Server) Close() {
 	if s.http == nil {
 		return
 	}
+	deadline := time.Now().Add(closeGrace)
+	close(s.closing)
 	// Answers from here end their connection; idle keep-alive ones close
-	// now (a client's request crossing that close is one HTTP/1.1 clients
-	// retry: nothing of it was read).
+	// now.
 	s.http.SetKeepAlivesEnabled(false)
 	for _, l := range s.listeners {
 		l.Close()
 	}
 	s.serving.Wait() // every connection accepted is tracked by now
-	deadline := time.Now().Add(closeGrace)
 	for s.owed() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -235,6 +243,8 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 			}
 		case <-r.Context().Done():
 			return
+		case <-s.closing:
+			return // the stream ends cleanly: the server is closing
 		}
 	}
 }

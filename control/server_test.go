@@ -100,7 +100,8 @@ func TestCloseAnswersAConnectionItAccepted(t *testing.T) {
 		}
 		closed := make(chan struct{})
 		go func() { s.Close(); close(closed) }()
-		time.Sleep(50 * time.Millisecond) // Close is waiting for the connection
+		<-s.closing
+		time.Sleep(20 * time.Millisecond) // Close is waiting for the connection
 		code, err := ping(conn)
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("stand-in %v: a request sent during Close: status %d, %v; want 200", standIn, code, err)
@@ -179,5 +180,49 @@ func TestCloseDropsIdleKeepAlive(t *testing.T) {
 	s.Close()
 	if d := time.Since(start); d >= closeGrace {
 		t.Fatalf("Close waited %v for an idle keep-alive connection", d)
+	}
+}
+
+// followBackend has a log that is followed and never ends by itself.
+type followBackend struct{ readyBackend }
+
+func (followBackend) Logs(string, int, bool) ([]LogLine, <-chan LogLine, func(), error) {
+	return []LogLine{{Service: "dockerd", Text: "a line"}}, make(chan LogLine), func() {}, nil
+}
+
+// A followed log (`ddinit logs -f`) ends cleanly when the server closes:
+// the client reads the whole stream to its end, and Close does not wait
+// out its grace for it.
+func TestCloseEndsFollowedLogs(t *testing.T) {
+	path, f := listenUnix(t)
+	l, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Backend: followBackend{}, Log: quietLog()}
+	s.Serve(l)
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /logs?follow=1 HTTP/1.1\r\nHost: ddinit\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the followed log's first line: %v", err)
+	}
+	start := time.Now()
+	go s.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("the followed log after %q ended with %v; want its clean end", first, err)
+	}
+	if d := time.Since(start); d >= closeGrace {
+		t.Fatalf("the followed log ended %v after Close began; want at once", d)
 	}
 }

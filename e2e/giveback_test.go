@@ -19,14 +19,21 @@ import (
 // cpuTicks is a process's utime+stime.
 func cpuTicks(t *testing.T, pid int) int {
 	t.Helper()
+	user, sys := cpuSplit(t, pid)
+	return user + sys
+}
+
+// cpuSplit is a process's utime and stime, in clock ticks.
+func cpuSplit(t *testing.T, pid int) (user, sys int) {
+	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	u, _ := strconv.Atoi(f[11])
-	s, _ := strconv.Atoi(f[12])
-	return u + s
+	user, _ = strconv.Atoi(f[11])
+	sys, _ = strconv.Atoi(f[12])
+	return user, sys
 }
 
 // With idlePause the idle engine's cgroup is frozen — containerd and
