@@ -31,6 +31,7 @@ type Server struct {
 	listeners []net.Listener
 	serving   sync.WaitGroup // one per listener, until its Accept fails
 	closing   chan struct{}  // closed as Close begins: followed logs end
+	closeOnce sync.Once
 	mu        sync.Mutex
 	busy      map[net.Conn]struct{} // accepted, owed an answer
 }
@@ -114,6 +115,10 @@ func (s *Server) owed() int {
 // closeGrace is how long Close waits for requests it owes an answer.
 const closeGrace = 2 * time.Second
 
+// followerCut is how long a followed log's writes may still take once
+// Close has begun.
+const followerCut = 200 * time.Millisecond
+
 // Close stops serving without leaving a request unanswered: it stops
 // accepting (a connection not yet accepted waits in the socket, which the
 // next server of it takes: another PID 1, or ddinit run standing in),
@@ -130,6 +135,10 @@ func (s *Server) Close() {
 	if s.http == nil {
 		return
 	}
+	s.closeOnce.Do(s.close)
+}
+
+func (s *Server) close() {
 	deadline := time.Now().Add(closeGrace)
 	close(s.closing)
 	// Answers from here end their connection; idle keep-alive ones close
@@ -209,6 +218,23 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 	} else {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	if ch != nil {
+		// A follower that does not read (its socket full) would keep
+		// this handler in a write, where it cannot see Close: once Close
+		// begins, writes get followerCut to finish (a reading follower's
+		// stream still ends cleanly), then fail, instead of Close waiting
+		// out its whole grace.
+		answered := make(chan struct{})
+		defer close(answered)
+		rc := http.NewResponseController(w)
+		go func() {
+			select {
+			case <-s.closing:
+				rc.SetWriteDeadline(time.Now().Add(followerCut))
+			case <-answered:
+			}
+		}()
 	}
 	bw := bufio.NewWriter(w)
 	write := func(l LogLine) {
@@ -301,8 +327,12 @@ func (s *Server) usePack(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
-	if err != nil || len(body) > 1<<20 {
-		http.Error(w, "a settings document is at most 1 MB", http.StatusRequestEntityTooLarge)
+	switch {
+	case err != nil:
+		writeError(w, fmt.Errorf("%w: reading the settings document: %v", errdefs.ErrInvalidArgument, err), errorBody{})
+		return
+	case len(body) > 1<<20:
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Message: "a settings document is at most 1 MB"})
 		return
 	}
 	st, err := s.Backend.PutSettings(body)

@@ -3,6 +3,7 @@ package control
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -224,5 +225,115 @@ func TestCloseEndsFollowedLogs(t *testing.T) {
 	}
 	if d := time.Since(start); d >= closeGrace {
 		t.Fatalf("the followed log ended %v after Close began; want at once", d)
+	}
+}
+
+// streamBackend's followed log is fed by the test.
+type streamBackend struct {
+	readyBackend
+	ch chan LogLine
+}
+
+func (b streamBackend) Logs(string, int, bool) ([]LogLine, <-chan LogLine, func(), error) {
+	return nil, b.ch, func() {}, nil
+}
+
+// A follower that stops reading (its socket full, the handler stuck in a
+// write) does not hold Close for its whole grace.
+func TestCloseCutsAFollowerThatDoesNotRead(t *testing.T) {
+	path, f := listenUnix(t)
+	l, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan LogLine)
+	s := &Server{Backend: streamBackend{ch: ch}, Log: quietLog()}
+	s.Serve(l)
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /logs?follow=1 HTTP/1.1\r\nHost: ddinit\r\n\r\n")
+	long := LogLine{Text: string(make([]byte, 4000))}
+	for stuck := false; !stuck; {
+		select {
+		case ch <- long:
+		case <-time.After(200 * time.Millisecond):
+			stuck = true // the handler no longer takes lines: its write waits
+		}
+	}
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d >= closeGrace/2 {
+		t.Fatalf("Close took %v with a follower that does not read; want it cut at once", d)
+	}
+}
+
+// Close twice, or from two goroutines at once, is one Close.
+func TestCloseTwice(t *testing.T) {
+	path, f := listenUnix(t)
+	s := serveCopy(t, f, false)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Close()
+		}()
+	}
+	wg.Wait()
+	s.Close()
+	next := serveCopy(t, f, false)
+	defer next.Close()
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if code, err := ping(conn); err != nil || code != http.StatusOK {
+		t.Fatalf("the next server after a double Close: %d, %v", code, err)
+	}
+}
+
+// A settings document that cannot be read is a 400 naming it, one too
+// large a 413; both with the JSON error body every error has.
+func TestPutSettingsBodyErrors(t *testing.T) {
+	path, f := listenUnix(t)
+	s := serveCopy(t, f, false)
+	defer s.Close()
+	for _, c := range []struct {
+		name, head, body string
+		code             int
+	}{
+		{"a malformed chunked body", "Transfer-Encoding: chunked", "zz\r\n{}\r\n0\r\n\r\n", http.StatusBadRequest},
+		{"a body cut short", "Content-Length: 100", "{}", http.StatusBadRequest},
+		{"a 2 MB document", "Content-Length: 2097152", string(make([]byte, 2<<20)), http.StatusRequestEntityTooLarge},
+	} {
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			io.WriteString(conn, "PUT /settings HTTP/1.1\r\nHost: ddinit\r\nConnection: close\r\n"+c.head+"\r\n\r\n"+c.body)
+		}()
+		if c.name == "a body cut short" {
+			<-sent
+			conn.(*net.UnixConn).CloseWrite()
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var body errorBody
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != c.code || err != nil || body.Message == "" {
+			t.Errorf("%s: %s, body %+v (%v); want %d with a JSON message", c.name, resp.Status, body, err, c.code)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package initd
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -198,14 +199,23 @@ func (c backend) Logs(name string, tail int, follow bool) ([]control.LogLine, <-
 	if !follow {
 		return lines, nil, nil, nil
 	}
+	// The reader may go before it has taken every line (a client gone, a
+	// hand-over): stopping ends the converter too, so it never waits on a
+	// send nobody will take.
 	out := make(chan control.LogLine, 64)
+	done := make(chan struct{})
 	go func() {
 		defer close(out)
 		for l := range src {
-			out <- convert(l)
+			select {
+			case out <- convert(l):
+			case <-done:
+				return
+			}
 		}
 	}()
-	return lines, out, stop, nil
+	var once sync.Once
+	return lines, out, func() { once.Do(func() { close(done); stop() }) }, nil
 }
 
 // Restart implements control.Backend. A stopped (idle) engine is woken:
