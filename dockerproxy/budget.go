@@ -2,9 +2,9 @@ package dockerproxy
 
 import "sync/atomic"
 
-// Budget bounds the bytes of create bodies held at once, across every
-// proxy that shares it: a burst of slow or large creates is answered 503
-// (try again) past it, never buffered without end.
+// Budget bounds the bytes of create bodies and large heads held at once,
+// across every proxy that shares it: a burst of slow or large creates (or
+// heads) is answered 503 (try again) past it, never buffered without end.
 type Budget struct {
 	Limit int64
 	used  atomic.Int64

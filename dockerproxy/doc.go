@@ -14,7 +14,9 @@
 // answers, chunked bodies through their trailers, pipelining), and bounds
 // what a client can make it hold: deadlines on heads and idle
 // connections, small buffers taken when needed, one budget for the create
-// bodies it buffers. The files go by duty: proxy.go (a connection's life),
+// bodies and the large heads it buffers. A client's keep-alive connection
+// outlives the engine connection behind it: one the engine let go while
+// idle is replaced, and a request it cannot have acted on goes again. The files go by duty: proxy.go (a connection's life),
 // exchange.go (one request and its answer), message.go (heads and
 // framing), create.go (the edits of a create body), watch.go (clients
 // that go away), budget.go.

@@ -38,19 +38,25 @@ func (c *conn) exchange(req head) (keep bool) {
 		}
 		return true
 	}
-	if err := c.dialEngine(req.internal); err != nil {
+	reused := c.engine != nil
+	if !c.connect(req) {
 		release(false)
-		var held *HeldError
-		if errors.As(err, &held) {
-			// The engine was held for (waking, a switch) and did not come:
-			// the reason, and when to try again.
-			c.answerError(http.StatusServiceUnavailable, err.Error())
-			return false
-		}
-		c.answerError(http.StatusBadGateway, "the docker engine is not reachable: "+err.Error())
 		return false
 	}
 	resp, pending, err := c.pass(req, b)
+	if err != nil && reused && lostIdle(req, b, err) {
+		// The engine had let this connection go while it was idle (it
+		// restarted, stopped idle, or a version switch replaced it):
+		// nothing of the request was taken, and it goes again once, on a
+		// new connection, as Go's own client does.
+		c.dropEngine()
+		b.engineErr = nil
+		if !c.connect(req) {
+			release(false)
+			return false
+		}
+		resp, pending, err = c.pass(req, b)
+	}
 	if err != nil {
 		release(false)
 		if pending != nil {
@@ -82,6 +88,55 @@ func (c *conn) exchange(req head) (keep bool) {
 		return keep && err == nil && b.engineErr == nil
 	}
 	return keep
+}
+
+// connect makes sure there is an engine connection for req, or answers
+// the client why not.
+func (c *conn) connect(req head) bool {
+	err := c.dialEngine(req.internal)
+	if err == nil {
+		return true
+	}
+	var held *HeldError
+	if errors.As(err, &held) {
+		// The engine was held for (waking, a switch) and did not come:
+		// the reason, and when to try again.
+		c.answerError(http.StatusServiceUnavailable, err.Error())
+		return false
+	}
+	c.answerError(http.StatusBadGateway, "the docker engine is not reachable: "+err.Error())
+	return false
+}
+
+// errNotSent is a request no byte of which reached the engine: the
+// connection was closed before it was written.
+var errNotSent = errors.New("the engine connection was closed before the request was sent")
+
+// errNoAnswer is a request sent on a connection the engine closed before
+// any byte of an answer: one the engine was closing as idle when the
+// request came, which it drops unread.
+var errNoAnswer = errors.New("the engine closed the connection without an answer")
+
+// lostIdle reports a request that may go again on a new connection after
+// err on one kept from an earlier request: one never sent, or one sent
+// that cannot have had an effect twice (a GET or HEAD without a body), as
+// Go's http.Transport decides.
+func lostIdle(req head, b *body, err error) bool {
+	switch {
+	case errors.Is(err, errNotSent):
+		return true
+	case errors.Is(err, errNoAnswer):
+		return (req.method == http.MethodGet || req.method == http.MethodHead) && b.rewritten == nil && !b.streaming()
+	}
+	return false
+}
+
+// dropEngine lets go of the engine connection.
+func (c *conn) dropEngine() {
+	c.late.disarm()
+	c.engine.Close()
+	putReader(c.ebr)
+	c.engine, c.ebr, c.late = nil, nil, nil
 }
 
 // dialEngine opens the engine connection at the first request; a request
@@ -126,8 +181,13 @@ func (c *conn) pass(req head, b *body) (resp head, pending *sending, err error) 
 		c.late.disarm()
 		return resp, nil, err
 	}
+	// The head goes first, here: a connection found closed is known
+	// before any of the body is taken off the client.
+	if err := b.sendHead(c.engine, req); err != nil {
+		return head{}, nil, err
+	}
 	sent := make(chan error, 1)
-	go func() { sent <- b.send(c.engine, req) }()
+	go func() { sent <- b.sendBody(c.engine) }()
 	type answer struct {
 		h   head
 		err error
@@ -178,8 +238,11 @@ func (s *sending) wait() error {
 // readFinal reads the engine's answer, passing interim 1xx answers (100
 // Continue, 103 Early Hints) on to the client as they come.
 func (c *conn) readFinal() (head, error) {
-	for {
+	for first := true; ; first = false {
 		resp, err := c.readResponse()
+		if err != nil && first && nothingCame(err) {
+			return resp, fmt.Errorf("%w: %w", errNoAnswer, err)
+		}
 		if err != nil || resp.status/100 != 1 || resp.status == http.StatusSwitchingProtocols {
 			return resp, err
 		}
@@ -275,13 +338,29 @@ func (b *body) reader() io.Reader {
 // client whole even once the engine stops taking it; the error is then
 // the client's.
 func (b *body) send(engine net.Conn, req head) error {
+	if err := b.sendHead(engine, req); err != nil {
+		return err
+	}
+	return b.sendBody(engine)
+}
+
+// sendHead writes the head, and a rewritten body with it; errNotSent
+// when none of it went.
+func (b *body) sendHead(engine net.Conn, req head) error {
+	out := req.raw
 	if b.rewritten != nil {
-		_, err := engine.Write(append(req.withLength(len(b.rewritten)), b.rewritten...))
-		return err
+		out = append(req.withLength(len(b.rewritten)), b.rewritten...)
 	}
-	if _, err := engine.Write(req.raw); err != nil {
-		return err
+	n, err := engine.Write(out)
+	if err != nil && n == 0 {
+		return fmt.Errorf("%w: %w", errNotSent, err)
 	}
+	return err
+}
+
+// sendBody passes on the body that follows the head on the client's
+// connection, if it is one passed on as it comes.
+func (b *body) sendBody(engine net.Conn) error {
 	if !b.streaming() {
 		return nil
 	}

@@ -44,6 +44,9 @@ func framingEngine(t testing.TB) string {
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, `{"message":"No such container: nosuch"}`)
 	})
+	mux.HandleFunc("GET /registry-config", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%d", len(r.Header.Get("X-Registry-Config")))
+	})
 	mux.HandleFunc("GET /hints", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</x>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
@@ -176,6 +179,8 @@ func TestFramingRefusalsAndRoutes(t *testing.T) {
 	for name, raw := range map[string]string{
 		"HTTP/1.0 with Transfer-Encoding": "PUT /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 		"a chunk size near 2^63":          "POST /containers/create HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc\r\n",
+		"a chunk size not in hex":         "PUT /upload HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+		"a streamed chunk size near 2^63": "PUT /upload HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc\r\n",
 		"a Kelvin sign in Content-Length": "POST /containers/create HTTP/1.1\r\nHost: d\r\nContent-Lengt\u212a: 5\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
 	} {
 		conn := dialUnix(t, sock)
@@ -341,5 +346,61 @@ func TestRefusedCreatesGiveTheBudgetBack(t *testing.T) {
 	}
 	if used := p.Budget.used.Load(); used != 0 {
 		t.Fatalf("%d bytes of the create budget still taken after refused creates", used)
+	}
+}
+
+// A build sends every registry's credentials in one header
+// (X-Registry-Config): heads up to dockerd's own 1 MB limit pass whole,
+// on a keep-alive connection that goes on; a larger one is a 431; and
+// the large buffers come from the budget, which comes back.
+func TestLargeRequestHeads(t *testing.T) {
+	engine := framingEngine(t)
+	p := quietProxy(engine)
+	p.Budget = &Budget{Limit: maxRequestHead}
+	sock := serveProxy(t, p)
+	conn := dialUnix(t, sock)
+	br := bufio.NewReader(conn)
+	for _, n := range []int{100, 80 << 10, 900 << 10, 100} {
+		fmt.Fprintf(conn, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s\r\n\r\n", strings.Repeat("e", n))
+		if code, body := readAnswer(t, br, "GET"); code != http.StatusOK || body != fmt.Sprint(n) {
+			t.Fatalf("a %d-byte header: %d %q; want it whole to the engine", n, code, body)
+		}
+	}
+	if used := p.Budget.used.Load(); used != 0 {
+		t.Errorf("%d bytes of the budget still taken once the large head was answered", used)
+	}
+
+	// A client that sends most of a large head and stops holds the
+	// budget until its head deadline; another large head meanwhile is
+	// told to try again; small ones go on.
+	stalled := dialUnix(t, sock)
+	fmt.Fprintf(stalled, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s", strings.Repeat("e", 200<<10))
+	waitUntilTrue(t, func() bool { return p.Budget.used.Load() > 0 })
+	other := dialUnix(t, sock)
+	fmt.Fprintf(other, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s\r\n\r\n", strings.Repeat("e", 200<<10))
+	if code, body := readAnswer(t, bufio.NewReader(other), "GET"); code != http.StatusServiceUnavailable {
+		t.Errorf("a large head while the budget is spent: %d %q; want 503", code, body)
+	}
+	fmt.Fprintf(conn, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: e\r\n\r\n")
+	if code, _ := readAnswer(t, br, "GET"); code != http.StatusOK {
+		t.Errorf("a small head while the budget is spent: %d", code)
+	}
+	stalled.Close()
+	waitUntilTrue(t, func() bool { return p.Budget.used.Load() == 0 })
+
+	over := dialUnix(t, sock)
+	go fmt.Fprintf(over, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s\r\n\r\n", strings.Repeat("e", maxRequestHead))
+	if code, body := readAnswer(t, bufio.NewReader(over), "GET"); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a head over 1 MB: %d %q; want 431", code, body)
+	}
+	waitUntilTrue(t, func() bool { return p.Budget.used.Load() == 0 })
+}
+
+func waitUntilTrue(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
 	}
 }

@@ -13,13 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // A message's head is read and parsed, but passed on as the bytes that
 // came; its body is copied as it comes too, framing and all, so that
 // nothing the proxy does not rewrite is re-encoded or held back.
 
-var errHeadTooLarge = errors.New("message head over 64 KB")
+var errHeadTooLarge = errors.New("message head too large")
 
 // readHead returns the raw head (through the blank line) at the front of
 // br, without consuming it; a head that does not fit br's buffer is
@@ -36,12 +37,21 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 			return nil, errHeadTooLarge
 		}
 		if _, err := br.Peek(n + 1); err != nil { // wait for more
-			if n == 0 && errors.Is(err, io.EOF) {
-				return nil, io.EOF
+			if n == 0 {
+				return nil, err // the connection ended between messages
 			}
-			return nil, fmt.Errorf("head cut off: %w", err)
+			return nil, fmt.Errorf("%w: %w", errHeadCut, err)
 		}
 	}
+}
+
+// errHeadCut is a head that began and did not end.
+var errHeadCut = errors.New("head cut off")
+
+// nothingCame reports a connection that ended (closed, or reset) before
+// the first byte of a head.
+func nothingCame(err error) bool {
+	return !errors.Is(err, errHeadCut) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // head is a request's or a response's head: the bytes that came, and
@@ -305,7 +315,7 @@ func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte) error {
 		}
 		size, err := chunkSize(line)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errBadFraming, err)
 		}
 		if _, err := dst.Write(line); err != nil {
 			return err

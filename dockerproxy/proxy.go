@@ -22,12 +22,15 @@ import (
 
 // Limits on what the proxy holds for a client: a create body is a few KB
 // (anything larger is refused, not buffered), a head fits a small buffer
-// (one up to headBuffer is taken only for a larger one).
+// (one up to headBuffer is taken only for a larger one, and one up to
+// maxRequestHead, dockerd's own limit, from the budget: a build's
+// X-Registry-Config carries every registry's credentials).
 const (
-	maxCreateBody = 4 << 20
-	headBuffer    = 64 << 10
-	smallBuffer   = 4 << 10
-	copyBuffer    = 64 << 10
+	maxCreateBody  = 4 << 20
+	headBuffer     = 64 << 10
+	maxRequestHead = 1 << 20
+	smallBuffer    = 4 << 10
+	copyBuffer     = 64 << 10
 )
 
 // Deadlines on what a client sends, as Go's net/http server has them
@@ -161,6 +164,7 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 		if !c.exchange(req) {
 			return
 		}
+		c.shrink(false)
 	}
 }
 
@@ -173,6 +177,9 @@ type conn struct {
 	engine net.Conn      // opened at the first request
 	ebr    *bufio.Reader
 	late   *lateWatch
+	// bigHead is what br's buffer took from the budget: a head over
+	// headBuffer was read.
+	bigHead int64
 }
 
 func (c *conn) close() {
@@ -185,6 +192,20 @@ func (c *conn) close() {
 	}
 	c.client.Close()
 	putReader(c.br)
+	c.shrink(true)
+}
+
+// shrink gives back a buffer taken for a large head once it holds nothing
+// (the connection goes on with a small one), or when the connection ends.
+func (c *conn) shrink(ended bool) {
+	if c.bigHead == 0 || !ended && c.br.Buffered() > 0 {
+		return
+	}
+	c.p.budget().give(c.bigHead)
+	c.bigHead = 0
+	if !ended {
+		c.br = newReader(c.client)
+	}
 }
 
 // awaitRequest waits, up to the idle deadline, for the first byte of the
@@ -201,12 +222,25 @@ func (c *conn) awaitRequest() bool {
 	return true
 }
 
+// errHeadBudget is a large head met while the budget is spent.
+var errHeadBudget = errors.New("too many large request heads are being read at once: try again")
+
 // readRequest reads a request's head (its body stays on the connection),
-// in a larger buffer when it does not fit the small one.
+// in a larger buffer when it does not fit the one it has: 64 KB, then up
+// to maxRequestHead, taken from the budget.
 func (c *conn) readRequest() (head, error) {
 	raw, err := readHead(c.br)
-	if err == errHeadTooLarge && c.br.Size() < headBuffer {
-		c.br = grow(c.br, c.client)
+	for err == errHeadTooLarge && c.br.Size() < maxRequestHead {
+		size := headBuffer
+		if c.br.Size() >= headBuffer {
+			size = maxRequestHead
+			if !c.p.budget().take(int64(size)) {
+				c.p.warnf(nil, "request heads over the proxy's memory budget; answered 503")
+				return head{}, errHeadBudget
+			}
+			c.bigHead = int64(size)
+		}
+		c.br = grow(c.br, c.client, size)
 		raw, err = readHead(c.br)
 	}
 	if err != nil {
@@ -220,7 +254,7 @@ func (c *conn) readRequest() (head, error) {
 func (c *conn) readResponse() (head, error) {
 	raw, err := readHead(c.ebr)
 	if err == errHeadTooLarge && c.ebr.Size() < headBuffer {
-		c.ebr = grow(c.ebr, c.engine)
+		c.ebr = grow(c.ebr, c.engine, headBuffer)
 		raw, err = readHead(c.ebr)
 	}
 	if err != nil {
@@ -231,9 +265,9 @@ func (c *conn) readResponse() (head, error) {
 
 // grow moves what a full small reader holds into a large one over the
 // same source.
-func grow(br *bufio.Reader, src io.Reader) *bufio.Reader {
+func grow(br *bufio.Reader, src io.Reader, size int) *bufio.Reader {
 	held, _ := br.Peek(br.Buffered())
-	big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), src), headBuffer)
+	big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), src), size)
 	putReader(br)
 	return big
 }
@@ -244,7 +278,9 @@ func (c *conn) refuseHead(err error) {
 	var ne net.Error
 	switch {
 	case err == errHeadTooLarge:
-		c.answerError(http.StatusRequestHeaderFieldsTooLarge, err.Error())
+		c.answerError(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("a request head over %d KB", maxRequestHead>>10))
+	case err == errHeadBudget:
+		c.answerError(http.StatusServiceUnavailable, err.Error())
 	case err == io.EOF || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET):
 		// Gone between requests: nobody to answer.
 	case errors.As(err, &ne) && ne.Timeout():
