@@ -32,16 +32,30 @@ type poller struct {
 	codes  map[int]int
 	bodies map[int]string // the last body seen for each status
 	faults []string
+	dials  int
 }
 
 func startPoller(what, sock, path string, within time.Duration, every time.Duration) *poller {
+	return newPoller(what, sock, path, within, every, false)
+}
+
+// startKeepAlivePoller asks on one connection kept from request to
+// request, as compose, the SDKs and IDEs do.
+func startKeepAlivePoller(what, sock, path string, within time.Duration, every time.Duration) *poller {
+	return newPoller(what, sock, path, within, every, true)
+}
+
+func newPoller(what, sock, path string, within time.Duration, every time.Duration, keepAlive bool) *poller {
 	p := &poller{what: what, stop: make(chan struct{}), done: make(chan struct{}), codes: map[int]int{}, bodies: map[int]string{}}
 	client := http.Client{Timeout: within, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			p.mu.Lock()
+			p.dials++
+			p.mu.Unlock()
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
-		DisableKeepAlives: true,
+		DisableKeepAlives: !keepAlive,
 	}}
 	go func() {
 		defer close(p.done)
@@ -79,15 +93,16 @@ func (p *poller) end(t *testing.T) {
 	<-p.done
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	t.Logf("%s: %d requests, answers by status %v", p.what, p.asked, p.codes)
+	t.Logf("%s: %d requests on %d connections, answers by status %v", p.what, p.asked, p.dials, p.codes)
 	for _, f := range p.faults {
 		t.Errorf("%s: %s", p.what, f)
 	}
 }
 
 // A live switch to a second pack and back, without a reboot: a client
-// polling _ping through the exposed socket, and one through a distro's
-// proxy, are never refused (held while the engine is replaced), /ping on
+// polling _ping through the exposed socket on a new connection each time,
+// one keeping its connection, and one through a distro's proxy, are never
+// refused nor answered an error (held while the engine is replaced), /ping on
 // the control socket is never refused nor unanswered for a second and
 // names the switch meanwhile, and the container with a restart policy,
 // the volume's data and the image are there after each switch, as is a
@@ -105,6 +120,9 @@ func TestLiveVersionPackSwitch(t *testing.T) {
 	distro.startProxy(shared)
 
 	engine := startPoller("_ping through the exposed socket", in.sock, "/_ping", 3*time.Minute, 20*time.Millisecond)
+	// A client that keeps its connection: the engine behind it is
+	// replaced, and its next request goes to the new one.
+	kept := startKeepAlivePoller("_ping on a kept connection to the exposed socket", in.sock, "/_ping", 3*time.Minute, 50*time.Millisecond)
 	proxied := startPoller("_ping through the distro's proxy", fmt.Sprintf("/proc/%d/root/run/docker.sock", distro.pid), "/_ping", 3*time.Minute, 50*time.Millisecond)
 	health := startPoller("/ping on the control socket", in.controlSock(), "/ping", time.Second, 50*time.Millisecond)
 	for _, to := range []struct {
@@ -135,9 +153,10 @@ func TestLiveVersionPackSwitch(t *testing.T) {
 		}
 	}
 	engine.end(t)
+	kept.end(t)
 	proxied.end(t)
 	health.end(t)
-	for _, p := range []*poller{engine, proxied} {
+	for _, p := range []*poller{engine, kept, proxied} {
 		if p.codes[http.StatusOK] == 0 || len(p.codes) != 1 {
 			t.Errorf("%s answered %v (bodies %v); want only 200: held, never refused", p.what, p.codes, p.bodies)
 		}
