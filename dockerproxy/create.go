@@ -1,6 +1,7 @@
 package dockerproxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -28,7 +29,9 @@ type Translator func(src string, kind SourceKind) (dst string, ok bool, err erro
 
 // Create is a POST /containers/create body being edited: decoded only as
 // far as the edits need (raw JSON, never typed structs), so that every
-// field this code does not know is kept as sent.
+// field this code does not know is kept as sent. The keys of top, host
+// and each mount entry are as decodeStruct leaves them: an edit that reads
+// or writes a field adds it to createFields, hostFields or mountFields.
 type Create struct {
 	top  map[string]json.RawMessage
 	host map[string]json.RawMessage // nil: the body has no HostConfig
@@ -46,15 +49,16 @@ type CreateEdit func(c *Create) error
 // back unchanged, byte for byte.
 func EditCreate(body []byte, edits ...CreateEdit) ([]byte, error) {
 	c := &Create{Rewritten: map[string]string{}}
-	if err := json.Unmarshal(body, &c.top); err != nil {
-		return nil, fmt.Errorf("the create request is not a JSON object: %w", err)
+	var err error
+	if c.top, err = decodeStruct(body, createFields, ""); err != nil {
+		return nil, err
 	}
 	if c.top == nil {
 		return nil, fmt.Errorf("the create request is not a JSON object: null")
 	}
-	if raw, ok := c.top["HostConfig"]; ok && string(raw) != "null" {
-		if err := json.Unmarshal(raw, &c.host); err != nil {
-			return nil, fmt.Errorf("HostConfig is not a JSON object: %w", err)
+	if raw, ok := c.top["HostConfig"]; ok {
+		if c.host, err = decodeStruct(raw, hostFields, "HostConfig"); err != nil {
+			return nil, err
 		}
 	}
 	for _, edit := range edits {
@@ -66,7 +70,6 @@ func EditCreate(body []byte, edits ...CreateEdit) ([]byte, error) {
 		return body, nil
 	}
 	if c.host != nil {
-		var err error
 		if c.top["HostConfig"], err = json.Marshal(c.host); err != nil {
 			return nil, fmt.Errorf("HostConfig: %w", err)
 		}
@@ -105,9 +108,16 @@ func RewriteBinds(translate Translator) CreateEdit {
 			}
 		}
 		if raw, ok := c.host["Mounts"]; ok && string(raw) != "null" {
-			var mounts []map[string]json.RawMessage
-			if err := json.Unmarshal(raw, &mounts); err != nil {
+			var entries []json.RawMessage
+			if err := json.Unmarshal(raw, &entries); err != nil {
 				return fmt.Errorf("HostConfig.Mounts is not a list of objects: %w", err)
+			}
+			mounts := make([]map[string]json.RawMessage, len(entries))
+			for i, e := range entries {
+				var err error
+				if mounts[i], err = decodeStruct(e, mountFields, fmt.Sprintf("HostConfig.Mounts[%d]", i)); err != nil {
+					return err
+				}
 			}
 			changed := false
 			for i, m := range mounts {
@@ -265,6 +275,75 @@ func (c *Create) sharesNetwork() bool {
 func (c *Create) SetsDNS() bool {
 	var dns []string
 	return c.host != nil && json.Unmarshal(c.host["Dns"], &dns) == nil && len(dns) > 0
+}
+
+// The fields of dockerd's create request that the edits read or write, by
+// the struct that holds them there: the request (container.Config and
+// HostConfig), HostConfig, and a mount (mount.Mount).
+var (
+	createFields = []string{"HostConfig", "Labels", "Env"}
+	hostFields   = []string{"Binds", "Mounts", "ExtraHosts", "NetworkMode", "Dns"}
+	mountFields  = []string{"Type", "Source"}
+)
+
+// decodeStruct decodes raw, a JSON object (or null: nil) that dockerd
+// decodes into a struct, keyed as dockerd will read it. dockerd decodes
+// with encoding/json, which takes a key for a field whatever its case
+// ("hostConfig", "binds", even "Bindſ" with a long s or a Kelvin sign for
+// k): such a key, for one of fields, is renamed to the field's name, so
+// that the edits see, and rewrite, what dockerd will use. Two keys for one
+// of fields (the same key twice, or two cases of it) are refused:
+// encoding/json decodes both into that field, the later one replacing the
+// earlier or merging into it, and the edits would see one of them only.
+// Every other key is kept as sent. name is the object's, for errors ("":
+// the request).
+func decodeStruct(raw []byte, fields []string, name string) (map[string]json.RawMessage, error) {
+	what, prefix := "the create request", ""
+	if name != "" {
+		what, prefix = name, name+"."
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, fmt.Errorf("%s is not a JSON object: %w", what, err)
+	}
+	if obj == nil {
+		return nil, nil
+	}
+	// The keys again, in order and each time sent: the map kept only the
+	// last of keys sent twice. raw is valid JSON: the decoder reads it as
+	// Unmarshal did.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	given := map[string]string{} // field → the key that gave it
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		key, _ := tok.(string) // a key is always a string token
+		if err := dec.Decode(new(json.RawMessage)); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		// strings.EqualFold folds as encoding/json matches names (Unicode
+		// simple folding: K and ſ are k and s to both).
+		i := slices.IndexFunc(fields, func(f string) bool { return strings.EqualFold(f, key) })
+		if i < 0 {
+			continue
+		}
+		field := fields[i]
+		if first, ok := given[field]; ok {
+			// %+q: a Kelvin sign or a long s shows as what it is.
+			return nil, fmt.Errorf("%s%s given twice (as %+q and %+q): give it once", prefix, field, first, key)
+		}
+		given[field] = key
+		if key != field {
+			obj[field] = obj[key]
+			delete(obj, key)
+		}
+	}
+	return obj, nil
 }
 
 // RewriteCreate rewrites a create body's bind sources with translate and,

@@ -1,8 +1,14 @@
 package dockerproxy
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"net/url"
+	"os"
+	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -91,15 +97,215 @@ func TestRewriteCreateKeepsWhatItDoesNotRewrite(t *testing.T) {
 	}
 }
 
+// FuzzRewriteCreate checks a rewrite against dockerd's reading of the
+// body (encoding/json into structs, keys in any case): the sources the
+// rewrite was asked about are the ones dockerd reads from the body, and
+// none it reads from what the proxy sends on is left to rewrite. Seeds
+// with keys in other cases are in testdata/fuzz/FuzzRewriteCreate.
 func FuzzRewriteCreate(f *testing.F) {
 	f.Add([]byte(`{"HostConfig":{"Binds":["C:\\x:/x:ro","v:/v"],"Mounts":[{"Type":"bind","Source":"/c/y"}]}}`))
 	f.Add([]byte(`{"HostConfig":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		out, err := RewriteCreate(body, windows("c"), "io.test")
-		if err == nil && !json.Valid(out) {
+		translate := windows("c")
+		var seen []string
+		record := func(src string, kind SourceKind) (string, bool, error) {
+			seen = append(seen, src)
+			return translate(src, kind)
+		}
+		out, err := RewriteCreate(body, record, "io.test")
+		if err != nil {
+			return
+		}
+		if !json.Valid(out) {
 			t.Fatalf("rewrote %q into invalid JSON %q", body, out)
 		}
+		var in, sent dockerdView
+		if json.Unmarshal(body, &in) != nil {
+			return // dockerd refuses it as well
+		}
+		if !slices.Equal(seen, in.sources()) {
+			t.Fatalf("the rewrite of %q read the sources %q, dockerd reads %q", body, seen, in.sources())
+		}
+		if err := json.Unmarshal(out, &sent); err != nil {
+			t.Fatalf("dockerd would refuse %q, the rewrite of %q: %v", out, body, err)
+		}
+		for _, src := range sent.sources() {
+			if _, ok, err := translate(src, FromBinds); ok || err != nil {
+				t.Fatalf("%q reaches dockerd as sent, in %q (the rewrite of %q)", src, out, body)
+			}
+		}
 	})
+}
+
+// dockerdView is as much of a create request as the edits touch, read as
+// dockerd reads it: encoding/json into structs of the same field types,
+// which takes a key for a field whatever its case.
+type dockerdView struct {
+	Env        []string
+	Labels     map[string]string
+	HostConfig *struct {
+		Binds       []string
+		Mounts      []struct{ Type, Source, Target string }
+		ExtraHosts  []string
+		Dns         []string
+		NetworkMode string
+	}
+}
+
+// sources lists the bind sources dockerd takes from v, in the order
+// RewriteBinds meets them.
+func (v dockerdView) sources() []string {
+	var srcs []string
+	if v.HostConfig == nil {
+		return nil
+	}
+	for _, b := range v.HostConfig.Binds {
+		src, _ := splitBind(b)
+		srcs = append(srcs, src)
+	}
+	for _, m := range v.HostConfig.Mounts {
+		if m.Type == "bind" {
+			srcs = append(srcs, m.Source)
+		}
+	}
+	return srcs
+}
+
+// everyEdit is the edits a ddinit proxy makes, in its order, with a
+// translator that records the sources it is asked about in seen.
+func everyEdit(seen *[]string) []CreateEdit {
+	translate := windows("c")
+	record := func(src string, kind SourceKind) (string, bool, error) {
+		*seen = append(*seen, src)
+		return translate(src, kind)
+	}
+	vars := func() map[string]string {
+		return map[string]string{"HTTP_PROXY": "http://100.64.249.2:3128", "NO_PROXY": "localhost"}
+	}
+	names := func() map[string]string {
+		return map[string]string{"host.docker.internal": "172.20.0.1", "gateway.docker.internal": "100.64.249.1"}
+	}
+	return []CreateEdit{RewriteBinds(record), LabelRewritten("io.test"), AddEnv(vars), AddHosts(names, (*Create).SetsDNS)}
+}
+
+// A key dockerd takes for a field the edits read, in whatever case (and
+// with a long s or a Kelvin sign, which encoding/json folds to s and k),
+// is edited as the field's own name is; keys the edits do not read are
+// passed on as sent.
+func TestCreateKeysReadAsDockerdReadsThem(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, canonical string
+		kept                  []string // in the edited body as sent
+	}{
+		{"hostConfig and binds",
+			`{"image":"x","hostConfig":{"binds":["C:\\src:/src:ro"],"memory":5}}`,
+			`{"image":"x","HostConfig":{"Binds":["C:\\src:/src:ro"],"memory":5}}`,
+			[]string{`"image":"x"`, `"memory":5`}},
+		{"HOSTCONFIG",
+			`{"HOSTCONFIG":{"Binds":["/c/src:/src"]}}`,
+			`{"HostConfig":{"Binds":["/c/src:/src"]}}`, nil},
+		{"mounts with type and source",
+			`{"HostConfig":{"mounts":[{"type":"bind","source":"C:\\src","target":"/src","readOnly":true},{"type":"volume","source":"v","target":"/v"}]}}`,
+			`{"HostConfig":{"Mounts":[{"Type":"bind","Source":"C:\\src","Target":"/src"},{"Type":"volume","Source":"v","Target":"/v"}]}}`,
+			[]string{`"target":"/src"`, `"readOnly":true`}},
+		{"long s",
+			`{"Hoſtconfig":{"bindſ":["C:\\src:/src"],"Mountſ":[{"TYPE":"bind","ſource":"C:\\f","Target":"/f"}]}}`,
+			`{"HostConfig":{"Binds":["C:\\src:/src"],"Mounts":[{"Type":"bind","Source":"C:\\f","Target":"/f"}]}}`, nil},
+		{"Kelvin sign",
+			`{"HostConfig":{"Dns":["10.0.0.53"],"Networ\u212aMode":"container:web"}}`,
+			`{"HostConfig":{"Dns":["10.0.0.53"],"NetworkMode":"container:web"}}`, nil},
+		{"dns and extraHosts",
+			`{"HostConfig":{"dns":["10.0.0.53"],"extraHosts":["HOST.docker.internal:10.9.9.9"]}}`,
+			`{"HostConfig":{"Dns":["10.0.0.53"],"ExtraHosts":["HOST.docker.internal:10.9.9.9"]}}`, nil},
+		{"env and labels",
+			`{"env":["http_proxy=mine"],"labels":{"keep":"me"},"HostConfig":{"Binds":["/c/x:/x"]}}`,
+			`{"Env":["http_proxy=mine"],"Labels":{"keep":"me"},"HostConfig":{"Binds":["/c/x:/x"]}}`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen []string
+			out, err := EditCreate([]byte(tc.body), everyEdit(&seen)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// encoding/json itself says which keys are the fields: the
+			// rewrite is asked about the sources dockerd would bind.
+			var in dockerdView
+			if err := json.Unmarshal([]byte(tc.body), &in); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(seen, in.sources()) {
+				t.Errorf("the rewrite read the sources %q, dockerd reads %q", seen, in.sources())
+			}
+			want, err := EditCreate([]byte(tc.canonical), everyEdit(new([]string))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotView, wantView dockerdView
+			if json.Unmarshal(out, &gotView) != nil || json.Unmarshal(want, &wantView) != nil || !reflect.DeepEqual(gotView, wantView) {
+				t.Errorf("dockerd would read\n%s\nnot as\n%s", out, want)
+			}
+			for _, k := range tc.kept {
+				if !strings.Contains(string(out), k) {
+					t.Errorf("%s is not kept as sent: %s", k, out)
+				}
+			}
+		})
+	}
+}
+
+// Two keys for one field are refused with a 400 naming them, as dockerd
+// would decode both into that field, merging or replacing.
+func TestCreateFieldGivenTwiceRefused(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"HostConfig":{"Binds":["C:\\src:/src"]},"hostconfig":{"Memory":1}}`, `HostConfig given twice (as "HostConfig" and "hostconfig")`},
+		{`{"HostConfig":{"Binds":["C:\\src:/src"]},"HostConfig":{"Memory":1}}`, `HostConfig given twice (as "HostConfig" and "HostConfig")`},
+		{`{"HostConfig":{"Binds":["/safe:/x"],"binds":["C:\\src:/src"]}}`, `HostConfig.Binds given twice (as "Binds" and "binds")`},
+		{`{"HostConfig":{"Mounts":[{"Type":"bind","Source":"/safe"},{"Type":"bind","Source":"/safe","ſource":"C:\\src"}]}}`, `HostConfig.Mounts[1].Source given twice (as "Source" and "\u017fource")`},
+		{`{"HostConfig":{"NetworkMode":"host","Networ\u212aMode":"container:web"}}`, `HostConfig.NetworkMode given twice (as "NetworkMode" and "Networ\u212aMode")`},
+		{`{"Env":[],"ENV":["A=1"]}`, `Env given twice (as "Env" and "ENV")`},
+		{`{"Labels":{},"labels":{"a":"b"}}`, `Labels given twice (as "Labels" and "labels")`},
+	} {
+		if _, err := EditCreate([]byte(tc.body), everyEdit(new([]string))...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %s", tc.body, err, tc.want)
+		}
+	}
+	// The client gets it as any refused create: a 400 with dockerd's JSON.
+	body := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src"]},"hostconfig":{}}`
+	c := dialUnix(t, proxyFor(t, engine(t), nil))
+	fmt.Fprintf(c, "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "POST"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct{ Message string }
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || resp.StatusCode != 400 || !strings.HasPrefix(answer.Message, `HostConfig given twice`) {
+		t.Fatalf("%d %+v %v", resp.StatusCode, answer, err)
+	}
+}
+
+// Every field an edit reads or writes is in the list decodeStruct renames
+// by: an edit reading a field of any other name would read it only when
+// sent in that case.
+func TestEditsReadListedFields(t *testing.T) {
+	src, err := os.ReadFile("create.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct {
+		re     string
+		fields []string
+	}{
+		{`c\.top\["(\w+)"\]`, createFields},
+		{`c\.host\["(\w+)"\]`, hostFields},
+		{`\bm\["(\w+)"\]`, mountFields},
+	} {
+		for _, m := range regexp.MustCompile(l.re).FindAllStringSubmatch(string(src), -1) {
+			if !slices.Contains(l.fields, m[1]) {
+				t.Errorf("create.go reads %s, which is not in %q", m[0], l.fields)
+			}
+		}
+	}
 }
 
 func TestRewriteCreateLabelsWhatItRewrote(t *testing.T) {

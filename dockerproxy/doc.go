@@ -16,7 +16,10 @@
 // connections, small buffers taken when needed, one budget for the create
 // bodies and the large heads it buffers. A client's keep-alive connection
 // outlives the engine connection behind it: one the engine let go while
-// idle is replaced, and a request it cannot have acted on goes again. The files go by duty: proxy.go (a connection's life),
+// idle is replaced, and a request it cannot have acted on goes again. It
+// reads a create body's keys as dockerd does (encoding/json, which takes
+// a key for a field whatever its case) and refuses one that gives a field
+// it edits twice. The files go by duty: proxy.go (a connection's life),
 // exchange.go (one request and its answer), message.go (heads and
 // framing), create.go (the edits of a create body), watch.go (clients
 // that go away), budget.go.
