@@ -33,8 +33,14 @@ type Translator func(src string, kind SourceKind) (dst string, ok bool, err erro
 // and each mount entry are as decodeStruct leaves them: an edit that reads
 // or writes a field adds it to createFields, hostFields or mountFields.
 type Create struct {
-	top  map[string]json.RawMessage
-	host map[string]json.RawMessage // nil: the body has no HostConfig
+	top map[string]json.RawMessage
+	// host is the object dockerd reads the host's settings from: the
+	// HostConfig; or, in a body without one that gives them at the top
+	// level (an older client's layout, which dockerd 20.10 still reads
+	// when HostConfig is absent or null), top itself; nil: neither.
+	host map[string]json.RawMessage
+	// hostName is how errors name host: "HostConfig." or "".
+	hostName string
 	// Rewritten maps each bind source an edit rewrote to the one sent.
 	Rewritten map[string]string
 	changed   bool
@@ -48,9 +54,11 @@ type CreateEdit func(c *Create) error
 // EditCreate applies edits to a create body. A body no edit changed comes
 // back unchanged, byte for byte.
 func EditCreate(body []byte, edits ...CreateEdit) ([]byte, error) {
-	c := &Create{Rewritten: map[string]string{}}
+	c := &Create{Rewritten: map[string]string{}, hostName: "HostConfig."}
 	var err error
-	if c.top, err = decodeStruct(body, createFields, ""); err != nil {
+	// The top level's host fields are read too: dockerd takes them when
+	// the body has no HostConfig.
+	if c.top, err = decodeStruct(body, slices.Concat(createFields, hostFields), ""); err != nil {
 		return nil, err
 	}
 	if c.top == nil {
@@ -61,6 +69,9 @@ func EditCreate(body []byte, edits ...CreateEdit) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if c.host == nil && slices.ContainsFunc(hostFields, func(f string) bool { _, ok := c.top[f]; return ok }) {
+		c.host, c.hostName = c.top, ""
+	}
 	for _, edit := range edits {
 		if err := edit(c); err != nil {
 			return nil, err
@@ -69,7 +80,7 @@ func EditCreate(body []byte, edits ...CreateEdit) ([]byte, error) {
 	if !c.changed {
 		return body, nil
 	}
-	if c.host != nil {
+	if c.host != nil && c.hostName != "" {
 		if c.top["HostConfig"], err = json.Marshal(c.host); err != nil {
 			return nil, fmt.Errorf("HostConfig: %w", err)
 		}
@@ -88,7 +99,7 @@ func RewriteBinds(translate Translator) CreateEdit {
 		if raw, ok := c.host["Binds"]; ok && string(raw) != "null" {
 			var binds []string
 			if err := json.Unmarshal(raw, &binds); err != nil {
-				return fmt.Errorf("HostConfig.Binds is not a list of strings: %w", err)
+				return fmt.Errorf("%sBinds is not a list of strings: %w", c.hostName, err)
 			}
 			changed := false
 			for i, b := range binds {
@@ -110,12 +121,12 @@ func RewriteBinds(translate Translator) CreateEdit {
 		if raw, ok := c.host["Mounts"]; ok && string(raw) != "null" {
 			var entries []json.RawMessage
 			if err := json.Unmarshal(raw, &entries); err != nil {
-				return fmt.Errorf("HostConfig.Mounts is not a list of objects: %w", err)
+				return fmt.Errorf("%sMounts is not a list of objects: %w", c.hostName, err)
 			}
 			mounts := make([]map[string]json.RawMessage, len(entries))
 			for i, e := range entries {
 				var err error
-				if mounts[i], err = decodeStruct(e, mountFields, fmt.Sprintf("HostConfig.Mounts[%d]", i)); err != nil {
+				if mounts[i], err = decodeStruct(e, mountFields, fmt.Sprintf("%sMounts[%d]", c.hostName, i)); err != nil {
 					return err
 				}
 			}
@@ -127,7 +138,7 @@ func RewriteBinds(translate Translator) CreateEdit {
 					continue
 				}
 				if err := json.Unmarshal(m["Source"], &src); err != nil {
-					return fmt.Errorf("HostConfig.Mounts[%d].Source is not a string", i)
+					return fmt.Errorf("%sMounts[%d].Source is not a string", c.hostName, i)
 				}
 				dst, ok, err := translate(src, FromMounts)
 				if err != nil {
@@ -192,7 +203,7 @@ func AddHosts(names func() map[string]string, when func(c *Create) bool) CreateE
 		var extra []string
 		if raw, ok := c.host["ExtraHosts"]; ok && string(raw) != "null" {
 			if err := json.Unmarshal(raw, &extra); err != nil {
-				return fmt.Errorf("HostConfig.ExtraHosts is not a list of strings: %w", err)
+				return fmt.Errorf("%sExtraHosts is not a list of strings: %w", c.hostName, err)
 			}
 		}
 		given := map[string]bool{}

@@ -143,27 +143,43 @@ func FuzzRewriteCreate(f *testing.F) {
 type dockerdView struct {
 	Env        []string
 	Labels     map[string]string
-	HostConfig *struct {
-		Binds       []string
-		Mounts      []struct{ Type, Source, Target string }
-		ExtraHosts  []string
-		Dns         []string
-		NetworkMode string
+	HostConfig *HostView
+	// dockerd 20.10 (runconfig.ContainerConfigWrapper) also reads the
+	// host's fields at the top level, and takes them when HostConfig is
+	// absent or null.
+	*HostView
+}
+
+// HostView is as much of a HostConfig as the edits touch.
+type HostView struct {
+	Binds       []string
+	Mounts      []struct{ Type, Source, Target string }
+	ExtraHosts  []string
+	Dns         []string
+	NetworkMode string
+}
+
+// host is the HostConfig dockerd uses.
+func (v dockerdView) host() *HostView {
+	if v.HostConfig != nil {
+		return v.HostConfig
 	}
+	return v.HostView
 }
 
 // sources lists the bind sources dockerd takes from v, in the order
 // RewriteBinds meets them.
 func (v dockerdView) sources() []string {
 	var srcs []string
-	if v.HostConfig == nil {
+	h := v.host()
+	if h == nil {
 		return nil
 	}
-	for _, b := range v.HostConfig.Binds {
+	for _, b := range h.Binds {
 		src, _ := splitBind(b)
 		srcs = append(srcs, src)
 	}
-	for _, m := range v.HostConfig.Mounts {
+	for _, m := range h.Mounts {
 		if m.Type == "bind" {
 			srcs = append(srcs, m.Source)
 		}
@@ -201,6 +217,15 @@ func TestCreateKeysReadAsDockerdReadsThem(t *testing.T) {
 			`{"image":"x","hostConfig":{"binds":["C:\\src:/src:ro"],"memory":5}}`,
 			`{"image":"x","HostConfig":{"Binds":["C:\\src:/src:ro"],"memory":5}}`,
 			[]string{`"image":"x"`, `"memory":5`}},
+		{"binds at the top level, no HostConfig (dockerd 20.10 takes them)",
+			`{"Image":"x","binds":["C:\\src:/src"],"Mounts":[{"Type":"bind","Source":"C:\\m","Target":"/m"}]}`,
+			`{"Image":"x","Binds":["C:\\src:/src"],"Mounts":[{"Type":"bind","Source":"C:\\m","Target":"/m"}]}`, nil},
+		{"binds at the top level, HostConfig null",
+			`{"Image":"x","Binds":["C:\\src:/src"],"HostConfig":null}`,
+			`{"Image":"x","Binds":["C:\\src:/src"]}`, nil},
+		{"binds at the top level beside a HostConfig (dockerd ignores them)",
+			`{"Image":"x","Binds":["C:\\top:/top"],"HostConfig":{"Binds":["C:\\src:/src"]}}`,
+			`{"Image":"x","Binds":["C:\\top:/top"],"HostConfig":{"Binds":["C:\\src:/src"]}}`, []string{`"Binds":["C:\\top:/top"]`}},
 		{"HOSTCONFIG",
 			`{"HOSTCONFIG":{"Binds":["/c/src:/src"]}}`,
 			`{"HostConfig":{"Binds":["/c/src:/src"]}}`, nil},
@@ -465,5 +490,27 @@ func TestBuildArgsAdded(t *testing.T) {
 	bad, _ := parseHead([]byte("POST /build?buildargs=nope HTTP/1.1\r\nHost: d\r\n\r\n"), true)
 	if _, err := bad.withBuildArgs(map[string]string{"HTTP_PROXY": "x"}); err == nil {
 		t.Fatal("buildargs that is not JSON was taken")
+	}
+}
+
+// A body that gives the host's settings at the top level, without a
+// HostConfig, is edited there: a HostConfig the edits added would be all
+// dockerd 20.10 reads, and the top level's binds would be lost.
+func TestHostFieldsAtTheTopLevelStayThere(t *testing.T) {
+	body := `{"Image":"x","Binds":["C:\\src:/src"],"Privileged":true,"Dns":["10.0.0.53"]}`
+	var seen []string
+	out, err := EditCreate([]byte(body), everyEdit(&seen)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	var view dockerdView
+	json.Unmarshal(out, &view)
+	if _, ok := got["HostConfig"]; ok || view.host() == nil || string(got["Privileged"]) != "true" ||
+		!slices.Equal(view.host().Binds, []string{"/run/desktop/mnt/host/c/src:/src"}) || len(view.host().ExtraHosts) != 2 {
+		t.Fatalf("edited into %s; want the binds rewritten and the hosts added at the top level, no HostConfig", out)
 	}
 }

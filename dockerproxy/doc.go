@@ -18,8 +18,9 @@
 // outlives the engine connection behind it: one the engine let go while
 // idle is replaced, and a request it cannot have acted on goes again. It
 // reads a create body's keys as dockerd does (encoding/json, which takes
-// a key for a field whatever its case) and refuses one that gives a field
-// it edits twice. The files go by duty: proxy.go (a connection's life),
+// a key for a field whatever its case, and dockerd 20.10 takes the host's
+// fields from the top level of a body without a HostConfig) and refuses
+// one that gives a field it edits twice. The files go by duty: proxy.go (a connection's life),
 // exchange.go (one request and its answer), message.go (heads and
 // framing), create.go (the edits of a create body), watch.go (clients
 // that go away), budget.go.
