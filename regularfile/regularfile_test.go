@@ -1,0 +1,86 @@
+package regularfile
+
+import (
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestReadsRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "resolv.conf")
+	os.WriteFile(regular, []byte("nameserver 10.0.0.1\n"), 0o644)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	loop := filepath.Join(dir, "loop")
+	os.Symlink(loop, loop)
+	link := filepath.Join(dir, "link")
+	os.Symlink(regular, link)
+
+	for _, ok := range []string{regular, link} {
+		b, err := Read(ok, 64)
+		if err != nil || string(b) != "nameserver 10.0.0.1\n" {
+			t.Errorf("%s: %q %v", ok, b, err)
+		}
+	}
+	for path, want := range map[string]string{
+		fifo:        "a FIFO",
+		sock:        "",
+		dir:         "a directory",
+		"/dev/null": "a character device",
+	} {
+		start := time.Now()
+		_, err := Read(path, 64)
+		if !errors.Is(err, ErrNotRegular) && !errors.Is(err, syscall.ENXIO) {
+			t.Errorf("%s: %v", path, err)
+		}
+		if want != "" && !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v does not say %q", path, err, want)
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("%s took %s", path, time.Since(start))
+		}
+	}
+	if _, err := Read(loop, 64); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("a symlink loop: %v", err)
+	}
+	if _, err := Read(filepath.Join(dir, "none"), 64); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing file: %v", err)
+	}
+	if _, err := Read(regular, 5); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a file over the limit: %v", err)
+	}
+	if b, err := Read(regular, 20); err != nil || len(b) != 20 {
+		t.Errorf("a file of exactly the limit: %q %v", b, err)
+	}
+}
+
+// A file system that does not answer costs the caller its bound, not its
+// life.
+func TestHungOpenIsBounded(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	hung := func(string) (*os.File, error) { <-release; return nil, errors.New("never") }
+	old := openFile
+	openFile = hung
+	defer func() { openFile = old }()
+	start := time.Now()
+	_, err := OpenWithin("/mnt/host/c/hung", 50*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || time.Since(start) > 2*time.Second {
+		t.Fatalf("%v after %s", err, time.Since(start))
+	}
+}
