@@ -21,7 +21,7 @@ func runProxy(env *Env, args []string) error {
 	distro := fs.String("distro", os.Getenv("WSL_DISTRO_NAME"), "this WSL distro's name (default $WSL_DISTRO_NAME)")
 	socket := fs.String("socket", "/var/run/docker.sock", "the docker socket to serve in this distro")
 	shared := fs.String("wsl-shared", initd.DefaultWSLShared, "the tmpfs all distros share")
-	engine := fs.String("engine", "", "the engine's shared socket (default <wsl-shared>/"+initd.SharedSocketsDir+"/docker.sock)")
+	engine := fs.String("engine", "", "the engine's socket for the distros' proxies (default <wsl-shared>/"+initd.SharedSocketsDir+"/"+initd.ProxiesSocket+")")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	grace := fs.Duration("bind-grace", distroproxy.SweepGrace, "how long a bind is kept for a create that has not named its container yet")
 	if err := fs.Parse(args); err != nil {
@@ -34,7 +34,7 @@ func runProxy(env *Env, args []string) error {
 		return usagef("--distro: %v", err)
 	}
 	if *engine == "" {
-		*engine = filepath.Join(*shared, initd.SharedSocketsDir, "docker.sock")
+		*engine = filepath.Join(*shared, initd.SharedSocketsDir, initd.ProxiesSocket)
 	}
 	lvl, err := logrus.ParseLevel(*level)
 	if err != nil {

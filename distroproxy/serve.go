@@ -17,7 +17,7 @@ type Options struct {
 	Distro string // the WSL distro's name (ValidDistro)
 	Shared string // the tmpfs every distro shares
 	Socket string // the distro's docker socket to serve
-	Engine string // the engine's shared socket
+	Engine string // the engine's socket for the distros' proxies (root's)
 	Grace  time.Duration
 	Log    logrus.FieldLogger
 }
@@ -68,7 +68,11 @@ func Serve(ctx context.Context, o Options) error {
 		svc.Close()
 	})
 	o.Log.WithFields(logrus.Fields{"socket": o.Socket, "engine": o.Engine, "group": gid}).Info("serving the distro's docker socket")
-	p := &dockerproxy.Proxy{Dial: dial, Translate: binds.Translate, Label: LabelBinds, Log: o.Log}
+	// Its clients' markers are stripped (only ddinit's own requests, the
+	// follower's, may say they are internal); every request it passes on
+	// says which distro it comes from, so that ddinit shares its budgets
+	// by distro.
+	p := &dockerproxy.Proxy{Dial: dial, Translate: binds.Translate, Label: LabelBinds, Identity: "distro/" + o.Distro, Log: o.Log}
 	p.Serve(l)
 	wg.Wait()
 	return nil

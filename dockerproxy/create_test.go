@@ -55,7 +55,7 @@ func TestRewriteCreateKeepsWhatItDoesNotRewrite(t *testing.T) {
 	body := `{"Image":"busybox","FutureField":{"nested":[1,2,{"x":null}]},"HostConfig":{"Binds":["C:\\Users\\me\\src:/src:ro","named:/data","/engine/path:/p"],` +
 		`"Mounts":[{"Type":"bind","Source":"C:/Users/me/f.txt","Target":"/f","ReadOnly":true,"BindOptions":{"Propagation":"rslave"},"NewOption":7},` +
 		`{"Type":"volume","Source":"vol","Target":"/v"}],"Memory":123,"UnknownHostField":"kept"}}`
-	out, err := RewriteCreate([]byte(body), windows("c"), "")
+	out, err := RewriteCreate([]byte(body), HostAtTop, windows("c"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,14 +84,14 @@ func TestRewriteCreateKeepsWhatItDoesNotRewrite(t *testing.T) {
 		t.Errorf("fields not rewritten were changed: %s", out)
 	}
 	same := `{"Image":"busybox","HostConfig":{"Binds":["named:/data"]},"Odd":  1}`
-	if out, err := RewriteCreate([]byte(same), windows("c"), "io.test"); err != nil || string(out) != same {
+	if out, err := RewriteCreate([]byte(same), HostAtTop, windows("c"), "io.test"); err != nil || string(out) != same {
 		t.Errorf("a body with nothing to rewrite changed: %s %v", out, err)
 	}
-	if _, err := RewriteCreate([]byte(`{"HostConfig":{"Binds":["E:\\x:/x"]}}`), windows("c"), ""); err == nil || !strings.Contains(err.Error(), "drive E:") {
+	if _, err := RewriteCreate([]byte(`{"HostConfig":{"Binds":["E:\\x:/x"]}}`), HostAtTop, windows("c"), ""); err == nil || !strings.Contains(err.Error(), "drive E:") {
 		t.Errorf("unmounted drive: %v", err)
 	}
 	for _, bad := range []string{`[]`, `{"HostConfig":[]}`, `{"HostConfig":{"Binds":"x"}}`, `{"HostConfig":{"Mounts":[{"Type":"bind","Source":1}]}}`, `{`} {
-		if _, err := RewriteCreate([]byte(bad), windows("c"), ""); err == nil {
+		if _, err := RewriteCreate([]byte(bad), HostAtTop, windows("c"), ""); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
 	}
@@ -112,7 +112,7 @@ func FuzzRewriteCreate(f *testing.F) {
 			seen = append(seen, src)
 			return translate(src, kind)
 		}
-		out, err := RewriteCreate(body, record, "io.test")
+		out, err := RewriteCreate(body, HostAtTop, record, "io.test")
 		if err != nil {
 			return
 		}
@@ -248,7 +248,7 @@ func TestCreateKeysReadAsDockerdReadsThem(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var seen []string
-			out, err := EditCreate([]byte(tc.body), everyEdit(&seen)...)
+			out, err := EditCreate([]byte(tc.body), HostAtTop, everyEdit(&seen)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,7 +261,7 @@ func TestCreateKeysReadAsDockerdReadsThem(t *testing.T) {
 			if !slices.Equal(seen, in.sources()) {
 				t.Errorf("the rewrite read the sources %q, dockerd reads %q", seen, in.sources())
 			}
-			want, err := EditCreate([]byte(tc.canonical), everyEdit(new([]string))...)
+			want, err := EditCreate([]byte(tc.canonical), HostAtTop, everyEdit(new([]string))...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -286,13 +286,26 @@ func TestCreateFieldGivenTwiceRefused(t *testing.T) {
 		{`{"HostConfig":{"Binds":["C:\\src:/src"]},"HostConfig":{"Memory":1}}`, `HostConfig given twice (as "HostConfig" and "HostConfig")`},
 		{`{"HostConfig":{"Binds":["/safe:/x"],"binds":["C:\\src:/src"]}}`, `HostConfig.Binds given twice (as "Binds" and "binds")`},
 		{`{"HostConfig":{"Mounts":[{"Type":"bind","Source":"/safe"},{"Type":"bind","Source":"/safe","ſource":"C:\\src"}]}}`, `HostConfig.Mounts[1].Source given twice (as "Source" and "\u017fource")`},
-		{`{"HostConfig":{"NetworkMode":"host","Networ\u212aMode":"container:web"}}`, `HostConfig.NetworkMode given twice (as "NetworkMode" and "Networ\u212aMode")`},
+		{`{"HostConfig":{"Dns":["1.1.1.1"],"NetworkMode":"host","Networ\u212aMode":"container:web"}}`, `HostConfig.NetworkMode given twice (as "NetworkMode" and "Networ\u212aMode")`},
 		{`{"Env":[],"ENV":["A=1"]}`, `Env given twice (as "Env" and "ENV")`},
-		{`{"Labels":{},"labels":{"a":"b"}}`, `Labels given twice (as "Labels" and "labels")`},
+		{`{"Labels":{},"labels":{"a":"b"},"HostConfig":{"Binds":["C:\\x:/x"]}}`, `Labels given twice (as "Labels" and "labels")`},
 	} {
-		if _, err := EditCreate([]byte(tc.body), everyEdit(new([]string))...); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := EditCreate([]byte(tc.body), HostAtTop, everyEdit(new([]string))...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %s", tc.body, err, tc.want)
 		}
+	}
+	// A field given twice that no edit reads passes as sent: dockerd
+	// reads it as it would without the proxy.
+	for _, body := range []string{
+		`{"HostConfig":{"NetworkMode":"host","Networ\u212aMode":"container:web"}}`,
+		`{"Labels":{},"labels":{"a":"b"},"HostConfig":{}}`,
+	} {
+		out, err := EditCreate([]byte(body), HostAtTop, everyEdit(new([]string))...)
+		if err != nil {
+			t.Errorf("%s: %v", body, err)
+			continue
+		}
+		checkOnlyEdited(t, []byte(body), out)
 	}
 	// The client gets it as any refused create: a 400 with dockerd's JSON.
 	body := `{"Image":"x","HostConfig":{"Binds":["C:\\src:/src"]},"hostconfig":{}}`
@@ -335,7 +348,7 @@ func TestEditsReadListedFields(t *testing.T) {
 
 func TestRewriteCreateLabelsWhatItRewrote(t *testing.T) {
 	body := `{"Image":"x","Labels":{"keep":"me"},"HostConfig":{"Binds":["/c/src:/src"]}}`
-	out, err := RewriteCreate([]byte(body), windows("c"), "io.ddinit.binds")
+	out, err := RewriteCreate([]byte(body), HostAtTop, windows("c"), "io.ddinit.binds")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,11 +376,11 @@ func TestLabelMergedAcrossProxies(t *testing.T) {
 		return "", false, nil
 	}
 	body := []byte(`{"Image":"i","Labels":{"keep":"me"},"HostConfig":{"Binds":["/home/me/p:/a","C:\\x:/b"]}}`)
-	once, err := RewriteCreate(body, distro, "io.ddinit.proxy.binds")
+	once, err := RewriteCreate(body, HostAtTop, distro, "io.ddinit.proxy.binds")
 	if err != nil {
 		t.Fatal(err)
 	}
-	twice, err := RewriteCreate(once, windows, "io.ddinit.proxy.binds")
+	twice, err := RewriteCreate(once, HostAtTop, windows, "io.ddinit.proxy.binds")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,12 +403,12 @@ func TestAddHostsOnlyWhenNeededAndNeverOverTheUsers(t *testing.T) {
 	}
 	edit := AddHosts(names, (*Create).SetsDNS)
 	plain := `{"Image":"busybox","HostConfig":{"Binds":[]}}`
-	out, err := EditCreate([]byte(plain), edit)
+	out, err := EditCreate([]byte(plain), HostAtTop, edit)
 	if err != nil || string(out) != plain {
 		t.Fatalf("a create without DNS changed: %s %v", out, err)
 	}
 	withDNS := `{"Image":"busybox","HostConfig":{"Dns":["10.0.0.53"],"ExtraHosts":["HOST.docker.internal:10.9.9.9","db:10.1.1.1"]}}`
-	out, err = EditCreate([]byte(withDNS), edit)
+	out, err = EditCreate([]byte(withDNS), HostAtTop, edit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,16 +426,16 @@ func TestAddHostsOnlyWhenNeededAndNeverOverTheUsers(t *testing.T) {
 		t.Fatalf("ExtraHosts %v, want %v (Dns %v)", got.HostConfig.ExtraHosts, want, got.HostConfig.Dns)
 	}
 	// No HostConfig at all, and the daemon's DNS set: one is made.
-	out, err = EditCreate([]byte(`{"Image":"busybox"}`), AddHosts(names, func(*Create) bool { return true }))
+	out, err = EditCreate([]byte(`{"Image":"busybox"}`), HostAtTop, AddHosts(names, func(*Create) (bool, error) { return true, nil }))
 	if err != nil || !strings.Contains(string(out), `"ExtraHosts":["gateway.docker.internal:100.64.249.1","host.docker.internal:172.20.0.1"]`) {
 		t.Fatalf("no HostConfig: %s %v", out, err)
 	}
 	// A container on another's network gets none: dockerd refuses them.
 	shared := `{"Image":"busybox","HostConfig":{"Dns":["10.0.0.53"],"NetworkMode":"container:web"}}`
-	if out, err := EditCreate([]byte(shared), edit); err != nil || string(out) != shared {
+	if out, err := EditCreate([]byte(shared), HostAtTop, edit); err != nil || string(out) != shared {
 		t.Fatalf("on another container's network: %s %v", out, err)
 	}
-	if _, err := EditCreate([]byte(`{"HostConfig":{"Dns":["1.1.1.1"],"ExtraHosts":"x"}}`), edit); err == nil {
+	if _, err := EditCreate([]byte(`{"HostConfig":{"Dns":["1.1.1.1"],"ExtraHosts":"x"}}`), HostAtTop, edit); err == nil {
 		t.Fatal("ExtraHosts that is not a list was taken")
 	}
 }
@@ -433,7 +446,7 @@ func TestAddEnvUnlessTheRequestSetsIt(t *testing.T) {
 	vars := func() map[string]string {
 		return map[string]string{"HTTP_PROXY": "http://100.64.249.2:3128", "NO_PROXY": "localhost"}
 	}
-	out, err := EditCreate([]byte(`{"Image":"busybox","Env":["A=1","http_proxy="]}`), AddEnv(vars))
+	out, err := EditCreate([]byte(`{"Image":"busybox","Env":["A=1","http_proxy="]}`), HostAtTop, AddEnv(vars))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,15 +456,15 @@ func TestAddEnvUnlessTheRequestSetsIt(t *testing.T) {
 	if !slices.Equal(got.Env, want) {
 		t.Fatalf("Env %v, want %v", got.Env, want)
 	}
-	out, err = EditCreate([]byte(`{"Image":"busybox","Env":null}`), AddEnv(vars))
+	out, err = EditCreate([]byte(`{"Image":"busybox","Env":null}`), HostAtTop, AddEnv(vars))
 	if err != nil || !strings.Contains(string(out), `"HTTP_PROXY=http://100.64.249.2:3128","http_proxy=http://100.64.249.2:3128"`) {
 		t.Fatalf("no Env: %s %v", out, err)
 	}
 	same := `{"Image":"busybox"}`
-	if out, _ := EditCreate([]byte(same), AddEnv(func() map[string]string { return nil })); string(out) != same {
+	if out, _ := EditCreate([]byte(same), HostAtTop, AddEnv(func() map[string]string { return nil })); string(out) != same {
 		t.Fatalf("no proxy set: %s", out)
 	}
-	if _, err := EditCreate([]byte(`{"Env":"x"}`), AddEnv(vars)); err == nil {
+	if _, err := EditCreate([]byte(`{"Env":"x"}`), HostAtTop, AddEnv(vars)); err == nil {
 		t.Fatal("an Env that is not a list was taken")
 	}
 }
@@ -484,6 +497,25 @@ func TestBuildArgsAdded(t *testing.T) {
 	if edited.contentLength != 0 || edited.method != "POST" || !strings.HasSuffix(string(edited.raw), "Content-Length: 0\r\n\r\n") {
 		t.Fatalf("edited head %q", edited.raw)
 	}
+	// Only buildargs changed, and in it only what was added: the other
+	// parameters as sent, in their order.
+	if !strings.HasPrefix(target, "/v1.41/build?buildargs=") || !strings.HasSuffix(target, "&t=app&version=2") ||
+		!strings.HasPrefix(u.Query().Get("buildargs"), `{"https_proxy":"mine",`) {
+		t.Fatalf("edited target %q", target)
+	}
+	// A build without buildargs gets them; one with a second buildargs
+	// (which dockerd does not read) keeps it as sent.
+	for raw, want := range map[string]string{
+		"POST /build?t=x HTTP/1.1\r\nHost: d\r\n\r\n":                        "/build?t=x&buildargs=",
+		"POST /build HTTP/1.1\r\nHost: d\r\n\r\n":                            "/build?buildargs=",
+		"POST /build?buildargs=%7B%7D&buildargs=zz HTTP/1.1\r\nHost: d\r\n\r\n": "&buildargs=zz ",
+	} {
+		h, _ := parseHead([]byte(raw), true)
+		e, err := h.withBuildArgs(map[string]string{"HTTP_PROXY": "http://p:1"})
+		if err != nil || !strings.Contains(string(e.raw), want) {
+			t.Errorf("%q: %q %v", raw, e.raw, err)
+		}
+	}
 	if _, err := h.withBuildArgs(nil); err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +531,7 @@ func TestBuildArgsAdded(t *testing.T) {
 func TestHostFieldsAtTheTopLevelStayThere(t *testing.T) {
 	body := `{"Image":"x","Binds":["C:\\src:/src"],"Privileged":true,"Dns":["10.0.0.53"]}`
 	var seen []string
-	out, err := EditCreate([]byte(body), everyEdit(&seen)...)
+	out, err := EditCreate([]byte(body), HostAtTop, everyEdit(&seen)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,17 +13,24 @@
 // It frames HTTP as Go's net/http server does (interim answers, early
 // answers, chunked bodies through their trailers, pipelining), and bounds
 // what a client can make it hold: deadlines on heads and idle
-// connections, small buffers taken when needed, one budget for the create
-// bodies and the large heads it buffers. A client's keep-alive connection
-// outlives the engine connection behind it: one the engine let go while
-// idle is replaced, and a request it cannot have acted on goes again. It
-// reads a create body's keys as dockerd does (encoding/json, which takes
-// a key for a field whatever its case, and dockerd 20.10 takes the host's
-// fields from the top level of a body without a HostConfig) and refuses
-// one that gives a field it edits twice. The files go by duty: proxy.go (a connection's life),
-// exchange.go (one request and its answer), message.go (heads and
-// framing), create.go (the edits of a create body), watch.go (clients
-// that go away), budget.go.
+// connections, small buffers taken when needed and given back as soon as
+// they are not, one budget for the create bodies and the large heads it
+// buffers, shared fairly by its clients (package fairshare). Only a proxy
+// that trusts its clients honours the markers of ddinit's own requests
+// (InternalHeader, ClientHeader); every other strips them. A client's
+// keep-alive connection outlives the engine connection behind it: one the
+// engine let go while idle is replaced, and a request it cannot have acted
+// on goes again. It edits a create body in place (jsonspan.go): every byte
+// an edit does not edit is passed on as sent; it reads the body's keys as
+// dockerd does (encoding/json, which takes a key for a field whatever its
+// case), puts what it adds where the engine behind it reads it (dockerd
+// before API 1.46 takes the host's fields from the top level of a body
+// without a HostConfig: it asks the engine's version for such a body) and
+// refuses one that gives a field it edits twice. The files go by duty:
+// proxy.go (a connection's life), exchange.go (one request and its
+// answer), message.go (heads and framing), create.go (the edits of a
+// create body), jsonspan.go (where a body's values are), watch.go
+// (clients that go away), budget.go.
 //
 // It also holds ddinit's own small client of the engine's API (Engine),
 // used by the port publisher and the distro proxies.

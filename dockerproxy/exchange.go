@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ddinit/ddinit/fairshare"
 	"github.com/ddinit/ddinit/vsock"
+	"github.com/sirupsen/logrus"
 )
 
 // exchange passes one request to the engine and its answer back. It
@@ -25,7 +27,7 @@ func (c *conn) exchange(req head) (keep bool) {
 		req = edited
 	}
 	b := &body{br: c.br, framing: requestFraming(req)}
-	release, status, msg := c.p.prepare(c.ctx, req, b, c.client)
+	release, status, msg := c.p.prepare(c.ctx, req, b, c.client, c.budgetClient(req))
 	if status != 0 {
 		release(false) // what prepare took (the create budget) goes back
 		writeError(c.client, status, msg)
@@ -388,7 +390,7 @@ func (d *dropAfterError) Write(p []byte) (int, error) {
 // returns what to do once the engine has answered (keep=true: the start
 // happened) and, when the request must not go on, the status and message
 // to answer with instead.
-func (p *Proxy) prepare(ctx context.Context, req head, b *body, client net.Conn) (release func(keep bool), status int, msg string) {
+func (p *Proxy) prepare(ctx context.Context, req head, b *body, conn net.Conn, client string) (release func(keep bool), status int, msg string) {
 	release = func(bool) {}
 	if req.method != http.MethodPost {
 		return release, 0, ""
@@ -398,29 +400,36 @@ func (p *Proxy) prepare(ctx context.Context, req head, b *body, client net.Conn)
 		if b.framing.length > maxCreateBody {
 			return release, http.StatusRequestEntityTooLarge, fmt.Sprintf("a create request over %d bytes", maxCreateBody)
 		}
-		want := b.framing.length
-		if b.framing.chunked {
-			want = maxCreateBody
-		}
+		// A body of known length takes its length from the budget at
+		// once; a chunked one as it comes.
 		budget := p.budget()
-		if !budget.take(want) {
-			p.warnf(nil, "create requests over the proxy's memory budget; answered 503")
-			return release, http.StatusServiceUnavailable, "too many create requests are being read at once: try again"
+		body := &budgetedReader{r: b.reader(), pool: budget, client: client}
+		if !b.framing.chunked {
+			if why := budget.TakeWhy(client, b.framing.length); why != fairshare.Granted {
+				p.warnf(logrus.Fields{"client": client, "why": why.String()}, "create requests over the proxy's memory budget; answered 503")
+				return release, http.StatusServiceUnavailable, errCreateBudget.Error()
+			}
+			body.taken = b.framing.length
 		}
-		release = func(bool) { budget.give(want) }
+		release = func(bool) { body.release() }
 		if req.expectContinue {
 			// The proxy reads the body itself: it says so, and the engine
 			// gets the body whole, without the Expect.
-			if _, err := io.WriteString(client, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(conn, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
 				return release, http.StatusBadRequest, "the client went away"
 			}
 		}
 		// A create body is a few KB: one that does not come in time does
 		// not hold its share of the budget.
-		client.SetReadDeadline(time.Now().Add(createBodyTimeout))
-		raw, err := io.ReadAll(io.LimitReader(b.reader(), maxCreateBody+1))
-		client.SetReadDeadline(time.Time{})
-		if err != nil {
+		conn.SetReadDeadline(time.Now().Add(createBodyTimeout))
+		raw, err := io.ReadAll(io.LimitReader(body, maxCreateBody+1))
+		conn.SetReadDeadline(time.Time{})
+		switch {
+		case errors.Is(err, errCreateBudget):
+			b.broken = true
+			p.warnf(logrus.Fields{"client": client}, "create requests over the proxy's memory budget; answered 503")
+			return release, http.StatusServiceUnavailable, err.Error()
+		case err != nil:
 			b.broken = true
 			return release, http.StatusBadRequest, "reading the create request: " + err.Error()
 		}
@@ -430,8 +439,12 @@ func (p *Proxy) prepare(ctx context.Context, req head, b *body, client net.Conn)
 		}
 		b.rewritten = raw // read off the connection: passed on from memory
 		edits := append([]CreateEdit{RewriteBinds(p.Translate), LabelRewritten(p.Label)}, p.Edits...)
-		out, err := EditCreate(raw, edits...)
-		if err != nil {
+		out, err := EditCreate(raw, p.hostLayout(ctx), edits...)
+		var engineErr *EngineError
+		switch {
+		case errors.As(err, &engineErr):
+			return release, http.StatusBadGateway, err.Error()
+		case err != nil:
 			return release, http.StatusBadRequest, err.Error()
 		}
 		b.rewritten = out

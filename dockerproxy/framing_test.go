@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/fairshare"
 	"github.com/sirupsen/logrus"
 )
 
@@ -328,7 +329,7 @@ func openFDs() int {
 // gives its share of the create budget back.
 func TestRefusedCreatesGiveTheBudgetBack(t *testing.T) {
 	p := quietProxy(framingEngine(t))
-	p.Budget = &Budget{Limit: 8 * maxCreateBody}
+	p.Budget = &fairshare.Pool{Limit: 8 * maxCreateBody}
 	sock := serveProxy(t, p)
 	bad := `{"Image":"x","HostConfig":{"Binds":["Q:\\x:/x"]}}`
 	for _, raw := range []string{
@@ -341,10 +342,10 @@ func TestRefusedCreatesGiveTheBudgetBack(t *testing.T) {
 		c.CloseWrite()
 		io.ReadAll(c)
 	}
-	for deadline := time.Now().Add(5 * time.Second); p.Budget.used.Load() != 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); p.Budget.Used() != 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if used := p.Budget.used.Load(); used != 0 {
+	if used := p.Budget.Used(); used != 0 {
 		t.Fatalf("%d bytes of the create budget still taken after refused creates", used)
 	}
 }
@@ -356,7 +357,7 @@ func TestRefusedCreatesGiveTheBudgetBack(t *testing.T) {
 func TestLargeRequestHeads(t *testing.T) {
 	engine := framingEngine(t)
 	p := quietProxy(engine)
-	p.Budget = &Budget{Limit: maxRequestHead}
+	p.Budget = &fairshare.Pool{Limit: maxRequestHead + headBuffer, Share: maxRequestHead + headBuffer, Reserve: 1}
 	sock := serveProxy(t, p)
 	conn := dialUnix(t, sock)
 	br := bufio.NewReader(conn)
@@ -366,7 +367,7 @@ func TestLargeRequestHeads(t *testing.T) {
 			t.Fatalf("a %d-byte header: %d %q; want it whole to the engine", n, code, body)
 		}
 	}
-	if used := p.Budget.used.Load(); used != 0 {
+	if used := p.Budget.Used(); used != 0 {
 		t.Errorf("%d bytes of the budget still taken once the large head was answered", used)
 	}
 
@@ -375,7 +376,7 @@ func TestLargeRequestHeads(t *testing.T) {
 	// told to try again; small ones go on.
 	stalled := dialUnix(t, sock)
 	fmt.Fprintf(stalled, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s", strings.Repeat("e", 200<<10))
-	waitUntilTrue(t, func() bool { return p.Budget.used.Load() > 0 })
+	waitUntilTrue(t, func() bool { return p.Budget.Used() > 0 })
 	other := dialUnix(t, sock)
 	fmt.Fprintf(other, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s\r\n\r\n", strings.Repeat("e", 200<<10))
 	if code, body := readAnswer(t, bufio.NewReader(other), "GET"); code != http.StatusServiceUnavailable {
@@ -386,14 +387,14 @@ func TestLargeRequestHeads(t *testing.T) {
 		t.Errorf("a small head while the budget is spent: %d", code)
 	}
 	stalled.Close()
-	waitUntilTrue(t, func() bool { return p.Budget.used.Load() == 0 })
+	waitUntilTrue(t, func() bool { return p.Budget.Used() == 0 })
 
 	over := dialUnix(t, sock)
 	go fmt.Fprintf(over, "GET /registry-config HTTP/1.1\r\nHost: d\r\nX-Registry-Config: %s\r\n\r\n", strings.Repeat("e", maxRequestHead))
 	if code, body := readAnswer(t, bufio.NewReader(over), "GET"); code != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("a head over 1 MB: %d %q; want 431", code, body)
 	}
-	waitUntilTrue(t, func() bool { return p.Budget.used.Load() == 0 })
+	waitUntilTrue(t, func() bool { return p.Budget.Used() == 0 })
 }
 
 func waitUntilTrue(t *testing.T, cond func() bool) {

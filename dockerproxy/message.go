@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +70,8 @@ type head struct {
 	close          bool // the connection ends after this message
 	expectContinue bool // a request's Expect: 100-continue
 	contentType    string
-	internal       bool // a request of ddinit's own (InternalHeader)
+	internal       bool   // a request of ddinit's own (InternalHeader)
+	client         string // who sent it, as a proxy before this one says (ClientHeader)
 }
 
 // parseHead reads a head; a request's when request, else a response's.
@@ -179,6 +182,8 @@ func (h *head) parseFields(rest string, request bool, minor int) error {
 			h.contentType = value
 		case request && asciiEqualFold(name, InternalHeader):
 			h.internal = true
+		case request && asciiEqualFold(name, ClientHeader):
+			h.client = value
 		}
 	}
 	return nil
@@ -217,16 +222,26 @@ func asciiEqualFold(a, b string) bool {
 // framed by Content-Length, read whole by the proxy (which answered any
 // Expect: 100-continue itself).
 func (h head) withLength(length int) []byte {
+	return h.edited([]string{"Content-Length", "Transfer-Encoding", "Expect"}, fmt.Sprintf("Content-Length: %d", length))
+}
+
+// edited is the head without the fields named drop and with the lines add
+// at its end; every other line as it came.
+func (h head) edited(drop []string, add ...string) []byte {
 	var b bytes.Buffer
+	b.Grow(len(h.raw) + 64)
 	lines := strings.Split(strings.TrimSuffix(string(h.raw), "\r\n\r\n"), "\r\n")
 	for i, line := range lines {
 		name, _, _ := strings.Cut(line, ":")
-		if i > 0 && (asciiEqualFold(name, "Content-Length") || asciiEqualFold(name, "Transfer-Encoding") || asciiEqualFold(name, "Expect")) {
+		if i > 0 && slices.ContainsFunc(drop, func(d string) bool { return asciiEqualFold(name, d) }) {
 			continue
 		}
 		b.WriteString(line + "\r\n")
 	}
-	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n", length)
+	for _, line := range add {
+		b.WriteString(line + "\r\n")
+	}
+	b.WriteString("\r\n")
 	return b.Bytes()
 }
 
@@ -437,8 +452,10 @@ func cmpErr(err, otherwise error) error {
 // withBuildArgs is a build request's head with args (upper-case name →
 // value) added to its buildargs in both cases, as tools read either, each
 // one the request does not give in either case (the client's own proxy
-// arguments win). The head is returned unchanged
-// when nothing is added.
+// arguments win). Only the buildargs parameter the engine reads (the
+// first) changes, and in it only the arguments added: every other byte of
+// the head is as it came. The head is returned unchanged when nothing is
+// added.
 func (h head) withBuildArgs(args map[string]string) (head, error) {
 	if len(args) == 0 {
 		return h, nil
@@ -448,38 +465,65 @@ func (h head) withBuildArgs(args map[string]string) (head, error) {
 	if len(parts) != 3 {
 		return h, fmt.Errorf("malformed request line %q", firstLine)
 	}
-	u, err := url.ParseRequestURI(parts[1])
-	if err != nil {
-		return h, fmt.Errorf("request target %q: %w", parts[1], err)
-	}
-	q := u.Query()
-	given := map[string]*string{}
-	if raw := q.Get("buildargs"); raw != "" {
-		if err := json.Unmarshal([]byte(raw), &given); err != nil {
-			return h, fmt.Errorf("buildargs is not a JSON object: %w", err)
+	target := parts[1]
+	path, query, _ := strings.Cut(target, "?")
+	// The first buildargs parameter, as url.ParseQuery (dockerd's
+	// FormValue) finds it: its place in the query, and its value.
+	at, value, found := -1, "{}", false
+	pos := 0
+	for param := range strings.SplitSeq(query, "&") {
+		name, v, _ := strings.Cut(param, "=")
+		if n, err := url.QueryUnescape(name); err == nil && n == "buildargs" && !found {
+			decoded, err := url.QueryUnescape(v)
+			if err != nil {
+				return h, fmt.Errorf("buildargs: %w", err)
+			}
+			at, value, found = pos, decoded, true
 		}
+		pos += len(param) + 1
+	}
+	if strings.TrimSpace(value) == "" {
+		value = "{}"
+	}
+	given := map[string]*string{}
+	if err := json.Unmarshal([]byte(value), &given); err != nil || !json.Valid([]byte(value)) || value[skipSpace([]byte(value), 0)] != '{' {
+		return h, fmt.Errorf("buildargs is not a JSON object: %s", clip([]byte(value)))
 	}
 	set := map[string]bool{}
 	for name := range given {
 		set[strings.ToUpper(name)] = true
 	}
-	added := false
-	for name, value := range args {
-		if !set[strings.ToUpper(name)] {
-			v := value
-			given[name], given[strings.ToLower(name)] = &v, &v
-			added = true
+	var added []byte
+	for _, name := range slices.Sorted(maps.Keys(args)) {
+		if set[strings.ToUpper(name)] {
+			continue
+		}
+		for _, n := range []string{name, strings.ToLower(name)} {
+			added = append(append(append(append(added, ','), quote(n)...), ':'), quote(args[name])...)
 		}
 	}
-	if !added {
+	if len(added) == 0 {
 		return h, nil
 	}
-	b, err := json.Marshal(given)
-	if err != nil {
-		return h, err
+	b := []byte(value)
+	obj := span{skipSpace(b, 0), valueEnd(b, skipSpace(b, 0))}
+	if len(objectMembers(b, obj)) == 0 {
+		added = added[1:]
 	}
-	q.Set("buildargs", string(b))
-	u.RawQuery = q.Encode()
-	raw := parts[0] + " " + u.RequestURI() + " " + parts[2] + "\r\n" + rest
+	edited, _ := applyPatches(b, []patch{{span{obj.end - 1, obj.end - 1}, added}})
+	param := "buildargs=" + url.QueryEscape(string(edited))
+	switch {
+	case found:
+		end := strings.IndexByte(query[at:], '&')
+		if end < 0 {
+			end = len(query) - at
+		}
+		query = query[:at] + param + query[at+end:]
+	case query == "":
+		query = param
+	default:
+		query += "&" + param
+	}
+	raw := parts[0] + " " + path + "?" + query + " " + parts[2] + "\r\n" + rest
 	return parseHead([]byte(raw), true)
 }

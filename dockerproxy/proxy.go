@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ddinit/ddinit/fairshare"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
@@ -60,6 +61,10 @@ type Proxy struct {
 	// Edits are further edits of create bodies, after the bind rewrite and
 	// its label.
 	Edits []CreateEdit
+	// Layout, when set, says how the engine reads a create body without a
+	// HostConfig; else the engine is asked (its API version) when an
+	// edit needs to know.
+	Layout func(ctx context.Context) (atTop bool, err error)
 	// BuildArgs, when set, are build arguments every build gets unless it
 	// gives them itself (the proxy's, for both builders).
 	BuildArgs func() map[string]string
@@ -76,10 +81,22 @@ type Proxy struct {
 	// to reach a client — its head written (not for ddinit's own
 	// requests).
 	Answered func()
-	// Budget bounds the create bodies all proxies hold at once
-	// (CreateBudget when nil).
-	Budget *Budget
-	Log    logrus.FieldLogger
+	// Budget bounds the create bodies and large heads all proxies hold at
+	// once, shared fairly by their clients (CreateBudget when nil).
+	Budget *fairshare.Pool
+	// Side, when set, makes all of this proxy's connections one client of
+	// the budget ("windows": the frontend, however many connections it
+	// opens); otherwise a client is a connection, or what a trusted
+	// client says it passes on for (ClientHeader).
+	Side string
+	// Trusted honours InternalHeader and ClientHeader from clients: only
+	// on a socket no one but ddinit's own callers can reach. Otherwise
+	// both are stripped from every request.
+	Trusted bool
+	// Identity, when set, is the ClientHeader this proxy adds to every
+	// request it passes on (a distro's proxy says which distro).
+	Identity string
+	Log      logrus.FieldLogger
 
 	warn logs.Every
 }
@@ -153,7 +170,7 @@ func putReader(br *bufio.Reader) {
 // Handle serves one client connection: request after request, each
 // passed on over one engine connection opened for this client.
 func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
-	c := &conn{p: p, ctx: ctx, client: client, br: newReader(client)}
+	c := &conn{p: p, ctx: ctx, client: client, src: client, br: newReader(client), id: newConnID()}
 	defer c.close()
 	for c.awaitRequest() {
 		req, err := c.readRequest()
@@ -161,10 +178,9 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 			c.refuseHead(err)
 			return
 		}
-		if !c.exchange(req) {
+		if !c.exchange(c.fromClient(req)) {
 			return
 		}
-		c.shrink(false)
 	}
 }
 
@@ -172,13 +188,15 @@ func (p *Proxy) Handle(ctx context.Context, client net.Conn) {
 type conn struct {
 	p      *Proxy
 	ctx    context.Context
+	id     string // the connection as a budget client
 	client net.Conn
+	src    io.Reader     // what br reads: the client, after what a large head's buffer held
 	br     *bufio.Reader // the client's
 	engine net.Conn      // opened at the first request
 	ebr    *bufio.Reader
 	late   *lateWatch
-	// bigHead is what br's buffer took from the budget: a head over
-	// headBuffer was read.
+	// bigHead is what br's buffer took from the budget while a head over
+	// smallBuffer was read.
 	bigHead int64
 }
 
@@ -192,20 +210,55 @@ func (c *conn) close() {
 	}
 	c.client.Close()
 	putReader(c.br)
-	c.shrink(true)
+	if c.bigHead > 0 {
+		c.p.budget().Give(c.id, c.bigHead)
+	}
 }
 
-// shrink gives back a buffer taken for a large head once it holds nothing
-// (the connection goes on with a small one), or when the connection ends.
-func (c *conn) shrink(ended bool) {
-	if c.bigHead == 0 || !ended && c.br.Buffered() > 0 {
+// fromClient is a request as this proxy passes it on: the markers only
+// ddinit's own callers may set are stripped unless the proxy trusts its
+// clients, and the proxy's own identity added.
+func (c *conn) fromClient(req head) head {
+	p := c.p
+	if p.Trusted && p.Identity == "" {
+		return req
+	}
+	var drop []string
+	if !p.Trusted && (req.internal || req.client != "") {
+		drop = append(drop, InternalHeader, ClientHeader)
+		req.internal, req.client = false, ""
+	}
+	var add []string
+	if p.Identity != "" {
+		drop = append(drop, ClientHeader)
+		add = append(add, ClientHeader+": "+p.Identity)
+	}
+	if len(drop) == 0 {
+		return req
+	}
+	edited, err := parseHead(req.edited(drop, add...), true)
+	if err != nil {
+		return req // cannot be: a parsed head less some lines
+	}
+	return edited
+}
+
+// shrink gives back the buffer taken for a large head as soon as the head
+// is off it: what the buffer still holds (the start of a body, the next
+// request: at most one read, see cappedReads) is read first by a small
+// reader, and a long stream or upload after a large head holds no more
+// than any other.
+func (c *conn) shrink() {
+	if c.bigHead == 0 {
 		return
 	}
-	c.p.budget().give(c.bigHead)
-	c.bigHead = 0
-	if !ended {
-		c.br = newReader(c.client)
+	held, _ := c.br.Peek(c.br.Buffered())
+	if len(held) > 0 {
+		c.src = io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.src)
 	}
+	c.br = newReader(c.src)
+	c.p.budget().Give(c.id, c.bigHead)
+	c.bigHead = 0
 }
 
 // awaitRequest waits, up to the idle deadline, for the first byte of the
@@ -227,28 +280,40 @@ var errHeadBudget = errors.New("too many large request heads are being read at o
 
 // readRequest reads a request's head (its body stays on the connection),
 // in a larger buffer when it does not fit the one it has: 64 KB, then up
-// to maxRequestHead, taken from the budget.
+// to maxRequestHead, taken from the budget and given back once the head
+// is parsed.
 func (c *conn) readRequest() (head, error) {
 	raw, err := readHead(c.br)
 	for err == errHeadTooLarge && c.br.Size() < maxRequestHead {
-		size := headBuffer
+		size := int64(headBuffer)
 		if c.br.Size() >= headBuffer {
 			size = maxRequestHead
-			if !c.p.budget().take(int64(size)) {
-				c.p.warnf(nil, "request heads over the proxy's memory budget; answered 503")
-				return head{}, errHeadBudget
-			}
-			c.bigHead = int64(size)
 		}
-		c.br = grow(c.br, c.client, size)
+		c.p.budget().Give(c.id, c.bigHead)
+		c.bigHead = 0
+		if !c.p.budget().Take(c.id, size) {
+			c.p.warnf(nil, "request heads over the proxy's memory budget; answered 503")
+			return head{}, errHeadBudget
+		}
+		c.bigHead = size
+		c.br = grow(c.br, cappedReads{c.src}, int(size))
 		raw, err = readHead(c.br)
 	}
 	if err != nil {
 		return head{}, err
 	}
 	c.client.SetReadDeadline(time.Time{})
-	return takeHead(c.br, raw, true)
+	req, err := takeHead(c.br, raw, true)
+	c.shrink()
+	return req, err
 }
+
+// cappedReads reads at most smallBuffer bytes at a time: a large buffer
+// filled through it holds at most that much past the head it was taken
+// for, which the small buffer after it can hold.
+type cappedReads struct{ r io.Reader }
+
+func (c cappedReads) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), smallBuffer)]) }
 
 // readResponse reads an answer's head off the engine.
 func (c *conn) readResponse() (head, error) {

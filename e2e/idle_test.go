@@ -131,8 +131,10 @@ func openEvents(t *testing.T, sock string) net.Conn {
 }
 
 // An open events stream and a running container keep the engine up past
-// idleStop; a distro's proxy, with its followers, does not: the engine
-// stops and stays stopped, and a docker ps through that proxy wakes it.
+// idleStop; two distros' proxies, with their followers, do not: the engine
+// stops and stays stopped, and a docker ps through a proxy wakes it. A
+// client that marks its stream as ddinit's own, through a distro's proxy,
+// is counted as any client: the engine stays up under it.
 func TestEngineKeptUpOnlyByUse(t *testing.T) {
 	requireEnvironment(t)
 	shared := newShared(t)
@@ -156,6 +158,7 @@ func TestEngineKeptUpOnlyByUse(t *testing.T) {
 
 	distro := newUserDistro(t, "Ubuntu")
 	distro.startProxy(shared)
+	newUserDistro(t, "Debian").startProxy(shared)
 	in.waitIdle(ns, 20*time.Second)
 	for range 6 * 2 { // 3 × idleStop, looked at every half second
 		if in.engineUp(ns) {
@@ -169,6 +172,20 @@ func TestEngineKeptUpOnlyByUse(t *testing.T) {
 	if !in.engineUp(ns) {
 		t.Fatal("docker ps through the distro's proxy did not wake the engine")
 	}
+
+	// A client that says it is ddinit's own is not believed.
+	forged := distro.command("curl", "-sN", "--unix-socket", "/run/docker.sock", "-H", "X-Ddinit-Internal: 1", "http://d/events")
+	if err := forged.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { forged.Process.Kill(); forged.Wait() }()
+	time.Sleep(5 * time.Second) // more than twice idleStop
+	if !in.engineUp(ns) {
+		t.Fatal("the engine stopped under a stream whose client sent the internal marker through a distro's proxy")
+	}
+	forged.Process.Kill()
+	forged.Wait()
+	in.waitIdle(ns, 20*time.Second)
 }
 
 // A wake whose dockerd cannot start (its daemon.json broken while the

@@ -85,10 +85,15 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 	// Distros with WSL integration find the docker socket on the tmpfs
 	// every distro shares. Only a socket file is made there: no mount, so
 	// nothing ddinit does can take another distro's view of it away.
+	// Beside it, root's only, the socket of the distros' proxies, which
+	// alone may mark requests as ddinit's own (not keeping the engine up)
+	// and say which distro they come from.
+	var shared, proxies string
 	if st, err := os.Stat(l.cfg.WSLShared); err == nil && st.IsDir() && sockets["docker"] != "" {
-		shared := filepath.Join(l.cfg.WSLShared, SharedSocketsDir, "docker.sock")
-		exposed["docker"] = append(append(Addrs(nil), exposed["docker"]...), "unix://"+shared)
-		l.unixSockets = append(l.unixSockets, shared)
+		shared = filepath.Join(l.cfg.WSLShared, SharedSocketsDir, "docker.sock")
+		proxies = filepath.Join(l.cfg.WSLShared, SharedSocketsDir, ProxiesSocket)
+		exposed["docker"] = append(append(Addrs(nil), exposed["docker"]...), "unix://"+shared, "unix://"+proxies)
+		l.unixSockets = append(l.unixSockets, shared, proxies)
 	}
 	names := make([]string, 0, len(exposed))
 	for n := range exposed {
@@ -108,8 +113,13 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 		for _, s := range exposed[name] {
 			addr, _ := vsock.Parse(s)
 			// root and the docker group where the distro has one, 0660, as
-			// Docker Engine on Linux (vsock has no file to own).
-			listener, err := vsock.ListenOwned(addr, 0o660, vsock.DockerGroup())
+			// Docker Engine on Linux (vsock has no file to own); the
+			// proxies' socket root's alone.
+			mode, gid := os.FileMode(0o660), vsock.DockerGroup()
+			if addr.Path == proxies && proxies != "" {
+				mode, gid = 0o600, 0
+			}
+			listener, err := vsock.ListenOwned(addr, mode, gid)
 			if err != nil {
 				return fmt.Errorf("--expose %s: %w", name, err)
 			}
@@ -125,7 +135,21 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 				Log:         log,
 			}
 			if name == "docker" || name == "dockerd" {
-				f.Handle = l.dockerProxy(f.Dial, log).Handle
+				p := l.dockerProxy(f.Dial, log)
+				// Who its clients are, for the budgets they share: the
+				// Windows side as a whole, the distros by the name their
+				// proxies give, the rest by the socket they use.
+				switch {
+				case addr.Scheme == "vsock":
+					p.Side = "windows"
+				case addr.Path == proxies && proxies != "":
+					p.Trusted = true
+				case addr.Path == shared && shared != "":
+					p.Side = "shared-socket"
+				default:
+					p.Side = addr.String()
+				}
+				f.Handle = p.Handle
 			}
 			l.mu.Lock()
 			l.forwarders = append(l.forwarders, f)
@@ -216,8 +240,11 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	// (only then: /etc/hosts would shadow answers that follow a route
 	// change).
 	daemonJSON := l.ds.Path("etc/docker/daemon.json")
-	p.Edits = append(p.Edits, dockerproxy.AddHosts(l.localHosts, func(c *dockerproxy.Create) bool {
-		return c.SetsDNS() || daemonSetsDNS(daemonJSON)
+	p.Edits = append(p.Edits, dockerproxy.AddHosts(l.localHosts, func(c *dockerproxy.Create) (bool, error) {
+		if daemonSetsDNS(daemonJSON) {
+			return true, nil
+		}
+		return c.SetsDNS()
 	}))
 	return p
 }
@@ -289,6 +316,10 @@ func (l *launcher) publishBinary() {
 	}
 	l.log.WithField("path", dst).Info("ddinit published for the distros' proxies")
 }
+
+// ProxiesSocket is the socket, in SharedSocketsDir, that the distros'
+// proxies reach the engine through (root's only).
+const ProxiesSocket = "proxies.sock"
 
 // SharedBinary is where, under the shared tmpfs, ddinit puts its copy.
 const SharedBinary = "docker-desktop/ddinit"

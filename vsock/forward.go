@@ -3,13 +3,16 @@ package vsock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/ddinit/ddinit/fairshare"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Forwarder accepts connections on a listener and joins each to a new
@@ -23,7 +26,10 @@ type Forwarder struct {
 	// and a byte-for-byte join (a protocol-aware proxy on the same accept
 	// loop); it must close the connection.
 	Handle func(ctx context.Context, c net.Conn)
-	// MaxConns bounds concurrent connections; 0 means DefaultMaxConns.
+	// MaxConns bounds concurrent connections; 0 means DefaultMaxConns. One
+	// peer (PeerKey) holds at most a quarter of them, and an eighth is
+	// kept for peers that hold none: a runaway client cannot lock the
+	// others out.
 	MaxConns int
 	// DialTimeout bounds Dial (10 s when zero): a Dial that holds the
 	// connection while the target wakes needs longer.
@@ -51,7 +57,7 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 	if limit <= 0 {
 		limit = DefaultMaxConns
 	}
-	slots := make(chan struct{}, limit)
+	slots := &fairshare.Pool{Limit: int64(limit)}
 	var delay time.Duration
 	for {
 		c, err := f.Listener.Accept()
@@ -74,11 +80,10 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 			continue
 		}
 		delay = 0
-		select {
-		case slots <- struct{}{}:
-		default:
+		peer := PeerKey(c)
+		if why := slots.TakeWhy(peer, 1); why != fairshare.Granted {
 			if ok, held := f.refused.Allow(); ok {
-				f.Log.WithFields(logrus.Fields{"limit": limit, "alsoRefused": held}).Warn("too many connections; refusing one")
+				f.Log.WithFields(logrus.Fields{"limit": limit, "peer": peer, "why": why.String(), "alsoRefused": held}).Warn("too many connections; refusing one")
 			}
 			c.Close()
 			continue
@@ -92,7 +97,7 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			defer func() { <-slots }()
+			defer slots.Give(peer, 1)
 			defer func() {
 				f.mu.Lock()
 				delete(f.active, c)
@@ -144,4 +149,31 @@ func pipe(dst, src net.Conn) {
 		dst.Close()
 		src.Close()
 	}
+}
+
+// PeerKey names the other end of a connection as a client of a shared
+// limit: a vsock peer by its context ID (the Windows host is one client
+// however many connections it opens), a unix peer by the process that
+// connected (its pid as this process sees it, 0 for one in another pid
+// namespace, such as another WSL distro's, and its uid), a TCP peer by its
+// address.
+func PeerKey(c net.Conn) string {
+	if cid, ok := peerCID(c); ok {
+		return fmt.Sprintf("vsock/%d", cid)
+	}
+	switch a := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return "tcp/" + a.IP.String()
+	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		if raw, err := uc.SyscallConn(); err == nil {
+			var cred *unix.Ucred
+			var credErr error
+			raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+			if credErr == nil && cred != nil {
+				return fmt.Sprintf("unix/%d/%d", cred.Pid, cred.Uid)
+			}
+		}
+	}
+	return "unknown"
 }
