@@ -506,8 +506,8 @@ func TestBuildArgsAdded(t *testing.T) {
 	// A build without buildargs gets them; one with a second buildargs
 	// (which dockerd does not read) keeps it as sent.
 	for raw, want := range map[string]string{
-		"POST /build?t=x HTTP/1.1\r\nHost: d\r\n\r\n":                        "/build?t=x&buildargs=",
-		"POST /build HTTP/1.1\r\nHost: d\r\n\r\n":                            "/build?buildargs=",
+		"POST /build?t=x HTTP/1.1\r\nHost: d\r\n\r\n":                           "/build?t=x&buildargs=",
+		"POST /build HTTP/1.1\r\nHost: d\r\n\r\n":                               "/build?buildargs=",
 		"POST /build?buildargs=%7B%7D&buildargs=zz HTTP/1.1\r\nHost: d\r\n\r\n": "&buildargs=zz ",
 	} {
 		h, _ := parseHead([]byte(raw), true)
