@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Where things are: under the shared tmpfs, and inside the engine.
@@ -43,6 +45,9 @@ type Binds struct {
 
 	mu   sync.Mutex
 	made map[string]*bind // by id
+	// strays are the entries of the distro's folder that are not binds
+	// the proxy made, already logged.
+	strays map[string]bool
 }
 
 type bind struct {
@@ -93,6 +98,32 @@ func (b *Binds) folder() (*mounts.Dir, error) {
 	return all.Sub(b.Distro)
 }
 
+// Claim takes the distro's folder for this process until release: one
+// proxy per distro, so that a bind one of them takes down as left by an
+// earlier run is never one another has just handed out for a create. The
+// lock (flock on the folder) goes with the process however it ends, kill
+// -9 included; it is taken before the bind service's socket, whose
+// stale-socket check alone lets two proxies starting at once both in.
+func (b *Binds) Claim() (release func(), err error) {
+	dir, err := b.folder()
+	if err != nil {
+		return nil, fmt.Errorf("the distro's binds folder: %w", err)
+	}
+	defer dir.Close()
+	f, err := dir.Open()
+	if err != nil {
+		return nil, fmt.Errorf("the distro's binds folder: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another ddinit proxy serves the distro %q (it holds %s): stop it first", b.Distro, dir.Path())
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir.Path(), err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // enginePath is where the engine sees the bind id.
 func (b *Binds) enginePath(id string) string { return filepath.Join(EngineBinds, b.Distro, id) }
 
@@ -101,6 +132,16 @@ func (b *Binds) enginePath(id string) string { return filepath.Join(EngineBinds,
 func id(source string) string {
 	sum := sha256.Sum256([]byte(source))
 	return hex.EncodeToString(sum[:8])
+}
+
+// isBindID reports whether name is shaped as id makes them: 16 lowercase
+// hex digits.
+func isBindID(name string) bool {
+	if len(name) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(name)
+	return err == nil && strings.ToLower(name) == name
 }
 
 // Translate implements dockerproxy.Translator for the distro's paths:
@@ -310,12 +351,16 @@ func (b *Binds) takeDown(key string) {
 }
 
 // Resync sets each bind's users to the containers the engine lists
-// (users: bind id → containers), for when events were missed while the
-// engine was away: a container removed meanwhile no longer keeps its
-// binds, which are taken down if nothing else keeps them.
-func (b *Binds) Resync(users map[string][]string) {
+// (users: bind id → containers; sources: bind id → the distro path their
+// labels name), for when events were missed while the engine or the
+// proxy was away: a container removed meanwhile no longer keeps its
+// binds, which are taken down if nothing else keeps them — those this
+// process made, and those its earlier runs left in the distro's folder
+// (leftovers).
+func (b *Binds) Resync(users map[string][]string, sources map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.leftovers(users, sources)
 	for key, bd := range b.made {
 		bd.users = map[string]bool{}
 		for _, c := range users[key] {
@@ -325,6 +370,105 @@ func (b *Binds) Resync(users map[string][]string) {
 			b.takeDown(key)
 		}
 	}
+}
+
+// leftovers reads the distro's folder from the disk (its entries and the
+// mount table), not from made: a bind there that this process did not
+// make was left by an earlier run (ended before its containers were, or
+// killed). One a listed container uses is kept and tracked from now on;
+// the others are taken down. Entries that are not binds the proxy makes
+// (not a mount, not named like a bind id, a symlink) are left alone and
+// logged once. Under b.mu: no Ensure of this process is midway, so every
+// bind it made is in made.
+func (b *Binds) leftovers(users map[string][]string, sources map[string]string) {
+	dir, err := b.folder()
+	if err != nil {
+		b.Log.WithError(err).Warn("binds left by an earlier run not looked for")
+		return
+	}
+	defer dir.Close()
+	names, err := b.onDisk(dir)
+	if err != nil {
+		b.Log.WithError(err).Warn("binds left by an earlier run not looked for")
+		return
+	}
+	for _, name := range names {
+		if _, ok := b.made[name]; ok {
+			continue
+		}
+		log := b.Log.WithField("bind", name)
+		// MountedAt opens name beneath the folder without following a
+		// symlink: a symlink there is no mount of ours.
+		if !isBindID(name) || !dir.MountedAt(name) {
+			if !b.strays[name] {
+				if b.strays == nil {
+					b.strays = map[string]bool{}
+				}
+				b.strays[name] = true
+				log.WithField("folder", dir.Path()).Info("left alone in the distro's binds folder: not a bind the proxy made")
+			}
+			continue
+		}
+		if cs := users[name]; len(cs) > 0 {
+			bd := &bind{source: sources[name], users: map[string]bool{}, handedOut: time.Now()}
+			for _, c := range cs {
+				bd.users[c] = true
+			}
+			if b.made == nil {
+				b.made = map[string]*bind{}
+			}
+			b.made[name] = bd
+			log.WithFields(logrus.Fields{"source": bd.source, "containers": len(cs)}).Info("bind left by an earlier run kept: containers use it")
+			continue
+		}
+		if err := dir.Unbind(name); err != nil {
+			log.WithError(err).Warn("bind left by an earlier run not taken down")
+			continue
+		}
+		log.Info("bind left by an earlier run taken down: no container uses it")
+	}
+}
+
+// onDisk lists what is in the distro's folder dir: its entries, and the
+// first component below it of each mount point the mount table has
+// there.
+func (b *Binds) onDisk(dir *mounts.Dir) ([]string, error) {
+	f, err := dir.Open()
+	if err != nil {
+		return nil, err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir.Path(), err)
+	}
+	table, err := mounts.ReadMountinfo("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	shared, err := filepath.EvalSymlinks(b.Shared)
+	if err != nil {
+		shared = filepath.Clean(b.Shared)
+	}
+	folder := filepath.Join(shared, BindsDir, b.Distro)
+	for _, m := range table {
+		if rel, ok := strings.CutPrefix(m.Point, folder+"/"); ok {
+			name, _, _ := strings.Cut(rel, "/")
+			if !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// tracked reports whether the bind key is one this process keeps.
+func (b *Binds) tracked(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.made[key]
+	return ok
 }
 
 // Sources is what the binds of this distro are, by engine path.

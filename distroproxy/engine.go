@@ -39,13 +39,28 @@ func (b *Binds) distroPath(src string) (string, bool) {
 	return src, filepath.IsAbs(src)
 }
 
+// labelled is the distro path a label's source for the bind key names,
+// cleaned; ok false when the label is not to be trusted (not this
+// distro's path, or not the source of that bind id).
+func (b *Binds) labelled(key, src string) (string, bool) {
+	path, ok := b.distroPath(src)
+	if !ok {
+		return "", false
+	}
+	path = filepath.Clean(path)
+	return path, id(path) == key
+}
+
 // Recover makes again the binds this distro's containers need (after WSL
 // restarted, the shared tmpfs is empty; after the proxy restarted, it does
-// not know them) and then starts the containers whose start failed for
-// want of them: those the engine would have restarted by their restart
-// policy. A label whose bind id does not match its source is not trusted.
-// It runs whenever the engine's events open: at the proxy's start and each
-// time the engine comes back.
+// not know them), takes down those no container needs any more (Resync:
+// the ones this process made, and those its earlier runs left), and then
+// starts the containers whose start failed for want of them: those the
+// engine would have restarted by their restart policy. A label whose bind
+// id does not match its source is not trusted. It runs whenever the
+// engine's events open: at the proxy's start and each time the engine
+// comes back (the first list of containers may come only then: the proxy
+// may start before the engine).
 func (f *Follower) Recover(ctx context.Context) error {
 	filters := url.QueryEscape(`{"label":["` + LabelBinds + `"]}`)
 	var list []struct {
@@ -55,8 +70,8 @@ func (f *Follower) Recover(ctx context.Context) error {
 	if err := f.Engine.Get(ctx, "/containers/json?all=1&filters="+filters, &list); err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
-	users := map[string][]string{}
-	defer func() { f.Binds.Resync(users) }()
+	users, sources := map[string][]string{}, map[string]string{}
+	defer func() { f.Binds.Resync(users, sources) }()
 	for _, c := range list {
 		log := f.Log.WithField("container", dockerproxy.ShortID(c.ID))
 		var paths []string
@@ -66,19 +81,22 @@ func (f *Follower) Recover(ctx context.Context) error {
 			if key == "" {
 				continue // another distro's, or a drive's
 			}
-			path, ok := f.Binds.distroPath(src)
-			if !ok || id(filepath.Clean(path)) != key {
+			path, ok := f.Binds.labelled(key, src)
+			if !ok {
 				log.WithFields(logrus.Fields{"bind": dst, "source": src}).Warn("a container's label does not match its bind: not made again")
 				complete = false
 				continue
 			}
+			// The container needs the bind even if it cannot be made
+			// again: one that is up (an earlier run's) stays.
+			users[key] = append(users[key], c.ID)
+			sources[key] = path
 			if _, err := f.Binds.remake(path); err != nil {
 				log.WithError(err).Warn("a bind cannot be made again")
 				complete = false
 				continue
 			}
 			paths = append(paths, dst)
-			users[key] = append(users[key], c.ID)
 		}
 		if len(paths) == 0 {
 			continue
@@ -150,7 +168,25 @@ func (f *Follower) handle(ev dockerproxy.Event) {
 	switch ev.Action {
 	case "create":
 		var paths []string
-		for dst := range boundPaths(ev.Actor.Attributes[LabelBinds]) {
+		for dst, src := range boundPaths(ev.Actor.Attributes[LabelBinds]) {
+			key := f.Binds.ownID(dst)
+			if key == "" {
+				continue
+			}
+			// A bind not up was handed out by an earlier run for a create
+			// the engine finished after this run's Recover took it down,
+			// or its grace passed before the create ended: made again,
+			// as Recover would.
+			if !f.Binds.tracked(key) {
+				path, ok := f.Binds.labelled(key, src)
+				if !ok {
+					continue
+				}
+				if _, err := f.Binds.remake(path); err != nil {
+					f.Log.WithError(err).WithFields(logrus.Fields{"container": dockerproxy.ShortID(ev.Actor.ID), "bind": dst}).Warn("a created container's bind cannot be made again")
+					continue
+				}
+			}
 			paths = append(paths, dst)
 		}
 		f.Binds.Use(ev.Actor.ID, paths)

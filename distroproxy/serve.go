@@ -35,6 +35,11 @@ func Serve(ctx context.Context, o Options) error {
 	dial := func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, o.Engine) }
 	binds := &Binds{Distro: o.Distro, Shared: o.Shared, Log: o.Log, Grace: o.Grace}
 	follower := &Follower{Binds: binds, Log: o.Log, Engine: dockerproxy.NewEngine(dial)}
+	release, err := binds.Claim()
+	if err != nil {
+		return err
+	}
+	defer release()
 	svc, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: ServiceSocket(o.Shared, o.Distro)}, 0o600, 0)
 	if err != nil {
 		return fmt.Errorf("the bind service: %w", err)
