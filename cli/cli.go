@@ -8,20 +8,35 @@ import (
 	"strings"
 )
 
-// usageError marks a mistake in the command line (exit status 2).
-type usageError struct{ msg string }
+// usageError marks a mistake in the command line (exit status 2): of the
+// command cmd ("pack use"; "" for ddinit's own), and its usage, printed
+// after it.
+type usageError struct{ cmd, msg, usage string }
 
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return usageError{fmt.Sprintf(format, args...)}
+func (e usageError) Error() string {
+	if e.cmd == "" {
+		return e.msg
+	}
+	return e.cmd + ": " + e.msg
 }
 
-// command is one subcommand.
+func usagef(format string, args ...any) error {
+	return usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// command is one of ddinit's commands, or of a group's (pack use).
 type command struct {
 	name    string
 	summary string
-	run     func(env *Env, args []string) error
+	// args is the usage line's arguments after the flags: "PATH",
+	// "[SERVICE] [-- CMD...]".
+	args string
+	// setup defines the command's flags and returns what it does once
+	// they are parsed (fs.Args() are then its arguments).
+	setup func(env *Env, fs *flags) func() error
+	// subs are a group's commands: the first argument that is not a
+	// flag names one, and the flags around it are its own.
+	subs []command
 }
 
 // Env is what a subcommand may touch: its output streams.
@@ -34,49 +49,270 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"run", "boot: verify the images, start PID 1 in new namespaces, supervise the engine", runRun},
-		{"status", "the engine's health: services, restarts, last exits, images, boot phases", runStatus},
-		{"logs", "a service's output, or ddinit's own log (-f to follow)", runLogs},
-		{"restart", "restart a service", runRestart},
-		{"pack", "the version pack the next boot uses: use PATH, or rollback", runPack},
-		{"settings", "the frontend's settings document: get, or set FILE|- (validated, applied live, rolled back on failure)", runSettings},
-		{"stop", "shut everything down cleanly", runStop},
-		{"diagnose", "write a diagnostics archive (status, logs, mounts, processes, network, kernel log)", runDiagnose},
-		{"enter", "a shell (or a command) inside the namespace, or inside a service", runEnter},
-		{"probe", "health-check a control address the way the frontend does (exit 0 when healthy)", runProbe},
-		{"proxy", "serve a WSL distro's docker socket, binding its paths for the engine (run in each integrated distro)", runProxy},
-		{"forward", "bridge a listening address to another socket (the frontend's vsock proxy)", runForward},
-		{"iso", "inspect, verify and extract ISO images (ls, extract, verify)", runISO},
-		{"init", "", runInit}, // PID 1 of the namespaces `ddinit run` creates
+		{name: "run", summary: "boot: verify the images, start PID 1 in new namespaces, supervise the engine", setup: runRun},
+		{name: "status", summary: "the engine's health: services, restarts, last exits, images, boot phases", setup: runStatus},
+		{name: "logs", summary: "a service's output, or ddinit's own log (-f to follow)", args: "[SERVICE]", setup: runLogs},
+		{name: "restart", summary: "restart a service", args: "SERVICE", setup: runRestart},
+		{name: "pack", summary: "the version pack the next boot uses (--live: now): use PATH, or rollback", subs: packCommands},
+		{name: "settings", summary: "the frontend's settings document: get, or set FILE|- (validated, applied live, rolled back on failure)", subs: settingsCommands},
+		{name: "stop", summary: "shut everything down cleanly", setup: runStop},
+		{name: "diagnose", summary: "write a diagnostics archive (status, logs, mounts, processes, network, kernel log)", setup: runDiagnose},
+		{name: "enter", summary: "a shell (or a command) inside the namespace, or inside a service", args: "[SERVICE] [-- CMD...]", setup: runEnter},
+		{name: "probe", summary: "health-check a control address the way the frontend does (exit 0 when healthy)", args: "ADDR", setup: runProbe},
+		{name: "proxy", summary: "serve a WSL distro's docker socket, binding its paths for the engine (run in each integrated distro)", setup: runProxy},
+		{name: "forward", summary: "bridge a listening address to another socket (the frontend's vsock proxy)", setup: runForward},
+		{name: "iso", summary: "inspect, verify and extract ISO images (ls, extract, verify)", subs: isoCommands},
 	}
 }
+
+// pid1Command is PID 1's entry in the namespaces `ddinit run` creates: not
+// for people, listed nowhere, its arguments its own.
+const pid1Command = "init"
 
 // Main runs ddinit with args (without the program name) and returns the
 // exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
 	env := &Env{Stdout: stdout, Stderr: stderr}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		printUsage(stdout)
 		return 0
 	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return exitStatus(stderr, c.run(env, args[1:]))
+	switch name := args[0]; {
+	case name == pid1Command:
+		return exitStatus(stderr, runInit(env, args[1:]))
+	case name == "help" && len(args) > 1:
+		// ddinit help pack use: ddinit pack use --help.
+		if find(commands, args[1]) == nil {
+			return exitStatus(stderr, usageError{msg: fmt.Sprintf("unknown command %q", args[1]), cmd: "help", usage: usageText()})
 		}
+		return Main(append(append([]string{}, args[1:]...), "--help"), stdout, stderr)
+	case name == "help" || isHelp(name):
+		printUsage(stdout)
+		return 0
+	case strings.HasPrefix(name, "-"):
+		return exitStatus(stderr, usageError{msg: fmt.Sprintf("unknown flag %s: name a command first", name), usage: usageText()})
 	}
-	fmt.Fprintf(stderr, "ddinit: unknown command %q (see ddinit --help)\n", args[0])
-	return 2
+	c := find(commands, args[0])
+	if c == nil {
+		return exitStatus(stderr, usageError{msg: fmt.Sprintf("unknown command %q", args[0]), usage: usageText()})
+	}
+	return exitStatus(stderr, c.exec(env, c.name, args[1:]))
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ddinit COMMAND [ARGS]")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "commands:")
-	for _, c := range commands {
-		if c.summary != "" {
-			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+func find(cs []command, name string) *command {
+	for i := range cs {
+		if cs[i].name == name {
+			return &cs[i]
 		}
 	}
+	return nil
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "--h"
+}
+
+func usageText() string {
+	var b strings.Builder
+	b.WriteString("usage: ddinit COMMAND [flags] [ARGS]\n\ncommands:\n")
+	listCommands(&b, commands)
+	b.WriteString("\n`ddinit COMMAND --help` (or `ddinit help COMMAND`) describes one; flags may come\nbefore or after its arguments.\n")
+	return b.String()
+}
+
+func printUsage(w io.Writer) { io.WriteString(w, usageText()) }
+
+func listCommands(w io.Writer, cs []command) {
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+}
+
+// exec runs c, named path ("pack use"), with args: its flags parsed
+// wherever they are, or, for a group, the command it names.
+func (c *command) exec(env *Env, path string, args []string) error {
+	if c.subs != nil {
+		return c.execGroup(env, path, args)
+	}
+	fs := newFlags(env, path, c)
+	act := c.setup(env, fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	err := act()
+	var ue usageError
+	if errors.As(err, &ue) && ue.usage == "" {
+		return usageError{cmd: path, msg: ue.msg, usage: fs.usageText()}
+	}
+	return err
+}
+
+// execGroup finds the command a group's arguments name: the first that is
+// not a flag (nor a flag's value, for any of the group's commands).
+func (c *command) execGroup(env *Env, path string, args []string) error {
+	var sets []*flags
+	for i := range c.subs {
+		fs := newFlags(env, path+" "+c.subs[i].name, &c.subs[i])
+		c.subs[i].setup(env, fs)
+		sets = append(sets, fs)
+	}
+	help := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			i = len(args)
+		case !isFlag(a):
+			sub := find(c.subs, a)
+			if sub == nil {
+				return usageError{cmd: path, msg: fmt.Sprintf("unknown command %q (want %s)", a, c.subNames()), usage: c.groupUsage(path)}
+			}
+			rest := append(append([]string{}, args[:i]...), args[i+1:]...)
+			return sub.exec(env, path+" "+a, rest)
+		case isHelp(a):
+			help = true
+		default:
+			for _, fs := range sets {
+				if fs.takesValue(a) {
+					i++
+					break
+				}
+			}
+		}
+	}
+	if help {
+		io.WriteString(env.Stdout, c.groupUsage(path))
+		return flag.ErrHelp
+	}
+	return usageError{cmd: path, msg: fmt.Sprintf("name a command (%s)", c.subNames()), usage: c.groupUsage(path)}
+}
+
+func (c *command) subNames() string {
+	var names []string
+	for _, s := range c.subs {
+		names = append(names, s.name)
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+func (c *command) groupUsage(path string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: ddinit %s COMMAND [flags] [ARGS]\n\n%s\n\ncommands:\n", path, c.summary)
+	listCommands(&b, c.subs)
+	fmt.Fprintf(&b, "\n`ddinit %s COMMAND --help` describes one.\n", path)
+	return b.String()
+}
+
+// flags is a command's flag set: flags may come before, between or after
+// its arguments; "--" ends them. -h or --help prints its usage on stdout.
+type flags struct {
+	*flag.FlagSet
+	env *Env
+	cmd *command
+	// dashed is how many of Args() came after a "--".
+	dashed int
+}
+
+func newFlags(env *Env, path string, c *command) *flags {
+	fs := flag.NewFlagSet(path, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, usage printed by parse
+	fs.Usage = func() {}
+	return &flags{FlagSet: fs, env: env, cmd: c}
+}
+
+func isFlag(a string) bool { return len(a) > 1 && a[0] == '-' }
+
+// takesValue reports whether a (-name or --name, without =value) is a flag
+// of the set whose value is the next argument.
+func (f *flags) takesValue(a string) bool {
+	name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	fl := f.Lookup(name)
+	if fl == nil {
+		return false
+	}
+	b, ok := fl.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
+}
+
+// parse reads args: the flags wherever they are, the rest as arguments in
+// their order (Args()).
+func (f *flags) parse(args []string) error {
+	var flagArgs, positional []string
+	f.dashed = 0
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			f.dashed = len(args) - i - 1
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case !isFlag(a):
+			positional = append(positional, a)
+		case f.takesValue(a) && i+1 == len(args):
+			return f.usageError("flag needs an argument: %s", a)
+		case f.takesValue(a):
+			flagArgs = append(flagArgs, a, args[i+1])
+			i++
+		default:
+			flagArgs = append(flagArgs, a)
+		}
+	}
+	err := f.FlagSet.Parse(append(append(flagArgs, "--"), positional...))
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		io.WriteString(f.env.Stdout, f.usageText())
+		return flag.ErrHelp
+	case err != nil:
+		return f.usageError("%v", err)
+	}
+	return nil
+}
+
+// argCount is the usage error for arguments that are not what the command
+// wants (want says what it wants).
+func (f *flags) argCount(want string) error {
+	if f.NArg() == 0 {
+		return usagef("%s", want)
+	}
+	return usagef("%s (got %q)", want, f.Args())
+}
+
+// beforeDashes are the arguments given before a "--".
+func (f *flags) beforeDashes() []string { return f.Args()[:f.NArg()-f.dashed] }
+
+func (f *flags) usageError(format string, args ...any) error {
+	return usageError{cmd: f.Name(), msg: fmt.Sprintf(format, args...), usage: f.usageText()}
+}
+
+// usageText is the command's usage: its line, what it does, its flags.
+func (f *flags) usageText() string {
+	var b strings.Builder
+	hasFlags := false
+	f.VisitAll(func(*flag.Flag) { hasFlags = true })
+	b.WriteString("usage: ddinit " + f.Name())
+	if hasFlags {
+		b.WriteString(" [flags]")
+	}
+	if f.cmd.args != "" {
+		b.WriteString(" " + f.cmd.args)
+	}
+	b.WriteString("\n")
+	if f.cmd.summary != "" {
+		b.WriteString("\n" + f.cmd.summary + "\n")
+	}
+	if hasFlags {
+		b.WriteString("\nflags (before or after the arguments):\n")
+		f.SetOutput(&b)
+		f.PrintDefaults()
+		f.SetOutput(io.Discard)
+	}
+	return b.String()
 }
 
 // exitCode is a status a command already reported on its own.
@@ -93,11 +329,18 @@ func exitStatus(stderr io.Writer, err error) int {
 		return int(code)
 	}
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return 0 // the usage is printed on stdout
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "ddinit: %s\n", oneLine(err.Error()))
+		if ue.cmd != "" {
+			fmt.Fprintf(stderr, "ddinit %s\n", oneLine(ue.Error()))
+		} else {
+			fmt.Fprintf(stderr, "ddinit: %s\n", oneLine(ue.Error()))
+		}
+		if ue.usage != "" {
+			fmt.Fprintf(stderr, "\n%s", ue.usage)
+		}
 		return 2
 	}
 	fmt.Fprintf(stderr, "ddinit: %s\n", oneLine(err.Error()))
@@ -106,15 +349,4 @@ func exitStatus(stderr io.Writer, err error) int {
 
 func oneLine(s string) string {
 	return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ")
-}
-
-// newFlags makes a flag set that reports errors instead of exiting.
-func newFlags(env *Env, name, usage string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.Stderr, "usage: ddinit %s\n", usage)
-		fs.PrintDefaults()
-	}
-	return fs
 }

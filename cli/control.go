@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -28,7 +27,7 @@ const DefaultControl = "unix:///run/ddinit/control.sock"
 
 // controlFlag adds --control (default: $DDINIT_CONTROL, then the distro's
 // socket) to a command's flags.
-func controlFlag(fs *flag.FlagSet) *string {
+func controlFlag(fs *flags) *string {
 	def := os.Getenv("DDINIT_CONTROL")
 	if def == "" {
 		def = DefaultControl
@@ -83,24 +82,24 @@ func errorsIsConnRefused(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 }
 
-func runLogs(env *Env, args []string) error {
-	fs := newFlags(env, "logs", "logs [-f] [-n N] [SERVICE]")
+func runLogs(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
 	follow := fs.Bool("f", false, "follow: keep printing new lines")
 	n := fs.Int("n", 100, "how many past lines (0: all kept)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+	return func() error { return showLogs(env, fs, *controlAddr, *follow, *n) }
+}
+
+func showLogs(env *Env, fs *flags, controlAddr string, follow bool, n int) error {
 	if fs.NArg() > 1 {
-		return usagef("usage: ddinit logs [-f] [-n N] [SERVICE]")
+		return fs.argCount("at most one SERVICE")
 	}
-	q := url.Values{"service": {fs.Arg(0)}, "tail": {strconv.Itoa(*n)}}
-	if *follow {
+	q := url.Values{"service": {fs.Arg(0)}, "tail": {strconv.Itoa(n)}}
+	if follow {
 		q.Set("follow", "1")
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	err := copyAnswer(ctx, env.Stdout, *controlAddr, "/logs?"+q.Encode(), *follow)
+	err := copyAnswer(ctx, env.Stdout, controlAddr, "/logs?"+q.Encode(), follow)
 	if ctx.Err() != nil {
 		return nil // interrupted while following: done
 	}
@@ -121,16 +120,16 @@ func copyAnswer(ctx context.Context, w io.Writer, addr, path string, stream bool
 	return err
 }
 
-func runRestart(env *Env, args []string) error {
-	fs := newFlags(env, "restart", "restart SERVICE")
+func runRestart(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+	return func() error { return restart(env, fs, *controlAddr) }
+}
+
+func restart(env *Env, fs *flags, controlAddr string) error {
 	if fs.NArg() != 1 {
-		return usagef("usage: ddinit restart SERVICE")
+		return fs.argCount("name one SERVICE")
 	}
-	_, resp, err := request(context.Background(), *controlAddr, 10*time.Second, http.MethodPost, "/services/"+url.PathEscape(fs.Arg(0))+"/restart", false)
+	_, resp, err := request(context.Background(), controlAddr, 10*time.Second, http.MethodPost, "/services/"+url.PathEscape(fs.Arg(0))+"/restart", false)
 	if err != nil {
 		return err
 	}
@@ -142,14 +141,19 @@ func runRestart(env *Env, args []string) error {
 	return nil
 }
 
-func runStop(env *Env, args []string) error {
-	fs := newFlags(env, "stop", "stop [--timeout D]")
+func runStop(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the shutdown")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		if fs.NArg() > 0 {
+			return fs.argCount("takes no arguments")
+		}
+		return stop(env, *controlAddr, *timeout)
 	}
-	c, resp, err := request(context.Background(), *controlAddr, 10*time.Second, http.MethodPost, "/shutdown", false)
+}
+
+func stop(env *Env, controlAddr string, timeout time.Duration) error {
+	c, resp, err := request(context.Background(), controlAddr, 10*time.Second, http.MethodPost, "/shutdown", false)
 	if err != nil {
 		return err
 	}
@@ -158,7 +162,7 @@ func runStop(env *Env, args []string) error {
 		return control.ResponseError(resp)
 	}
 	fmt.Fprintln(env.Stdout, "stopping ddinit")
-	deadline := time.Now().Add(*timeout)
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if _, err := c.Status(context.Background()); err != nil {
 			fmt.Fprintln(env.Stdout, "stopped")
@@ -166,21 +170,25 @@ func runStop(env *Env, args []string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("ddinit still answers after %s", *timeout)
+	return fmt.Errorf("ddinit still answers after %s", timeout)
 }
 
-func runDiagnose(env *Env, args []string) error {
-	fs := newFlags(env, "diagnose", "diagnose [-o FILE]")
+func runDiagnose(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
 	out := fs.String("o", "", "where to write the archive (default ddinit-diagnostics-TIME.tar.gz)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		if fs.NArg() > 0 {
+			return usagef("takes no arguments (got %q): -o FILE names the archive", fs.Args())
+		}
+		return diagnose(env, *controlAddr, *out)
 	}
-	path := *out
+}
+
+func diagnose(env *Env, controlAddr, path string) error {
 	if path == "" {
 		path = fmt.Sprintf("ddinit-diagnostics-%s.tar.gz", time.Now().UTC().Format("20060102-150405"))
 	}
-	_, resp, err := request(context.Background(), *controlAddr, 2*time.Minute, http.MethodGet, "/diagnostics", false)
+	_, resp, err := request(context.Background(), controlAddr, 2*time.Minute, http.MethodGet, "/diagnostics", false)
 	if err != nil {
 		return err
 	}
@@ -208,20 +216,22 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func runProbe(env *Env, args []string) error {
-	fs := newFlags(env, "probe", "probe [--timeout D] ADDR")
+func runProbe(env *Env, fs *flags) func() error {
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		if fs.NArg() != 1 {
+			return fs.argCount("name one ADDR")
+		}
+		return probe(env, fs.Arg(0), *timeout)
 	}
-	if fs.NArg() != 1 {
-		return usagef("usage: ddinit probe [--timeout D] ADDR")
-	}
-	c, err := dial(fs.Arg(0), *timeout)
+}
+
+func probe(env *Env, addr string, timeout time.Duration) error {
+	c, err := dial(addr, timeout)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	resp, err := c.Do(ctx, http.MethodGet, "/ping", false)
 	if err != nil {
@@ -240,22 +250,27 @@ func runProbe(env *Env, args []string) error {
 	return nil
 }
 
-func runForward(env *Env, args []string) error {
-	fs := newFlags(env, "forward", "forward --listen ADDR --to ADDR")
+func runForward(env *Env, fs *flags) func() error {
 	listen := fs.String("listen", "", "where to accept connections")
 	to := fs.String("to", "", "where to carry them")
 	allowLocal := fs.Bool("vsock-allow-local", false, "admit vsock peers from CID 1 (tests)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		switch {
+		case fs.NArg() > 0:
+			return fs.argCount("takes no arguments")
+		case *listen == "" || *to == "":
+			return usagef("both --listen ADDR and --to ADDR are needed")
+		}
+		return forward(env, *listen, *to, *allowLocal)
 	}
-	if *listen == "" || *to == "" || fs.NArg() > 0 {
-		return usagef("usage: ddinit forward --listen ADDR --to ADDR")
-	}
-	la, err := vsock.Parse(*listen)
+}
+
+func forward(env *Env, listen, to string, allowLocal bool) error {
+	la, err := vsock.Parse(listen)
 	if err != nil {
 		return usagef("--listen: %v", err)
 	}
-	ta, err := vsock.Parse(*to)
+	ta, err := vsock.Parse(to)
 	if err != nil {
 		return usagef("--to: %v", err)
 	}
@@ -267,7 +282,7 @@ func runForward(env *Env, args []string) error {
 		return err
 	}
 	f := &vsock.Forwarder{
-		Listener: vsock.Filter(l, la, vsock.PeerPolicy{AllowLocal: *allowLocal}, entry),
+		Listener: vsock.Filter(l, la, vsock.PeerPolicy{AllowLocal: allowLocal}, entry),
 		Dial:     func(ctx context.Context) (net.Conn, error) { return vsock.DialContext(ctx, ta) },
 		Log:      entry,
 	}

@@ -24,10 +24,6 @@ func TestClientCommandsSayDdinitIsNotRunning(t *testing.T) {
 		for _, cmd := range [][]string{{"status"}, {"logs"}, {"restart", "dockerd"}, {"stop"}, {"diagnose", "-o", filepath.Join(dir, "d.tgz")}} {
 			var out, errOut bytes.Buffer
 			args := append(append([]string{}, cmd...), "--control", "unix://"+sock)
-			// Flags go before the positional argument.
-			if cmd[0] == "restart" {
-				args = []string{"restart", "--control", "unix://" + sock, "dockerd"}
-			}
 			code := Main(args, &out, &errOut)
 			if code != 1 || !strings.Contains(errOut.String(), "ddinit is not running") || strings.Count(strings.TrimSpace(errOut.String()), "\n") != 0 {
 				t.Errorf("ddinit %s on %s: exit %d, %q", strings.Join(cmd, " "), filepath.Base(sock), code, errOut.String())

@@ -13,32 +13,27 @@ import (
 
 // runEnter joins the namespaces of PID 1 (or of a service's process) and
 // runs a shell or the given command there, through nsenter.
-func runEnter(env *Env, args []string) error {
-	fs := newFlags(env, "enter", "enter [SERVICE] [-- CMD...]")
+func runEnter(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
-	var command []string
-	for i, a := range args {
-		if a == "--" {
-			command = args[i+1:]
-			args = args[:i]
-			break
+	return func() error {
+		rest := fs.beforeDashes()
+		if len(rest) > 1 {
+			return usagef("at most one SERVICE before the command's \"--\" (got %q)", rest)
 		}
+		var service string
+		if len(rest) == 1 {
+			service = rest[0]
+		}
+		command := fs.Args()[len(rest):]
+		if len(command) == 0 {
+			command = []string{"/bin/sh"}
+		}
+		return enter(*controlAddr, service, command)
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	rest := fs.Args()
-	var service string
-	if len(rest) > 1 {
-		return usagef("usage: ddinit enter [SERVICE] [-- CMD...]")
-	}
-	if len(rest) == 1 {
-		service = rest[0]
-	}
-	if len(command) == 0 {
-		command = []string{"/bin/sh"}
-	}
-	st, err := fetchStatus(*controlAddr)
+}
+
+func enter(controlAddr, service string, command []string) error {
+	st, err := fetchStatus(controlAddr)
 	if err != nil {
 		return err
 	}

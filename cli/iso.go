@@ -11,19 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func runISO(env *Env, args []string) error {
-	if len(args) == 0 {
-		return usagef("usage: ddinit iso ls IMAGE | extract IMAGE DIR | verify IMAGE [SHA256]")
-	}
-	switch args[0] {
-	case "ls":
-		return isoLs(env, args[1:])
-	case "extract":
-		return isoExtract(env, args[1:])
-	case "verify":
-		return isoVerify(env, args[1:])
-	}
-	return usagef("unknown iso command %q (want ls, extract or verify)", args[0])
+var isoCommands = []command{
+	{name: "ls", summary: "every entry of an image: mode, links, owner, size or device, mtime, path", args: "IMAGE", setup: isoLs},
+	{name: "extract", summary: "unpack an image into DIR (absent or empty)", args: "IMAGE DIR", setup: isoExtract},
+	{name: "verify", summary: "check an image's sha256 (its .sha256 beside it, or SHA256) and that it reads", args: "IMAGE [SHA256]", setup: isoVerify},
 }
 
 func openTree(path string) (*rootfs.File, *rootfs.Tree, error) {
@@ -39,20 +30,22 @@ func openTree(path string) (*rootfs.File, *rootfs.Tree, error) {
 	return img, t, nil
 }
 
-func isoLs(env *Env, args []string) error {
-	fs := newFlags(env, "iso ls", "iso ls IMAGE")
-	if err := fs.Parse(args); err != nil {
-		return err
+func isoLs(env *Env, fs *flags) func() error {
+	return func() error {
+		if fs.NArg() != 1 {
+			return fs.argCount("name one IMAGE")
+		}
+		return list(env, fs.Arg(0))
 	}
-	if fs.NArg() != 1 {
-		return usagef("usage: ddinit iso ls IMAGE")
-	}
-	img, t, err := openTree(fs.Arg(0))
+}
+
+func list(env *Env, path string) error {
+	img, t, err := openTree(path)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	fmt.Fprintf(env.Stdout, "# %s: volume %q, %s, %d entries\n", fs.Arg(0), img.VolumeID(), t.Format, len(t.Entries))
+	fmt.Fprintf(env.Stdout, "# %s: volume %q, %s, %d entries\n", path, img.VolumeID(), t.Format, len(t.Entries))
 	w := tabwriter.NewWriter(env.Stdout, 0, 0, 1, ' ', 0)
 	for i := range t.Entries {
 		writeEntry(w, t, i)
@@ -98,23 +91,25 @@ func specialBits(p uint32) string {
 	return ""
 }
 
-func isoExtract(env *Env, args []string) error {
-	fs := newFlags(env, "iso extract", "iso extract IMAGE DIR")
+func isoExtract(env *Env, fs *flags) func() error {
 	sync := fs.Bool("sync", false, "flush the extracted tree to disk before returning")
 	workers := fs.Int("workers", 0, "goroutines creating files (0: one per CPU)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		if fs.NArg() != 2 {
+			return fs.argCount("name an IMAGE and a DIR")
+		}
+		return extract(env, fs.Arg(0), fs.Arg(1), rootfs.ExtractOptions{Sync: *sync, Workers: *workers})
 	}
-	if fs.NArg() != 2 {
-		return usagef("usage: ddinit iso extract [--sync] [--workers N] IMAGE DIR")
-	}
+}
+
+func extract(env *Env, image, dir string, opts rootfs.ExtractOptions) error {
 	start := time.Now()
-	img, t, err := openTree(fs.Arg(0))
+	img, t, err := openTree(image)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	if err := rootfs.ExtractAtomic(img, t, fs.Arg(1), rootfs.ExtractOptions{Sync: *sync, Workers: *workers}); err != nil {
+	if err := rootfs.ExtractAtomic(img, t, dir, opts); err != nil {
 		return err
 	}
 	var bytes int64
@@ -123,19 +118,20 @@ func isoExtract(env *Env, args []string) error {
 			bytes += t.Entries[i].Size
 		}
 	}
-	fmt.Fprintf(env.Stdout, "extracted %d entries (%d bytes, %s) into %s in %s\n", len(t.Entries), bytes, t.Format, fs.Arg(1), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(env.Stdout, "extracted %d entries (%d bytes, %s) into %s in %s\n", len(t.Entries), bytes, t.Format, dir, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-func isoVerify(env *Env, args []string) error {
-	fs := newFlags(env, "iso verify", "iso verify IMAGE [SHA256]")
-	if err := fs.Parse(args); err != nil {
-		return err
+func isoVerify(env *Env, fs *flags) func() error {
+	return func() error {
+		if fs.NArg() < 1 || fs.NArg() > 2 {
+			return fs.argCount("name an IMAGE, and its SHA256 if you wish")
+		}
+		return verify(env, fs.Arg(0), fs.Arg(1))
 	}
-	if fs.NArg() < 1 || fs.NArg() > 2 {
-		return usagef("usage: ddinit iso verify IMAGE [SHA256]")
-	}
-	path, configured := fs.Arg(0), fs.Arg(1)
+}
+
+func verify(env *Env, path, configured string) error {
 	expected, from, err := rootfs.ExpectedDigest(path, configured)
 	if err != nil {
 		if actual, _, herr := rootfs.HashFile(path); herr == nil {

@@ -13,39 +13,47 @@ import (
 	"github.com/ddinit/ddinit/control"
 )
 
-// runPack is `ddinit pack use PATH [--digest D] [--force] [--live]` and
-// `ddinit pack rollback [--live]`: the version pack the next boot uses,
-// or, live, the one the engine is replaced with now.
-func runPack(env *Env, args []string) error {
-	fs := newFlags(env, "pack", "pack use [--digest SHA256] [--force] [--live] PATH | pack rollback [--live]")
+// packCommands are `ddinit pack use PATH [--digest D] [--force] [--live]`
+// and `ddinit pack rollback [--force] [--live]`: the version pack the next
+// boot uses, or, live, the one the engine is replaced with now.
+var packCommands = []command{
+	{name: "use", summary: "choose a version pack, verified and cached; refused if its dockerd may be older than one that ran on the data store", args: "PATH", setup: packUse},
+	{name: "rollback", summary: "choose the previous version pack again; refused if its dockerd may be older than one that ran on the data store", setup: packRollback},
+}
+
+func packUse(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
 	digest := fs.String("digest", "", "the pack's sha256 (default: its .sha256 beside it)")
-	force := fs.Bool("force", false, "switch even to an older dockerd than the one that last ran on the data store")
+	force := fs.Bool("force", false, "switch even to a dockerd older than one that ran on the data store, or one whose version (or the store's) cannot be read")
 	live := fs.Bool("live", false, "switch now, without a reboot: clients are held while the engine is replaced")
-	usage := usagef("usage: ddinit pack use [--digest SHA256] [--force] [--live] PATH | ddinit pack rollback [--live]")
-	if len(args) == 0 {
-		return usage
-	}
-	// The subcommand first, then its flags (ddinit pack use --force PATH).
-	sub := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	var req control.UsePack
-	switch {
-	case sub == "use" && fs.NArg() == 1:
+	return func() error {
+		if fs.NArg() != 1 {
+			return fs.argCount("name one PATH, the pack image")
+		}
 		path, err := filepath.Abs(fs.Arg(0))
 		if err != nil {
 			return err
 		}
-		req = control.UsePack{Path: path, Digest: *digest, Force: *force}
-	case sub == "rollback" && fs.NArg() == 0:
-		req = control.UsePack{Rollback: true}
-	default:
-		return usage
+		return choosePack(env, *controlAddr, control.UsePack{Path: path, Digest: *digest, Force: *force, Live: *live})
 	}
-	req.Live = *live
-	c, err := dial(*controlAddr, 15*time.Minute) // a pack is copied and hashed
+}
+
+func packRollback(env *Env, fs *flags) func() error {
+	controlAddr := controlFlag(fs)
+	force := fs.Bool("force", false, "roll back even to a dockerd older than one that ran on the data store, or one whose version (or the store's) cannot be read")
+	live := fs.Bool("live", false, "switch now, without a reboot: clients are held while the engine is replaced")
+	return func() error {
+		if fs.NArg() > 0 {
+			return fs.argCount("takes no arguments")
+		}
+		return choosePack(env, *controlAddr, control.UsePack{Rollback: true, Force: *force, Live: *live})
+	}
+}
+
+// choosePack asks the control API at addr for req, and, live, follows the
+// switch to its end.
+func choosePack(env *Env, addr string, req control.UsePack) error {
+	c, err := dial(addr, 15*time.Minute) // a pack is copied and hashed
 	if err != nil {
 		return err
 	}

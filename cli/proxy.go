@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/ddinit/ddinit/distroproxy"
 	initd "github.com/ddinit/ddinit/init"
@@ -16,32 +17,37 @@ import (
 // runProxy is `ddinit proxy --distro NAME`, which the frontend runs as
 // root in each integrated distro: the distro's docker socket, served by
 // the docker API proxy with the distro's paths bound for the engine.
-func runProxy(env *Env, args []string) error {
-	fs := newFlags(env, "proxy", "proxy --distro NAME [--socket PATH] [--wsl-shared DIR] [--engine ADDR]")
+func runProxy(env *Env, fs *flags) func() error {
 	distro := fs.String("distro", os.Getenv("WSL_DISTRO_NAME"), "this WSL distro's name (default $WSL_DISTRO_NAME)")
 	socket := fs.String("socket", "/var/run/docker.sock", "the docker socket to serve in this distro")
 	shared := fs.String("wsl-shared", initd.DefaultWSLShared, "the tmpfs all distros share")
 	engine := fs.String("engine", "", "the engine's socket for the distros' proxies (default <wsl-shared>/"+initd.SharedSocketsDir+"/"+initd.ProxiesSocket+")")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	grace := fs.Duration("bind-grace", distroproxy.SweepGrace, "how long a bind is kept for a create that has not named its container yet")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		if fs.NArg() > 0 {
+			return fs.argCount("takes no arguments")
+		}
+		return proxy(env, *distro, *socket, *shared, *engine, *level, *grace)
 	}
-	if *distro == "" {
+}
+
+func proxy(env *Env, distro, socket, shared, engine, level string, grace time.Duration) error {
+	if distro == "" {
 		return usagef("--distro: the WSL distro's name is needed (WSL sets $WSL_DISTRO_NAME)")
 	}
-	if err := distroproxy.ValidDistro(*distro); err != nil {
+	if err := distroproxy.ValidDistro(distro); err != nil {
 		return usagef("--distro: %v", err)
 	}
-	if *engine == "" {
-		*engine = filepath.Join(*shared, initd.SharedSocketsDir, initd.ProxiesSocket)
+	if engine == "" {
+		engine = filepath.Join(shared, initd.SharedSocketsDir, initd.ProxiesSocket)
 	}
-	lvl, err := logrus.ParseLevel(*level)
+	lvl, err := logrus.ParseLevel(level)
 	if err != nil {
 		return usagef("--log-level: %v", err)
 	}
-	log := logs.New("proxy", env.Stderr, nil, lvl).WithField("distro", *distro)
+	log := logs.New("proxy", env.Stderr, nil, lvl).WithField("distro", distro)
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	return distroproxy.Serve(ctx, distroproxy.Options{Distro: *distro, Shared: *shared, Socket: *socket, Engine: *engine, Grace: *grace, Log: log})
+	return distroproxy.Serve(ctx, distroproxy.Options{Distro: distro, Shared: shared, Socket: socket, Engine: engine, Grace: grace, Log: log})
 }

@@ -47,8 +47,7 @@ var runFlags = []runFlag{
 	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *initd.Config) *bool { return &c.VsockAllowLocal }},
 }
 
-func runRun(env *Env, args []string) error {
-	fs := newFlags(env, "run", "run [flags]")
+func runRun(env *Env, fs *flags) func() error {
 	configPath := fs.String("config", "", "JSON config file; flags given on the command line override it")
 	var flagCfg initd.Config
 	for _, f := range runFlags {
@@ -69,15 +68,18 @@ func runRun(env *Env, args []string) error {
 	var control, expose listFlag
 	fs.Var(&control, "control", "control API address (repeatable)")
 	fs.Var(&expose, "expose", "NAME=ADDR: expose a service's socket, e.g. docker=unix:///run/ddinit/docker.sock (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
+	return func() error {
+		if fs.NArg() > 0 {
+			return fs.argCount("takes no arguments")
+		}
+		return boot(env, fs, *configPath, flagCfg, control, expose)
 	}
-	if fs.NArg() > 0 {
-		return usagef("run takes no arguments (got %q)", fs.Args())
-	}
+}
+
+func boot(env *Env, fs *flags, configPath string, flagCfg initd.Config, control, expose listFlag) error {
 	var cfg initd.Config
-	if *configPath != "" {
-		c, err := initd.LoadConfigFile(*configPath)
+	if configPath != "" {
+		c, err := initd.LoadConfigFile(configPath)
 		if err != nil {
 			return err
 		}

@@ -12,31 +12,31 @@ import (
 	"time"
 )
 
-// runSettings is `ddinit settings get` and `ddinit settings set FILE|-`.
-func runSettings(env *Env, args []string) error {
-	fs := newFlags(env, "settings", "settings get | settings set FILE|-")
+// settingsCommands are `ddinit settings get` and `ddinit settings set
+// FILE|-`.
+var settingsCommands = []command{
+	{name: "get", summary: "print the settings in force: the document and its generation", setup: settingsGet},
+	{name: "set", summary: `apply a settings document ({"daemonJSON": {…}, "kubernetes": true}; "-": stdin): validated, applied live, rolled back on failure`, args: "FILE|-", setup: settingsSet},
+}
+
+func settingsGet(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
-	// The subcommand may come before its flags (settings set --control
-	// ADDR FILE) or after them (settings --control ADDR set FILE).
-	var rest []string
-	if len(args) > 0 && (args[0] == "get" || args[0] == "set") {
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
+	return func() error {
+		if fs.NArg() > 0 {
+			return fs.argCount("takes no arguments")
 		}
-		rest = append([]string{args[0]}, fs.Args()...)
-	} else {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		rest = fs.Args()
-	}
-	switch {
-	case len(rest) == 1 && rest[0] == "get":
 		return copyAnswer(context.Background(), env.Stdout, *controlAddr, "/settings", false)
-	case len(rest) == 2 && rest[0] == "set":
-		return setSettings(env, *controlAddr, rest[1])
 	}
-	return usagef(`usage: ddinit settings get | ddinit settings set FILE|- (a document: {"daemonJSON": {…}, "kubernetes": true})`)
+}
+
+func settingsSet(env *Env, fs *flags) func() error {
+	controlAddr := controlFlag(fs)
+	return func() error {
+		if fs.NArg() != 1 {
+			return fs.argCount("name one FILE, or - for stdin")
+		}
+		return setSettings(env, *controlAddr, fs.Arg(0))
+	}
 }
 
 // setSettings puts a document; one without a generation replaces the

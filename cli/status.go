@@ -13,18 +13,23 @@ import (
 	"github.com/ddinit/ddinit/timeline"
 )
 
-func runStatus(env *Env, args []string) error {
-	fs := newFlags(env, "status", "status [--json]")
+func runStatus(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
 	asJSON := fs.Bool("json", false, "print the raw JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func() error {
+		if fs.NArg() > 0 {
+			return fs.argCount("takes no arguments")
+		}
+		return status(env, *controlAddr, *asJSON)
 	}
-	st, err := fetchStatus(*controlAddr)
+}
+
+func status(env *Env, controlAddr string, asJSON bool) error {
+	st, err := fetchStatus(controlAddr)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)

@@ -175,8 +175,9 @@ type Backend interface {
 type UsePack struct {
 	Path   string `json:"path,omitempty"`
 	Digest string `json:"digest,omitempty"`
-	// Force switches to a pack whose dockerd is older than the one that
-	// last ran on the data store.
+	// Force switches (or rolls back) to a pack whose dockerd is older than
+	// one that ran on the data store, or whose version, or the store's,
+	// cannot be read.
 	Force    bool `json:"force,omitempty"`
 	Rollback bool `json:"rollback,omitempty"`
 	// Live switches now, without a reboot: the engine is replaced while

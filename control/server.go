@@ -304,17 +304,16 @@ func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Backend.Settings())
 }
 
-// putSettings answers 200 with the settings in force once the change is
-// applied; otherwise the error's status (400 naming the field, 409 for a
-// stale generation, 503 while booting: nothing changed; 422 when the
-// engine refused the change and it was rolled back), with the settings in
-// force.
+// usePack answers 200 with the packs once the choice is recorded;
+// otherwise the error's status (400 for a pack that is not one, 409 for
+// an older or unreadable dockerd without force, or a switch under way,
+// 412 with nothing to roll back to): nothing changed.
 func (s *Server) usePack(w http.ResponseWriter, r *http.Request) {
 	var req UsePack
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, fmt.Errorf("%w: want {\"path\": …, \"digest\": …, \"force\": …} or {\"rollback\": true}: %v", errdefs.ErrInvalidArgument, err), errorBody{})
+		writeError(w, fmt.Errorf("%w: want {\"path\": …, \"digest\": …, \"force\": …} or {\"rollback\": true, \"force\": …}: %v", errdefs.ErrInvalidArgument, err), errorBody{})
 		return
 	}
 	st, err := s.Backend.UsePack(req)
@@ -325,6 +324,11 @@ func (s *Server) usePack(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
+// putSettings answers 200 with the settings in force once the change is
+// applied; otherwise the error's status (400 naming the field, 409 for a
+// stale generation, 503 while booting: nothing changed; 422 when the
+// engine refused the change and it was rolled back), with the settings in
+// force.
 func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
 	switch {

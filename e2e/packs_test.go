@@ -123,7 +123,8 @@ func TestBrokenVersionPackRollsBack(t *testing.T) {
 
 // Refused before anything changes: a wrong digest, a truncated pack, a
 // pack without dockerd; and going back to an older engine than the data
-// store ran is a 409 until forced.
+// store ran, by a switch or a rollback, is a 409 naming both versions
+// until forced.
 func TestVersionPackRefusals(t *testing.T) {
 	requireEnvironment(t)
 	noDockerd := customPack(t, func(root string) { os.RemoveAll(filepath.Join(root, "containers/services/dockerd")) })
@@ -156,10 +157,21 @@ func TestVersionPackRefusals(t *testing.T) {
 	in = start(t, options{dataDir: data})
 	in.waitPing(60 * time.Second)
 	out, err := in.cli("pack", "use", packISO)
-	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "older") {
+	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "older") || !strings.Contains(out, "99.0.0") {
 		t.Fatalf("back to an older engine: %v\n%s", err, out)
 	}
-	if out, err := in.cli("pack", "use", "--force", packISO); err != nil {
+	// The previous pack, the config's, has the older dockerd too.
+	out, err = in.cli("pack", "rollback")
+	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "older") || !strings.Contains(out, "99.0.0") || !strings.Contains(out, "20.10") {
+		t.Fatalf("a rollback to an older engine: %v\n%s", err, out)
+	}
+	if st := in.status(); st.Packs == nil || st.Packs.Next == nil || !strings.HasSuffix(st.Packs.Next.Path, "newer.iso") {
+		t.Fatalf("the refused rollback changed the choice: %+v", st.Packs)
+	}
+	if out, err := in.cli("pack", "rollback", "--force"); err != nil {
+		t.Fatalf("a forced rollback: %v\n%s", err, out)
+	}
+	if out, err := in.cli("pack", "use", packISO, "--force"); err != nil {
 		t.Fatalf("forced: %v\n%s", err, out)
 	}
 }

@@ -22,7 +22,9 @@ import (
 // dockerd and does not take the data store back to an older engine, and
 // records the choice in the data store, where it wins over the config's
 // pack. The next boot uses it on trial: if dockerd is not ready within
-// settingsDeadline, the previous pack boots again in the same run.
+// settingsDeadline, the previous pack boots again in the same run. A
+// rollback asked for is checked the same way (the automatic one of a pack
+// that failed its trial is not: it returns to the engine the store ran).
 
 // choosePack (ddinit run) makes the data store's choice the pack this
 // boot uses, over the config's.
@@ -104,10 +106,12 @@ type packRequest struct {
 	Digest   string `json:"digest,omitempty"`
 	Force    bool   `json:"force,omitempty"`
 	Rollback bool   `json:"rollback,omitempty"`
-	// Running is the dockerd version of the pack this boot runs: it
-	// writes the data store now, before its record is written (when
-	// dockerd is ready), so no switch may go below it either.
-	Running string `json:"running,omitempty"`
+	// Running is the dockerd version of the pack this boot runs ("" when
+	// its manifest names none), RunningDigest its digest ("" while no pack
+	// runs): it writes the data store now, before its record is written
+	// (when dockerd is ready), so no switch may go below it either.
+	Running       string `json:"running,omitempty"`
+	RunningDigest string `json:"runningDigest,omitempty"`
 	// Live: switch now, replacing PID 1 (see switch.go).
 	Live bool `json:"live,omitempty"`
 }
@@ -117,6 +121,19 @@ type packReply struct {
 	Error string            `json:"error,omitempty"`
 	Kind  string            `json:"kind,omitempty"` // "invalid", "conflict", "precondition"
 	Packs control.PackState `json:"packs"`
+}
+
+// err is the reply's error, of the kind the control API answers with
+// (control.StatusCode): invalid 400, conflict 409, precondition 412.
+func (r packReply) err() error {
+	if r.Error == "" {
+		return nil
+	}
+	kind := map[string]error{"invalid": errdefs.ErrInvalidArgument, "conflict": errdefs.ErrConflict}[r.Kind]
+	if kind == nil {
+		kind = errdefs.ErrFailedPrecondition
+	}
+	return fmt.Errorf("%w: %s", kind, r.Error)
 }
 
 // usePack (ddinit run) verifies, caches and chooses the pack a request of
@@ -149,11 +166,21 @@ func (l *launcher) usePack(req packRequest, gen int) packReply {
 	if d, _, err := rootfs.ExpectedDigest(inUse.Path, inUse.Digest); err == nil {
 		inUse.Digest = d // as the cache names it: kept there to roll back to
 	}
+	if inUse.Engine == "" && req.RunningDigest != "" && inUse.Digest == req.RunningDigest {
+		inUse.Engine = req.Running // the config's pack, which runs
+	}
 	if req.Rollback {
 		if c.Previous == nil {
 			return fail("precondition", errors.New("no previous version pack to roll back to"))
 		}
-		c.Current, c.Previous, c.Trial = c.Previous, inUse, false
+		back := *c.Previous
+		if back.Engine == "" {
+			back.Engine = l.cachedPackEngine(back) // chosen before its version was kept
+		}
+		if err := l.mayRun(back.Engine, req); err != nil && !req.Force {
+			return fail("conflict", fmt.Errorf("no rollback to version pack %s: %w (force to roll back anyway: --force, \"force\": true)", back.Path, err))
+		}
+		c.Current, c.Previous, c.Trial = &back, inUse, false
 	} else {
 		if req.Path == "" {
 			return fail("invalid", errors.New("path: name the version pack image"))
@@ -171,13 +198,8 @@ func (l *launcher) usePack(req packRequest, gen int) packReply {
 		if err != nil {
 			return fail("invalid", fmt.Errorf("version pack %s: %w", req.Path, err))
 		}
-		rec := packs.LoadRecord(l.ds.Path(packs.RecordFile))
-		newest := rec.Engine
-		if req.Running != "" && (newest == "" || packs.Older(newest, req.Running)) {
-			newest = req.Running
-		}
-		if !req.Force && packs.Older(m.Engine(), newest) {
-			return fail("conflict", fmt.Errorf("version pack %s has dockerd %s, older than %s, which last ran on this data store: an older engine may not read what a newer one wrote (force to switch anyway)", req.Path, m.Engine(), newest))
+		if err := l.mayRun(m.Engine(), req); err != nil && !req.Force {
+			return fail("conflict", fmt.Errorf("version pack %s: %w (force to switch anyway: --force, \"force\": true)", req.Path, err))
 		}
 		next := &packs.Ref{Path: req.Path, Digest: layer.Digest, Engine: m.Engine()}
 		// The pack to roll back to is one that brought the engine up: while
@@ -203,6 +225,49 @@ func (l *launcher) usePack(req packRequest, gen int) packReply {
 	}
 	reply.Packs = packState(c, nil)
 	return reply
+}
+
+// mayRun checks that a pack with dockerd engine does not take the data
+// store back to an older engine than one that wrote it: the last one
+// ready on it (its record), and the one running now (req's), which
+// writes it before it is ready and recorded. A version that cannot be
+// read, or a record that cannot, fails the check.
+func (l *launcher) mayRun(engine string, req packRequest) error {
+	var store []string
+	rec, err := packs.LoadRecord(l.ds.Path(packs.RecordFile))
+	switch {
+	case err != nil:
+		return fmt.Errorf("which dockerd ran on this data store cannot be read, so dockerd %q cannot be known not to be older: %w", engine, err)
+	case rec.Ran():
+		store = append(store, rec.Engine)
+	}
+	if req.RunningDigest != "" {
+		store = append(store, req.Running)
+	}
+	return packs.CheckEngine(engine, store...)
+}
+
+// cachedPackEngine reads the dockerd version of a pack in the image cache
+// (or at its path) from its manifest; "" when it cannot.
+func (l *launcher) cachedPackEngine(r packs.Ref) string {
+	log := l.log.WithField("pack", r.Path)
+	cache, err := rootfs.OpenCache(l.ds.Path("isocache"), l.log.WithField("component", "packs"))
+	if err != nil {
+		log.WithError(err).Warn("the image cache cannot be opened: the pack's dockerd version is not known")
+		return ""
+	}
+	defer cache.Close()
+	layer, err := cache.Ensure(rootfs.Source{Name: "version pack", Path: r.Path, Digest: r.Digest}, false)
+	if err != nil {
+		log.WithError(err).Warn("the pack is neither cached nor readable: its dockerd version is not known")
+		return ""
+	}
+	m, err := packs.Inspect(layer.Image)
+	if err != nil {
+		log.WithError(err).Warn("the pack does not read: its dockerd version is not known")
+		return ""
+	}
+	return m.Engine()
 }
 
 // packName is how a switch names a pack: its file, and its engine.
@@ -303,11 +368,11 @@ func (c *calls[R]) answered(id int64, r R) {
 func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
 	in := c.in
 	id, ch, forget := in.packCalls.begin()
-	running := ""
+	pr := &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback, Live: req.Live}
 	if r := in.runningPack(); r != nil {
-		running = r.Engine
+		pr.Running, pr.RunningDigest = r.Engine, r.Digest
 	}
-	if !in.tellLauncher(launcherMessage{Pack: &packRequest{ID: id, Path: req.Path, Digest: req.Digest, Force: req.Force, Rollback: req.Rollback, Running: running, Live: req.Live}}) {
+	if !in.tellLauncher(launcherMessage{Pack: pr}) {
 		forget()
 		return control.PackState{}, fmt.Errorf("%w: ddinit run does not answer", errdefs.ErrUnavailable)
 	}
@@ -318,12 +383,8 @@ func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
 		forget()
 		return control.PackState{}, fmt.Errorf("%w: ddinit run did not finish checking the pack", errdefs.ErrUnavailable)
 	}
-	if r.Error != "" {
-		kind := map[string]error{"invalid": errdefs.ErrInvalidArgument, "conflict": errdefs.ErrConflict}[r.Kind]
-		if kind == nil {
-			kind = errdefs.ErrFailedPrecondition
-		}
-		return control.PackState{}, fmt.Errorf("%w: %s", kind, r.Error)
+	if err := r.err(); err != nil {
+		return control.PackState{}, err
 	}
 	st := r.Packs
 	st.Running = in.runningPack()

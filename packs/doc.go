@@ -4,7 +4,9 @@
 // itself, and the record of which pack and engine version last ran on the
 // data store. It inspects a pack before it is chosen: a dockerd service
 // definition, the manifest's engine version, and whether that version is
-// older than the one the data store last ran.
+// older than one the data store ran (version.go: how a dockerd version is
+// read and compared; one that cannot be read fails the check, never passes
+// it as "not older").
 //
 // It must not boot, stop or verify anything itself: the launcher verifies
 // and caches an image (rootfs), boots it and rolls it back; this package

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
@@ -70,18 +68,30 @@ type Record struct {
 	At     time.Time `json:"at"`
 }
 
-// LoadRecord reads the record; none is the zero Record.
-func LoadRecord(path string) Record {
+// Ran reports whether the record names an engine that ran.
+func (r Record) Ran() bool { return r.Digest != "" || r.Engine != "" }
+
+// LoadRecord reads the record; none is the zero Record. A file that cannot
+// be read or does not parse is an error naming it: which engine ran is
+// then not known, which is not the same as none.
+func LoadRecord(path string) (Record, error) {
 	var r Record
-	if b, err := os.ReadFile(path); err == nil {
-		json.Unmarshal(b, &r) // a record that does not parse is none
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return r, nil
 	}
-	return r
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
 }
 
 // Save writes the record atomically, unless it says that already.
 func (r Record) Save(path string) error {
-	if cur := LoadRecord(path); cur.Digest == r.Digest && cur.Engine == r.Engine {
+	if cur, err := LoadRecord(path); err == nil && cur.Digest == r.Digest && cur.Engine == r.Engine {
 		return nil
 	}
 	b, _ := json.MarshalIndent(r, "", "  ") // plain fields always encode
@@ -141,38 +151,4 @@ func Inspect(image string) (Manifest, error) {
 		return m, fmt.Errorf("the pack has no dockerd service definition (/%s)", dockerdDefinition)
 	}
 	return m, nil
-}
-
-// Older reports whether engine version a is older than b (Debian-style
-// "20.10.24+dfsg1-1": the numeric fields before any "+" or "-" compared in
-// order; what cannot be compared is not older).
-func Older(a, b string) bool {
-	x, y := fields(a), fields(b)
-	if x == nil || y == nil {
-		return false
-	}
-	for i := range min(len(x), len(y)) {
-		if x[i] != y[i] {
-			return x[i] < y[i]
-		}
-	}
-	return len(x) < len(y)
-}
-
-func fields(v string) []int {
-	v, _, _ = strings.Cut(v, "+")
-	v, _, _ = strings.Cut(v, "-")
-	v, _, _ = strings.Cut(v, "~")
-	if i := strings.IndexByte(v, ':'); i >= 0 { // a Debian epoch
-		v = v[i+1:]
-	}
-	var out []int
-	for _, f := range strings.Split(v, ".") {
-		n, err := strconv.Atoi(f)
-		if err != nil {
-			return nil
-		}
-		out = append(out, n)
-	}
-	return out
 }

@@ -1,29 +1,11 @@
 package packs
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
-
-func TestOlder(t *testing.T) {
-	for _, c := range []struct {
-		a, b  string
-		older bool
-	}{
-		{"20.10.24+dfsg1-1+deb12u1+b6", "20.10.25", true},
-		{"20.10.25", "20.10.24+dfsg1", false},
-		{"20.10.24", "20.10.24+dfsg1", false},
-		{"20.10", "20.10.1", true},
-		{"24.0.5", "20.10.24", false},
-		{"1:20.10.24", "20.10.25", true},
-		{"unknown", "20.10.24", false},
-		{"", "20.10.24", false},
-	} {
-		if got := Older(c.a, c.b); got != c.older {
-			t.Errorf("Older(%q, %q) = %v", c.a, c.b, got)
-		}
-	}
-}
 
 func TestChoiceAndRecordRoundTrip(t *testing.T) {
 	dir := t.TempDir()
@@ -43,7 +25,15 @@ func TestChoiceAndRecordRoundTrip(t *testing.T) {
 	if err := (Record{Digest: "sha256:aa", Engine: "20.10.24"}).Save(r); err != nil {
 		t.Fatal(err)
 	}
-	if rec := LoadRecord(r); rec.Engine != "20.10.24" {
-		t.Fatalf("record: %+v", rec)
+	if rec, err := LoadRecord(r); err != nil || rec.Engine != "20.10.24" || !rec.Ran() {
+		t.Fatalf("record: %+v %v", rec, err)
+	}
+	if rec, err := LoadRecord(filepath.Join(dir, "none.json")); err != nil || rec.Ran() {
+		t.Fatalf("no record: %+v %v", rec, err)
+	}
+	// A record that does not parse is not "none ran": it is an error.
+	os.WriteFile(r, []byte(`{"digest": "sha256:aa", "engi`), 0o644)
+	if _, err := LoadRecord(r); err == nil || !strings.Contains(err.Error(), r) {
+		t.Fatalf("a torn record: %v", err)
 	}
 }
