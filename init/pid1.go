@@ -199,6 +199,22 @@ func PID1(stderr io.Writer) int {
 	return 0
 }
 
+// maxControlConns bounds the control API's connections on one socket: a
+// frontend polls with one or two, a person's commands a few more; a
+// runaway client holds a quarter of them (vsock.LimitPerPeer).
+const maxControlConns = 256
+
+// controlListener is a control socket handed over as f, served only to
+// the peers it admits (on vsock: the host, and CID 1 when allowLocal),
+// each with its share of the connections.
+func controlListener(a vsock.Addr, f *os.File, allowLocal bool, log logrus.FieldLogger) (net.Listener, error) {
+	l, err := vsock.FileListener(a, f)
+	if err != nil {
+		return nil, err
+	}
+	return vsock.LimitPerPeer(vsock.Filter(l, a, vsock.PeerPolicy{AllowLocal: allowLocal}, log), maxControlConns, log), nil
+}
+
 // serveControl serves the control API on the sockets ddinit run opened
 // (fds 6… in the order of cfg.Control).
 func (in *pid1) serveControl() error {
@@ -208,11 +224,11 @@ func (in *pid1) serveControl() error {
 		if err != nil {
 			return err
 		}
-		l, err := vsock.FileListener(a, os.NewFile(uintptr(firstControlFD+i), s))
+		l, err := controlListener(a, os.NewFile(uintptr(firstControlFD+i), s), in.cfg.VsockAllowLocal, in.log)
 		if err != nil {
 			return fmt.Errorf("control API on %s: %w", s, err)
 		}
-		ls = append(ls, vsock.Filter(l, a, vsock.PeerPolicy{AllowLocal: in.cfg.VsockAllowLocal}, in.log))
+		ls = append(ls, l)
 	}
 	in.server = &control.Server{Backend: backend{in}, Log: in.log.WithField("component", "control")}
 	in.server.Serve(ls...)

@@ -176,12 +176,12 @@ func (l *launcher) standIn(why string) {
 			l.log.WithError(err).Warn("the control API waits for the next PID 1 unanswered")
 			continue
 		}
-		ln, err := vsock.FileListener(a, os.NewFile(uintptr(fd), s))
+		ln, err := controlListener(a, os.NewFile(uintptr(fd), s), l.cfg.VsockAllowLocal, l.log)
 		if err != nil {
 			l.log.WithError(err).Warn("the control API waits for the next PID 1 unanswered")
 			continue
 		}
-		ls = append(ls, vsock.Filter(ln, a, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, l.log))
+		ls = append(ls, ln)
 	}
 	srv := &control.Server{Backend: standInBackend{l: l, why: why, since: time.Now()}, Log: l.log.WithField("component", "control"), StandIn: true}
 	srv.Serve(ls...)

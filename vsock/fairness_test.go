@@ -100,3 +100,61 @@ func TestPeerKeyOfAUnixPeer(t *testing.T) {
 		t.Fatalf("PeerKey %q, want %q", got, want)
 	}
 }
+
+// A listener limited per peer refuses one peer past its share and serves
+// another; a connection closed gives its place back.
+func TestLimitPerPeer(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	l := LimitPerPeer(inner, 8, quiet)
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			c.Write([]byte("hello\n"))
+			accepted <- c
+		}
+	}()
+	defer func() {
+		l.Close()
+		for c := range accepted {
+			c.Close()
+		}
+	}()
+	greeted := func(from string) (net.Conn, bool) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadFull(c, make([]byte, 6))
+		return c, err == nil
+	}
+	n := 0
+	for range 4 {
+		if _, ok := greeted("127.0.0.2"); ok {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("one peer got %d of 8; want 2", n)
+	}
+	if _, ok := greeted("127.0.0.3"); !ok {
+		t.Fatal("another peer was refused")
+	}
+	// The server closes one of the first peer's: it may connect again.
+	(<-accepted).Close()
+	if _, ok := greeted("127.0.0.2"); !ok {
+		t.Fatal("a place given back was not taken again")
+	}
+}
