@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/sirupsen/logrus"
 )
 
@@ -17,7 +17,7 @@ import (
 // connections of its own to the engine.
 type Follower struct {
 	Binds  *Binds
-	Engine *dockerproxy.Engine
+	Engine *engineclient.Client
 	Log    logrus.FieldLogger
 }
 
@@ -73,7 +73,7 @@ func (f *Follower) Recover(ctx context.Context) error {
 	users, sources := map[string][]string{}, map[string]string{}
 	defer func() { f.Binds.Resync(users, sources) }()
 	for _, c := range list {
-		log := f.Log.WithField("container", dockerproxy.ShortID(c.ID))
+		log := f.Log.WithField("container", engineclient.ShortID(c.ID))
 		var paths []string
 		complete := true
 		for dst, src := range boundPaths(c.Labels[LabelBinds]) {
@@ -164,7 +164,7 @@ func (f *Follower) Follow(ctx context.Context) {
 }
 
 // handle applies one of the engine's container events.
-func (f *Follower) handle(ev dockerproxy.Event) {
+func (f *Follower) handle(ev engineclient.Event) {
 	switch ev.Action {
 	case "create":
 		var paths []string
@@ -183,7 +183,7 @@ func (f *Follower) handle(ev dockerproxy.Event) {
 					continue
 				}
 				if _, err := f.Binds.remake(path); err != nil {
-					f.Log.WithError(err).WithFields(logrus.Fields{"container": dockerproxy.ShortID(ev.Actor.ID), "bind": dst}).Warn("a created container's bind cannot be made again")
+					f.Log.WithError(err).WithFields(logrus.Fields{"container": engineclient.ShortID(ev.Actor.ID), "bind": dst}).Warn("a created container's bind cannot be made again")
 					continue
 				}
 			}

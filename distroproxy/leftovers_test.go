@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ddinit/ddinit/engineclient"
 	"io/fs"
 	"net"
 	"net/http"
@@ -15,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
@@ -110,7 +110,7 @@ func follower(t *testing.T, b *Binds, e *fakeEngine) *Follower {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}
-	return &Follower{Binds: b, Engine: dockerproxy.NewEngine(dial), Log: b.Log}
+	return &Follower{Binds: b, Engine: engineclient.New(dial), Log: b.Log}
 }
 
 // label is a container's label naming the binds of sources (engine path →
@@ -280,8 +280,8 @@ func TestLeftoverBindsOfGoneContainersAreTakenDown(t *testing.T) {
 	}
 }
 
-func destroyed(container string) dockerproxy.Event {
-	var ev dockerproxy.Event
+func destroyed(container string) engineclient.Event {
+	var ev engineclient.Event
 	ev.Action, ev.Actor.ID = "destroy", container
 	return ev
 }
@@ -314,7 +314,7 @@ func TestCreateEventMakesAGoneBindAgain(t *testing.T) {
 		t.Fatal("a leftover bind no container uses was kept")
 	}
 
-	var ev dockerproxy.Event
+	var ev engineclient.Event
 	ev.Action, ev.Actor.ID, ev.Actor.Attributes = "create", "late-container", label(t, b, late)
 	f.handle(ev)
 	if got, err := os.ReadFile(filepath.Join(point, "f")); err != nil || string(got) != "late" {

@@ -3,6 +3,7 @@ package distroproxy
 import (
 	"context"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"net"
 	"sync"
 	"time"
@@ -34,7 +35,7 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	dial := func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, o.Engine) }
 	binds := &Binds{Distro: o.Distro, Shared: o.Shared, Log: o.Log, Grace: o.Grace}
-	follower := &Follower{Binds: binds, Log: o.Log, Engine: dockerproxy.NewEngine(dial)}
+	follower := &Follower{Binds: binds, Log: o.Log, Engine: engineclient.New(dial)}
 	release, err := binds.Claim()
 	if err != nil {
 		return err

@@ -17,8 +17,9 @@
 // they are not, one budget for the create bodies and the large heads it
 // buffers, shared fairly by its clients (package fairshare). Only a proxy
 // that trusts its clients honours the markers of ddinit's own requests
-// (InternalHeader, ClientHeader); every other strips them. A client's
-// keep-alive connection outlives the engine connection behind it: one the
+// (package engineclient's InternalHeader and ClientHeader); every other
+// strips them. A client's keep-alive connection outlives the engine
+// connection behind it: one the
 // engine let go while idle is replaced, and a request it cannot have acted
 // on goes again. It edits a create body in place (jsonspan.go): every byte
 // an edit does not edit is passed on as sent; it reads the body's keys as
@@ -31,9 +32,6 @@
 // answer), message.go (heads and framing), create.go (the edits of a
 // create body), jsonspan.go (where a body's values are), watch.go
 // (clients that go away), budget.go.
-//
-// It also holds ddinit's own small client of the engine's API (Engine),
-// used by the port publisher and the distro proxies.
 //
 // It knows the docker API and the syntax of Windows paths, not where
 // anything is: where drives and distros' files are seen by the engine,

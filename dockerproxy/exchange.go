@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"net/http"
@@ -149,7 +150,7 @@ func (c *conn) dialEngine(internal bool) error {
 	}
 	ctx := c.ctx
 	if internal {
-		ctx = WithInternal(ctx)
+		ctx = engineclient.WithInternal(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.p.dialTimeout())
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"net/http"
@@ -107,7 +108,7 @@ func TestOneClientCannotTakeTheCreateBudget(t *testing.T) {
 	trustedSock, windowsSock := serveProxy(t, trusted), serveProxy(t, windows)
 
 	for _, flood := range []struct{ name, sock, header string }{
-		{"a distro", trustedSock, ClientHeader + ": distro/Ubuntu\r\n"},
+		{"a distro", trustedSock, engineclient.ClientHeader + ": distro/Ubuntu\r\n"},
 		{"the Windows side", windowsSock, ""},
 	} {
 		t.Run(flood.name, func(t *testing.T) {
@@ -130,7 +131,7 @@ func TestOneClientCannotTakeTheCreateBudget(t *testing.T) {
 			if refused != 12 {
 				t.Errorf("%d of 16 slow creates refused; want 12 (four fit a client's share)", refused)
 			}
-			if code := smallCreate(t, trustedSock, ClientHeader+": distro/Debian\r\n"); code != http.StatusCreated {
+			if code := smallCreate(t, trustedSock, engineclient.ClientHeader+": distro/Debian\r\n"); code != http.StatusCreated {
 				t.Errorf("another distro's create: %d", code)
 			}
 			if flood.sock != windowsSock {
@@ -158,7 +159,7 @@ func TestInternalMarkersOnlyFromTrustedClients(t *testing.T) {
 	dial := untrusted.Dial
 	untrusted.Dial = func(ctx context.Context) (net.Conn, error) {
 		mu.Lock()
-		dialedInternal = append(dialedInternal, Internal(ctx))
+		dialedInternal = append(dialedInternal, engineclient.Internal(ctx))
 		mu.Unlock()
 		return dial(ctx)
 	}
@@ -182,15 +183,15 @@ func TestInternalMarkersOnlyFromTrustedClients(t *testing.T) {
 			dialedInternal = nil
 			mu.Unlock()
 			c := dialUnix(t, tc.sock)
-			fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: d\r\n%s: 1\r\n%s: distro/forged\r\n\r\n", InternalHeader, ClientHeader)
+			fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: d\r\n%s: 1\r\n%s: distro/forged\r\n\r\n", engineclient.InternalHeader, engineclient.ClientHeader)
 			if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
 				t.Fatalf("%q %v", line, err)
 			}
 			h := heads()[before]
-			if got := h.Get(InternalHeader) != ""; got != tc.wantInternal {
+			if got := h.Get(engineclient.InternalHeader) != ""; got != tc.wantInternal {
 				t.Errorf("the engine saw the internal marker: %v, want %v", got, tc.wantInternal)
 			}
-			if got := strings.Join(h.Values(ClientHeader), ","); got != tc.wantClient {
+			if got := strings.Join(h.Values(engineclient.ClientHeader), ","); got != tc.wantClient {
 				t.Errorf("the engine saw client %q, want %q", got, tc.wantClient)
 			}
 			mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"maps"
 	"net/http"
@@ -70,8 +71,8 @@ type head struct {
 	close          bool // the connection ends after this message
 	expectContinue bool // a request's Expect: 100-continue
 	contentType    string
-	internal       bool   // a request of ddinit's own (InternalHeader)
-	client         string // who sent it, as a proxy before this one says (ClientHeader)
+	internal       bool   // a request of ddinit's own (engineclient.InternalHeader)
+	client         string // who sent it, as a proxy before this one says (engineclient.ClientHeader)
 }
 
 // parseHead reads a head; a request's when request, else a response's.
@@ -180,9 +181,9 @@ func (h *head) parseFields(rest string, request bool, minor int) error {
 			}
 		case asciiEqualFold(name, "Content-Type"):
 			h.contentType = value
-		case request && asciiEqualFold(name, InternalHeader):
+		case request && asciiEqualFold(name, engineclient.InternalHeader):
 			h.internal = true
-		case request && asciiEqualFold(name, ClientHeader):
+		case request && asciiEqualFold(name, engineclient.ClientHeader):
 			h.client = value
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"net/http"
@@ -87,13 +88,13 @@ type Proxy struct {
 	// Side, when set, makes all of this proxy's connections one client of
 	// the budget ("windows": the frontend, however many connections it
 	// opens); otherwise a client is a connection, or what a trusted
-	// client says it passes on for (ClientHeader).
+	// client says it passes on for (engineclient.ClientHeader).
 	Side string
-	// Trusted honours InternalHeader and ClientHeader from clients: only
+	// Trusted honours engineclient.InternalHeader and engineclient.ClientHeader from clients: only
 	// on a socket no one but ddinit's own callers can reach. Otherwise
 	// both are stripped from every request.
 	Trusted bool
-	// Identity, when set, is the ClientHeader this proxy adds to every
+	// Identity, when set, is the engineclient.ClientHeader this proxy adds to every
 	// request it passes on (a distro's proxy says which distro).
 	Identity string
 	Log      logrus.FieldLogger
@@ -225,13 +226,13 @@ func (c *conn) fromClient(req head) head {
 	}
 	var drop []string
 	if !p.Trusted && (req.internal || req.client != "") {
-		drop = append(drop, InternalHeader, ClientHeader)
+		drop = append(drop, engineclient.InternalHeader, engineclient.ClientHeader)
 		req.internal, req.client = false, ""
 	}
 	var add []string
 	if p.Identity != "" {
-		drop = append(drop, ClientHeader)
-		add = append(add, ClientHeader+": "+p.Identity)
+		drop = append(drop, engineclient.ClientHeader)
+		add = append(add, engineclient.ClientHeader+": "+p.Identity)
 	}
 	if len(drop) == 0 {
 		return req

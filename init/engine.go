@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"net"
 	"runtime/debug"
 	"sync"
 	"time"
 
-	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/services"
@@ -259,7 +259,7 @@ const trimEvery = 5 * time.Minute
 
 // runningContainers asks dockerd how many containers run.
 func runningContainers(sock string) (int, error) {
-	engine := dockerproxy.NewEngine(func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, sock) })
+	engine := engineclient.New(func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, sock) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var list []struct{ ID string }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -72,7 +73,7 @@ func (h *holder) set(state string) {
 
 // dial dials the engine with d, holding the dial as the state says.
 func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, error)) (net.Conn, error) {
-	internal := dockerproxy.Internal(ctx)
+	internal := engineclient.Internal(ctx)
 	waited := -1   // the wake this dial waits on
 	var held error // why the dial ends without reaching the engine
 	deadline := time.NewTimer(holdFor)

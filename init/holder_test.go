@@ -3,6 +3,7 @@ package initd
 import (
 	"context"
 	"errors"
+	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"strings"
@@ -188,7 +189,7 @@ func waitState(t *testing.T, h *holder, want string) {
 	t.Fatalf("the holder never became %s", want)
 }
 
-func internalContext() context.Context { return dockerproxy.WithInternal(context.Background()) }
+func internalContext() context.Context { return engineclient.WithInternal(context.Background()) }
 
 // While PID 1 is replaced every dial is held, ddinit's own too, until the
 // new engine is ready; an idle stop answered meanwhile by the PID 1 on its
@@ -215,7 +216,7 @@ func TestHolderHoldsThroughAReplacement(t *testing.T) {
 		err error
 	}
 	dialed := make(chan result, 2)
-	for _, c := range []context.Context{context.Background(), dockerproxy.WithInternal(context.Background())} {
+	for _, c := range []context.Context{context.Background(), engineclient.WithInternal(context.Background())} {
 		go func() {
 			conn, err := h.dial(c, pipeDial)
 			dialed <- result{conn, err}

@@ -3,12 +3,12 @@ package initd
 import (
 	"context"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"net"
 	"os"
 	"os/exec"
 	"syscall"
 
-	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/vsock"
 )
@@ -63,7 +63,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 	pub := &network.Publisher{DockerSocket: dockerSocket, Target: link.InnerAddr.Addr(), Namespace: fmt.Sprintf("/proc/%d/ns/net", pid), Log: log}
 	// Held, not woken, while the engine is stopped idle: ddinit's own.
 	pub.Dial = func(ctx context.Context) (net.Conn, error) {
-		return l.hold.dial(dockerproxy.WithInternal(ctx), func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, dockerSocket) })
+		return l.hold.dial(engineclient.WithInternal(ctx), func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, dockerSocket) })
 	}
 	done := make(chan struct{})
 	go func() { pub.Run(ctx); close(done) }()

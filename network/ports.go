@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"net/netip"
@@ -43,7 +44,7 @@ type Publisher struct {
 	once   sync.Once
 	mu     sync.Mutex
 	open   map[string]*published // binding key -> listener
-	engine *dockerproxy.Engine
+	engine *engineclient.Client
 	ns     netns.NsHandle
 	nsErr  error
 }
@@ -57,7 +58,7 @@ func (p *Publisher) setUp() {
 		if dial == nil {
 			dial = func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, p.DockerSocket) }
 		}
-		p.engine = dockerproxy.NewEngine(dial)
+		p.engine = engineclient.New(dial)
 		p.ns, p.nsErr = netns.None(), errors.New("no network namespace given")
 		if p.Namespace != "" {
 			p.ns, p.nsErr = netns.GetFromPath(p.Namespace)
@@ -115,12 +116,12 @@ func (p *Publisher) Run(ctx context.Context) {
 	defer p.closeAll()
 	p.engine.Follow(ctx, `{"type":["container"],"event":["start","die"]}`,
 		func() error { return p.sync(ctx) },
-		func(ev dockerproxy.Event) {
+		func(ev engineclient.Event) {
 			switch ev.Action {
 			case "start":
 				bs, err := p.bindings(ctx, ev.Actor.ID)
 				if err != nil {
-					p.Log.WithError(err).WithField("container", dockerproxy.ShortID(ev.Actor.ID)).Warn("cannot read a started container's ports")
+					p.Log.WithError(err).WithField("container", engineclient.ShortID(ev.Actor.ID)).Warn("cannot read a started container's ports")
 					return
 				}
 				p.publish(bs)
@@ -249,7 +250,7 @@ func (p *Publisher) publishAll(bs []binding) ([]string, error) {
 		key, fresh, err := p.publishOne(b, b.hasTwin(bs))
 		if err != nil {
 			p.unpublish(func(pub *published) bool { return slices.Contains(made, pub.key) })
-			return nil, &dockerproxy.PortTakenError{Container: b.Name + " (" + dockerproxy.ShortID(b.Container) + ")", Addr: b.addr(), Err: err}
+			return nil, &dockerproxy.PortTakenError{Container: b.Name + " (" + engineclient.ShortID(b.Container) + ")", Addr: b.addr(), Err: err}
 		}
 		if fresh {
 			made = append(made, key)
@@ -261,7 +262,7 @@ func (p *Publisher) publishAll(bs []binding) ([]string, error) {
 func (p *Publisher) publish(bs []binding) {
 	for _, b := range bs {
 		if _, _, err := p.publishOne(b, b.hasTwin(bs)); err != nil {
-			p.Log.WithError(err).WithFields(logrus.Fields{"container": dockerproxy.ShortID(b.Container), "port": b.key()}).Warn("cannot publish the port in the distro (in use?)")
+			p.Log.WithError(err).WithFields(logrus.Fields{"container": engineclient.ShortID(b.Container), "port": b.key()}).Warn("cannot publish the port in the distro (in use?)")
 		}
 	}
 }
@@ -281,7 +282,7 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 	if exists {
 		return key, false, nil
 	}
-	log := p.Log.WithFields(logrus.Fields{"container": dockerproxy.ShortID(b.Container), "port": key, "to": route.Dial})
+	log := p.Log.WithFields(logrus.Fields{"container": engineclient.ShortID(b.Container), "port": key, "to": route.Dial})
 	pub := &published{container: b.Container, key: key}
 	// A connection that cannot reach the container is closed at once;
 	// why is logged once for the binding.
@@ -364,7 +365,7 @@ func (p *Publisher) unpublish(match func(*published) bool) {
 	// Closed outside the lock: a listener waits for its connections.
 	for _, pub := range closing {
 		pub.closer.Close()
-		p.Log.WithFields(logrus.Fields{"container": dockerproxy.ShortID(pub.container), "port": pub.key}).Info("port closed")
+		p.Log.WithFields(logrus.Fields{"container": engineclient.ShortID(pub.container), "port": pub.key}).Info("port closed")
 	}
 }
 

@@ -1,29 +1,26 @@
-package dockerproxy
+package engineclient
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 )
 
-// Engine is ddinit's own client of the docker engine's API: the requests
+// Client is ddinit's own client of the docker engine's API: the requests
 // it makes for itself (the port publisher, a distro proxy following
 // containers), each on a connection of its own that is closed after it.
-type Engine struct {
+type Client struct {
 	http, stream *http.Client
 }
 
-// InternalHeader marks ddinit's own requests (Engine's): an API proxy
+// InternalHeader marks ddinit's own requests (Client's): an API proxy
 // neither counts them as a client keeping the engine up nor wakes a
 // stopped engine for them; they wait for it. Only a proxy that trusts its
 // clients (Proxy.Trusted: ddinit's own socket for the distros' proxies)
@@ -55,19 +52,19 @@ func WithInternal(ctx context.Context) context.Context {
 	return context.WithValue(ctx, internalKey{}, true)
 }
 
-// NewEngine makes a client that reaches the engine through dial.
-func NewEngine(dial func(ctx context.Context) (net.Conn, error)) *Engine {
+// New makes a client that reaches the engine through dial.
+func New(dial func(ctx context.Context) (net.Conn, error)) *Client {
 	client := func(timeout time.Duration) *http.Client {
 		return &http.Client{Timeout: timeout, Transport: &http.Transport{
 			DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 			DisableKeepAlives: true,
 		}}
 	}
-	return &Engine{http: client(30 * time.Second), stream: client(0)}
+	return &Client{http: client(30 * time.Second), stream: client(0)}
 }
 
 // Get asks for path and decodes the JSON answer into v.
-func (e *Engine) Get(ctx context.Context, path string, v any) error {
+func (e *Client) Get(ctx context.Context, path string, v any) error {
 	resp, err := e.http.Do(request(ctx, http.MethodGet, path))
 	if err != nil {
 		return err
@@ -80,7 +77,7 @@ func (e *Engine) Get(ctx context.Context, path string, v any) error {
 }
 
 // Post sends an empty POST to path and returns the answer's status.
-func (e *Engine) Post(ctx context.Context, path string) (int, error) {
+func (e *Client) Post(ctx context.Context, path string) (int, error) {
 	resp, err := e.http.Do(request(ctx, http.MethodPost, path))
 	if err != nil {
 		return 0, err
@@ -105,7 +102,7 @@ type Event struct {
 // select: opened calls back once the stream is open (so nothing after
 // it is missed), then each event is handed to fn, until the stream or
 // ctx ends; the error says why.
-func (e *Engine) Events(ctx context.Context, filters string, opened func() error, fn func(Event)) error {
+func (e *Client) Events(ctx context.Context, filters string, opened func() error, fn func(Event)) error {
 	resp, err := e.stream.Do(request(ctx, http.MethodGet, "/events?filters="+url.QueryEscape(filters)))
 	if err != nil {
 		return err
@@ -134,7 +131,7 @@ func (e *Engine) Events(ctx context.Context, filters string, opened func() error
 // closed: at the start, and whenever the engine comes back), then fn for
 // each event. A stream that breaks is opened again after a backoff: from
 // 100 ms, doubling to 2 s, and from 100 ms again once one had opened.
-func (e *Engine) Follow(ctx context.Context, filters string, opened func() error, fn func(Event), log logrus.FieldLogger) {
+func (e *Client) Follow(ctx context.Context, filters string, opened func() error, fn func(Event), log logrus.FieldLogger) {
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		wasOpen := false
@@ -159,64 +156,4 @@ func (e *Engine) Follow(ctx context.Context, filters string, opened func() error
 		}
 		delay = min(delay*2, 2*time.Second)
 	}
-}
-
-// hostLayout is how the engine behind the proxy reads a create body
-// without a HostConfig: Layout's answer when set, else the engine's own,
-// asked when an edit needs it.
-func (p *Proxy) hostLayout(ctx context.Context) HostLayout {
-	return func() (bool, error) {
-		if p.Layout != nil {
-			return p.Layout(ctx)
-		}
-		v, err := p.engineAPIVersion(ctx)
-		if err != nil {
-			return false, err
-		}
-		return readsHostAtTop(v)
-	}
-}
-
-// readsHostAtTop reports whether an engine of API version v reads the
-// host's settings at the top level of a create body without a
-// HostConfig: dockerd did (its request type embedded HostConfig) until
-// API 1.46 (dockerd 27.0, moby#48007).
-func readsHostAtTop(v string) (bool, error) {
-	major, minor, ok := strings.Cut(v, ".")
-	ma, err1 := strconv.Atoi(major)
-	mi, err2 := strconv.Atoi(minor)
-	if !ok || err1 != nil || err2 != nil || ma < 0 || mi < 0 {
-		return false, fmt.Errorf("the engine's API version %q cannot be read", v)
-	}
-	return ma < 1 || ma == 1 && mi < 46, nil
-}
-
-// engineAPIVersion asks the engine which API version it speaks (GET
-// /_ping's Api-Version), over a connection of its own: for the client
-// whose request needs it, so it wakes a stopped engine as that request
-// would.
-func (p *Proxy) engineAPIVersion(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout()+10*time.Second)
-	defer cancel()
-	conn, err := p.Dial(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	}
-	if _, err := io.WriteString(conn, "GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodGet})
-	if err != nil {
-		return "", err
-	}
-	resp.Body.Close()
-	v := resp.Header.Get("Api-Version")
-	if v == "" {
-		return "", fmt.Errorf("GET /_ping: %s, no Api-Version", resp.Status)
-	}
-	return v, nil
 }
