@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/ddinit/ddinit/rootfs"
 )
 
@@ -18,6 +19,10 @@ const (
 	ChoiceFile = "etc/ddinit/version-pack.json"
 	RecordFile = "etc/ddinit/engine.json"
 )
+
+// maxRecordBytes bounds what is read of the choice and the record: a few
+// paths, digests and a failure's words take a few KB.
+const maxRecordBytes = 1 << 20
 
 // Ref names a pack: where it is, its digest, and what it says of itself.
 type Ref struct {
@@ -44,7 +49,7 @@ type Choice struct {
 // is an error naming it (the boot then uses the config's pack).
 func LoadChoice(path string) (Choice, error) {
 	var c Choice
-	b, err := os.ReadFile(path)
+	b, err := regularfile.Read(path, maxRecordBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}
@@ -73,7 +78,7 @@ type Record struct {
 // LoadRecord reads the record; none is the zero Record.
 func LoadRecord(path string) Record {
 	var r Record
-	if b, err := os.ReadFile(path); err == nil {
+	if b, err := regularfile.Read(path, maxRecordBytes); err == nil {
 		json.Unmarshal(b, &r) // a record that does not parse is none
 	}
 	return r

@@ -1,8 +1,12 @@
 package packs
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestOlder(t *testing.T) {
@@ -45,5 +49,48 @@ func TestChoiceAndRecordRoundTrip(t *testing.T) {
 	}
 	if rec := LoadRecord(r); rec.Engine != "20.10.24" {
 		t.Fatalf("record: %+v", rec)
+	}
+}
+
+// The choice or the record that is no file (a FIFO, a folder, a file far
+// too large) never hangs the boot: the choice is an error naming it (the
+// config's pack boots), the record is none.
+func TestChoiceAndRecordThatAreNoFiles(t *testing.T) {
+	for name, makeBad := range map[string]func(path string) error{
+		"a FIFO":      func(path string) error { return syscall.Mkfifo(path, 0o644) },
+		"a directory": func(path string) error { return os.Mkdir(path, 0o755) },
+		"huge": func(path string) error {
+			os.WriteFile(path, nil, 0o644)
+			return os.Truncate(path, 1<<40)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			choice, record := filepath.Join(dir, "version-pack.json"), filepath.Join(dir, "engine.json")
+			for _, p := range []string{choice, record} {
+				if err := makeBad(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan struct{})
+			var err error
+			var rec Record
+			go func() {
+				defer close(done)
+				_, err = LoadChoice(choice)
+				rec = LoadRecord(record)
+			}()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				t.Fatal("reading the choice and the record has not returned after 1s")
+			}
+			if err == nil || !strings.Contains(err.Error(), choice) {
+				t.Fatalf("the choice: %v, want an error naming %s", err, choice)
+			}
+			if rec != (Record{}) {
+				t.Fatalf("the record: %+v, want none", rec)
+			}
+		})
 	}
 }
