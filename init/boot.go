@@ -91,6 +91,9 @@ func (in *pid1) openDataStore() error {
 	if err != nil {
 		return err
 	}
+	// Folders of the store that were not folders, set aside by ddinit run
+	// (or here): in /status's recovered and the log.
+	in.settings.AddRecovered(append(in.cfg.DataStoreRecovered, ds.Recovered...)...)
 	if ds.LowSpace {
 		in.log.WithFields(logrus.Fields{"dataDir": ds.Dir, "freeMB": ds.FreeBytes >> 20}).Warn("the data store is nearly full")
 	}

@@ -1,16 +1,18 @@
 package initd
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
+	"github.com/ddinit/ddinit/settings"
 	"github.com/ddinit/ddinit/timeline"
 	"github.com/ddinit/ddinit/vsock"
 )
@@ -132,6 +134,10 @@ type Config struct {
 	// version-pack switch, a rollback): /ping says so until the engine is
 	// ready. ddinit run fills it in.
 	Switching string `json:"switching,omitempty"`
+	// DataStoreRecovered are the data store's folders ddinit run set
+	// aside when it opened the store (they were not folders), for PID 1
+	// to report. ddinit run fills it in.
+	DataStoreRecovered []settings.Recovery `json:"dataStoreRecovered,omitempty"`
 }
 
 // Addrs is one address or a list of them ("unix:///…" or ["unix:///…", "vsock://:61001"]).
@@ -241,16 +247,18 @@ func (c *Config) LivenessTiming() services.LivenessTiming {
 	}
 }
 
+// maxConfigBytes bounds what is read of a config file: a few dozen fields.
+const maxConfigBytes = 1 << 20
+
 // LoadConfigFile reads a JSON config; unknown fields are errors, so a typo
 // is not silently ignored.
 func LoadConfigFile(path string) (Config, error) {
 	var c Config
-	f, err := os.Open(path)
+	b, err := regularfile.Read(path, maxConfigBytes)
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	dec := json.NewDecoder(f)
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)

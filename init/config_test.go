@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,6 +52,33 @@ func TestConfigFileErrorsNameTheProblem(t *testing.T) {
 		bad.Defaults()
 		if err := bad.Validate(); err == nil {
 			t.Errorf("%+v validated", bad)
+		}
+	}
+}
+
+// A --config path that names no file (a FIFO, a folder, a file far too
+// large) is an error naming it, at once.
+func TestConfigFileThatIsNoFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo, huge := filepath.Join(dir, "fifo.json"), filepath.Join(dir, "huge.json")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(huge, nil, 0o644)
+	os.Truncate(huge, 1<<40)
+	for path, says := range map[string]string{fifo: "FIFO", dir: "directory", huge: "larger than"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := LoadConfigFile(path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), says) {
+				t.Errorf("%s: %v, want it named as %q", path, err, says)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("%s: LoadConfigFile has not returned after 1s", path)
 		}
 	}
 }

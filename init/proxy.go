@@ -15,6 +15,7 @@ import (
 
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/ddinit/ddinit/settings"
 	"github.com/ddinit/ddinit/vsock"
 	"github.com/sirupsen/logrus"
@@ -30,6 +31,11 @@ import (
 // caBundle is the version pack's CA bundle, which Go (dockerd, containerd)
 // reads as the system roots.
 const caBundle = "/etc/ssl/certs/ca-certificates.crt"
+
+// maxCABundleBytes bounds what is read of the CA bundle: Debian's is some
+// 200 KB; with the settings' CAs (a document of at most
+// settings.MaxDocumentBytes) it stays well under this.
+const maxCABundleBytes = 16 << 20
 
 // proxyPlan is how the proxy reaches the namespace: the variables dockerd,
 // containers and builds get (upper-case names), and the relays ddinit run
@@ -187,7 +193,7 @@ func (in *pid1) writeCABundle(cas []string) error {
 	pack, read := in.packBundle, in.packBundleRead
 	in.mu.Unlock()
 	if !read {
-		b, err := os.ReadFile(caBundle)
+		b, err := regularfile.Read(caBundle, maxCABundleBytes)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("the version pack's CA bundle: %w", err)
 		}
@@ -203,7 +209,7 @@ func (in *pid1) writeCABundle(cas []string) error {
 		}
 		want = append(want, strings.TrimSpace(c)+"\n"...)
 	}
-	if cur, err := os.ReadFile(caBundle); err == nil && string(cur) == string(want) {
+	if cur, err := regularfile.Read(caBundle, maxCABundleBytes); err == nil && string(cur) == string(want) {
 		return nil
 	}
 	if len(want) == 0 {

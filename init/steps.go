@@ -41,6 +41,8 @@ var holdSteps = []launchStep{
 			return nil, err
 		}
 		l.ds = ds
+		// PID 1 reports (and logs, once the log is open) what was set aside.
+		l.cfg.DataStoreRecovered = ds.Recovered
 		return func() { lock.Close() }, nil
 	}},
 	{name: "open log", do: func(l *launcher, _ int, _ map[string]string) (func(), error) {

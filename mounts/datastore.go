@@ -5,13 +5,28 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 	"unsafe"
 
+	"github.com/ddinit/ddinit/settings"
 	"golang.org/x/sys/unix"
 )
 
 // Layout is what the data store holds, relative to its root.
 var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "etc/ddinit", "log", "isocache"}
+
+// replaceable are the layout folders a boot may set aside when they are
+// not folders, and what a new, empty one means: they hold only ddinit's
+// and dockerd's configuration, records, logs and a cache, all of which a
+// boot can do without (the frontend pushes its settings again). The rest
+// (var/lib/*) holds the engine's images, containers and volumes: ddinit
+// never moves them.
+var replaceable = map[string]string{
+	"etc/docker": "a new, empty etc/docker: the version pack's daemon.json",
+	"etc/ddinit": "a new, empty etc/ddinit: no settings document, the config's version pack, no record of the engine that last ran",
+	"log":        "a new, empty log folder",
+	"isocache":   "a new, empty image cache: the images are verified and copied in again",
+}
 
 // Free-space thresholds: under LowSpaceBytes the data store is reported as
 // nearly full; under FullBytes it is full and the engine unhealthy (image
@@ -26,10 +41,16 @@ type DataStore struct {
 	Dir       string
 	FreeBytes uint64
 	LowSpace  bool
+	// Recovered are the layout entries that were not folders and were
+	// set aside for new ones, for the boot to report.
+	Recovered []settings.Recovery
 }
 
 // OpenDataStore checks that dir exists, is a directory and is writable,
-// creates its layout and measures its free space.
+// creates its layout and measures its free space. A layout entry (or a
+// folder above one) that exists but is not a folder is set aside for a
+// new one when it holds only configuration (replaceable; ds.Recovered
+// says so), else an error naming it, what it is and what to do.
 func OpenDataStore(dir string) (*DataStore, error) {
 	st, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -39,7 +60,7 @@ func OpenDataStore(dir string) (*DataStore, error) {
 		return nil, fmt.Errorf("data store %s: %w", dir, err)
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("data store %s is not a directory", dir)
+		return nil, fmt.Errorf("data store %s is %s, not a directory", dir, describe(dir))
 	}
 	probe, err := os.CreateTemp(dir, ".ddinit-write-check-")
 	if err != nil {
@@ -47,12 +68,12 @@ func OpenDataStore(dir string) (*DataStore, error) {
 	}
 	probe.Close()
 	os.Remove(probe.Name())
+	ds := &DataStore{Dir: dir}
 	for _, d := range Layout {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return nil, fmt.Errorf("data store %s: create %s: %w", dir, d, unwrapPathError(err))
+		if err := ds.makeLayoutDir(d, time.Now()); err != nil {
+			return nil, err
 		}
 	}
-	ds := &DataStore{Dir: dir}
 	if free, err := SpaceLeft(dir); err == nil {
 		ds.FreeBytes = free
 		ds.LowSpace = free < LowSpaceBytes

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/ddinit/ddinit/rootfs"
 )
 
@@ -16,6 +17,10 @@ const (
 	ChoiceFile = "etc/ddinit/version-pack.json"
 	RecordFile = "etc/ddinit/engine.json"
 )
+
+// maxRecordBytes bounds what is read of the choice and the record: a few
+// paths, digests and a failure's words take a few KB.
+const maxRecordBytes = 1 << 20
 
 // Ref names a pack: where it is, its digest, and what it says of itself.
 type Ref struct {
@@ -42,7 +47,7 @@ type Choice struct {
 // is an error naming it (the boot then uses the config's pack).
 func LoadChoice(path string) (Choice, error) {
 	var c Choice
-	b, err := os.ReadFile(path)
+	b, err := regularfile.Read(path, maxRecordBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}
@@ -76,7 +81,7 @@ func (r Record) Ran() bool { return r.Digest != "" || r.Engine != "" }
 // then not known, which is not the same as none.
 func LoadRecord(path string) (Record, error) {
 	var r Record
-	b, err := os.ReadFile(path)
+	b, err := regularfile.Read(path, maxRecordBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return r, nil
 	}

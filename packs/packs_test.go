@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestChoiceAndRecordRoundTrip(t *testing.T) {
@@ -35,5 +37,50 @@ func TestChoiceAndRecordRoundTrip(t *testing.T) {
 	os.WriteFile(r, []byte(`{"digest": "sha256:aa", "engi`), 0o644)
 	if _, err := LoadRecord(r); err == nil || !strings.Contains(err.Error(), r) {
 		t.Fatalf("a torn record: %v", err)
+	}
+}
+
+// The choice or the record that is no file (a FIFO, a folder, a file far
+// too large) never hangs the boot: the choice is an error naming it (the
+// config's pack boots), the record is none.
+func TestChoiceAndRecordThatAreNoFiles(t *testing.T) {
+	for name, makeBad := range map[string]func(path string) error{
+		"a FIFO":      func(path string) error { return syscall.Mkfifo(path, 0o644) },
+		"a directory": func(path string) error { return os.Mkdir(path, 0o755) },
+		"huge": func(path string) error {
+			os.WriteFile(path, nil, 0o644)
+			return os.Truncate(path, 1<<40)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			choice, record := filepath.Join(dir, "version-pack.json"), filepath.Join(dir, "engine.json")
+			for _, p := range []string{choice, record} {
+				if err := makeBad(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan struct{})
+			var err, recErr error
+			var rec Record
+			go func() {
+				defer close(done)
+				_, err = LoadChoice(choice)
+				rec, recErr = LoadRecord(record)
+			}()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				t.Fatal("reading the choice and the record has not returned after 1s")
+			}
+			if err == nil || !strings.Contains(err.Error(), choice) {
+				t.Fatalf("the choice: %v, want an error naming %s", err, choice)
+			}
+			// A record that cannot be read is not "none ran": an error
+			// naming it (the version checks then fail closed).
+			if recErr == nil || !strings.Contains(recErr.Error(), record) || rec.Ran() {
+				t.Fatalf("the record: %+v %v, want an error naming %s", rec, recErr, record)
+			}
+		})
 	}
 }

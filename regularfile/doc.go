@@ -10,7 +10,8 @@
 // checked on the descriptor itself, so nothing is swapped in between),
 // refusing all but regular files with an error naming what the path is,
 // bounding what is read, and bounding how long an open or a read may
-// take. An operation that outlives its bound is left to finish in the
+// take (a small file's whole read; each read of a large one streamed,
+// ReaderWithin). An operation that outlives its bound is left to finish in the
 // background (a goroutine blocked in the kernel cannot be stopped) and
 // its descriptor closed when it does; the caller has its error at once.
 //

@@ -42,8 +42,9 @@ func OpenWithin(path string, timeout time.Duration) (*os.File, error) {
 	}
 	done := make(chan opened, 1)
 	abandoned := make(chan struct{})
+	openPath := openFile // read here: a test restores it while a hung open waits
 	go func() {
-		f, err := openFile(path)
+		f, err := openPath(path)
 		select {
 		case done <- opened{f, err}:
 		case <-abandoned:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/sirupsen/logrus"
 )
 
@@ -30,6 +31,13 @@ const (
 	partialPrefix = ".partial-"
 	stateFile     = "state.json"
 	lockFile      = ".lock"
+)
+
+// Bounds on what is read of the cache's own records: an entry's is a
+// digest, a size, a path and a time; the state, a few digests.
+const (
+	maxEntryMetaBytes = 64 << 10
+	maxStateBytes     = 1 << 20
 )
 
 // Source is an image to prepare.
@@ -224,19 +232,22 @@ func (c *Cache) extract(image, entry, tree string) error {
 // entryComplete reports whether entry holds a finished cache entry for
 // digest.
 func entryComplete(entry, digest string) (bool, error) {
-	b, err := os.ReadFile(filepath.Join(entry, entryMeta))
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+	b, err := regularfile.Read(filepath.Join(entry, entryMeta), maxEntryMetaBytes)
+	if errors.Is(err, regularfile.ErrTimeout) {
+		// A file system that does not answer: nothing can be rebuilt on it.
+		return false, fmt.Errorf("image cache: %w", err)
 	}
 	if err != nil {
-		return false, fmt.Errorf("image cache: %w", err)
+		// Missing, or not what ddinit writes (a folder, a FIFO, a file
+		// too large, a symlink loop): the entry is made again.
+		return false, nil
 	}
 	var info entryInfo
 	if json.Unmarshal(b, &info) != nil || info.Digest != digest {
 		return false, nil
 	}
 	st, err := os.Stat(filepath.Join(entry, entryImage))
-	if err != nil || st.Size() != info.Size {
+	if err != nil || !st.Mode().IsRegular() || st.Size() != info.Size {
 		return false, nil
 	}
 	return true, nil
@@ -255,11 +266,13 @@ func (c *Cache) Collect(current []string, keep ...string) error {
 	slices.Sort(current)
 	statePath := filepath.Join(c.Dir, stateFile)
 	var st cacheState
-	if b, err := os.ReadFile(statePath); err == nil {
-		if json.Unmarshal(b, &st) != nil {
-			c.Log.WithField("path", statePath).Warn("unreadable cache state; starting it anew")
-			st = cacheState{}
-		}
+	b, err := regularfile.Read(statePath, maxStateBytes)
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.Log.WithField("path", statePath).WithError(err).Warn("unreadable cache state; starting it anew")
+		st = cacheState{}
 	}
 	if len(st.Boots) == 0 || !slices.Equal(st.Boots[0], current) {
 		st.Boots = append([][]string{current}, st.Boots...)

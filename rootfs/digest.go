@@ -9,10 +9,31 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/ddinit/ddinit/regularfile"
 )
 
 // SidecarSuffix names the digest file kept beside an image.
 const SidecarSuffix = ".sha256"
+
+// maxSidecarBytes bounds what is read of a sidecar: a digest, a name and
+// a newline, as sha256sum writes them.
+const maxSidecarBytes = 4 << 10
+
+// imageTimeout bounds opening an image and each read of it: the images
+// are read from a 9p drive, which gives 1 MB in milliseconds; a Windows
+// that gives nothing for this long (an antivirus scan on open takes
+// seconds) has stopped answering, and the boot says so rather than wait
+// for ever. There is no bound on an image's size: it is read in chunks.
+const imageTimeout = 30 * time.Second
+
+// openImage opens an image for reading: a regular file only (a FIFO, a
+// directory, a device is an error saying what it is, never waited on),
+// within imageTimeout.
+func openImage(path string) (*os.File, error) {
+	return regularfile.OpenWithin(path, imageTimeout)
+}
 
 // DigestMismatchError says an image is not the one its digest names.
 type DigestMismatchError struct {
@@ -43,9 +64,9 @@ func ParseDigest(s string) (string, error) {
 // sha256sum writes it.
 func ReadSidecar(image string) (string, error) {
 	path := image + SidecarSuffix
-	b, err := os.ReadFile(path)
+	b, err := regularfile.Read(path, maxSidecarBytes)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("the image's digest sidecar: %w", err)
 	}
 	fields := strings.Fields(string(b))
 	if len(fields) == 0 {
@@ -80,18 +101,18 @@ func ExpectedDigest(image, configured string) (digest, source string, err error)
 
 // HashFile returns the hex sha256 of a file and its size.
 func HashFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
+	f, err := openImage(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
-	return copyAndHash(io.Discard, f)
+	return copyAndHash(io.Discard, regularfile.ReaderWithin(f, imageTimeout))
 }
 
 // CopyAndHash copies src into a new file dst and returns the hex sha256 of
 // what was copied: one pass over a slow source. dst is synced.
 func CopyAndHash(dst, src string) (string, int64, error) {
-	in, err := os.Open(src)
+	in, err := openImage(src)
 	if err != nil {
 		return "", 0, err
 	}
@@ -100,7 +121,7 @@ func CopyAndHash(dst, src string) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	digest, n, err := copyAndHash(out, in)
+	digest, n, err := copyAndHash(out, regularfile.ReaderWithin(in, imageTimeout))
 	if err == nil {
 		err = out.Sync()
 	}

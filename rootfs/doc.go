@@ -11,5 +11,9 @@
 // It must not start processes, touch namespaces or know about services: it
 // prepares a directory and nothing else. Every parser treats the image as
 // hostile: malformed input is an error naming what is wrong, never a panic,
-// an unbounded allocation or a loop.
+// an unbounded allocation or a loop. Every image, sidecar and cache record
+// is opened with package regularfile: a regular file only (a FIFO is an
+// error, never waited on), records bounded in size, and each read of an
+// image from its source bounded in time (a hung 9p drive fails the boot
+// with a reason rather than hang it).
 package rootfs

@@ -34,7 +34,7 @@ func KernelHasFilesystem(fstype string) bool {
 // LoopMount attaches image to a free loop device, read-only and cleared
 // automatically when unmounted, and mounts it at target.
 func LoopMount(image, target, fstype string) error {
-	img, err := os.Open(image)
+	img, err := openImage(image)
 	if err != nil {
 		return fmt.Errorf("loop mount %s: %w", image, err)
 	}

@@ -92,9 +92,10 @@ type File struct {
 	f *os.File
 }
 
-// OpenFile opens and checks the image at path.
+// OpenFile opens and checks the image at path: a regular file (anything
+// else, a FIFO above all, is an error saying what it is, never waited on).
 func OpenFile(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, err := openImage(path)
 	if err != nil {
 		return nil, err
 	}
@@ -102,10 +103,6 @@ func OpenFile(path string) (*File, error) {
 	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
-		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	img, err := Open(f, st.Size())
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/errkind"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/sirupsen/logrus"
 )
 
@@ -135,7 +136,7 @@ func (a *Applier) Load(pack []byte) error {
 		// No document: the data store's daemon.json (the pack's, or what
 		// the user put there) stays the base, if dockerd can read it.
 		path := a.Locate(DaemonFile)
-		b, err := os.ReadFile(path)
+		b, err := regularfile.Read(path, MaxDocumentBytes)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			daemon, err = map[string]json.RawMessage{}, nil
@@ -153,20 +154,29 @@ func (a *Applier) Load(pack []byte) error {
 			recs = append(recs, r)
 		}
 	}
+	a.mu.Lock()
+	a.stored, a.inForce = st, withoutForced(daemon, a.Forced)
+	a.mu.Unlock()
+	a.AddRecovered(recs...)
+	return a.writeDaemonJSON(daemon)
+}
+
+// AddRecovered logs files the boot could not use and lists them in the
+// View's Recovered: Load's own, and those PID 1 learns of elsewhere (a
+// folder of the data store kept aside when it was opened).
+func (a *Applier) AddRecovered(recs ...Recovery) {
 	for _, r := range recs {
 		a.Log.WithField("file", r.File).WithField("keptAs", r.KeptAs).WithField("reason", r.Reason).Warn("a file the boot reads could not be used; in force: " + r.Using)
 	}
 	a.mu.Lock()
-	a.stored, a.inForce = st, withoutForced(daemon, a.Forced)
 	a.recovered = append(a.recovered, recs...)
 	a.mu.Unlock()
-	return a.writeDaemonJSON(daemon)
 }
 
 // fallbackDaemon is the daemon.json to fall back on: the last one dockerd
 // accepted, else the version pack's, else none; and which it is.
 func (a *Applier) fallbackDaemon() (map[string]json.RawMessage, string) {
-	if b, err := os.ReadFile(a.Locate(AcceptedDaemonFile)); err == nil {
+	if b, err := regularfile.Read(a.Locate(AcceptedDaemonFile), MaxDocumentBytes); err == nil {
 		if m, err := ParseDaemonJSON(b); err == nil {
 			return withoutForced(m, a.Forced), "the last daemon.json dockerd accepted"
 		}
@@ -198,7 +208,7 @@ func (a *Applier) writeDaemonJSON(user map[string]json.RawMessage) error {
 		return err
 	}
 	path := a.Locate(DaemonFile)
-	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
+	if cur, err := regularfile.Read(path, MaxDocumentBytes); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
 	return atomicfile.Write(path, b, 0o644)
@@ -248,13 +258,13 @@ func (a *Applier) View() View {
 // Accepted records that dockerd became ready on the daemon.json in place:
 // it is what a refused one is rolled back to, at boot too.
 func (a *Applier) Accepted() {
-	b, err := os.ReadFile(a.Locate(DaemonFile))
+	b, err := regularfile.Read(a.Locate(DaemonFile), MaxDocumentBytes)
 	if err != nil {
 		a.Log.WithError(err).Warn("the daemon.json dockerd accepted could not be read")
 		return
 	}
 	path := a.Locate(AcceptedDaemonFile)
-	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
+	if cur, err := regularfile.Read(path, MaxDocumentBytes); err == nil && bytes.Equal(cur, b) {
 		return
 	}
 	if err := atomicfile.Write(path, b, 0o644); err != nil {
@@ -271,7 +281,7 @@ func (a *Applier) RefusedAtBoot(complaint string) bool {
 	a.changing.Lock()
 	defer a.changing.Unlock()
 	path := a.Locate(DaemonFile)
-	cur, err := os.ReadFile(path)
+	cur, err := regularfile.Read(path, MaxDocumentBytes)
 	if err != nil {
 		return false
 	}
@@ -441,6 +451,10 @@ func (a *Applier) restartWith(engine Engine, c dockerdChange, log logrus.FieldLo
 // makes and the daemon.json it replaces.
 const PendingFile = "etc/ddinit/settings.json.pending"
 
+// maxPendingBytes bounds the journal: a document and the daemon.json it
+// replaces, the latter base64 (a third larger).
+const maxPendingBytes = 3 * MaxDocumentBytes
+
 type pendingChange struct {
 	Next Stored `json:"next"`
 	// Previous is the daemon.json replaced; none when HadPrevious is false.
@@ -452,7 +466,7 @@ type pendingChange struct {
 // crash needs to put it back.
 func (a *Applier) journal(next Stored) error {
 	p := pendingChange{Next: next}
-	b, err := os.ReadFile(a.Locate(DaemonFile))
+	b, err := regularfile.Read(a.Locate(DaemonFile), MaxDocumentBytes)
 	switch {
 	case err == nil:
 		p.Previous, p.HadPrevious = b, true
@@ -468,9 +482,14 @@ func (a *Applier) journal(next Stored) error {
 // replaced is put back. It reports what it did, for the log.
 func (a *Applier) finishInterrupted(cur Stored) string {
 	path := a.Locate(PendingFile)
-	b, err := os.ReadFile(path)
-	if err != nil {
+	b, err := regularfile.Read(path, maxPendingBytes)
+	if errors.Is(err, os.ErrNotExist) {
 		return ""
+	}
+	if err != nil {
+		// Not one ddinit wrote (a FIFO, a folder, a file too large):
+		// nothing to settle, and nothing of ddinit's to remove.
+		return "a record of an interrupted change could not be read and was ignored: " + err.Error()
 	}
 	defer os.Remove(path)
 	var p pendingChange

@@ -11,7 +11,9 @@
 //
 // It must not know the supervisor: it reaches the engine only through the
 // Engine interface (restart dockerd, switch a setting's services, set
-// dockerd's environment: the proxy and trusted CAs), and
-// the data store only through the paths PID 1 gives it. Its errors carry
-// their kind (errdefs, errkind); it maps none to HTTP.
+// dockerd's environment: the proxy and trusted CAs), and the data store
+// only through the paths PID 1 gives it, read with package regularfile (a
+// FIFO, a folder, a file too large is unusable like one that does not
+// parse, and kept aside the same way). Its errors carry their kind
+// (errdefs, errkind); it maps none to HTTP.
 package settings

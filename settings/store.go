@@ -4,10 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ddinit/ddinit/atomicfile"
+	"io/fs"
 	"os"
 	"time"
+
+	"github.com/ddinit/ddinit/atomicfile"
+	"github.com/ddinit/ddinit/regularfile"
 )
+
+// MaxDocumentBytes bounds what ddinit reads of the settings document, its
+// last good copy, daemon.json and its accepted copy. A PUT body is at most
+// 1 MB; stored indented (each key and array element on a line of its own)
+// it grows, so the files get four times that. A file over it is unusable
+// like one that does not parse: kept aside, never read whole.
+const MaxDocumentBytes = 4 << 20
 
 // Store keeps the document in the data store, with a copy of the last
 // one that was applied: a document cut short (a crash of the disk under
@@ -65,7 +75,7 @@ func (s Store) Load(now time.Time) (Stored, *Recovery) {
 
 func readStored(path string) (Stored, error) {
 	var st Stored
-	b, err := os.ReadFile(path)
+	b, err := regularfile.Read(path, MaxDocumentBytes)
 	if err != nil {
 		return st, err
 	}
@@ -94,15 +104,29 @@ func (s Store) Save(st Stored) error {
 	return nil
 }
 
+// maxAsideNames bounds the names MoveAside tries: the stamp changes every
+// second, so more than a few taken in one second is a folder gone wrong,
+// not a busy one.
+const maxAsideNames = 100
+
 // MoveAside renames a file that cannot be used to <path>.bad-<time>, kept
 // for the person who wants to know what was in it, and returns the new
-// name.
+// name. Only a name already taken makes it try the next one, a bounded
+// number of times; anything else (the folder is not one, is a symlink
+// loop, cannot be read) is an error naming the path.
 func MoveAside(path string, now time.Time) (string, error) {
 	stamp := now.UTC().Format("20060102T150405Z")
 	aside := path + ".bad-" + stamp
 	for i := 2; ; i++ {
-		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+		_, err := os.Lstat(aside)
+		if errors.Is(err, fs.ErrNotExist) {
 			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("keep %s aside: %w", path, err)
+		}
+		if i > maxAsideNames {
+			return "", fmt.Errorf("keep %s aside: %s.bad-%s and %d more names are taken: remove the old copies", path, path, stamp, maxAsideNames-1)
 		}
 		aside = fmt.Sprintf("%s.bad-%s-%d", path, stamp, i)
 	}
