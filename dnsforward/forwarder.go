@@ -7,14 +7,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/ddinit/ddinit/fairshare"
 	"github.com/miekg/dns"
 	"github.com/sirupsen/logrus"
 )
@@ -28,49 +27,71 @@ const (
 	// Under the C libraries' own 5 s timeout, so the client hears SERVFAIL
 	// rather than giving up on silence.
 	DefaultBudget = 2500 * time.Millisecond
-	// DefaultMaxInFlight caps the queries forwarded at once.
+	// DefaultMaxInFlight caps the queries forwarded at once, for all
+	// clients: each holds a socket and a goroutine for up to the budget.
 	DefaultMaxInFlight = 256
+	// DefaultMaxPerClient is what one client (a source address: a
+	// container, or dockerd's embedded DNS asking for one) may have in
+	// flight: a resolver asks one name at a time per thread (A and AAAA
+	// together), so 32 is a busy program's thousands of names a second
+	// against a nameserver that answers in milliseconds. Only against one
+	// that drops queries (1–2.5 s each) is it reached — the flood that
+	// must not take every other container's DNS.
+	DefaultMaxPerClient = DefaultMaxInFlight / 8
+	// DefaultReserve is the part of the slots a client that already has a
+	// query in flight may not take: 7 flooding clients at their share
+	// (224) leave 32, so however many flood at once, one that asks its
+	// first query is served.
+	DefaultReserve = DefaultMaxInFlight / 8
 )
 
 // Forwarder answers DNS queries: local names itself, the rest through the
 // resolver file's nameservers.
 type Forwarder struct {
 	// ResolvConf is the resolver file whose nameservers are asked. It is
-	// looked at on every query and read again when it changed (a new
-	// target of a symlink, a rewrite): no restart follows a VPN.
+	// looked at for every query and read again when it changed (a new
+	// target of a symlink, a rewrite): no restart follows a VPN. A query
+	// never waits on it long (see look.go); while it cannot be read, its
+	// last reading stays in force.
 	ResolvConf string
 	// Local answers the names ddinit gives meaning to. ok=false: not a
 	// local name, forward it. A local name with no address of the asked
 	// family has an empty answer (NOERROR), never NXDOMAIN.
 	Local func(name string) (addrs []netip.Addr, ok bool)
 	// OnChange is told each new reading of the resolver file, one at a
-	// time, in order.
+	// time, in order (by the goroutine that looks at the file: no query
+	// waits for it).
 	OnChange func(Conf)
 	// Self are the addresses the forwarder listens on: a resolver file
 	// that names one of them is not followed there (a query would loop
 	// through every slot).
 	Self []netip.Addr
-	// Try, Budget, MaxInFlight: the defaults when zero.
+	// Try, Budget: the defaults when zero.
 	Try, Budget time.Duration
-	MaxInFlight int
-	Log         logrus.FieldLogger
+	// MaxInFlight caps the queries forwarded at once; MaxPerClient what
+	// one client (a source address) may have of them; Reserve the part
+	// only a client with none in flight may take. Zero: the defaults for
+	// 256, and MaxInFlight/8 for the other two when MaxInFlight is set.
+	MaxInFlight, MaxPerClient, Reserve int
+	Log                                logrus.FieldLogger
 
 	// port the servers are asked on: 53, but for tests, which cannot bind
 	// it unprivileged.
 	port uint16
+	// statFile and readFile look at the resolver file: statFile and
+	// ReadFile, but for tests that play a file system that never answers.
+	statFile func(path string) fileID
+	readFile func(path string) ([]byte, error)
 
-	reading  sync.Mutex // one reading of the file at a time
-	mu       sync.Mutex
-	conf     Conf
-	seen     fileID
-	readErr  string
-	lastGood int // the server that answered last: asked first
-	answered atomic.Uint64
-	failed   atomic.Uint64
-	failure  atomic.Pointer[Failure]
-	slots    chan struct{}
-	once     sync.Once
-	pool     udpPool
+	mu        sync.Mutex
+	file      fileState
+	answered  atomic.Uint64
+	failed    atomic.Uint64
+	failure   atomic.Pointer[Failure]
+	slots     *fairshare.Pool
+	overShare atomic.Int64 // when a client over its share was last logged (unix ns)
+	once      sync.Once
+	pool      udpPool
 }
 
 // Failure is the last query no server answered.
@@ -91,114 +112,46 @@ type Stats struct {
 }
 
 // Stats returns the counts and the servers in use (the file is looked at
-// again first).
+// again first, as a query looks at it: never waiting long for a file
+// system that does not answer).
 func (f *Forwarder) Stats() Stats {
-	conf := f.current()
+	conf, _ := f.current()
 	st := Stats{Answered: f.answered.Load(), Failed: f.failed.Load(), LastFailure: f.failure.Load()}
 	for _, s := range conf.Servers {
 		st.Servers = append(st.Servers, s.Addr().String())
 	}
 	f.mu.Lock()
-	st.FileError = f.readErr
+	st.FileError = f.fileError()
 	f.mu.Unlock()
 	return st
 }
 
 func (f *Forwarder) init() {
 	f.once.Do(func() {
-		n := f.MaxInFlight
-		if n <= 0 {
-			n = DefaultMaxInFlight
+		limit, share, reserve := int64(DefaultMaxInFlight), int64(DefaultMaxPerClient), int64(DefaultReserve)
+		if f.MaxInFlight > 0 {
+			limit = int64(f.MaxInFlight)
+			share, reserve = max(1, limit/8), limit/8
 		}
-		f.slots = make(chan struct{}, n)
+		if f.MaxPerClient > 0 {
+			share = int64(f.MaxPerClient)
+		}
+		if f.Reserve > 0 {
+			reserve = int64(f.Reserve)
+		}
+		f.slots = &fairshare.Pool{Limit: limit, Share: share, Reserve: reserve}
 		if f.Log == nil {
 			quiet := logrus.New()
 			quiet.Out = io.Discard
 			f.Log = quiet
 		}
+		if f.statFile == nil {
+			f.statFile = statFile
+		}
+		if f.readFile == nil {
+			f.readFile = ReadFile
+		}
 	})
-}
-
-// fileID tells one version of a file from another without reading it.
-type fileID struct {
-	dev, ino   uint64
-	size       int64
-	mtime      int64
-	ctime      int64
-	statFailed bool
-}
-
-// current returns the resolver file's reading, read again when the file
-// changed since (a stat per query: microseconds, and a replaced target
-// is seen at the next query).
-func (f *Forwarder) current() Conf {
-	var id fileID
-	var st syscall.Stat_t
-	if err := syscall.Stat(f.ResolvConf, &st); err != nil {
-		id.statFailed = true
-	} else {
-		id = fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
-	}
-	f.mu.Lock()
-	if id == f.seen && (f.conf.Servers != nil || f.readErr != "") {
-		c := f.conf
-		f.mu.Unlock()
-		return c
-	}
-	f.mu.Unlock()
-	f.reading.Lock()
-	defer f.reading.Unlock()
-	f.mu.Lock()
-	if id == f.seen && (f.conf.Servers != nil || f.readErr != "") {
-		c := f.conf // another query read it meanwhile
-		f.mu.Unlock()
-		return c
-	}
-	f.mu.Unlock()
-	b, err := readFileLimited(f.ResolvConf, maxConfBytes)
-	var conf Conf
-	readErr := ""
-	if err != nil {
-		readErr = err.Error()
-	} else {
-		conf = ParseConf(b)
-		var self []string
-		conf.Servers = slices.DeleteFunc(conf.Servers, func(s netip.AddrPort) bool {
-			if slices.Contains(f.Self, s.Addr()) {
-				self = append(self, s.Addr().String())
-				return true
-			}
-			return false
-		})
-		switch {
-		case len(self) > 0 && len(conf.Servers) == 0:
-			readErr = fmt.Sprintf("%s names only this forwarder (%s): a query would loop", f.ResolvConf, strings.Join(self, " "))
-		case len(conf.Servers) == 0:
-			readErr = fmt.Sprintf("%s names no nameserver", f.ResolvConf)
-		}
-		if conf.Servers == nil {
-			conf.Servers = []netip.AddrPort{} // read: not read again until it changes
-		}
-	}
-	f.mu.Lock()
-	changed := !sameConf(f.conf, conf) || f.readErr != readErr
-	f.conf, f.seen, f.readErr, f.lastGood = conf, id, readErr, 0
-	f.mu.Unlock()
-	if changed {
-		f.init()
-		// Sockets to servers no longer named are not kept.
-		f.pool.keepOnly(conf.Servers, f.port)
-		fields := logrus.Fields{"servers": strings.Trim(fmt.Sprint(conf.Servers), "[]"), "file": f.ResolvConf}
-		if readErr != "" {
-			f.Log.WithFields(fields).WithField("error", readErr).Warn("the distro's resolver file gives no nameserver: queries fail until it does")
-		} else {
-			f.Log.WithFields(fields).Info("the distro's nameservers")
-		}
-		if f.OnChange != nil && err == nil {
-			f.OnChange(conf)
-		}
-	}
-	return conf
 }
 
 func sameConf(a, b Conf) bool {
@@ -222,7 +175,7 @@ func sameConf(a, b Conf) bool {
 // readers).
 func (f *Forwarder) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	f.init()
-	resp := f.Answer(context.Background(), q, w.LocalAddr().Network() == "tcp")
+	resp := f.Answer(context.Background(), q, addrOf(w.RemoteAddr()), w.LocalAddr().Network() == "tcp")
 	if resp == nil {
 		return
 	}
@@ -240,8 +193,25 @@ func udpSize(q *dns.Msg) int {
 	return dns.MinMsgSize
 }
 
-// Answer answers one query: nil only for a message that is no query.
-func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, overTCP bool) *dns.Msg {
+// addrOf is the address of a client's socket address: its IP, an IPv4
+// one as such even when it came over an IPv6 socket.
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case nil:
+		return netip.Addr{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap.Addr().Unmap()
+}
+
+// Answer answers one query from the client at address from (its source
+// address: what it may have in flight is counted per address): nil only
+// for a message that is no query.
+func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, from netip.Addr, overTCP bool) *dns.Msg {
 	f.init()
 	if q.Response || q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 {
 		if q.Response {
@@ -261,10 +231,11 @@ func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, overTCP bool) *dns.M
 			return localAnswer(q, addrs)
 		}
 	}
-	if !f.take() {
-		return f.fail(q, "too many queries in flight")
+	client := from.Unmap().String()
+	if why := f.slots.TakeWhy(client, 1); why != fairshare.Granted {
+		return f.fail(q, f.refused(from, why))
 	}
-	defer f.give()
+	defer f.slots.Give(client, 1)
 	resp, reason := f.forward(ctx, q)
 	if reason != "" {
 		r := f.fail(q, reason)
@@ -277,16 +248,18 @@ func (f *Forwarder) Answer(ctx context.Context, q *dns.Msg, overTCP bool) *dns.M
 	return resp
 }
 
-func (f *Forwarder) take() bool {
-	select {
-	case f.slots <- struct{}{}:
-		return true
-	default:
-		return false
+// refused says why a client's query gets no slot, and logs a client over
+// its share (at most every 10 s: a flood would flood the log too).
+func (f *Forwarder) refused(from netip.Addr, why fairshare.Refusal) string {
+	if why == fairshare.Full {
+		return fmt.Sprintf("too many queries in flight from all clients (at most %d)", f.slots.Limit)
 	}
+	now := time.Now().UnixNano()
+	if last := f.overShare.Load(); now-last >= int64(10*time.Second) && f.overShare.CompareAndSwap(last, now) {
+		f.Log.WithFields(logrus.Fields{"client": from.String(), "share": f.slots.Share}).Warn("a DNS client has its share of the queries in flight (its nameserver is slow or drops them): its further queries are SERVFAIL until some are answered; other clients are not held up")
+	}
+	return fmt.Sprintf("too many queries in flight from %s (its share: %d)", from, f.slots.Share)
 }
-
-func (f *Forwarder) give() { <-f.slots }
 
 // fail answers SERVFAIL and keeps why.
 func (f *Forwarder) fail(q *dns.Msg, reason string) *dns.Msg {
@@ -328,18 +301,15 @@ func localAnswer(q *dns.Msg, addrs []netip.Addr) *dns.Msg {
 // there is none — with, when a server failed the query itself, that
 // server's answer.
 func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) {
-	conf := f.current()
+	conf, why := f.current()
 	if len(conf.Servers) == 0 {
-		f.mu.Lock()
-		why := f.readErr
-		f.mu.Unlock()
 		return nil, why
 	}
 	budget := cmpOr(f.Budget, DefaultBudget)
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	f.mu.Lock()
-	first := f.lastGood
+	first := f.file.lastGood
 	f.mu.Unlock()
 	var reasons []string
 	var failed *dns.Msg // a server's own SERVFAIL or REFUSED, kept if none answers
@@ -366,7 +336,9 @@ func (f *Forwarder) forward(ctx context.Context, q *dns.Msg) (*dns.Msg, string) 
 			continue
 		}
 		f.mu.Lock()
-		f.lastGood = n
+		if sameConf(f.file.conf, conf) {
+			f.file.lastGood = n
+		}
 		f.mu.Unlock()
 		return resp, ""
 	}
@@ -469,17 +441,4 @@ func cmpOr(d, otherwise time.Duration) time.Duration {
 	return otherwise
 }
 
-func (f *Forwarder) inFlightNow() int { f.init(); return len(f.slots) }
-
-// maxConfBytes bounds how much of a resolver file is read (a real one is
-// a few hundred bytes).
-const maxConfBytes = 64 << 10
-
-func readFileLimited(path string, limit int64) ([]byte, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	return io.ReadAll(io.LimitReader(fh, limit))
-}
+func (f *Forwarder) inFlightNow() int { f.init(); return int(f.slots.Used()) }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -114,10 +115,19 @@ func query(name string, qtype uint16) *dns.Msg {
 	return q
 }
 
+// testClient is the source address of the tests' queries that do not
+// name their own.
+var testClient = netip.MustParseAddr("192.0.2.1")
+
 func ask(t *testing.T, f *Forwarder, name string, qtype uint16) *dns.Msg {
 	t.Helper()
+	return askFrom(t, f, testClient, name, qtype)
+}
+
+func askFrom(t *testing.T, f *Forwarder, from netip.Addr, name string, qtype uint16) *dns.Msg {
+	t.Helper()
 	q := query(name, qtype)
-	r := f.Answer(context.Background(), q, false)
+	r := f.Answer(context.Background(), q, from, false)
 	if r == nil {
 		t.Fatalf("no answer to %s", name)
 	}
@@ -154,7 +164,7 @@ func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
 	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.1"), port: uint16(port)}
 	q := query("big.example", dns.TypeA)
 	q.Id = 4242
-	r := f.Answer(context.Background(), q, false)
+	r := f.Answer(context.Background(), q, testClient, false)
 	if r == nil || firstA(r) != "10.1.2.3" || r.Id != 4242 || r.Truncated {
 		t.Fatalf("answer: %v", r)
 	}
@@ -246,8 +256,8 @@ func TestResolverFileFollowed(t *testing.T) {
 	}
 }
 
-// At most MaxInFlight queries are forwarded at once: one more is SERVFAIL
-// at once, not queued.
+// At most MaxInFlight queries are forwarded at once, whoever asks them:
+// one more is SERVFAIL at once, not queued.
 func TestQueriesInFlightCapped(t *testing.T) {
 	port := freePort(t)
 	release := make(chan struct{})
@@ -255,19 +265,25 @@ func TestQueriesInFlightCapped(t *testing.T) {
 		<-release
 		answerA("10.9.9.9")(w, q)
 	})
-	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.9"), port: uint16(port), MaxInFlight: 2}
+	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.9"), port: uint16(port), MaxInFlight: 2, MaxPerClient: 1}
 	var wg sync.WaitGroup
-	for range 2 {
+	for i := range 2 {
 		wg.Add(1)
-		go func() { defer wg.Done(); ask(t, f, "slow.example", dns.TypeA) }()
+		go func() {
+			defer wg.Done()
+			askFrom(t, f, netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}), "slow.example", dns.TypeA)
+		}()
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for f.inFlightNow() < 2 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	start := time.Now()
-	if r := ask(t, f, "third.example", dns.TypeA); r.Rcode != dns.RcodeServerFailure || time.Since(start) > 100*time.Millisecond {
+	if r := askFrom(t, f, netip.MustParseAddr("192.0.2.20"), "third.example", dns.TypeA); r.Rcode != dns.RcodeServerFailure || time.Since(start) > 100*time.Millisecond {
 		t.Fatalf("a query over the cap: %s after %s", dns.RcodeToString[r.Rcode], time.Since(start))
+	}
+	if why := f.Stats().LastFailure.Reason; !strings.Contains(why, "too many queries in flight") {
+		t.Fatalf("the refusal's reason: %q", why)
 	}
 	close(release)
 	wg.Wait()

@@ -35,26 +35,27 @@ func FuzzParseConf(f *testing.F) {
 	})
 }
 
-// Any message that unpacks: an answer (or none for a response), never a
-// panic, with the query's ID.
+// Any message that unpacks, from any client address: an answer (or none
+// for a response), never a panic, with the query's ID.
 func FuzzAnswer(f *testing.F) {
 	q := new(dns.Msg)
 	q.SetQuestion("host.docker.internal.", dns.TypeA)
 	b, _ := q.Pack()
-	f.Add(b)
+	f.Add(b, []byte{172, 17, 0, 2})
 	q.SetQuestion("example.", dns.TypeANY)
 	q.SetEdns0(4096, true)
 	b, _ = q.Pack()
-	f.Add(b)
+	f.Add(b, netip.MustParseAddr("fd00::2").AsSlice())
 	fw := &Forwarder{ResolvConf: "/nonexistent", Local: func(name string) ([]netip.Addr, bool) {
 		return []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")}, name == "host.docker.internal"
 	}}
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Fuzz(func(t *testing.T, b, from []byte) {
 		m := new(dns.Msg)
 		if m.Unpack(b) != nil {
 			return
 		}
-		r := fw.Answer(context.Background(), m, false)
+		client, _ := netip.AddrFromSlice(from) // any length: the zero address too
+		r := fw.Answer(context.Background(), m, client, false)
 		if r == nil {
 			if !m.Response {
 				t.Fatal("a query went unanswered")

@@ -53,7 +53,7 @@ func TestOversizedUDPAnswerFetchedOverTCP(t *testing.T) {
 	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.21"), port: uint16(port)}
 	q := query("big.example", dns.TypeTXT)
 	q.SetEdns0(8192, false)
-	if r := f.Answer(context.Background(), q, false); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 30 {
+	if r := f.Answer(context.Background(), q, testClient, false); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 30 {
 		t.Fatalf("rcode %s, %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
 	}
 }
@@ -68,7 +68,7 @@ func TestTruncatedAnswerKeptWithoutTCP(t *testing.T) {
 		w.WriteMsg(r)
 	})
 	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.22"), port: uint16(port)}
-	if r := f.Answer(context.Background(), query("tc.example", dns.TypeTXT), false); r.Rcode != dns.RcodeSuccess || !r.Truncated {
+	if r := f.Answer(context.Background(), query("tc.example", dns.TypeTXT), testClient, false); r.Rcode != dns.RcodeSuccess || !r.Truncated {
 		t.Fatalf("rcode %s, truncated %v", dns.RcodeToString[r.Rcode], r.Truncated)
 	}
 }
@@ -133,12 +133,12 @@ func TestLocalAnswersKeepClassAndEDNS(t *testing.T) {
 	q := new(dns.Msg)
 	q.Id = 7
 	q.Question = []dns.Question{{Name: "host.docker.internal.", Qtype: dns.TypeA, Qclass: dns.ClassCHAOS}}
-	if r := f.Answer(context.Background(), q, false); len(r.Answer) != 0 {
+	if r := f.Answer(context.Background(), q, testClient, false); len(r.Answer) != 0 {
 		t.Fatalf("a CHAOS question answered: %v", r.Answer)
 	}
 	q2 := query("host.docker.internal", dns.TypeA)
 	q2.SetEdns0(1232, true)
-	if r := f.Answer(context.Background(), q2, false); r.IsEdns0() == nil || len(r.Answer) != 1 {
+	if r := f.Answer(context.Background(), q2, testClient, false); r.IsEdns0() == nil || len(r.Answer) != 1 {
 		t.Fatalf("an EDNS query's local answer: %v", r)
 	}
 }
@@ -155,7 +155,7 @@ func TestErrorAnswerWithoutQuestion(t *testing.T) {
 	})
 	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.25"), port: uint16(port)}
 	start := time.Now()
-	r := f.Answer(context.Background(), query("fe.example", dns.TypeA), false)
+	r := f.Answer(context.Background(), query("fe.example", dns.TypeA), testClient, false)
 	if r.Rcode != dns.RcodeFormatError || time.Since(start) > 500*time.Millisecond {
 		t.Fatalf("%s after %s", dns.RcodeToString[r.Rcode], time.Since(start))
 	}
@@ -171,7 +171,7 @@ func TestOnlyServersRefusalPassedOn(t *testing.T) {
 		w.WriteMsg(r)
 	})
 	f := &Forwarder{ResolvConf: resolvConf(t, t.TempDir(), "127.0.0.31"), port: uint16(port)}
-	if r := f.Answer(context.Background(), query("r.example", dns.TypeA), false); r.Rcode != dns.RcodeRefused || f.Stats().Failed != 1 {
+	if r := f.Answer(context.Background(), query("r.example", dns.TypeA), testClient, false); r.Rcode != dns.RcodeRefused || f.Stats().Failed != 1 {
 		t.Fatalf("client got %s, stats %+v", dns.RcodeToString[r.Rcode], f.Stats())
 	}
 }
@@ -244,11 +244,14 @@ func TestPoolDropsServersNoLongerNamed(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 32 {
 		wg.Add(1)
-		go func() { defer wg.Done(); f.Answer(context.Background(), query("a.example", dns.TypeA), false) }()
+		go func() {
+			defer wg.Done()
+			f.Answer(context.Background(), query("a.example", dns.TypeA), testClient, false)
+		}()
 	}
 	wg.Wait()
 	replaceTarget(t, dir+"/resolv.conf", "127.0.0.28")
-	f.Answer(context.Background(), query("b.example", dns.TypeA), false)
+	f.Answer(context.Background(), query("b.example", dns.TypeA), testClient, false)
 	f.pool.mu.Lock()
 	defer f.pool.mu.Unlock()
 	for ap, l := range f.pool.idle {

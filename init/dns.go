@@ -18,6 +18,7 @@ import (
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/dnsforward"
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 )
@@ -43,11 +44,15 @@ func writeResolvConf(cfg Config, root string, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(cfg.ResolvConf)
+	// Read as the forwarder reads it: a FIFO there, or a hung file system,
+	// must not hold the boot. A file that cannot be read costs only its
+	// search and options lines: the forwarder follows it, and puts them
+	// in the namespace's file once it can be read.
+	b, err := dnsforward.ReadFile(cfg.ResolvConf)
 	if errors.Is(err, os.ErrNotExist) {
 		log.WithField("path", cfg.ResolvConf).Warn("the distro has no resolver file: names will not resolve until it has one")
 	} else if err != nil {
-		return fmt.Errorf("resolver configuration: %w", err)
+		log.WithField("path", cfg.ResolvConf).WithError(err).Warn("the distro's resolver file cannot be read: containers get no search or options lines from it until it can")
 	}
 	return placeResolvConf(root, dnsforward.NamespaceFile(inner.Addr(), dnsforward.ParseConf(b)))
 }
@@ -148,7 +153,7 @@ func (l *launcher) serveDNS(pid int) (func(), error) {
 // file when there is no forwarder: names resolve as the distro's servers
 // are now, and a server on the distro's loopback cannot be reached.
 func (l *launcher) fallBackResolvConf(root string) {
-	b, err := os.ReadFile(l.cfg.ResolvConf)
+	b, err := dnsforward.ReadFile(l.cfg.ResolvConf)
 	if err == nil {
 		err = placeResolvConf(root, b)
 	}
@@ -282,7 +287,9 @@ func (n *localNames) hosts() map[string]string {
 // daemonSetsDNS reports whether daemon.json, as dockerd reads it from the
 // data store, names DNS servers for every container ("dns").
 func daemonSetsDNS(path string) bool {
-	b, err := os.ReadFile(path)
+	// Read on each create: bounded, so a daemon.json that is a FIFO, or a
+	// data store that hangs, holds no request.
+	b, err := regularfile.ReadWithin(path, maxDaemonJSON, 2*time.Second)
 	if err != nil {
 		return false
 	}
@@ -291,6 +298,10 @@ func daemonSetsDNS(path string) bool {
 	}
 	return json.Unmarshal(b, &doc) == nil && len(doc.DNS) > 0
 }
+
+// maxDaemonJSON bounds the daemon.json read for its "dns": dockerd's own
+// is a few KB.
+const maxDaemonJSON = 4 << 20
 
 func isDefault(dst *net.IPNet) bool {
 	ones, _ := dst.Mask.Size()
