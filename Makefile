@@ -84,7 +84,7 @@ fuzz:
 	done
 
 bench: build isos
-	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./vsock/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
+	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./transport/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
 # The WSL-like VM: qemu (TCG), Debian's kernel, virtio-9p, vsock loopback
 # (make deps installs what it needs).

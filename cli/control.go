@@ -18,7 +18,7 @@ import (
 
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/control"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -266,24 +266,24 @@ func runForward(env *Env, fs *flags) func() error {
 }
 
 func forward(env *Env, listen, to string, allowLocal bool) error {
-	la, err := vsock.Parse(listen)
+	la, err := transport.Parse(listen)
 	if err != nil {
 		return usagef("--listen: %v", err)
 	}
-	ta, err := vsock.Parse(to)
+	ta, err := transport.Parse(to)
 	if err != nil {
 		return usagef("--to: %v", err)
 	}
 	log := logrus.New()
 	log.SetOutput(env.Stderr)
 	entry := log.WithFields(logrus.Fields{"listen": la.String(), "to": ta.String()})
-	l, err := vsock.Listen(la)
+	l, err := transport.Listen(la)
 	if err != nil {
 		return err
 	}
-	f := &vsock.Forwarder{
-		Listener: vsock.Filter(l, la, vsock.PeerPolicy{AllowLocal: allowLocal}, entry),
-		Dial:     func(ctx context.Context) (net.Conn, error) { return vsock.DialContext(ctx, ta) },
+	f := &transport.Forwarder{
+		Listener: transport.Filter(l, la, transport.PeerPolicy{AllowLocal: allowLocal}, entry),
+		Dial:     func(ctx context.Context) (net.Conn, error) { return transport.DialContext(ctx, ta) },
 		Log:      entry,
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -9,19 +9,19 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 )
 
 // Client talks to the control API.
 type Client struct {
-	Addr vsock.Addr
+	Addr transport.Addr
 	http *http.Client
 }
 
 // NewClient makes a client for addr. timeout bounds each request, except
 // the streaming ones (logs -f).
 func NewClient(addr string, timeout time.Duration) (*Client, error) {
-	a, err := vsock.Parse(addr)
+	a, err := transport.Parse(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +30,7 @@ func NewClient(addr string, timeout time.Duration) (*Client, error) {
 		Timeout: timeout,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return vsock.DialContext(ctx, a)
+				return transport.DialContext(ctx, a)
 			},
 			DisableKeepAlives: true,
 		},

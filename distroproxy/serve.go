@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -33,7 +33,7 @@ func Serve(ctx context.Context, o Options) error {
 	if err := ValidDistro(o.Distro); err != nil {
 		return err
 	}
-	dial := func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, o.Engine) }
+	dial := func(ctx context.Context) (net.Conn, error) { return transport.DialUnix(ctx, o.Engine) }
 	binds := &Binds{Distro: o.Distro, Shared: o.Shared, Log: o.Log, Grace: o.Grace}
 	follower := &Follower{Binds: binds, Log: o.Log, Engine: engineclient.New(dial)}
 	release, err := binds.Claim()
@@ -41,7 +41,7 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	defer release()
-	svc, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: ServiceSocket(o.Shared, o.Distro)}, 0o600, 0)
+	svc, err := transport.ListenOwned(transport.Addr{Scheme: "unix", Path: ServiceSocket(o.Shared, o.Distro)}, 0o600, 0)
 	if err != nil {
 		return fmt.Errorf("the bind service: %w", err)
 	}
@@ -53,8 +53,8 @@ func Serve(ctx context.Context, o Options) error {
 		o.Log.WithError(err).Debug("the engine is not answering yet: its containers' binds are made when it does")
 	}
 	cancel()
-	gid := vsock.DockerGroup()
-	l, err := vsock.ListenOwned(vsock.Addr{Scheme: "unix", Path: o.Socket}, 0o660, gid)
+	gid := transport.DockerGroup()
+	l, err := transport.ListenOwned(transport.Addr{Scheme: "unix", Path: o.Socket}, 0o660, gid)
 	if err != nil {
 		svc.Close()
 		return fmt.Errorf("serve %s: %w", o.Socket, err)

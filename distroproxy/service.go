@@ -18,7 +18,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/dockerproxy"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 )
 
 // ServiceSocket is where a distro's proxy answers for its binds, under
@@ -81,7 +81,7 @@ func NewWSLPaths(shared string) *WSLPaths {
 			if err != nil {
 				return nil, fmt.Errorf("bind service host %q: %w", host, err)
 			}
-			return vsock.DialUnix(ctx, ServiceSocket(w.shared, string(name)))
+			return transport.DialUnix(ctx, ServiceSocket(w.shared, string(name)))
 		},
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     30 * time.Second,

@@ -37,5 +37,5 @@
 // anything is: where drives and distros' files are seen by the engine,
 // and how a port is published, the caller says (WindowsPaths.Inside, a
 // Translator, a PortReserver). It listens on nothing itself: Serve takes a
-// listener from package vsock.
+// listener from package transport.
 package dockerproxy

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/fairshare"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -266,7 +266,7 @@ func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 		}
 		if _, err := c.client.Write(resp.raw); err == nil {
 			c.answered(req)
-			vsock.Join(bufferedConn{c.client, c.br}, bufferedConn{c.engine, c.ebr})
+			transport.Join(bufferedConn{c.client, c.br}, bufferedConn{c.engine, c.ebr})
 		}
 		return false
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/ddinit/ddinit/fairshare"
 	"github.com/ddinit/ddinit/logs"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -120,7 +120,7 @@ var (
 // Serve accepts until the listener is closed, then waits for the
 // connections it serves to end.
 func (p *Proxy) Serve(l net.Listener) error {
-	f := &vsock.Forwarder{Listener: l, Log: p.Log, Handle: p.Handle}
+	f := &transport.Forwarder{Listener: l, Log: p.Log, Handle: p.Handle}
 	return f.Serve(context.Background())
 }
 

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -41,7 +41,7 @@ func TestBenchProxy(t *testing.T) {
 	target := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.pid1())
 	quiet := logrus.New()
 	quiet.Out = io.Discard
-	f := &vsock.Forwarder{Listener: l, Log: quiet, Dial: func(ctx context.Context) (net.Conn, error) {
+	f := &transport.Forwarder{Listener: l, Log: quiet, Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", target)
 	}}

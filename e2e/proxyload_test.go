@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -33,7 +33,7 @@ func TestPlainForwarderProcess(t *testing.T) {
 	}
 	quiet := logrus.New()
 	quiet.Out = io.Discard
-	f := &vsock.Forwarder{Listener: l, Log: quiet, Dial: func(ctx context.Context) (net.Conn, error) {
+	f := &transport.Forwarder{Listener: l, Log: quiet, Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", target)
 	}}

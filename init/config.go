@@ -14,7 +14,7 @@ import (
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/settings"
 	"github.com/ddinit/ddinit/timeline"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 )
 
 // Docker Desktop's install paths, as WSL shows them with automount root
@@ -186,7 +186,7 @@ func (c *Config) Defaults() {
 // Validate refuses a config that cannot boot, naming the field.
 func (c *Config) Validate() error {
 	for _, a := range c.Control {
-		if _, err := vsock.Parse(a); err != nil {
+		if _, err := transport.Parse(a); err != nil {
 			return fmt.Errorf("control: %w", err)
 		}
 	}
@@ -195,7 +195,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("expose: empty name (want NAME=ADDR)")
 		}
 		for _, a := range addrs {
-			if _, err := vsock.Parse(a); err != nil {
+			if _, err := transport.Parse(a); err != nil {
 				return fmt.Errorf("expose %s: %w", name, err)
 			}
 		}

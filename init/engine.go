@@ -14,7 +14,7 @@ import (
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/services"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 )
 
 // The engine on demand: ddinit run, which serves every socket clients
@@ -259,7 +259,7 @@ const trimEvery = 5 * time.Minute
 
 // runningContainers asks dockerd how many containers run.
 func runningContainers(sock string) (int, error) {
-	engine := engineclient.New(func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, sock) })
+	engine := engineclient.New(func(ctx context.Context) (net.Conn, error) { return transport.DialUnix(ctx, sock) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var list []struct{ ID string }

@@ -17,7 +17,7 @@ import (
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/timeline"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -26,11 +26,11 @@ import (
 func (l *launcher) openControlSockets() ([]*os.File, error) {
 	var files []*os.File
 	for _, s := range l.cfg.Control {
-		a, err := vsock.Parse(s)
+		a, err := transport.Parse(s)
 		if err != nil {
 			return files, err
 		}
-		f, err := vsock.ListenFile(a, 0o600)
+		f, err := transport.ListenFile(a, 0o600)
 		if err != nil {
 			return files, fmt.Errorf("control API: %w", err)
 		}
@@ -111,22 +111,22 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 			return fmt.Errorf("--expose %s: no service socket named %s (known: %s)", name, name, strings.Join(known, ", "))
 		}
 		for _, s := range exposed[name] {
-			addr, _ := vsock.Parse(s)
+			addr, _ := transport.Parse(s)
 			// root and the docker group where the distro has one, 0660, as
 			// Docker Engine on Linux (vsock has no file to own); the
 			// proxies' socket root's alone.
-			mode, gid := os.FileMode(0o660), vsock.DockerGroup()
+			mode, gid := os.FileMode(0o660), transport.DockerGroup()
 			if addr.Path == proxies && proxies != "" {
 				mode, gid = 0o600, 0
 			}
-			listener, err := vsock.ListenOwned(addr, mode, gid)
+			listener, err := transport.ListenOwned(addr, mode, gid)
 			if err != nil {
 				return fmt.Errorf("--expose %s: %w", name, err)
 			}
 			log := l.log.WithFields(logrus.Fields{"expose": name, "addr": addr.String()})
-			f := &vsock.Forwarder{
+			f := &transport.Forwarder{
 				Name:     name,
-				Listener: vsock.Filter(listener, addr, vsock.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
+				Listener: transport.Filter(listener, addr, transport.PeerPolicy{AllowLocal: l.cfg.VsockAllowLocal}, log),
 				// Through the holder: a stopped engine wakes for a client.
 				Dial: func(ctx context.Context) (net.Conn, error) {
 					return l.hold.dial(ctx, func(ctx context.Context) (net.Conn, error) { return l.dialService(ctx, name) })
@@ -188,7 +188,7 @@ func (l *launcher) dialService(ctx context.Context, name string) (net.Conn, erro
 	if !ok {
 		return nil, fmt.Errorf("the version pack running has no service socket named %s", name)
 	}
-	return vsock.DialUnix(ctx, target)
+	return transport.DialUnix(ctx, target)
 }
 
 // unexpose ends a PID 1's exposure: when another PID 1 follows in this

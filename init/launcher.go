@@ -24,7 +24,7 @@ import (
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/timeline"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -69,7 +69,7 @@ type launcher struct {
 
 	mu            sync.Mutex
 	done          undoer // the steps done, to undo in reverse
-	forwarders    []*vsock.Forwarder
+	forwarders    []*transport.Forwarder
 	bootError     string
 	unixSockets   []string // control sockets to remove at exit
 	link          *network.Link

@@ -10,7 +10,7 @@ import (
 	"syscall"
 
 	"github.com/ddinit/ddinit/network"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 )
 
 // wireNetwork connects PID 1's network namespace to the distro's and
@@ -63,7 +63,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 	pub := &network.Publisher{DockerSocket: dockerSocket, Target: link.InnerAddr.Addr(), Namespace: fmt.Sprintf("/proc/%d/ns/net", pid), Log: log}
 	// Held, not woken, while the engine is stopped idle: ddinit's own.
 	pub.Dial = func(ctx context.Context) (net.Conn, error) {
-		return l.hold.dial(engineclient.WithInternal(ctx), func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, dockerSocket) })
+		return l.hold.dial(engineclient.WithInternal(ctx), func(ctx context.Context) (net.Conn, error) { return transport.DialUnix(ctx, dockerSocket) })
 	}
 	done := make(chan struct{})
 	go func() { pub.Run(ctx); close(done) }()

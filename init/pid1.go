@@ -26,7 +26,7 @@ import (
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/settings"
 	"github.com/ddinit/ddinit/timeline"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -201,18 +201,18 @@ func PID1(stderr io.Writer) int {
 
 // maxControlConns bounds the control API's connections on one socket: a
 // frontend polls with one or two, a person's commands a few more; a
-// runaway client holds a quarter of them (vsock.LimitPerPeer).
+// runaway client holds a quarter of them (transport.LimitPerPeer).
 const maxControlConns = 256
 
 // controlListener is a control socket handed over as f, served only to
 // the peers it admits (on vsock: the host, and CID 1 when allowLocal),
 // each with its share of the connections.
-func controlListener(a vsock.Addr, f *os.File, allowLocal bool, log logrus.FieldLogger) (net.Listener, error) {
-	l, err := vsock.FileListener(a, f)
+func controlListener(a transport.Addr, f *os.File, allowLocal bool, log logrus.FieldLogger) (net.Listener, error) {
+	l, err := transport.FileListener(a, f)
 	if err != nil {
 		return nil, err
 	}
-	return vsock.LimitPerPeer(vsock.Filter(l, a, vsock.PeerPolicy{AllowLocal: allowLocal}, log), maxControlConns, log), nil
+	return transport.LimitPerPeer(transport.Filter(l, a, transport.PeerPolicy{AllowLocal: allowLocal}, log), maxControlConns, log), nil
 }
 
 // serveControl serves the control API on the sockets ddinit run opened
@@ -220,7 +220,7 @@ func controlListener(a vsock.Addr, f *os.File, allowLocal bool, log logrus.Field
 func (in *pid1) serveControl() error {
 	var ls []net.Listener
 	for i, s := range in.cfg.Control {
-		a, err := vsock.Parse(s)
+		a, err := transport.Parse(s)
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,7 @@ import (
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/regularfile"
 	"github.com/ddinit/ddinit/settings"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -225,7 +225,7 @@ func (in *pid1) writeCABundle(cas []string) error {
 // keeps the variables new containers and builds get.
 type relays struct {
 	mu      sync.Mutex
-	serving map[relay]*vsock.Forwarder
+	serving map[relay]*transport.Forwarder
 	wg      sync.WaitGroup
 	env     map[string]string
 }
@@ -284,7 +284,7 @@ func (l *launcher) applyProxy(plan proxyPlan, pid int, log logrus.FieldLogger) {
 	defer r.mu.Unlock()
 	r.env = plan.Env
 	if r.serving == nil {
-		r.serving = map[relay]*vsock.Forwarder{}
+		r.serving = map[relay]*transport.Forwarder{}
 	}
 	for k, f := range r.serving {
 		if !slices.Contains(plan.Relays, k) {
@@ -303,7 +303,7 @@ func (l *launcher) applyProxy(plan proxyPlan, pid int, log logrus.FieldLogger) {
 			continue
 		}
 		dial := k.Dial
-		f := &vsock.Forwarder{
+		f := &transport.Forwarder{
 			Name:     "proxy relay",
 			Listener: ln,
 			// From the distro's side: its loopback, where the proxy listens.

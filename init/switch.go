@@ -9,7 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/control"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"golang.org/x/sys/unix"
 )
 
@@ -166,7 +166,7 @@ func (l *launcher) standIn(why string) {
 	}
 	var ls []net.Listener
 	for i, s := range l.cfg.Control {
-		a, err := vsock.Parse(s)
+		a, err := transport.Parse(s)
 		if err != nil {
 			continue // refused when the sockets were opened
 		}

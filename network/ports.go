@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netns"
 )
@@ -56,7 +56,7 @@ func (p *Publisher) setUp() {
 		// The publisher asks rarely, and keeps no connection idle.
 		dial := p.Dial
 		if dial == nil {
-			dial = func(ctx context.Context) (net.Conn, error) { return vsock.DialUnix(ctx, p.DockerSocket) }
+			dial = func(ctx context.Context) (net.Conn, error) { return transport.DialUnix(ctx, p.DockerSocket) }
 		}
 		p.engine = engineclient.New(dial)
 		p.ns, p.nsErr = netns.None(), errors.New("no network namespace given")
@@ -317,7 +317,7 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 		if err != nil {
 			return key, false, err
 		}
-		f := &vsock.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp") }}
+		f := &transport.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp") }}
 		served := make(chan struct{})
 		go func() {
 			defer close(served)

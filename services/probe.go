@@ -3,7 +3,7 @@ package services
 import (
 	"context"
 	"fmt"
-	"github.com/ddinit/ddinit/vsock"
+	"github.com/ddinit/ddinit/transport"
 	"net"
 	"net/http"
 	"net/url"
@@ -63,7 +63,7 @@ func (p Probe) dial(ctx context.Context) (net.Conn, error) {
 	if p.Addr != "" {
 		return d.DialContext(ctx, "tcp", p.Addr)
 	}
-	return vsock.DialUnix(ctx, p.Socket)
+	return transport.DialUnix(ctx, p.Socket)
 }
 
 // Check runs the probe once, within ctx's deadline.

@@ -1,4 +1,4 @@
-package vsock
+package transport
 
 import (
 	"net"
