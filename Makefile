@@ -55,7 +55,7 @@ test: build isos test-packs distro
 
 # The packages whose state is shared between goroutines, under the race
 # detector (unit tests, no root needed).
-RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./errkind/ ./dnsforward/
+RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./fairshare/ ./engineclient/ ./transport/ ./dnsforward/
 
 # ddinit boots the same however it is built: a plain `go build` (cgo,
 # dynamically linked) through ten boots, a PIE, and the race detector —

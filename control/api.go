@@ -155,7 +155,7 @@ type Backend interface {
 	// Logs returns the last tail lines (all kept when tail <= 0) and, when
 	// follow, a channel of new ones and a function to stop following.
 	// Every error carries its kind (github.com/containerd/errdefs, and
-	// errkind.ErrRolledBack): StatusCode maps it to the answer.
+	// settings.ErrRolledBack): StatusCode maps it to the answer.
 	Logs(service string, tail int, follow bool) ([]LogLine, <-chan LogLine, func(), error)
 	Restart(service string) error
 	// Shutdown asks for a clean stop and returns at once.

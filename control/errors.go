@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs/pkg/errhttp"
-	"github.com/ddinit/ddinit/errkind"
+	"github.com/ddinit/ddinit/settings"
 )
 
 // RetryAfterSeconds is what a 503 asks the client to wait: ddinit is
@@ -24,7 +24,7 @@ func StatusCode(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
-	case errkind.IsRolledBack(err):
+	case settings.IsRolledBack(err):
 		return http.StatusUnprocessableEntity
 	}
 	return errhttp.ToHTTP(err)
@@ -34,7 +34,7 @@ func StatusCode(err error) int {
 // StatusCode, for the client.
 func kindOf(code int) error {
 	if code == http.StatusUnprocessableEntity {
-		return errkind.ErrRolledBack
+		return settings.ErrRolledBack
 	}
 	return errhttp.ToNative(code)
 }
@@ -60,7 +60,7 @@ func writeError(w http.ResponseWriter, err error, body errorBody) {
 }
 
 // APIError is an error answer of the control API; it carries the kind its
-// status stands for, so callers ask errdefs (or errkind), not the text.
+// status stands for, so callers ask errdefs (or settings.IsRolledBack), not the text.
 type APIError struct {
 	Status  string // "409 Conflict"
 	Code    int

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/ddinit/ddinit/errkind"
 	"github.com/ddinit/ddinit/settings"
 	"github.com/sirupsen/logrus"
 )
@@ -27,8 +26,8 @@ func TestStatusCodeByKind(t *testing.T) {
 		{fmt.Errorf("put: %w", settings.ErrStale), 409},
 		{fmt.Errorf("%w: x is disabled", errdefs.ErrFailedPrecondition), 412},
 		{fmt.Errorf("%w: still booting", errdefs.ErrUnavailable), 503},
-		{errkind.RolledBack("the change was rolled back: dockerd refused it"), 422},
-		{fmt.Errorf("wrapped: %w", errkind.RolledBack("x")), 422},
+		{settings.RolledBack("the change was rolled back: dockerd refused it"), 422},
+		{fmt.Errorf("wrapped: %w", settings.RolledBack("x")), 422},
 		{errors.New("no kind at all"), 500},
 	} {
 		if got := StatusCode(c.err); got != c.code {
@@ -86,7 +85,7 @@ func TestAnswersCarryTheKind(t *testing.T) {
 	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 400 || !strings.Contains(string(b), `"field": "colour"`) || !strings.Contains(string(b), `"generation": 3`) {
 		t.Fatalf("an invalid document: %d %s", resp.StatusCode, b)
 	}
-	if resp := serve(t, stubBackend{put: errkind.RolledBack("rolled back: x")}, "PUT", "/settings", `{}`); resp.StatusCode != 422 {
+	if resp := serve(t, stubBackend{put: settings.RolledBack("rolled back: x")}, "PUT", "/settings", `{}`); resp.StatusCode != 422 {
 		t.Fatalf("a rolled-back change: %d", resp.StatusCode)
 	}
 	if resp := serve(t, stubBackend{}, "POST", "/services/dockerd/restart", ""); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {

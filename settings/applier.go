@@ -12,7 +12,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/atomicfile"
-	"github.com/ddinit/ddinit/errkind"
 	"github.com/ddinit/ddinit/regularfile"
 	"github.com/sirupsen/logrus"
 )
@@ -311,7 +310,7 @@ func (a *Applier) RefusedAtBoot(complaint string) bool {
 // Put validates, applies and stores a document (a PUT body). Nothing
 // changes for an invalid document (errdefs invalid argument), a stale
 // generation (conflict) or while the engine boots (unavailable); a change
-// the engine refuses is rolled back (errkind.ErrRolledBack), with the
+// the engine refuses is rolled back (ErrRolledBack), with the
 // engine's own message.
 func (a *Applier) Put(body []byte) (View, error) {
 	a.changing.Lock()
@@ -527,7 +526,7 @@ func (a *Applier) rollBack(engine Engine, old map[string]json.RawMessage, oldEnv
 	a.mu.Lock()
 	a.applying, a.lastError = "", msg
 	a.mu.Unlock()
-	return errkind.RolledBack(msg)
+	return RolledBack(msg)
 }
 
 func (a *Applier) setApplying(what string) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/ddinit/ddinit/errkind"
 	"github.com/sirupsen/logrus"
 )
 
@@ -148,7 +147,7 @@ func TestPutAppliesStoresAndRollsBack(t *testing.T) {
 	// they were, the engine's message in the answer.
 	restarts := e.restarts
 	v, err = a.Put([]byte(`{"generation": 1, "daemonJSON": {"labels": ["b=1"], "bogus-option": true}}`))
-	if !errkind.IsRolledBack(err) || !strings.Contains(err.Error(), "bogus-option") || v.Generation != 1 || !strings.Contains(v.LastError, "bogus-option") {
+	if !IsRolledBack(err) || !strings.Contains(err.Error(), "bogus-option") || v.Generation != 1 || !strings.Contains(v.LastError, "bogus-option") {
 		t.Fatalf("a refused change: %+v %v", v, err)
 	}
 	if e.restarts != restarts+2 || !strings.Contains(string(e.running), `"a=1"`) {
@@ -421,7 +420,7 @@ func TestPutWhileTheEngineStops(t *testing.T) {
 	before := readFile(t, filepath.Join(root, DaemonFile))
 	a.Attach(&stoppingEngine{}, nil)
 	_, err := a.Put([]byte(`{"generation": 0, "daemonJSON": {"labels": ["x=1"]}}`))
-	if !errdefs.IsUnavailable(err) || errkind.IsRolledBack(err) {
+	if !errdefs.IsUnavailable(err) || IsRolledBack(err) {
 		t.Fatalf("a change while stopping: %v", err)
 	}
 	if got := readFile(t, filepath.Join(root, DaemonFile)); got != before {

@@ -15,5 +15,5 @@
 // only through the paths PID 1 gives it, read with package regularfile (a
 // FIFO, a folder, a file too large is unusable like one that does not
 // parse, and kept aside the same way). Its errors carry their kind
-// (errdefs, errkind); it maps none to HTTP.
+// (errdefs, settings.ErrRolledBack); it maps none to HTTP.
 package settings

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/ddinit/ddinit/errkind"
 )
 
 func testCAPEM(t *testing.T) string {
@@ -78,7 +77,7 @@ func TestPutAppliesTheEnvironment(t *testing.T) {
 	}
 	// Refused: rolled back, the previous environment in force again.
 	_, err = a.Put([]byte(`{"generation": 2, "proxy": {"http": "http://refused.example:3128"}}`))
-	if !errkind.IsRolledBack(err) || e.runningEnv.Proxy == nil || e.runningEnv.Proxy.HTTP != "http://127.0.0.1:3128" || e.env.Proxy.HTTP != "http://127.0.0.1:3128" {
+	if !IsRolledBack(err) || e.runningEnv.Proxy == nil || e.runningEnv.Proxy.HTTP != "http://127.0.0.1:3128" || e.env.Proxy.HTTP != "http://127.0.0.1:3128" {
 		t.Fatalf("a refused proxy: %v, running %+v, next start %+v", err, e.runningEnv.Proxy, e.env.Proxy)
 	}
 	// Cleared, and stored so: the next boot starts without them.

@@ -1,9 +1,14 @@
-package errkind
+package settings
 
 import "errors"
 
-// ErrRolledBack is a change that was applied, refused by the engine, and
-// undone: what was in force before is in force again.
+// ErrRolledBack is the one error kind ddinit adds to containerd's
+// vocabulary (github.com/containerd/errdefs: not found, invalid argument,
+// conflict, unavailable, failed precondition …): a settings change that
+// was applied, refused by the engine, and undone, so that what was in
+// force before is in force again. Errors carry it by wrapping it; callers
+// ask with errors.Is (IsRolledBack), never by matching text. Package
+// control maps it to a status code.
 var ErrRolledBack = errors.New("rolled back")
 
 // IsRolledBack reports whether err, or an error it wraps, is a change
