@@ -32,11 +32,21 @@ func WriteFrom(path string, r io.Reader, mode os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		// The rename is durable with the folder synced; without it, it is
-		// still atomic.
-		_ = d.Sync()
-		d.Close()
+	// The rename is durable with the folder synced; without it, it is
+	// still atomic.
+	_ = SyncDir(dir)
+	return nil
+}
+
+// SyncDir makes what was created, renamed or removed in dir durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/ddinit/ddinit/iso9660"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -17,8 +18,8 @@ var isoCommands = []command{
 	{name: "verify", summary: "check an image's sha256 (its .sha256 beside it, or SHA256) and that it reads", args: "IMAGE [SHA256]", setup: isoVerify},
 }
 
-func openTree(path string) (*rootfs.File, *rootfs.Tree, error) {
-	img, err := rootfs.OpenFile(path)
+func openTree(path string) (*iso9660.File, *iso9660.Tree, error) {
+	img, err := iso9660.OpenFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -53,14 +54,14 @@ func list(env *Env, path string) error {
 	return w.Flush()
 }
 
-func writeEntry(w io.Writer, t *rootfs.Tree, i int) {
+func writeEntry(w io.Writer, t *iso9660.Tree, i int) {
 	e := &t.Entries[i]
 	name := "/" + e.Path
 	size := fmt.Sprint(e.Size)
 	switch e.Type {
-	case rootfs.TypeSymlink:
+	case iso9660.TypeSymlink:
 		name += " -> " + e.Target
-	case rootfs.TypeCharDevice, rootfs.TypeBlockDevice:
+	case iso9660.TypeCharDevice, iso9660.TypeBlockDevice:
 		size = fmt.Sprintf("%d,%d", unix.Major(e.Rdev), unix.Minor(e.Rdev))
 	}
 	if e.LinkTo >= 0 {
@@ -69,8 +70,8 @@ func writeEntry(w io.Writer, t *rootfs.Tree, i int) {
 	fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", modeString(e), e.Nlink, e.UID, e.GID, size, e.Mtime.UTC().Format(time.DateTime), name)
 }
 
-func modeString(e *rootfs.Entry) string {
-	typ := map[rootfs.FileType]byte{rootfs.TypeRegular: '-', rootfs.TypeDir: 'd', rootfs.TypeSymlink: 'l', rootfs.TypeCharDevice: 'c', rootfs.TypeBlockDevice: 'b', rootfs.TypeFIFO: 'p', rootfs.TypeSocket: 's'}[e.Type]
+func modeString(e *iso9660.Entry) string {
+	typ := map[iso9660.FileType]byte{iso9660.TypeRegular: '-', iso9660.TypeDir: 'd', iso9660.TypeSymlink: 'l', iso9660.TypeCharDevice: 'c', iso9660.TypeBlockDevice: 'b', iso9660.TypeFIFO: 'p', iso9660.TypeSocket: 's'}[e.Type]
 	return string(typ) + os.FileMode(e.Perm & 0o777).String()[1:] + specialBits(e.Perm)
 }
 
@@ -98,18 +99,18 @@ func isoExtract(env *Env, fs *flags) func() error {
 		if fs.NArg() != 2 {
 			return fs.argCount("name an IMAGE and a DIR")
 		}
-		return extract(env, fs.Arg(0), fs.Arg(1), rootfs.ExtractOptions{Sync: *sync, Workers: *workers})
+		return extract(env, fs.Arg(0), fs.Arg(1), iso9660.ExtractOptions{Sync: *sync, Workers: *workers})
 	}
 }
 
-func extract(env *Env, image, dir string, opts rootfs.ExtractOptions) error {
+func extract(env *Env, image, dir string, opts iso9660.ExtractOptions) error {
 	start := time.Now()
 	img, t, err := openTree(image)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	if err := rootfs.ExtractAtomic(img, t, dir, opts); err != nil {
+	if err := iso9660.ExtractAtomic(img, t, dir, opts); err != nil {
 		return err
 	}
 	var bytes int64

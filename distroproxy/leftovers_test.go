@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/ddinit/ddinit/engineclient"
+	"github.com/ddinit/ddinit/internal/testutil"
 	"io/fs"
 	"net"
 	"net/http"
@@ -30,9 +31,7 @@ const mountNSEnv = "DDINIT_TEST_IN_MOUNT_NS"
 // returns then).
 func inWSLMounts(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	testutil.RequiresRoot(t)
 	if os.Getenv(mountNSEnv) != t.Name() {
 		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
 		cmd.Env = append(os.Environ(), mountNSEnv+"="+t.Name())

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/ddinit/ddinit/iso9660"
 	"io"
 	"net/http"
 	"os"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	initd "github.com/ddinit/ddinit/init"
-	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/timeline"
 )
@@ -204,7 +204,7 @@ var asDeployed = []string{"--log-level", "info"}
 func bareRoot(t *testing.T) (base, pack string) {
 	dir := t.TempDir()
 	for _, im := range []struct{ iso, tree string }{{baseISO, "base"}, {packISO, "pack"}} {
-		img, err := rootfs.OpenFile(im.iso)
+		img, err := iso9660.OpenFile(im.iso)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +212,7 @@ func bareRoot(t *testing.T) (base, pack string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := rootfs.ExtractAtomic(img, entries, filepath.Join(dir, im.tree), rootfs.ExtractOptions{}); err != nil {
+		if err := iso9660.ExtractAtomic(img, entries, filepath.Join(dir, im.tree), iso9660.ExtractOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		img.Close()

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/ddinit/ddinit/internal/testutil"
+	"github.com/ddinit/ddinit/iso9660"
 	"net"
 	"net/http"
 	"os"
@@ -20,7 +22,6 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/mounts"
-	"github.com/ddinit/ddinit/rootfs"
 )
 
 // Paths of the artifacts `make test` builds before running the suite.
@@ -44,9 +45,7 @@ func ddinitBinary() string {
 
 func requireEnvironment(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: namespaces, mounts and the real engine (CI runs as root)")
-	}
+	testutil.RequiresRoot(t)
 	for _, p := range []string{binary, baseISO, packISO} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%s is missing: run `make build isos` (make test does)", p)
@@ -438,7 +437,7 @@ func customPack(t *testing.T, modify func(root string)) string {
 	t.Helper()
 	dir := t.TempDir()
 	tree := filepath.Join(dir, "tree")
-	img, err := rootfs.OpenFile(packISO)
+	img, err := iso9660.OpenFile(packISO)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +446,7 @@ func customPack(t *testing.T, modify func(root string)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rootfs.ExtractAtomic(img, entries, tree, rootfs.ExtractOptions{}); err != nil {
+	if err := iso9660.ExtractAtomic(img, entries, tree, iso9660.ExtractOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	modify(tree)

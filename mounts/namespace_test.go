@@ -1,6 +1,7 @@
 package mounts
 
 import (
+	"github.com/ddinit/ddinit/internal/testutil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,9 +54,7 @@ func TestPlanOrder(t *testing.T) {
 // source is missing, stops at the first failure with what it made, and
 // Unmount takes them all down again, last first.
 func TestMountAllAndUnmount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	testutil.RequiresRoot(t)
 	root, src := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
 	plan := []Mount{

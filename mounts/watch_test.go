@@ -2,6 +2,7 @@ package mounts
 
 import (
 	"context"
+	"github.com/ddinit/ddinit/internal/testutil"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,9 +14,7 @@ import (
 // WatchDrives reports a drive mounted and then unmounted under a plain
 // (private) directory, each within moments.
 func TestWatchDrivesSeesMountAndUnmount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	testutil.RequiresRoot(t)
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "q"), 0o755)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,7 +1,7 @@
 package network
 
 import (
-	"os"
+	"github.com/ddinit/ddinit/internal/testutil"
 	"runtime"
 	"testing"
 
@@ -14,9 +14,7 @@ import (
 // test skips where it cannot be done.
 func enterNewNetns(t *testing.T) (ns netns.NsHandle, leave func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (a network namespace of its own)")
-	}
+	testutil.RequiresRoot(t)
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/iso9660"
 	"os"
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/regularfile"
-	"github.com/ddinit/ddinit/rootfs"
 )
 
 // Files of the data store, relative to its root.
@@ -128,7 +128,7 @@ const dockerdDefinition = "containers/services/dockerd/config.json"
 // dockerd service; its manifest gives the engine version.
 func Inspect(image string) (Manifest, error) {
 	var m Manifest
-	img, err := rootfs.OpenFile(image)
+	img, err := iso9660.OpenFile(image)
 	if err != nil {
 		return m, err
 	}
@@ -141,7 +141,7 @@ func Inspect(image string) (Manifest, error) {
 	for _, e := range tree.Entries {
 		switch e.Path {
 		case dockerdDefinition:
-			haveDockerd = e.Type == rootfs.TypeRegular
+			haveDockerd = e.Type == iso9660.TypeRegular
 		case "version-pack.json":
 			b, err := img.ReadEntry(e, 1<<20)
 			if err != nil {

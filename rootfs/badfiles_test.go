@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"errors"
+	"github.com/ddinit/ddinit/iso9660"
 	"io"
 	"os"
 	"path/filepath"
@@ -63,7 +64,7 @@ func TestImagePathThatIsNoFile(t *testing.T) {
 			for what, open := range map[string]func() error{
 				"HashFile":    func() error { _, _, err := HashFile(img); return err },
 				"CopyAndHash": func() error { _, _, err := CopyAndHash(filepath.Join(dir, "copy"), img); return err },
-				"OpenFile":    func() error { _, err := OpenFile(img); return err },
+				"OpenFile":    func() error { _, err := iso9660.OpenFile(img); return err },
 				"LoopMount":   func() error { return LoopMount(img, dir, "iso9660") },
 				"Ensure": func() error {
 					_, err := c.Ensure(Source{Name: "version pack", Path: img}, false)

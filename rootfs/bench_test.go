@@ -2,6 +2,8 @@ package rootfs
 
 import (
 	"fmt"
+	"github.com/ddinit/ddinit/internal/testutil"
+	"github.com/ddinit/ddinit/iso9660"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +25,7 @@ func TestBenchReport(t *testing.T) {
 	if os.Getenv("DDINIT_BENCH") == "" {
 		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
 	}
-	requireRoot(t)
+	testutil.RequiresRoot(t)
 	ddinit, err := filepath.Abs("../bin/ddinit")
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +33,7 @@ func TestBenchReport(t *testing.T) {
 	if _, err := os.Stat(ddinit); err != nil {
 		t.Fatal("bin/ddinit is not built (make build)")
 	}
-	requireTool(t, "bsdtar")
+	testutil.RequireTool(t, "bsdtar")
 	work, err := os.MkdirTemp(filepath.Join("..", "build"), "bench-")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +155,7 @@ func TestBenchReport(t *testing.T) {
 }
 
 func countEntries(t *testing.T, path string) int {
-	f, err := OpenFile(path)
+	f, err := iso9660.OpenFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

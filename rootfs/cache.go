@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/iso9660"
 	"os"
 	"path/filepath"
 	"slices"
@@ -191,7 +192,7 @@ func (c *Cache) fill(src Source, expected, from, entry string, l *Layer) error {
 	if err := atomicfile.Write(filepath.Join(tmp, entryMeta), mustJSON(info), 0o644); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
@@ -201,7 +202,7 @@ func (c *Cache) fill(src Source, expected, from, entry string, l *Layer) error {
 		return fmt.Errorf("image cache: %w", err)
 	}
 	done = true
-	return syncDir(c.Dir)
+	return atomicfile.SyncDir(c.Dir)
 }
 
 func (c *Cache) extract(image, entry, tree string) error {
@@ -217,7 +218,7 @@ func (c *Cache) extract(image, entry, tree string) error {
 			}
 		}
 	}
-	f, err := OpenFile(image)
+	f, err := iso9660.OpenFile(image)
 	if err != nil {
 		return err
 	}
@@ -226,7 +227,7 @@ func (c *Cache) extract(image, entry, tree string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", image, err)
 	}
-	return ExtractAtomic(f, t, tree, ExtractOptions{Sync: true})
+	return iso9660.ExtractAtomic(f, t, tree, iso9660.ExtractOptions{Sync: true})
 }
 
 // entryComplete reports whether entry holds a finished cache entry for

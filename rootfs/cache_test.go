@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/ddinit/ddinit/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,7 @@ import (
 // and returns its path and digest.
 func testImage(t testing.TB, dir, name string, files map[string]string) (string, string) {
 	t.Helper()
-	b := xorrisoImage(t, func(src string) {
+	b := testutil.XorrisoImage(t, func(src string) {
 		for p, c := range files {
 			full := filepath.Join(src, p)
 			os.MkdirAll(filepath.Dir(full), 0o755)
@@ -220,7 +221,7 @@ func mountedUnder(t *testing.T, dir string) []string {
 }
 
 func TestPrepareAssemblesAnOverlay(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t)
 	dir := t.TempDir()
 	base, _ := testImage(t, dir, "docker-desktop.iso", map[string]string{"etc/os-release": "base\n", "etc/shared": "from base\n"})
 	pack, _ := testImage(t, dir, "docker.iso", map[string]string{"usr/bin/dockerd": "engine\n", "etc/shared": "from pack\n"})
@@ -262,7 +263,7 @@ func TestPrepareAssemblesAnOverlay(t *testing.T) {
 }
 
 func TestPrepareFailsCleanly(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t)
 	dir := t.TempDir()
 	base, _ := testImage(t, dir, "docker-desktop.iso", map[string]string{"a": "a"})
 	opts := PrepareOptions{
@@ -290,8 +291,8 @@ func TestPrepareFailsCleanly(t *testing.T) {
 // system this kernel has (ext4); the iso9660 mount itself runs in the qemu
 // guest.
 func TestLoopMountAttachesAndDetaches(t *testing.T) {
-	requireRoot(t)
-	requireTool(t, "mkfs.ext4")
+	testutil.RequiresRoot(t)
+	testutil.RequireTool(t, "mkfs.ext4")
 	dir := t.TempDir()
 	content := filepath.Join(dir, "content")
 	os.MkdirAll(content, 0o755)
@@ -334,7 +335,7 @@ func loopBacks(t *testing.T, img string) bool {
 }
 
 func TestKernelISO9660Path(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t)
 	if !KernelHasFilesystem("iso9660") {
 		t.Skip("this kernel has no iso9660 (not in /proc/filesystems); the qemu guest of make vm-test runs the kernel path")
 	}

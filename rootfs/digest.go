@@ -5,11 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/iso9660"
 	"io"
 	"os"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ddinit/ddinit/regularfile"
 )
@@ -21,19 +21,9 @@ const SidecarSuffix = ".sha256"
 // a newline, as sha256sum writes them.
 const maxSidecarBytes = 4 << 10
 
-// imageTimeout bounds opening an image and each read of it: the images
-// are read from a 9p drive, which gives 1 MB in milliseconds; a Windows
-// that gives nothing for this long (an antivirus scan on open takes
-// seconds) has stopped answering, and the boot says so rather than wait
-// for ever. There is no bound on an image's size: it is read in chunks.
-const imageTimeout = 30 * time.Second
-
-// openImage opens an image for reading: a regular file only (a FIFO, a
-// directory, a device is an error saying what it is, never waited on),
-// within imageTimeout.
-func openImage(path string) (*os.File, error) {
-	return regularfile.OpenWithin(path, imageTimeout)
-}
+// openImage opens an image for reading (iso9660.OpenImage: a regular
+// file only, within its bound).
+func openImage(path string) (*os.File, error) { return iso9660.OpenImage(path) }
 
 // DigestMismatchError says an image is not the one its digest names.
 type DigestMismatchError struct {
@@ -106,7 +96,7 @@ func HashFile(path string) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
-	return copyAndHash(io.Discard, regularfile.ReaderWithin(f, imageTimeout))
+	return copyAndHash(io.Discard, regularfile.ReaderWithin(f, iso9660.ImageTimeout))
 }
 
 // CopyAndHash copies src into a new file dst and returns the hex sha256 of
@@ -121,7 +111,7 @@ func CopyAndHash(dst, src string) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	digest, n, err := copyAndHash(out, regularfile.ReaderWithin(in, imageTimeout))
+	digest, n, err := copyAndHash(out, regularfile.ReaderWithin(in, iso9660.ImageTimeout))
 	if err == nil {
 		err = out.Sync()
 	}

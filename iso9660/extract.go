@@ -1,8 +1,9 @@
-package rootfs
+package iso9660
 
 import (
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -132,7 +133,7 @@ func ExtractAtomic(img *File, t *Tree, dir string, opts ExtractOptions) error {
 		return fmt.Errorf("extract into %s: %w", dir, err)
 	}
 	if opts.Sync {
-		return syncDir(filepath.Dir(dir))
+		return atomicfile.SyncDir(filepath.Dir(dir))
 	}
 	return nil
 }
@@ -547,16 +548,4 @@ func parallel(workers, n int, fn func(int) error) error {
 	}
 	wg.Wait()
 	return first
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

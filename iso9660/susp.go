@@ -1,4 +1,4 @@
-package rootfs
+package iso9660
 
 import (
 	"encoding/binary"

@@ -1,8 +1,9 @@
-package rootfs
+package iso9660
 
 import (
 	"errors"
 	"fmt"
+	"github.com/ddinit/ddinit/regularfile"
 	"io"
 	"os"
 	"strings"
@@ -95,7 +96,7 @@ type File struct {
 // OpenFile opens and checks the image at path: a regular file (anything
 // else, a FIFO above all, is an error saying what it is, never waited on).
 func OpenFile(path string) (*File, error) {
-	f, err := openImage(path)
+	f, err := OpenImage(path)
 	if err != nil {
 		return nil, err
 	}
@@ -595,4 +596,19 @@ func (img *Image) ReadEntry(e Entry, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %d bytes of %d", displayPath(e.Path), len(out), e.Size)
 	}
 	return out[:e.Size], nil
+}
+
+// ImageTimeout bounds opening an image and each read of it from its
+// source: the images are read from a 9p drive, which gives 1 MB in
+// milliseconds; a Windows that gives nothing for this long (an antivirus
+// scan on open takes seconds) has stopped answering, and the boot says so
+// rather than wait for ever. There is no bound on an image's size: it is
+// read in chunks.
+const ImageTimeout = 30 * time.Second
+
+// OpenImage opens an image for reading: a regular file only (a FIFO, a
+// directory, a device is an error saying what it is, never waited on),
+// within ImageTimeout.
+func OpenImage(path string) (*os.File, error) {
+	return regularfile.OpenWithin(path, ImageTimeout)
 }

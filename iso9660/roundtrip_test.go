@@ -1,9 +1,10 @@
-package rootfs
+package iso9660
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"github.com/ddinit/ddinit/internal/testutil"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -17,51 +18,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: device nodes, ownership and mounts (CI runs as root)")
-	}
-}
-
-func requireTool(t testing.TB, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		t.Fatalf("%s is not installed (make deps installs it): the suite needs it", tool)
-	}
-	return p
-}
-
-// xorrisoImage fills a fresh source tree with populate and writes it with
-// xorriso -as mkisofs and args; it returns the image bytes.
-func xorrisoImage(t testing.TB, populate func(src string), args ...string) []byte {
-	t.Helper()
-	_, b := xorrisoImageWithSource(t, populate, args...)
-	return b
-}
-
-func xorrisoImageWithSource(t testing.TB, populate func(src string), args ...string) (string, []byte) {
-	t.Helper()
-	requireTool(t, "xorriso")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	populate(src)
-	out := filepath.Join(dir, "image.iso")
-	cmd := exec.Command("xorriso", append(append([]string{"-as", "mkisofs"}, args...), "-o", out, src)...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("xorriso: %v\n%s", err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src, b
-}
 
 // featureTree builds every kind of entry the extractor must restore.
 func featureTree(t testing.TB, src string) {
@@ -244,8 +200,8 @@ func compareTrees(t *testing.T, want, got string) {
 }
 
 func TestRoundTripRockRidge(t *testing.T) {
-	requireRoot(t)
-	src, b := xorrisoImageWithSource(t, func(src string) { featureTree(t, src) },
+	testutil.RequiresRoot(t)
+	src, b := testutil.XorrisoTree(t, func(src string) { featureTree(t, src) },
 		"-R", "-J", "-joliet-long", "--hardlinks", "-rr_reloc_dir", "rr_moved")
 	// The image really exercises relocation and split symlinks.
 	for _, sig := range []string{"CL\x0c\x01", "RE\x04\x01", "CE\x1c\x01"} {
@@ -274,7 +230,7 @@ func TestRoundTripRockRidge(t *testing.T) {
 
 func TestRoundTripJolietOnly(t *testing.T) {
 	names := []string{"Readme.md", "mixed Case Name.txt", "héllo wörld.txt", "日本語/ファイル.txt", "dir.with.dots/file", strings.Repeat("L", 90) + ".txt"}
-	src, b := xorrisoImageWithSource(t, func(src string) {
+	src, b := testutil.XorrisoTree(t, func(src string) {
 		for _, n := range names {
 			p := filepath.Join(src, n)
 			os.MkdirAll(filepath.Dir(p), 0o755)
@@ -325,7 +281,7 @@ func TestVersionPackMatchesBsdtar(t *testing.T) {
 	if _, err := os.Stat(iso); err != nil {
 		t.Skip("build/docker.iso is not built (make isos)")
 	}
-	requireTool(t, "bsdtar")
+	testutil.RequireTool(t, "bsdtar")
 	ref := t.TempDir()
 	if b, err := exec.Command("bsdtar", "-xf", iso, "-C", ref).CombinedOutput(); err != nil {
 		t.Fatalf("bsdtar: %v %s", err, b)

@@ -1,7 +1,8 @@
-package rootfs
+package iso9660
 
 import (
 	"errors"
+	"github.com/ddinit/ddinit/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ func newSandbox(t *testing.T) sandbox {
 
 func (s sandbox) assertOutsideUntouched(t *testing.T) {
 	t.Helper()
-	names, err := readDirNames(s.outside)
+	names, err := entryNames(s.outside)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func (s sandbox) assertOutsideUntouched(t *testing.T) {
 		t.Fatalf("extraction wrote outside its target: %v", names)
 	}
 	// Nothing beside target and outside either.
-	names, _ = readDirNames(filepath.Dir(s.target))
+	names, _ = entryNames(filepath.Dir(s.target))
 	if len(names) != 2 {
 		t.Fatalf("extraction left files beside its target: %v", names)
 	}
@@ -99,7 +100,7 @@ func TestHostileNamesAreRefused(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUnsafeName mentioning %q", err, c.want)
 			}
 			s.assertOutsideUntouched(t)
-			if names, _ := readDirNames(s.target); len(names) != 0 {
+			if names, _ := entryNames(s.target); len(names) != 0 {
 				t.Fatalf("target got %v", names)
 			}
 		})
@@ -152,7 +153,7 @@ func TestExtractNeverFollowsASymlinkItCreated(t *testing.T) {
 }
 
 func TestTruncatedImagesFailCleanly(t *testing.T) {
-	full := xorrisoImage(t, func(src string) {
+	full := testutil.XorrisoImage(t, func(src string) {
 		os.MkdirAll(filepath.Join(src, "d/e"), 0o755)
 		os.WriteFile(filepath.Join(src, "d/e/f"), []byte(strings.Repeat("data", 5000)), 0o644)
 		os.Symlink(strings.Repeat("long/", 100), filepath.Join(src, "link"))
@@ -314,4 +315,14 @@ func TestDeviceNumberEncodings(t *testing.T) {
 	if unix.Major(a) != 300 || unix.Minor(a) != 70000 || unix.Major(b) != 8 || unix.Minor(b) != 1 {
 		t.Fatalf("devices %d:%d and %d:%d", unix.Major(a), unix.Minor(a), unix.Major(b), unix.Minor(b))
 	}
+}
+
+// entryNames lists the names in dir.
+func entryNames(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names, err
 }
