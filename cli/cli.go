@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/ddinit/ddinit/wire"
 )
 
 // usageError marks a mistake in the command line (exit status 2): of the
@@ -67,7 +69,7 @@ func init() {
 
 // pid1Command is PID 1's entry in the namespaces `ddinit run` creates: not
 // for people, listed nowhere, its arguments its own.
-const pid1Command = "init"
+const pid1Command = wire.PID1Argument
 
 // Main runs ddinit with args (without the program name) and returns the
 // exit status.

@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ddinit/ddinit/config"
 	"github.com/ddinit/ddinit/distroproxy"
-	initd "github.com/ddinit/ddinit/init"
 	"github.com/ddinit/ddinit/logs"
 	"github.com/sirupsen/logrus"
 )
@@ -20,8 +20,8 @@ import (
 func runProxy(env *Env, fs *flags) func() error {
 	distro := fs.String("distro", os.Getenv("WSL_DISTRO_NAME"), "this WSL distro's name (default $WSL_DISTRO_NAME)")
 	socket := fs.String("socket", "/var/run/docker.sock", "the docker socket to serve in this distro")
-	shared := fs.String("wsl-shared", initd.DefaultWSLShared, "the tmpfs all distros share")
-	engine := fs.String("engine", "", "the engine's socket for the distros' proxies (default <wsl-shared>/"+initd.SharedSocketsDir+"/"+initd.ProxiesSocket+")")
+	shared := fs.String("wsl-shared", config.DefaultWSLShared, "the tmpfs all distros share")
+	engine := fs.String("engine", "", "the engine's socket for the distros' proxies (default <wsl-shared>/"+config.SharedSocketsDir+"/"+config.ProxiesSocket+")")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	grace := fs.Duration("bind-grace", distroproxy.SweepGrace, "how long a bind is kept for a create that has not named its container yet")
 	return func() error {
@@ -40,7 +40,7 @@ func proxy(env *Env, distro, socket, shared, engine, level string, grace time.Du
 		return usagef("--distro: %v", err)
 	}
 	if engine == "" {
-		engine = filepath.Join(shared, initd.SharedSocketsDir, initd.ProxiesSocket)
+		engine = filepath.Join(shared, config.SharedSocketsDir, config.ProxiesSocket)
 	}
 	lvl, err := logrus.ParseLevel(level)
 	if err != nil {

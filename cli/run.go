@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
-	initd "github.com/ddinit/ddinit/init"
+	"github.com/ddinit/ddinit/config"
+	"github.com/ddinit/ddinit/launcher"
+	"github.com/ddinit/ddinit/pid1"
 )
 
 // listFlag collects a repeatable flag.
@@ -20,36 +22,36 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // on the command line overrides the config file's value.
 type runFlag struct {
 	name, usage string
-	str         func(*initd.Config) *string
-	boolean     func(*initd.Config) *bool
-	duration    func(*initd.Config) *initd.Duration
+	str         func(*config.Config) *string
+	boolean     func(*config.Config) *bool
+	duration    func(*config.Config) *config.Duration
 }
 
 var runFlags = []runFlag{
-	{name: "base-image", usage: "the base distro image (default " + initd.DefaultBaseImage + ")", str: func(c *initd.Config) *string { return &c.BaseImage }},
-	{name: "base-digest", usage: "sha256 the base image must have (default: its .sha256 sidecar)", str: func(c *initd.Config) *string { return &c.BaseDigest }},
-	{name: "version-pack", usage: "the engine version pack image (default " + initd.DefaultVersionPack + ")", str: func(c *initd.Config) *string { return &c.VersionPack }},
-	{name: "version-pack-digest", usage: "sha256 the version pack must have (default: its .sha256 sidecar)", str: func(c *initd.Config) *string { return &c.PackDigest }},
-	{name: "data-dir", usage: "the data distro's root (default " + initd.DefaultDataDir + ")", str: func(c *initd.Config) *string { return &c.DataDir }},
-	{name: "run-dir", usage: "private directory for mounts and sockets (default " + initd.DefaultRunDir + ")", str: func(c *initd.Config) *string { return &c.RunDir }},
-	{name: "image-mode", usage: "auto, kernel (loop-mount with iso9660) or userspace (extract)", str: func(c *initd.Config) *string { return &c.ImageMode }},
-	{name: "hostname", usage: "host name inside the namespace (default " + initd.DefaultHostname + ")", str: func(c *initd.Config) *string { return &c.Hostname }},
-	{name: "kubernetes", usage: "run kubelet when the version pack has it", boolean: func(c *initd.Config) *bool { return &c.Kubernetes }},
-	{name: "log-level", usage: "debug, info, warn or error (default info)", str: func(c *initd.Config) *string { return &c.LogLevel }},
-	{name: "automount-root", usage: "where WSL mounts the Windows drives (default " + initd.DefaultAutomount + ")", str: func(c *initd.Config) *string { return &c.AutomountRoot }},
-	{name: "wsl-shared", usage: "the tmpfs all distros share, where the docker socket is published (default " + initd.DefaultWSLShared + ")", str: func(c *initd.Config) *string { return &c.WSLShared }},
-	{name: "wsl-lib", usage: "WSL's GPU libraries, bound read-only at /usr/lib/wsl inside when present (default " + initd.DefaultWSLLib + ")", str: func(c *initd.Config) *string { return &c.WSLLib }},
-	{name: "subnet", usage: "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)", str: func(c *initd.Config) *string { return &c.Subnet }},
-	{name: "subnet6", usage: "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)", str: func(c *initd.Config) *string { return &c.Subnet6 }},
-	{name: "resolv-conf", usage: "the distro's resolver file, whose nameservers containers' DNS asks, followed as it changes (default /etc/resolv.conf)", str: func(c *initd.Config) *string { return &c.ResolvConf }},
-	{name: "idle-stop", usage: "stop dockerd and containerd after this long unused (no container running, no client connected), e.g. 5m; the next client wakes them (default: never)", duration: func(c *initd.Config) *initd.Duration { return &c.IdleStop }},
-	{name: "idle-pause", usage: "freeze the engine's cgroup after this long unused (before --idle-stop), e.g. 30s; a wake is then a thaw (default: never)", duration: func(c *initd.Config) *initd.Duration { return &c.IdlePause }},
-	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *initd.Config) *bool { return &c.VsockAllowLocal }},
+	{name: "base-image", usage: "the base distro image (default " + config.DefaultBaseImage + ")", str: func(c *config.Config) *string { return &c.BaseImage }},
+	{name: "base-digest", usage: "sha256 the base image must have (default: its .sha256 sidecar)", str: func(c *config.Config) *string { return &c.BaseDigest }},
+	{name: "version-pack", usage: "the engine version pack image (default " + config.DefaultVersionPack + ")", str: func(c *config.Config) *string { return &c.VersionPack }},
+	{name: "version-pack-digest", usage: "sha256 the version pack must have (default: its .sha256 sidecar)", str: func(c *config.Config) *string { return &c.PackDigest }},
+	{name: "data-dir", usage: "the data distro's root (default " + config.DefaultDataDir + ")", str: func(c *config.Config) *string { return &c.DataDir }},
+	{name: "run-dir", usage: "private directory for mounts and sockets (default " + config.DefaultRunDir + ")", str: func(c *config.Config) *string { return &c.RunDir }},
+	{name: "image-mode", usage: "auto, kernel (loop-mount with iso9660) or userspace (extract)", str: func(c *config.Config) *string { return &c.ImageMode }},
+	{name: "hostname", usage: "host name inside the namespace (default " + config.DefaultHostname + ")", str: func(c *config.Config) *string { return &c.Hostname }},
+	{name: "kubernetes", usage: "run kubelet when the version pack has it", boolean: func(c *config.Config) *bool { return &c.Kubernetes }},
+	{name: "log-level", usage: "debug, info, warn or error (default info)", str: func(c *config.Config) *string { return &c.LogLevel }},
+	{name: "automount-root", usage: "where WSL mounts the Windows drives (default " + config.DefaultAutomount + ")", str: func(c *config.Config) *string { return &c.AutomountRoot }},
+	{name: "wsl-shared", usage: "the tmpfs all distros share, where the docker socket is published (default " + config.DefaultWSLShared + ")", str: func(c *config.Config) *string { return &c.WSLShared }},
+	{name: "wsl-lib", usage: "WSL's GPU libraries, bound read-only at /usr/lib/wsl inside when present (default " + config.DefaultWSLLib + ")", str: func(c *config.Config) *string { return &c.WSLLib }},
+	{name: "subnet", usage: "the link between the distro and the namespace, a /30 (default 100.64.249.0/30)", str: func(c *config.Config) *string { return &c.Subnet }},
+	{name: "subnet6", usage: "the link's IPv6 prefix, used when the distro has IPv6 (default fd64:100:249::/64; off to leave IPv6 out)", str: func(c *config.Config) *string { return &c.Subnet6 }},
+	{name: "resolv-conf", usage: "the distro's resolver file, whose nameservers containers' DNS asks, followed as it changes (default /etc/resolv.conf)", str: func(c *config.Config) *string { return &c.ResolvConf }},
+	{name: "idle-stop", usage: "stop dockerd and containerd after this long unused (no container running, no client connected), e.g. 5m; the next client wakes them (default: never)", duration: func(c *config.Config) *config.Duration { return &c.IdleStop }},
+	{name: "idle-pause", usage: "freeze the engine's cgroup after this long unused (before --idle-stop), e.g. 30s; a wake is then a thaw (default: never)", duration: func(c *config.Config) *config.Duration { return &c.IdlePause }},
+	{name: "vsock-allow-local", usage: "admit vsock peers from CID 1 (tests only; the default admits the host, CID 2)", boolean: func(c *config.Config) *bool { return &c.VsockAllowLocal }},
 }
 
 func runRun(env *Env, fs *flags) func() error {
 	configPath := fs.String("config", "", "JSON config file; flags given on the command line override it")
-	var flagCfg initd.Config
+	var flagCfg config.Config
 	for _, f := range runFlags {
 		switch {
 		case f.str != nil:
@@ -58,7 +60,7 @@ func runRun(env *Env, fs *flags) func() error {
 			d := f.duration(&flagCfg)
 			fs.Func(f.name, f.usage, func(v string) error {
 				parsed, err := time.ParseDuration(v)
-				*d = initd.Duration(parsed)
+				*d = config.Duration(parsed)
 				return err
 			})
 		default:
@@ -76,10 +78,10 @@ func runRun(env *Env, fs *flags) func() error {
 	}
 }
 
-func boot(env *Env, fs *flags, configPath string, flagCfg initd.Config, control, expose listFlag) error {
-	var cfg initd.Config
+func boot(env *Env, fs *flags, configPath string, flagCfg config.Config, control, expose listFlag) error {
+	var cfg config.Config
 	if configPath != "" {
-		c, err := initd.LoadConfigFile(configPath)
+		c, err := config.LoadConfigFile(configPath)
 		if err != nil {
 			return err
 		}
@@ -109,7 +111,7 @@ func boot(env *Env, fs *flags, configPath string, flagCfg initd.Config, control,
 			return usagef("--expose %q: want NAME=ADDR", e)
 		}
 		if cfg.Expose == nil {
-			cfg.Expose = map[string]initd.Addrs{}
+			cfg.Expose = map[string]config.Addrs{}
 		}
 		if !exposeFromFlags[name] {
 			cfg.Expose[name] = nil // flags replace the file's addresses for a name
@@ -120,7 +122,7 @@ func boot(env *Env, fs *flags, configPath string, flagCfg initd.Config, control,
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("ddinit run needs root (namespaces, mounts)")
 	}
-	code, err := initd.Run(cfg, env.Stderr)
+	code, err := launcher.Run(cfg, env.Stderr)
 	if err != nil {
 		return fmt.Errorf("boot failed: %w", err)
 	}
@@ -131,7 +133,7 @@ func boot(env *Env, fs *flags, configPath string, flagCfg initd.Config, control,
 }
 
 func runInit(env *Env, args []string) error {
-	if code := initd.PID1(env.Stderr); code != 0 {
+	if code := pid1.Main(env.Stderr); code != 0 {
 		return exitCode(code)
 	}
 	return nil

@@ -9,6 +9,20 @@ import (
 	"github.com/ddinit/ddinit/timeline"
 )
 
+// The states /status and /ping report (Status.State).
+const (
+	StateBooting  = "booting"
+	StateRunning  = "running"
+	StateStopping = "stopping"
+	StateFailed   = "failed"
+	// StateIdle: the engine is stopped or paused on purpose (nobody used
+	// it); the next client wakes it.
+	StateIdle = "idle"
+	// StateRestarting: between two PID 1s (a live version-pack switch, a
+	// rollback).
+	StateRestarting = "restarting"
+)
+
 // Status is GET /status.
 type Status struct {
 	Version string    `json:"version"`

@@ -170,7 +170,7 @@ func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
 	if h.Ready {
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, "OK\n")
-		if h.State != "" && h.State != "running" {
+		if h.State != "" && h.State != StateRunning {
 			// Healthy, and why it is not simply running: idle.
 			fmt.Fprintf(w, "state: %s: %s\n", h.State, h.Reason)
 		}
@@ -289,7 +289,7 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) {
 	s.Log.Info("shutdown requested through the control API")
 	s.Backend.Shutdown()
-	writeJSON(w, http.StatusAccepted, map[string]string{"state": "stopping"})
+	writeJSON(w, http.StatusAccepted, map[string]string{"state": StateStopping})
 }
 
 func (s *Server) diagnostics(w http.ResponseWriter, r *http.Request) {

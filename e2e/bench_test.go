@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	initd "github.com/ddinit/ddinit/init"
+	"github.com/ddinit/ddinit/pid1"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/timeline"
 )
@@ -276,7 +276,7 @@ exec chroot %[4]s dockerd --containerd=/var/lib/containerd.sock --host=unix:///v
 		{Contains: "bare: containerd started", Event: "containerd started"},
 		{Contains: "bare: containerd answering", Event: "containerd answering"},
 		{Contains: "bare: dockerd started", Event: "dockerd: task started"},
-	}, initd.DockerdMilestones...)
+	}, pid1.DockerdMilestones...)
 	sink := timeline.WatchLines(nopWriteCloser{&lockedWriter{&logMu, &logged}}, milestones, marks.MarkAt)
 	begin := time.Now()
 	marks.MarkAt("started", begin)

@@ -52,15 +52,8 @@ type DataStore struct {
 // new one when it holds only configuration (replaceable; ds.Recovered
 // says so), else an error naming it, what it is and what to do.
 func OpenDataStore(dir string) (*DataStore, error) {
-	st, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("data store %s does not exist: is the docker-desktop-data distro running? (--data-dir names it)", dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("data store %s: %w", dir, err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("data store %s is %s, not a directory", dir, describe(dir))
+	if err := checkStoreDir(dir); err != nil {
+		return nil, err
 	}
 	probe, err := os.CreateTemp(dir, ".ddinit-write-check-")
 	if err != nil {
@@ -135,4 +128,30 @@ func Trim(dir string) (uint64, error) {
 		return 0, fmt.Errorf("trim %s: %w", dir, errno)
 	}
 	return r.len, nil
+}
+
+// checkStoreDir says why dir cannot be a data store: missing, or not a
+// directory.
+func checkStoreDir(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data store %s does not exist: is the docker-desktop-data distro running? (--data-dir names it)", dir)
+	}
+	if err != nil {
+		return fmt.Errorf("data store %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data store %s is %s, not a directory", dir, describe(dir))
+	}
+	return nil
+}
+
+// LockDataStore takes the data store's lock (one ddinit per store), before
+// anything of it is read or changed; it holds until the file returned is
+// closed.
+func LockDataStore(dir string) (*os.File, error) {
+	if err := checkStoreDir(dir); err != nil {
+		return nil, err
+	}
+	return LockExclusive(filepath.Join(dir, ".ddinit.lock"), "data store "+dir)
 }

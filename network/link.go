@@ -16,6 +16,14 @@ import (
 // DefaultSubnet is a /30 in the shared address space (RFC 6598): not in
 // docker's default pools (172.17-31/16, 192.168/16) nor in WSL's NAT
 // range (172.16/12), and unlikely on a corporate LAN.
+// Names containers resolve to the Windows host and to the distro's end
+// of the link, which ddinit answers itself (its DNS forwarder, and
+// /etc/hosts for containers that do not ask it).
+const (
+	HostName    = "host.docker.internal"
+	GatewayName = "gateway.docker.internal"
+)
+
 const DefaultSubnet = "100.64.249.0/30"
 
 // DefaultSubnet6 is the link's IPv6 prefix when the distro has IPv6: a

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ddinit/ddinit/iso9660"
 	"os"
 	"time"
+
+	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/iso9660"
 
 	"github.com/ddinit/ddinit/atomicfile"
 	"github.com/ddinit/ddinit/regularfile"
@@ -156,4 +158,18 @@ func Inspect(image string) (Manifest, error) {
 		return m, fmt.Errorf("the pack has no dockerd service definition (/%s)", dockerdDefinition)
 	}
 	return m, nil
+}
+
+// State is the choice as the control API shows it, with the pack running
+// now.
+func (c Choice) State(running *control.PackRef) control.PackState {
+	st := control.PackState{Running: running, Trial: c.Trial, LastFailure: c.LastFailure}
+	ref := func(r *Ref) *control.PackRef {
+		if r == nil {
+			return nil
+		}
+		return &control.PackRef{Path: r.Path, Digest: r.Digest, Engine: r.Engine}
+	}
+	st.Next, st.Previous = ref(c.Current), ref(c.Previous)
+	return st
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -42,68 +43,70 @@ func TestRestartPolicyBacksOffAndCallsACrashLoop(t *testing.T) {
 }
 
 // A probe that stops answering is reported as failing with a growing
-// silence, then killed once; one that answers again is reported recovered.
+// silence, then killed once; one that answers again is reported
+// recovered. In a synctest bubble: the silences are the bubble's time,
+// exact, not the machine's.
 func TestLivenessReportsThenKills(t *testing.T) {
-	var mu sync.Mutex
-	answering := true
-	var reasons []string
-	recovered, killed := 0, make(chan string, 2)
-	l := liveness{
-		timing: LivenessTiming{Period: 10 * time.Millisecond, Timeout: 5 * time.Millisecond, KillAfter: 200 * time.Millisecond},
-		check: func(ctx context.Context) error {
-			mu.Lock()
-			ok := answering
-			mu.Unlock()
-			if ok {
-				return nil
-			}
-			<-ctx.Done() // a stopped process: no answer at all
-			return ctx.Err()
-		},
-		failing: func(silent time.Duration, err error) {
-			mu.Lock()
-			reasons = append(reasons, notAnswering(silent, err))
-			mu.Unlock()
-		},
-		recovered: func() { mu.Lock(); recovered++; mu.Unlock() },
-		kill:      func(reason string) { killed <- reason },
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { l.run(ctx); close(done) }()
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		answering := true
+		var reasons []string
+		recovered, killed := 0, make(chan string, 2)
+		var killedAt time.Time
+		l := liveness{
+			timing: LivenessTiming{Period: 10 * time.Millisecond, Timeout: 5 * time.Millisecond, KillAfter: 200 * time.Millisecond},
+			check: func(ctx context.Context) error {
+				mu.Lock()
+				ok := answering
+				mu.Unlock()
+				if ok {
+					return nil
+				}
+				<-ctx.Done() // a stopped process: no answer at all
+				return ctx.Err()
+			},
+			failing: func(silent time.Duration, err error) {
+				mu.Lock()
+				reasons = append(reasons, notAnswering(silent, err))
+				mu.Unlock()
+			},
+			recovered: func() { mu.Lock(); recovered++; mu.Unlock() },
+			kill:      func(reason string) { killedAt = time.Now(); killed <- reason },
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan struct{})
+		go func() { l.run(ctx); close(done) }()
 
-	set := func(v bool) { mu.Lock(); answering = v; mu.Unlock() }
-	time.Sleep(50 * time.Millisecond)
-	set(false)
-	time.Sleep(80 * time.Millisecond)
-	set(true)
-	time.Sleep(50 * time.Millisecond)
-	mu.Lock()
-	if len(reasons) == 0 || recovered != 1 {
-		t.Fatalf("a short silence: %d failing reports, %d recoveries", len(reasons), recovered)
-	}
-	if !strings.Contains(reasons[0], "not answering for") || !strings.Contains(reasons[0], context.DeadlineExceeded.Error()) {
-		t.Fatalf("reason %q", reasons[0])
-	}
-	mu.Unlock()
-	set(false)
-	select {
-	case reason := <-killed:
+		set := func(v bool) { mu.Lock(); answering = v; mu.Unlock() }
+		time.Sleep(50 * time.Millisecond)
+		set(false)
+		time.Sleep(80 * time.Millisecond) // silent, under KillAfter
+		set(true)
+		time.Sleep(50 * time.Millisecond)
+		synctest.Wait()
+		mu.Lock()
+		if len(reasons) == 0 || recovered != 1 || len(killed) != 0 {
+			t.Fatalf("a short silence: %d failing reports, %d recoveries, %d kills", len(reasons), recovered, len(killed))
+		}
+		if !strings.Contains(reasons[0], "not answering for") || !strings.Contains(reasons[0], context.DeadlineExceeded.Error()) {
+			t.Fatalf("reason %q", reasons[0])
+		}
+		mu.Unlock()
+		set(false)
+		silentSince := time.Now()
+		reason := <-killed
 		if !strings.HasPrefix(reason, "not answering for") {
 			t.Fatalf("kill reason %q", reason)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a probe silent past KillAfter was never killed")
-	}
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-		t.Fatal("the liveness loop went on after the kill")
-	}
-	if len(killed) != 0 {
-		t.Fatal("killed twice")
-	}
+		if after := killedAt.Sub(silentSince); after < 200*time.Millisecond || after > 200*time.Millisecond+2*l.timing.Period {
+			t.Fatalf("killed %s after the silence began; want KillAfter (200ms), within a period", after)
+		}
+		<-done // the loop ends with the kill
+		if len(killed) != 0 {
+			t.Fatal("killed twice")
+		}
+	})
 }
 
 func TestLivenessProbeMustGetAnAnswer(t *testing.T) {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"net"
+	"os"
 	"sync"
 
 	"github.com/ddinit/ddinit/fairshare"
@@ -63,4 +64,15 @@ func (c *peerConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Conn.Close()
+}
+
+// GuardedFileListener is a listening socket handed over as f, served only
+// to the peers policy admits (on vsock), each with its share of maxConns
+// connections: what the control API listens on.
+func GuardedFileListener(a Addr, f *os.File, policy PeerPolicy, maxConns int, log logrus.FieldLogger) (net.Listener, error) {
+	l, err := FileListener(a, f)
+	if err != nil {
+		return nil, err
+	}
+	return LimitPerPeer(Filter(l, a, policy, log), maxConns, log), nil
 }

@@ -1,0 +1,324 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/ddinit/ddinit/engineclient"
+	"github.com/ddinit/ddinit/enginestate"
+	"github.com/ddinit/ddinit/wire"
+	"github.com/sirupsen/logrus"
+)
+
+// The holder's tests run in a synctest bubble: time is the bubble's, and
+// a test waits for every goroutine to be blocked (synctest.Wait) instead
+// of sleeping. Dials are in-memory pipes.
+
+// fakePID1 answers the holder's engine requests as PID 1 would, and
+// reports its transitions to the holder as PID 1 does (before its
+// answer, in order).
+type fakePID1 struct {
+	h            *holder
+	wakes, stops atomic.Int32
+	wakeErr      atomic.Pointer[string]
+	busy         atomic.Pointer[string]
+	wakeTakes    time.Duration
+	// gate, when set, holds each answer until it is closed.
+	gate chan struct{}
+}
+
+func (p *fakePID1) report(s enginestate.State, reason string) {
+	p.h.mirror(wire.Engine{State: s, Since: time.Now(), Reason: reason})
+}
+
+func (p *fakePID1) ask(op wire.Op) (wire.Reply, error) {
+	if p.gate != nil {
+		<-p.gate
+	}
+	switch op {
+	case wire.Wake:
+		p.wakes.Add(1)
+		p.report(enginestate.Waking, "")
+		time.Sleep(p.wakeTakes) // the bubble's time: a wake's length, not a wait
+		if e := p.wakeErr.Load(); e != nil {
+			p.report(enginestate.WakeFailed, *e)
+			return wire.Reply{Err: &wire.Error{Message: *e}}, nil
+		}
+		p.report(enginestate.Running, "")
+	case wire.StopIfIdle:
+		p.stops.Add(1)
+		if b := p.busy.Load(); b != nil {
+			p.report(enginestate.Running, "")
+			return wire.Reply{Busy: *b}, nil
+		}
+		p.report(enginestate.Stopped, "idle")
+	}
+	return wire.Reply{}, nil
+}
+
+func quietHolder(p *fakePID1) *holder {
+	l := logrus.New()
+	l.Out = io.Discard
+	h := newHolder(p.ask, l)
+	p.h = h
+	return h
+}
+
+func pipeDial(context.Context) (net.Conn, error) {
+	a, b := net.Pipe()
+	go func() { io.Copy(io.Discard, b); b.Close() }()
+	return a, nil
+}
+
+func internalContext() context.Context { return engineclient.WithInternal(context.Background()) }
+
+func (h *holder) stateNow() enginestate.State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state.State
+}
+
+// runIdle runs the idle loop until the test's end.
+func runIdle(t *testing.T, h *holder) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.idleLoop(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// While the engine runs a client's dial goes through and is counted until
+// it closes; ddinit's own are not counted.
+func TestHolderCountsClients(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := quietHolder(&fakePID1{})
+		c, err := h.dial(context.Background(), pipeDial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		internal, err := h.dial(internalContext(), pipeDial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer internal.Close()
+		if h.clients != 1 {
+			t.Fatalf("%d clients counted, want 1", h.clients)
+		}
+		c.Close()
+		c.Close() // once only
+		if h.clients != 0 {
+			t.Fatalf("%d clients after the close", h.clients)
+		}
+	})
+}
+
+// Once nobody used it for idleStop the engine is stopped, not before;
+// concurrent first dials share one wake and all get through; ddinit's own
+// dial waits without waking it.
+func TestHolderStopsAndWakesOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{wakeTakes: 50 * time.Millisecond}
+		h := quietHolder(p)
+		h.setIdle(10*time.Second, 0)
+		runIdle(t, h)
+		time.Sleep(9 * time.Second)
+		synctest.Wait()
+		if p.stops.Load() != 0 {
+			t.Fatal("stopped before idleStop")
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if h.stateNow() != enginestate.Stopped || p.stops.Load() != 1 {
+			t.Fatalf("after idleStop: %s, %d stop requests", h.stateNow(), p.stops.Load())
+		}
+		internalDone := make(chan error, 1)
+		go func() {
+			c, err := h.dial(internalContext(), pipeDial)
+			if c != nil {
+				c.Close()
+			}
+			internalDone <- err
+		}()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if p.wakes.Load() != 0 {
+			t.Fatal("ddinit's own dial woke the engine")
+		}
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := h.dial(context.Background(), pipeDial)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c.Close()
+			}()
+		}
+		wg.Wait()
+		if p.wakes.Load() != 1 {
+			t.Fatalf("%d wakes for 20 first dials, want 1", p.wakes.Load())
+		}
+		if err := <-internalDone; err != nil {
+			t.Fatalf("ddinit's own dial once the engine woke: %v", err)
+		}
+	})
+}
+
+// A wake that fails is the waiters' error, naming the cause; the next
+// dial tries again.
+func TestHolderWakeFailureThenRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{}
+		why := "dockerd: unable to configure the Docker daemon: bogus-option"
+		p.wakeErr.Store(&why)
+		h := quietHolder(p)
+		p.report(enginestate.Stopping, "idle")
+		p.report(enginestate.Stopped, "idle")
+		_, err := h.dial(context.Background(), pipeDial)
+		var held *dockerproxy.HeldError
+		if !errors.As(err, &held) || !strings.Contains(err.Error(), "bogus-option") {
+			t.Fatalf("a failed wake: %v", err)
+		}
+		p.wakeErr.Store(nil)
+		c, err := h.dial(context.Background(), pipeDial)
+		if err != nil || p.wakes.Load() != 2 {
+			t.Fatalf("the next dial: %v after %d wakes", err, p.wakes.Load())
+		}
+		c.Close()
+	})
+}
+
+// A busy engine (a container runs) is not stopped, and is asked again
+// only a while later; a client connected keeps it from being asked at
+// all.
+func TestHolderBusyAndClientsKeepItUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{}
+		busy := "1 container(s) running"
+		p.busy.Store(&busy)
+		h := quietHolder(p)
+		h.setIdle(4*time.Second, 0)
+		runIdle(t, h)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if h.stateNow() != enginestate.Running || p.stops.Load() != 1 {
+			t.Fatalf("busy: state %s after %d asks", h.stateNow(), p.stops.Load())
+		}
+		time.Sleep(time.Second) // within the recheck (half of idleStop, at least 1 s)
+		synctest.Wait()
+		if p.stops.Load() != 1 {
+			t.Fatalf("asked again %d times within the recheck", p.stops.Load()-1)
+		}
+		p.busy.Store(nil)
+		c, _ := h.dial(context.Background(), pipeDial)
+		asked := p.stops.Load()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if p.stops.Load() != asked {
+			t.Fatal("asked to stop while a client was connected")
+		}
+		c.Close()
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if h.stateNow() != enginestate.Stopped {
+			t.Fatalf("after the client left and idleStop passed: %s", h.stateNow())
+		}
+	})
+}
+
+// While PID 1 is replaced every dial is held, ddinit's own too, until the
+// new engine is ready; an idle stop answered meanwhile by the PID 1 on its
+// way out does not end the hold, nor do its reports.
+func TestHolderHoldsThroughAReplacement(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{gate: make(chan struct{})}
+		h := quietHolder(p)
+		h.setIdle(time.Second, 0)
+		runIdle(t, h)
+		time.Sleep(2 * time.Second)
+		synctest.Wait() // the idle stop is asked, its answer held
+		h.suspend("switching version pack to pack2.iso")
+		close(p.gate)
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		dialed := make(chan result, 2)
+		for _, c := range []context.Context{context.Background(), internalContext()} {
+			go func() {
+				conn, err := h.dial(c, pipeDial)
+				dialed <- result{conn, err}
+			}()
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !h.switching() {
+			t.Fatalf("the holder is %s after the idle stop's answer; want it still switching", h.stateNow())
+		}
+		select {
+		case r := <-dialed:
+			t.Fatalf("a dial went through while PID 1 was replaced: %v", r.err)
+		default:
+		}
+		h.open()
+		for range 2 {
+			r := <-dialed
+			if r.err != nil {
+				t.Fatalf("a held dial after the new engine came: %v", r.err)
+			}
+			r.c.Close()
+		}
+	})
+}
+
+// A dial held longer than holdFor through a replacement is answered with
+// the switch as its reason; once ddinit stops, with that.
+func TestHolderReplacementReason(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := quietHolder(&fakePID1{})
+		h.suspend("switching version pack to pack2.iso")
+		var held *dockerproxy.HeldError
+		start := time.Now()
+		if _, err := h.dial(context.Background(), pipeDial); !errors.As(err, &held) || !strings.HasPrefix(held.Reason, "switching version pack to pack2.iso: not done within") {
+			t.Fatalf("a dial held past its deadline: %v", err)
+		}
+		if took := time.Since(start); took != holdFor {
+			t.Fatalf("held %s, want holdFor (%s)", took, holdFor)
+		}
+		h.close()
+		if _, err := h.dial(context.Background(), pipeDial); !errors.As(err, &held) || !strings.Contains(held.Reason, "stopping") {
+			t.Fatalf("a dial once ddinit stops: %v", err)
+		}
+	})
+}
+
+// The holder's own steps follow the engine's table: a state PID 1
+// reports is taken as it comes, and its steps do not cross a switch.
+func TestHolderMirrorsPID1(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{}
+		h := quietHolder(p)
+		for _, s := range []enginestate.State{enginestate.Stopping, enginestate.Paused, enginestate.GivingBack, enginestate.Paused} {
+			p.report(s, "")
+			if h.stateNow() != s {
+				t.Fatalf("reported %s, mirrored %s", s, h.stateNow())
+			}
+		}
+		h.suspend("switching")
+		p.report(enginestate.Stopped, "")
+		if h.stateNow() != enginestate.Switching {
+			t.Fatalf("a report of the PID 1 going ended the switch: %s", h.stateNow())
+		}
+	})
+}
