@@ -2,11 +2,12 @@ package cli
 
 import (
 	"fmt"
-	"github.com/ddinit/ddinit/iso9660"
 	"io"
 	"os"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ddinit/ddinit/iso9660"
 
 	"github.com/ddinit/ddinit/rootfs"
 	"golang.org/x/sys/unix"

@@ -5,11 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ddinit/ddinit/control"
 	"io"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/ddinit/ddinit/control"
 )
 
 // settingsCommands are `ddinit settings get` and `ddinit settings set

@@ -1,15 +1,15 @@
 package dockerproxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/ddinit/ddinit/engineclient"
 
 	"github.com/ddinit/ddinit/fairshare"
 	"github.com/ddinit/ddinit/transport"
@@ -289,15 +289,6 @@ func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 	err := copyBody(c.client, c.ebr, f)
 	stopWatching()
 	return err == nil && !req.close && !resp.close && !f.toEOF
-}
-
-// body is a request's body: passed on raw, or rewritten.
-type body struct {
-	br        *bufio.Reader
-	framing   framing
-	rewritten []byte // set when prepare rewrote the body
-	broken    bool   // prepare read part of it and stopped
-	engineErr error  // the engine stopped taking the body (read once send returns)
 }
 
 // streaming reports a body passed on as it comes (one the proxy has not

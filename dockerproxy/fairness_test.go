@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/engineclient"
 
 	"github.com/ddinit/ddinit/fairshare"
 )

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ddinit/ddinit/engineclient"
 	"io"
 	"maps"
 	"net/http"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/ddinit/ddinit/engineclient"
 )
 
 // A message's head is read and parsed, but passed on as the bytes that
@@ -55,24 +56,6 @@ var errHeadCut = errors.New("head cut off")
 // the first byte of a head.
 func nothingCame(err error) bool {
 	return !errors.Is(err, errHeadCut) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
-}
-
-// head is a request's or a response's head: the bytes that came, and
-// what the proxy needs of them. Parsing only that keeps a request's cost
-// to a few microseconds; everything else passes on as it came.
-type head struct {
-	raw          []byte
-	method, path string // a request's; path as sent, without the query
-	// route is the path as the engine's router matches it: decoded.
-	route          string
-	status         int   // a response's
-	contentLength  int64 // -1: none given
-	chunked        bool
-	close          bool // the connection ends after this message
-	expectContinue bool // a request's Expect: 100-continue
-	contentType    string
-	internal       bool   // a request of ddinit's own (engineclient.InternalHeader)
-	client         string // who sent it, as a proxy before this one says (engineclient.ClientHeader)
 }
 
 // parseHead reads a head; a request's when request, else a response's.
@@ -244,13 +227,6 @@ func (h head) edited(drop []string, add ...string) []byte {
 	}
 	b.WriteString("\r\n")
 	return b.Bytes()
-}
-
-// framing is how a message's body ends.
-type framing struct {
-	length  int64 // >= 0: this many bytes
-	chunked bool
-	toEOF   bool // until the connection closes
 }
 
 func requestFraming(req head) framing {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
@@ -23,15 +22,6 @@ import (
 	"github.com/ddinit/ddinit/wire"
 	"github.com/sirupsen/logrus"
 )
-
-// exposure is what the expose step made and keeps from one PID 1 to the
-// next (guarded by l.mu): the forwarders serving the exposed sockets, and
-// the targets they dial, through the running PID 1's root.
-type exposure struct {
-	forwarders []*transport.Forwarder
-	targets    map[string]string
-	serving    sync.WaitGroup // the forwarders' Serve
-}
 
 // openControlSockets opens a listening socket per control address (unix
 // sockets mode 0600: the API can stop the engine).
@@ -245,8 +235,8 @@ func (l *launcher) dockerProxy(dial func(context.Context) (net.Conn, error), log
 	// when a request needs it.
 	p := &dockerproxy.Proxy{Dial: dial, DialTimeout: holdFor + 10*time.Second, Translate: dockerproxy.Chain(windows.Translate, wsl.Translate), Label: distroproxy.LabelBinds, Answered: l.firstAnswer, Ports: currentPublisher{l}, Log: log}
 	// The settings' proxy reaches new containers and builds.
-	p.Edits = append(p.Edits, dockerproxy.AddEnv(l.proxyEnv))
-	p.BuildArgs = l.proxyEnv
+	p.Edits = append(p.Edits, dockerproxy.AddEnv(l.relays.proxyEnv))
+	p.BuildArgs = l.relays.proxyEnv
 	// A container whose DNS is not ddinit's forwarder still finds the host
 	// and the distro by name: in /etc/hosts, as they are at its creation
 	// (only then: /etc/hosts would shadow answers that follow a route

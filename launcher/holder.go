@@ -177,9 +177,12 @@ func (h *holder) waitUntil(ctx context.Context, deadline <-chan time.Time, done 
 	}
 }
 
-// beginWake asks PID 1 to wake the engine (h.mu held).
+// beginWake asks PID 1 to wake the engine (h.mu held). Its answer
+// settles the state only while this wake is the latest: PID 1's reports
+// usually came first, and a wake begun after a failure is its own.
 func (h *holder) beginWake() {
 	h.wakeGen++
+	gen := h.wakeGen
 	h.wakeErr = nil
 	h.step(enginestate.Waking, "")
 	h.log.Info("a client needs the engine: waking it")
@@ -191,17 +194,23 @@ func (h *holder) beginWake() {
 		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if h.state.State != enginestate.Waking && !(err != nil && h.state.State == enginestate.WakeFailed) {
-			return // PID 1 said where it is, or it is being replaced
+		if h.wakeGen != gen {
+			return // a later wake is the one the clients wait on
 		}
 		if err != nil {
 			h.wakeErr = err
-			h.step(enginestate.WakeFailed, err.Error())
+			if h.state.State == enginestate.Waking {
+				h.step(enginestate.WakeFailed, err.Error())
+			} else {
+				h.broadcast()
+			}
 			h.log.WithError(err).Error("the engine did not wake; the next client tries again")
 			return
 		}
-		h.lastUse = h.now()
-		h.step(enginestate.Running, "")
+		if h.state.State == enginestate.Waking {
+			h.lastUse = h.now()
+			h.step(enginestate.Running, "")
+		}
 		h.log.WithField("ms", h.now().Sub(start).Milliseconds()).Info("engine awake: held clients passed on")
 	}()
 }

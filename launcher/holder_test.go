@@ -34,6 +34,9 @@ type fakePID1 struct {
 	wakeTakes    time.Duration
 	// gate, when set, holds each answer until it is closed.
 	gate chan struct{}
+	// afterReport, when set, runs after a wake's report and before its
+	// answer, once.
+	afterReport func()
 }
 
 func (p *fakePID1) report(s enginestate.State, reason string) {
@@ -51,6 +54,10 @@ func (p *fakePID1) ask(op wire.Op) (wire.Reply, error) {
 		time.Sleep(p.wakeTakes) // the bubble's time: a wake's length, not a wait
 		if e := p.wakeErr.Load(); e != nil {
 			p.report(enginestate.WakeFailed, *e)
+			if f := p.afterReport; f != nil {
+				p.afterReport = nil
+				f()
+			}
 			return wire.Reply{Err: &wire.Error{Message: *e}}, nil
 		}
 		p.report(enginestate.Running, "")
@@ -319,6 +326,46 @@ func TestHolderMirrorsPID1(t *testing.T) {
 		p.report(enginestate.Stopped, "")
 		if h.stateNow() != enginestate.Switching {
 			t.Fatalf("a report of the PID 1 going ended the switch: %s", h.stateNow())
+		}
+	})
+}
+
+// A client that comes after a failed wake begins a wake of its own, even
+// while the failed one's answer is still on its way: that late answer
+// does not fail the new client, which waits for its own wake.
+func TestHolderLateAnswerOfAFailedWake(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{}
+		why := "bogus-option"
+		p.wakeErr.Store(&why)
+		h := quietHolder(p)
+		p.report(enginestate.Stopping, "idle")
+		p.report(enginestate.Stopped, "idle")
+		second := make(chan error, 1)
+		p.afterReport = func() {
+			// The first wake's failure is reported (its client is told);
+			// its answer is not in yet. A second client comes, and this
+			// time the wake works.
+			synctest.Wait()
+			p.wakeErr.Store(nil)
+			p.wakeTakes = time.Second // still waking when the late answer comes
+			go func() {
+				c, err := h.dial(context.Background(), pipeDial)
+				if c != nil {
+					c.Close()
+				}
+				second <- err
+			}()
+			synctest.Wait()
+		}
+		if _, err := h.dial(context.Background(), pipeDial); err == nil || !strings.Contains(err.Error(), "bogus-option") {
+			t.Fatalf("the first client: %v", err)
+		}
+		if err := <-second; err != nil {
+			t.Fatalf("the second client got the first wake's failure: %v", err)
+		}
+		if p.wakes.Load() != 2 || h.stateNow() != enginestate.Running {
+			t.Fatalf("%d wakes, state %s", p.wakes.Load(), h.stateNow())
 		}
 	})
 }

@@ -14,17 +14,6 @@ import (
 	"github.com/ddinit/ddinit/transport"
 )
 
-// netState is what the network step made, for the boot it made it for:
-// the link, the names it answers, the port publisher, and PID 1's root
-// held open (guarded by l.mu).
-type netState struct {
-	link          *network.Link
-	names         *localNames // host.docker.internal and gateway.docker.internal, once linked
-	publisher     *network.Publisher
-	stopPublisher func()
-	rootDir       *os.File // PID 1's root, for iptables after PID 1 is gone
-}
-
 // wireNetwork connects PID 1's network namespace to the distro's and
 // starts publishing container ports. A failure leaves the engine running
 // without outside network, and says so.

@@ -31,8 +31,7 @@ type relays struct {
 
 // applyProxy serves the plan's relays (closing those it no longer has)
 // and keeps its variables for new containers and builds.
-func (l *launcher) applyProxy(plan wire.ProxyPlan, pid int, log logrus.FieldLogger) {
-	r := &l.relays
+func (r *relays) apply(plan wire.ProxyPlan, pid int, log logrus.FieldLogger) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.env = plan.Env
@@ -78,15 +77,14 @@ func (l *launcher) applyProxy(plan wire.ProxyPlan, pid int, log logrus.FieldLogg
 
 // proxyEnv is the variables new containers and builds get (none without
 // a proxy).
-func (l *launcher) proxyEnv() map[string]string {
-	l.relays.mu.Lock()
-	defer l.relays.mu.Unlock()
-	return l.relays.env
+func (r *relays) proxyEnv() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.env
 }
 
-// closeRelays closes every relay and waits for them.
-func (l *launcher) closeRelays() {
-	r := &l.relays
+// close closes every relay and waits for them.
+func (r *relays) close() {
 	r.mu.Lock()
 	for k, f := range r.serving {
 		f.Listener.Close()

@@ -77,7 +77,7 @@ var startSteps = []steps.Step[*launcher]{
 		l.child = c
 		return func() error {
 			// Its socket ended with it; what its messages set up goes.
-			l.closeRelays()
+			l.relays.close()
 			l.bg.Stop()
 			l.mu.Lock()
 			conn := l.conn

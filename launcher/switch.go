@@ -26,31 +26,6 @@ import (
 // throughout. The new pack boots on trial: if its engine does not come
 // up, the previous pack boots again the same way (a rollback).
 
-// replacing is PID 1's life from one to the next (guarded by l.mu).
-type replacing struct {
-	// switching is why the PID 1 being started replaces another (a live
-	// switch, a rollback); "" for the first. packTrial: the version pack
-	// it boots was just chosen and is on trial; packKeep, the image cache
-	// entry to keep for a rollback.
-	switching string
-	packTrial bool
-	packKeep  []string
-	// packFailure is why the pack on trial failed: roll back.
-	packFailure string
-	// switchTo is why the running PID 1 is being replaced (a live
-	// switch), until the next one starts; stopAsked, that ddinit run ends
-	// with this PID 1 (a signal, a shutdown between two): no next boot.
-	// engineUp: this PID 1's engine has been ready.
-	switchTo  string
-	stopAsked bool
-	engineUp  bool
-	// generation counts the PID 1s started: a pack request is answered
-	// to, and switches, the PID 1 that asked only.
-	generation int
-	// standing answers the control sockets between two PID 1s.
-	standing *control.Server
-}
-
 // maxControlConns bounds the control API's connections on one socket
 // while ddinit run stands in, as PID 1 bounds them.
 const maxControlConns = 256

@@ -55,12 +55,6 @@ func OpenDataStore(dir string) (*DataStore, error) {
 	if err := checkStoreDir(dir); err != nil {
 		return nil, err
 	}
-	probe, err := os.CreateTemp(dir, ".ddinit-write-check-")
-	if err != nil {
-		return nil, fmt.Errorf("data store %s is not writable: %w", dir, unwrapPathError(err))
-	}
-	probe.Close()
-	os.Remove(probe.Name())
 	ds := &DataStore{Dir: dir}
 	for _, d := range Layout {
 		if err := ds.makeLayoutDir(d, time.Now()); err != nil {
@@ -130,8 +124,8 @@ func Trim(dir string) (uint64, error) {
 	return r.len, nil
 }
 
-// checkStoreDir says why dir cannot be a data store: missing, or not a
-// directory.
+// checkStoreDir says why dir cannot be a data store: missing, not a
+// directory, or not writable.
 func checkStoreDir(dir string) error {
 	st, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -143,6 +137,12 @@ func checkStoreDir(dir string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("data store %s is %s, not a directory", dir, describe(dir))
 	}
+	probe, err := os.CreateTemp(dir, ".ddinit-write-check-")
+	if err != nil {
+		return fmt.Errorf("data store %s is not writable: %w", dir, unwrapPathError(err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
 	return nil
 }
 

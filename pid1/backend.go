@@ -19,12 +19,6 @@ import (
 // backend is PID 1's side of the control API.
 type backend struct{ in *pid1 }
 
-func (in *pid1) setState(state, reason string) {
-	in.mu.Lock()
-	in.state, in.reason = state, reason
-	in.mu.Unlock()
-}
-
 // Status implements control.Backend.
 func (c backend) Status() control.Status { return c.status(true) }
 

@@ -18,16 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// daemon is one run of the containerd daemon.
-type daemon struct {
-	pid     int
-	client  *containerd.Client
-	started time.Time
-	wait    <-chan unix.WaitStatus // its exit status, once
-	down    chan struct{}          // closed when this run is over
-	exited  chan struct{}          // closed once its process is reaped
-}
-
 // ContainerdConfig is the config.toml ddinit runs containerd with. Off,
 // because nothing here uses them and each costs every start time: CRI;
 // the snapshotters but overlayfs and native (dockerd keeps its own layers;

@@ -51,21 +51,6 @@ const (
 // ServicesDir is where a version pack keeps its service definitions.
 const ServicesDir = "/containers/services"
 
-// Definition is one service to supervise.
-type Definition struct {
-	Name        string
-	Path        string // the config.json it came from
-	Spec        *specs.Spec
-	Ready       *Probe
-	Live        *Probe
-	LiveTiming  LivenessTiming // unset fields: the supervisor's defaults
-	DependsOn   []string
-	Required    bool
-	Setting     string
-	StopTimeout time.Duration
-	Socket      string
-}
-
 // LoadDefinitions reads every <dir>/<name>/config.json. A definition that
 // is not valid JSON, or not a usable spec, is an error naming its file.
 func LoadDefinitions(dir string) ([]Definition, error) {

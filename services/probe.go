@@ -3,19 +3,13 @@ package services
 import (
 	"context"
 	"fmt"
-	"github.com/ddinit/ddinit/transport"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-)
 
-// Probe checks that a service answers.
-type Probe struct {
-	Socket string // unix socket path inside the namespace
-	Addr   string // or host:port, for a service that answers on TCP
-	Path   string // HTTP path; empty means a connect is enough
-}
+	"github.com/ddinit/ddinit/transport"
+)
 
 // ParseProbe reads "http+unix:///sock:/path", "http://host:port/path" or
 // "unix:///sock".

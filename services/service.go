@@ -3,28 +3,12 @@ package services
 import (
 	"context"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/ddinit/ddinit/logs"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
-
-// service is one supervised program: its definition, output and state.
-type service struct {
-	def     Definition
-	sink    *logs.Sink
-	file    *logs.RotatingFile
-	stop    chan struct{}
-	done    chan struct{}
-	restart chan struct{} // a restart asked for (control API)
-
-	mu        sync.Mutex
-	st        Status
-	killCause string // why the supervisor killed the current run, if it did
-}
 
 func (svc *service) status() Status {
 	svc.mu.Lock()

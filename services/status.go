@@ -22,32 +22,6 @@ const (
 	StateDisabled     = "disabled" // its setting is off
 )
 
-// ExitInfo is how a run ended.
-type ExitInfo struct {
-	Code   int       `json:"code"`
-	Signal string    `json:"signal,omitempty"`
-	Error  string    `json:"error,omitempty"` // the start itself failed
-	Cause  string    `json:"cause,omitempty"` // why ddinit killed it
-	Time   time.Time `json:"time"`
-	Ran    string    `json:"ran"`
-	Output []string  `json:"output,omitempty"` // its last lines
-}
-
-// Status is the state of containerd or of a service, as the control API
-// shows it.
-type Status struct {
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	Ready     bool      `json:"ready"`
-	Required  bool      `json:"required"`
-	PID       int       `json:"pid,omitempty"`
-	Restarts  int       `json:"restarts"`
-	Since     time.Time `json:"since"`
-	NextStart time.Time `json:"nextStart,omitzero"`
-	Reason    string    `json:"reason,omitempty"`
-	LastExit  *ExitInfo `json:"lastExit,omitempty"`
-}
-
 // exitedWhile records, for a run that ended, the state the restart policy
 // chose and when the next start comes.
 func exitedWhile(st *Status, exit *ExitInfo, state string, failures int, delay time.Duration) {

@@ -4,77 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/errdefs"
-	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/logs"
-	"github.com/ddinit/ddinit/timeline"
-	"github.com/sirupsen/logrus"
 )
-
-// Config says how to run containerd and where things live.
-type Config struct {
-	Namespace        string // containerd namespace of the services
-	ContainerdBinary string
-	RunDir           string // containerd.toml and task FIFOs go here
-	ContainerdRoot   string
-	ContainerdState  string
-	Address          string // containerd's socket
-	LogDir           string
-	// Restart is the restart policy of containerd and of every service.
-	Restart RestartPolicy
-	// Liveness is the timing of containerd's liveness check and the
-	// default of the services' probes.
-	Liveness LivenessTiming
-	// HostRoot is where ddinit's own root is bound for services whose spec
-	// says root.path "/": runc cannot use the current root as a new root.
-	HostRoot string
-	// Settings switch optional services on ("kubernetes": true).
-	Settings map[string]bool
-	// Env, when set, is environment a service's process gets besides its
-	// definition's, looked up at each start (dockerd's proxy).
-	Env func(service string) []string
-	// Cgroups, when set, is the hierarchy containerd is placed in, in
-	// CgroupParent/containerd; the services' cgroups are under
-	// CgroupParent too (the engine's parent).
-	Cgroups      *cgroup.Hierarchy
-	CgroupParent string
-	// Mark, when set, is told each step of a start as it happens
-	// (containerd started and answering; a service's container ready (kept or created),
-	// its task created and started, the Milestones its log shows, and
-	// ready), for the boot's timeline.
-	Mark func(event string, at time.Time)
-	// Milestones are lines of a service's log that mark a step of its own
-	// start (dockerd's "API listen on"), by service name.
-	Milestones map[string][]timeline.Milestone
-	Spawner    Spawner
-	Log        *logrus.Entry
-}
-
-// Supervisor runs containerd and the services.
-type Supervisor struct {
-	cfg   Config
-	order []*service
-	ctx   context.Context // carries the containerd namespace; never cancelled
-
-	ctrd *service // containerd's status, logs and stop channel
-	// startTask starts a service's run on containerd: the containerd task
-	// (startContainerdTask), or a fake in tests.
-	startTask func(d *daemon, svc *service) (task, error)
-
-	mu       sync.Mutex
-	cur      *daemon       // the running containerd, nil while it is down
-	changed  chan struct{} // closed and replaced on every state change
-	stopping bool
-	stopAll  chan struct{}
-	resting  atomic.Bool   // the engine is paused on purpose: liveness rests
-	monitor  chan struct{} // closed when containerd's supervision returns
-}
 
 // mark tells Mark of a step now.
 func (s *Supervisor) mark(event string) {

@@ -22,20 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// task is one started run of a service: a containerd task (running), or
-// a fake in the supervisor's tests.
-type task interface {
-	PID() int
-	// Exited delivers the exit status once; one with Error() set means the
-	// wait broke (containerd went away), not the task.
-	Exited() <-chan containerd.ExitStatus
-	Signal(sig syscall.Signal) error
-	// Finish deletes the exited task and closes its output; Abandon only
-	// closes the output (containerd is gone and the task with it).
-	Finish()
-	Abandon()
-}
-
 // running is a service's containerd task.
 type running struct {
 	ctx       context.Context
