@@ -8,6 +8,7 @@
 // entry (`ddinit init`) is not a command for people: it bypasses all this.
 //
 // It must not hold logic a daemon path needs: anything `ddinit run` also
-// does lives in rootfs, services, mounts or vsock and is only called here.
+// does lives in launcher, rootfs, services, mounts or transport and is only
+// called here.
 // Errors reach the user as one line naming the cause, never a stack trace.
 package cli

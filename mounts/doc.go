@@ -11,7 +11,7 @@
 // symlink, unmounts made only on a mount root so opened), which a
 // distro's proxy makes in the shared tmpfs.
 //
-// It must not pivot or create namespaces (package init does), never
+// It must not pivot or create namespaces (packages pid1 and launcher do), never
 // unmounts anything it did not mount, and never moves what may hold the
 // engine's data (var/lib).
 package mounts

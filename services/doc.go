@@ -9,7 +9,7 @@
 // while its spec is unchanged. It decides health: what is ready, what is
 // failing and why.
 //
-// It must not mount, pivot or reap: PID-1 duties belong to package init,
+// It must not mount, pivot or reap: PID-1 duties belong to package pid1,
 // which hands the supervisor a Spawner that starts processes it can wait
 // for without racing the reaper.
 package services
