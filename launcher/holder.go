@@ -40,6 +40,9 @@ type holder struct {
 	// now is time.Now, but for tests.
 	now func() time.Time
 
+	// waking are the wakes asked of PID 1 and not answered yet.
+	waking sync.WaitGroup
+
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced on every change
 	state     enginestate.Snapshot
@@ -186,7 +189,9 @@ func (h *holder) beginWake() {
 	h.wakeErr = nil
 	h.step(enginestate.Waking, "")
 	h.log.Info("a client needs the engine: waking it")
+	h.waking.Add(1)
 	go func() {
+		defer h.waking.Done()
 		start := h.now()
 		reply, err := h.ask(wire.Wake)
 		if err == nil {
@@ -272,12 +277,14 @@ func (h *holder) switching() bool {
 	return h.state.State == enginestate.Switching && !h.closed
 }
 
-// close ends every held dial: ddinit is stopping.
+// close ends every held dial: ddinit is stopping. It returns once the
+// wakes it asked for are answered (PID 1's going answers them).
 func (h *holder) close() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.closed = true
 	h.broadcast()
+	h.mu.Unlock()
+	h.waking.Wait()
 }
 
 // idleCheck is how often the idle loop looks at the clients.

@@ -182,6 +182,11 @@ func (l *launcher) exitStatus(c *child, waitErr error) (int, error) {
 // copied and hashed, minutes).
 func (l *launcher) followPID1(conn *wire.Conn, c *child, gen int) {
 	log := l.log.WithField("component", "pid1")
+	// Requests PID 1 had not answered when it went get their answer now:
+	// none will come.
+	defer l.calls.Abandon(func(id int64) wire.Reply {
+		return wire.Reply{ID: id, Err: &wire.Error{Kind: "unavailable", Message: "PID 1 went away"}}
+	})
 	for {
 		m, files, err := conn.Receive()
 		for _, f := range files {

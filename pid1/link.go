@@ -19,6 +19,10 @@ import (
 // the word that PID 1 is being replaced.
 func (in *pid1) followLauncher(ctx context.Context) {
 	log := in.log.WithField("component", "link")
+	// Pack requests ddinit run had not answered get their answer now.
+	defer in.packCalls.Abandon(func(id int64) wire.PackAnswer {
+		return wire.PackAnswer{ID: id, Err: &wire.Error{Kind: "unavailable", Message: "ddinit run does not answer"}}
+	})
 	for ctx.Err() == nil {
 		m, files, err := in.link.Receive()
 		var garbled *wire.GarbledError

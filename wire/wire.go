@@ -490,3 +490,15 @@ func ErrorOf(kind, err error) *Error {
 	e.Message = err.Error()
 	return e
 }
+
+// Abandon answers every request still waiting with what gone says for
+// it: the other process went away, and no answer will come.
+func (c *Calls[R]) Abandon(gone func(id int64) R) {
+	c.mu.Lock()
+	waiting := c.waiting
+	c.waiting = nil
+	c.mu.Unlock()
+	for id, ch := range waiting {
+		ch <- gone(id)
+	}
+}

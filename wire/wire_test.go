@@ -125,3 +125,12 @@ func TestCalls(t *testing.T) {
 		t.Fatal("the answer was not handed over")
 	}
 }
+
+func TestCallsAbandoned(t *testing.T) {
+	var c Calls[Reply]
+	_, ch, _ := c.Begin()
+	c.Abandon(func(id int64) Reply { return Reply{ID: id, Err: &Error{Message: "gone"}} })
+	if r := <-ch; r.Err == nil || r.Err.Message != "gone" {
+		t.Fatalf("%+v", r)
+	}
+}
