@@ -1,10 +1,10 @@
 package control
 
 import (
+	"fmt"
 	"io"
 	"time"
 
-	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/settings"
 	"github.com/ddinit/ddinit/timeline"
 )
@@ -58,9 +58,9 @@ type Status struct {
 	SettingsError      string `json:"settingsError,omitempty"` // the last change rolled back
 	// Recovered lists the files this boot could not use, where they were
 	// kept and what is in force instead.
-	Recovered  []settings.Recovery `json:"recovered,omitempty"`
-	Goroutines int                 `json:"goroutines"`
-	Orphans    int64               `json:"orphansReaped"`
+	Recovered  []Recovery `json:"recovered,omitempty"`
+	Goroutines int        `json:"goroutines"`
+	Orphans    int64      `json:"orphansReaped"`
 }
 
 // Health is /ping: the state, whether ready and why not, and notes that
@@ -107,12 +107,52 @@ type Phase struct {
 	DurationMs float64 `json:"durationMs"`
 }
 
-// ServiceStatus is containerd's or a service's state, as the supervisor
-// keeps it: one vocabulary from the supervisor to the frontend.
-type ServiceStatus = services.Status
+// ServiceStatus is containerd's or a service's state: its state
+// (starting, running, restarting, failed, stopped, off), whether it is
+// ready and required, its pid in the namespace, its restarts, since when,
+// when it starts next, why, and how its last run ended.
+type ServiceStatus struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Ready     bool      `json:"ready"`
+	Required  bool      `json:"required"`
+	PID       int       `json:"pid,omitempty"`
+	Restarts  int       `json:"restarts"`
+	Since     time.Time `json:"since"`
+	NextStart time.Time `json:"nextStart,omitzero"`
+	Reason    string    `json:"reason,omitempty"`
+	LastExit  *Exit     `json:"lastExit,omitempty"`
+}
 
-// Exit is how a run of containerd or a service ended.
-type Exit = services.ExitInfo
+// Exit is how a run of containerd or a service ended: its code or signal,
+// a start that failed, why ddinit killed it, when, how long it ran, and
+// its last lines.
+type Exit struct {
+	Code   int       `json:"code"`
+	Signal string    `json:"signal,omitempty"`
+	Error  string    `json:"error,omitempty"`
+	Cause  string    `json:"cause,omitempty"`
+	Time   time.Time `json:"time"`
+	Ran    string    `json:"ran"`
+	Output []string  `json:"output,omitempty"`
+}
+
+// Recovery is a file the boot could not use: why, where it was kept, and
+// what is in force instead.
+type Recovery struct {
+	File   string `json:"file"`
+	Reason string `json:"reason"`
+	KeptAs string `json:"keptAs,omitempty"`
+	Using  string `json:"using"`
+}
+
+func (r Recovery) String() string {
+	s := fmt.Sprintf("%s could not be used (%s)", r.File, r.Reason)
+	if r.KeptAs != "" {
+		s += "; kept aside as " + r.KeptAs
+	}
+	return s + "; in force: " + r.Using
+}
 
 // Image is one boot image.
 type Image struct {
@@ -220,6 +260,13 @@ type PackRef struct {
 }
 
 // Settings is GET /settings and the answer to PUT /settings: the document
-// in force, its generation, a change being applied, how the last change
-// that failed failed, and the files the boot could not use.
-type Settings = settings.View
+// in force (the settings package's: what PUT takes), its generation, a
+// change being applied, how the last change that failed failed, and the
+// files the boot could not use.
+type Settings struct {
+	Generation int64             `json:"generation"`
+	Settings   settings.Document `json:"settings"`
+	Applying   string            `json:"applying,omitempty"`
+	LastError  string            `json:"lastError,omitempty"`
+	Recovered  []Recovery        `json:"recovered,omitempty"`
+}

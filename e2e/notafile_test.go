@@ -13,12 +13,11 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
-	"github.com/ddinit/ddinit/settings"
 )
 
 // recoveredNow is /status's recovered list, or false while the control
 // API does not answer yet.
-func (in *instance) recoveredNow() ([]settings.Recovery, bool) {
+func (in *instance) recoveredNow() ([]control.Recovery, bool) {
 	c, err := control.NewClient("unix://"+in.controlSock(), time.Second)
 	if err != nil {
 		return nil, false
@@ -38,12 +37,12 @@ func (in *instance) recoveredNow() ([]settings.Recovery, bool) {
 // waitRecovered waits up to d for /status to list file as recovered, and
 // returns that recovery; ddinit exiting first fails the test with its
 // output.
-func (in *instance) waitRecovered(file string, d time.Duration) settings.Recovery {
+func (in *instance) waitRecovered(file string, d time.Duration) control.Recovery {
 	in.t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		recs, _ := in.recoveredNow()
-		if i := slices.IndexFunc(recs, func(r settings.Recovery) bool { return r.File == file }); i >= 0 {
+		if i := slices.IndexFunc(recs, func(r control.Recovery) bool { return r.File == file }); i >= 0 {
 			return recs[i]
 		}
 		select {
@@ -53,7 +52,7 @@ func (in *instance) waitRecovered(file string, d time.Duration) settings.Recover
 		}
 	}
 	in.t.Fatalf("/status did not list %s as recovered within %s", file, d)
-	return settings.Recovery{}
+	return control.Recovery{}
 }
 
 // A configuration folder of the data store that is not a folder (a file

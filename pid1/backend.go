@@ -81,7 +81,7 @@ func (c backend) observe(full bool) control.Status {
 		}
 	}
 	in.mu.Unlock()
-	st.Recovered = in.settings.View().Recovered
+	st.Recovered = recoveries(in.settings.View().Recovered)
 	if ds != nil {
 		st.DataStore = control.DataStore{Dir: ds.Dir, FreeBytes: ds.FreeBytes, LowSpace: ds.LowSpace}
 		// Measured afresh: the store fills while the engine runs. After
@@ -112,8 +112,8 @@ func (c backend) observe(full bool) control.Status {
 		}
 		return st
 	}
-	st.Containerd = sup.ContainerdStatus()
-	st.Services = sup.Status()
+	st.Containerd = serviceStatus(sup.ContainerdStatus())
+	st.Services = serviceStatuses(sup.Status())
 	if st.State == control.StateRunning {
 		st.Ready, st.Reason = sup.Health()
 		// Stopped on purpose: idle is healthy, liveness rests.

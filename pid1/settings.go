@@ -64,11 +64,12 @@ func (in *pid1) storePath(rel string) string {
 }
 
 // Settings implements control.Backend.
-func (c backend) Settings() control.Settings { return c.in.settings.View() }
+func (c backend) Settings() control.Settings { return settingsView(c.in.settings.View()) }
 
 // PutSettings implements control.Backend.
 func (c backend) PutSettings(body []byte) (control.Settings, error) {
-	return c.in.settings.Put(body)
+	v, err := c.in.settings.Put(body)
+	return settingsView(v), err
 }
 
 // engine is the supervisor as the settings applier sees it: the one in
