@@ -13,7 +13,7 @@ FUZZ_TARGETS := iso9660:FuzzVolumeDescriptor:300000x iso9660:FuzzDirectoryRecord
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
 	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x
 
-.PHONY: all deps build isos test-packs distro test test-builds unit fuzz bench demo vm-test clean
+.PHONY: all deps build isos test-packs distro test test-builds unit fuzz bench bench-compare demo vm-test clean
 
 all: build
 
@@ -46,7 +46,7 @@ $(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh scripts/iso.sh
 
 # The tests that need root (mounts, namespaces, the real engine) run only
 # when asked: as root, with DDINIT_TEST_ROOT=1 (make unit leaves them out).
-test test-builds bench: export DDINIT_TEST_ROOT := 1
+test test-builds bench bench-compare: export DDINIT_TEST_ROOT := 1
 
 test: build isos test-packs distro
 	$(GO) vet ./...
@@ -87,8 +87,30 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $$budget -fuzzminimizetime 100x ./$$pkg/ || exit 1; \
 	done
 
+# The benchmarks (package bench; rootfs's own needs its internals): each
+# figure beside a baseline measured in the same run, as a ratio.
 bench: build isos
-	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./transport/ ./e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
+	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./bench/ | grep -E 'BENCH|^(ok|FAIL|---)'
+
+# This tree's bin/ddinit against BASELINE's (by default the commit before
+# the reshaping into launcher/ and pid1/), built by BASELINE's own make
+# build in a git worktree under build/ that is removed afterwards: boots
+# (cold and warm), a wake after an idle stop and _ping round trips, in
+# ROUNDS rounds alternating which goes first, both on the same images.
+BASELINE ?= 86417b4
+ROUNDS ?= 10
+bench-compare: build isos
+	@set -eo pipefail; \
+	  rev=$$(git rev-parse --verify '$(BASELINE)^{commit}'); \
+	  tmp=$$(mktemp -d $(CURDIR)/build/bench-baseline.XXXXXX); \
+	  trap 'git worktree remove --force "$$tmp/src" 2>/dev/null; rm -rf "$$tmp"; git worktree prune' EXIT; \
+	  git worktree add --quiet --detach "$$tmp/src" "$$rev"; \
+	  echo "building $(BASELINE) ($$rev) in $$tmp/src"; \
+	  $(MAKE) --no-print-directory -C "$$tmp/src" build GO=$(GO) >/dev/null; \
+	  new="$$(git log -1 --format='%h %s' HEAD)$$(git diff --quiet HEAD -- . ':!*_test.go' || echo ' + uncommitted changes')"; \
+	  DDINIT_BENCH=1 DDINIT_BENCH_ROUNDS=$(ROUNDS) DDINIT_BASELINE_BINARY="$$tmp/src/bin/ddinit" \
+	    DDINIT_BASELINE_DESC="$$(git log -1 --format='%h %s' $$rev)" DDINIT_NEW_DESC="$$new" \
+	    $(GO) test -count=1 -timeout 90m -run '^TestCompareBaseline$$' -v ./bench/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
 # The WSL-like VM: qemu (TCG), Debian's kernel, virtio-9p, vsock loopback
 # (make deps installs what it needs).

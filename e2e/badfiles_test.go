@@ -1,90 +1,53 @@
 package e2e
 
 import (
-	"bytes"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
-
-// labels is the engine's labels as docker info shows them.
-func (in *instance) labels() string {
-	in.t.Helper()
-	return in.docker("info", "--format", "{{json .Labels}}")
-}
-
-// putSettingsResp sends PUT /settings and returns the answer, or nil while
-// the control socket does not answer yet.
-func (in *instance) putSettingsResp(doc string) *http.Response {
-	c, err := control.NewClient("unix://"+in.controlSock(), 2*time.Minute)
-	if err != nil {
-		in.t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodPut, "http://ddinit/settings", bytes.NewReader([]byte(doc)))
-	resp, err := c.HTTP().Do(req)
-	if err != nil {
-		return nil
-	}
-	resp.Body.Close()
-	return resp
-}
-
-// killTree is kill -9 of ddinit run and PID 1 at once (a power cut, the
-// OOM killer, wsl --terminate); it returns once the namespace is empty.
-func (in *instance) killTree() {
-	in.t.Helper()
-	ns := in.pidNS()
-	syscall.Kill(in.pid1(), syscall.SIGKILL)
-	in.cmd.Process.Signal(syscall.SIGKILL)
-	in.exited(30 * time.Second)
-	for deadline := time.Now().Add(10 * time.Second); len(inNS(ns)) > 0 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // A settings document cut short never keeps the engine down: the next
 // boot uses the last good copy (the last change applied), keeps the bad
 // file aside and says so in /status, ddinit status and /ping (still 200).
 // A PUT while booting is 503 with Retry-After.
 func TestTruncatedSettingsDocument(t *testing.T) {
-	requireEnvironment(t)
-	data, _ := newDirs(t)
-	in := start(t, options{dataDir: data})
+	harness.RequireEnvironment(t)
+	data, _ := harness.NewDirs(t)
+	in := harness.Start(t, harness.Options{DataDir: data})
 
 	// The control API answers long before the engine on a cold boot.
 	var first *http.Response
 	for deadline := time.Now().Add(30 * time.Second); first == nil && time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		first = in.putSettingsResp(`{"generation": 0, "daemonJSON": {"labels": ["too-early=1"]}}`)
+		first = in.PutSettingsResp(`{"generation": 0, "daemonJSON": {"labels": ["too-early=1"]}}`)
 	}
 	if first == nil || first.StatusCode != http.StatusServiceUnavailable || first.Header.Get("Retry-After") == "" {
 		t.Fatalf("PUT /settings during the boot: %+v", first)
 	}
-	in.waitPing(60 * time.Second)
-	if code, body := in.putSettings(`{"generation": 0, "daemonJSON": {"labels": ["doc=A"]}}`); code != 200 {
+	in.WaitPing(60 * time.Second)
+	if code, body := in.PutSettings(`{"generation": 0, "daemonJSON": {"labels": ["doc=A"]}}`); code != 200 {
 		t.Fatalf("A: %d %s", code, body)
 	}
-	if code, body := in.putSettings(`{"generation": 1, "daemonJSON": {"labels": ["doc=B"]}}`); code != 200 {
+	if code, body := in.PutSettings(`{"generation": 1, "daemonJSON": {"labels": ["doc=B"]}}`); code != 200 {
 		t.Fatalf("B: %d %s", code, body)
 	}
-	in.stop()
+	in.Stop()
 
 	doc := filepath.Join(data, "etc/ddinit/settings.json")
 	if err := os.Truncate(doc, 20); err != nil {
 		t.Fatal(err)
 	}
-	again := start(t, options{dataDir: data})
-	took := again.waitPing(60 * time.Second)
+	again := harness.Start(t, harness.Options{DataDir: data})
+	took := again.WaitPing(60 * time.Second)
 	t.Logf("docker answered %s after the boot began", took.Round(time.Millisecond))
-	if l := again.labels(); !strings.Contains(l, "doc=B") {
+	if l := again.Labels(); !strings.Contains(l, "doc=B") {
 		t.Fatalf("labels in force: %s, want B's", l)
 	}
-	st := again.status()
+	st := again.Status()
 	if st.SettingsGeneration != 2 || serviceStatus(st, "dockerd").Restarts != 0 || len(st.Recovered) != 1 {
 		t.Fatalf("generation %d, dockerd restarts %d, recovered %+v", st.SettingsGeneration, serviceStatus(st, "dockerd").Restarts, st.Recovered)
 	}
@@ -92,14 +55,14 @@ func TestTruncatedSettingsDocument(t *testing.T) {
 	if b, err := os.ReadFile(kept); err != nil || len(b) != 20 || !strings.HasPrefix(kept, doc+".bad-") {
 		t.Fatalf("the bad file kept as %q: %d bytes, %v", kept, len(b), err)
 	}
-	if out, _ := again.cli("status"); !strings.Contains(out, kept) {
+	if out, _ := again.CLI("status"); !strings.Contains(out, kept) {
 		t.Fatalf("ddinit status does not name the file kept aside:\n%s", out)
 	}
-	if code, body := again.get(http.MethodGet, "/ping"); code != 200 || !strings.Contains(body, kept) {
+	if code, body := again.Get(http.MethodGet, "/ping"); code != 200 || !strings.Contains(body, kept) {
 		t.Fatalf("/ping: %d %s", code, body)
 	}
 	// The document is whole again: a change goes on from B.
-	if code, body := again.putSettings(`{"generation": 2, "daemonJSON": {"labels": ["doc=C"]}}`); code != 200 {
+	if code, body := again.PutSettings(`{"generation": 2, "daemonJSON": {"labels": ["doc=C"]}}`); code != 200 {
 		t.Fatalf("C after the recovery: %d %s", code, body)
 	}
 }
@@ -109,54 +72,54 @@ func TestTruncatedSettingsDocument(t *testing.T) {
 // option dockerd refuses (dockerd says so, and is started again on the
 // last daemon.json it accepted). Docker answers either way.
 func TestUnusableDaemonJSONAtBoot(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	t.Run("not JSON", func(t *testing.T) {
-		data, _ := newDirs(t)
+		data, _ := harness.NewDirs(t)
 		path := filepath.Join(data, "etc/docker/daemon.json")
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		os.WriteFile(path, []byte(`{"labels": ["cut=1"], "log-le`), 0o644)
-		in := start(t, options{dataDir: data})
-		in.waitPing(60 * time.Second)
-		st := in.status()
+		in := harness.Start(t, harness.Options{DataDir: data})
+		in.WaitPing(60 * time.Second)
+		st := in.Status()
 		if len(st.Recovered) != 1 || st.Recovered[0].File != path || !strings.Contains(st.Recovered[0].Reason, "JSON") {
 			t.Fatalf("recovered: %+v", st.Recovered)
 		}
 		if b, _ := os.ReadFile(st.Recovered[0].KeptAs); !strings.Contains(string(b), "log-le") {
 			t.Fatalf("the refused file was not kept: %q", b)
 		}
-		if out, _ := in.cli("status"); !strings.Contains(out, st.Recovered[0].KeptAs) || !strings.Contains(out, "not valid JSON") {
+		if out, _ := in.CLI("status"); !strings.Contains(out, st.Recovered[0].KeptAs) || !strings.Contains(out, "not valid JSON") {
 			t.Fatalf("ddinit status:\n%s", out)
 		}
 	})
 	t.Run("an option dockerd refuses", func(t *testing.T) {
-		data, _ := newDirs(t)
+		data, _ := harness.NewDirs(t)
 		path := filepath.Join(data, "etc/docker/daemon.json")
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		os.WriteFile(path, []byte(`{"labels": ["accepted=1"]}`), 0o644)
-		in := start(t, options{dataDir: data})
-		in.waitPing(60 * time.Second)
+		in := harness.Start(t, harness.Options{DataDir: data})
+		in.WaitPing(60 * time.Second)
 		accepted := filepath.Join(data, "etc/ddinit/daemon.json.accepted")
 		within(t, 10*time.Second, "the daemon.json dockerd accepted kept", func() bool {
 			b, _ := os.ReadFile(accepted)
 			return strings.Contains(string(b), "accepted=1")
 		})
-		in.stop()
+		in.Stop()
 
 		os.WriteFile(path, []byte(`{"labels": ["refused=1"], "bogus-option": true}`), 0o644)
-		again := start(t, options{dataDir: data})
-		took := again.waitPing(60 * time.Second)
+		again := harness.Start(t, harness.Options{DataDir: data})
+		took := again.WaitPing(60 * time.Second)
 		t.Logf("docker answered %s after the boot began", took.Round(time.Millisecond))
-		if l := again.labels(); !strings.Contains(l, "accepted=1") {
+		if l := again.Labels(); !strings.Contains(l, "accepted=1") {
 			t.Fatalf("labels in force: %s, want the last accepted daemon.json's", l)
 		}
-		st := again.status()
+		st := again.Status()
 		if len(st.Recovered) != 1 || !strings.Contains(st.Recovered[0].Reason, "bogus-option") || !strings.Contains(st.Recovered[0].Using, "accepted") {
 			t.Fatalf("recovered: %+v", st.Recovered)
 		}
 		if b, _ := os.ReadFile(st.Recovered[0].KeptAs); !strings.Contains(string(b), "bogus-option") {
 			t.Fatalf("the refused file was not kept: %q", b)
 		}
-		if out, _ := again.cli("status"); !strings.Contains(out, st.Recovered[0].KeptAs) || !strings.Contains(out, "bogus-option") {
+		if out, _ := again.CLI("status"); !strings.Contains(out, st.Recovered[0].KeptAs) || !strings.Contains(out, "bogus-option") {
 			t.Fatalf("ddinit status:\n%s", out)
 		}
 	})
@@ -165,34 +128,34 @@ func TestUnusableDaemonJSONAtBoot(t *testing.T) {
 // kill -9 of the whole tree in the middle of a settings change: the next
 // boot answers with the old settings or the new, never neither.
 func TestKillDuringSettingsChange(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	for _, at := range []struct {
 		name string
-		wait func(in *instance)
+		wait func(t *testing.T, in *harness.Instance)
 	}{
-		{"as the change arrives", func(in *instance) {}},
-		{"while dockerd restarts", func(in *instance) {
-			within(in.t, 20*time.Second, "the change applying", func() bool { return in.status().Applying != "" })
+		{"as the change arrives", func(*testing.T, *harness.Instance) {}},
+		{"while dockerd restarts", func(t *testing.T, in *harness.Instance) {
+			within(t, 20*time.Second, "the change applying", func() bool { return in.Status().Applying != "" })
 		}},
-		{"as dockerd comes back", func(in *instance) {
-			within(in.t, 20*time.Second, "the change applying", func() bool { return in.status().Applying != "" })
+		{"as dockerd comes back", func(t *testing.T, in *harness.Instance) {
+			within(t, 20*time.Second, "the change applying", func() bool { return in.Status().Applying != "" })
 			time.Sleep(300 * time.Millisecond)
 		}},
 	} {
 		t.Run(at.name, func(t *testing.T) {
-			data, _ := newDirs(t)
-			in := start(t, options{dataDir: data})
-			in.waitPing(60 * time.Second)
-			if code, body := in.putSettings(`{"generation": 0, "daemonJSON": {"labels": ["doc=old"]}}`); code != 200 {
+			data, _ := harness.NewDirs(t)
+			in := harness.Start(t, harness.Options{DataDir: data})
+			in.WaitPing(60 * time.Second)
+			if code, body := in.PutSettings(`{"generation": 0, "daemonJSON": {"labels": ["doc=old"]}}`); code != 200 {
 				t.Fatalf("old: %d %s", code, body)
 			}
-			go in.putSettingsResp(`{"generation": 1, "daemonJSON": {"labels": ["doc=new"]}}`)
-			at.wait(in)
-			in.killTree()
+			go in.PutSettingsResp(`{"generation": 1, "daemonJSON": {"labels": ["doc=new"]}}`)
+			at.wait(t, in)
+			in.KillTree()
 
-			again := start(t, options{dataDir: data})
-			again.waitPing(60 * time.Second)
-			l, st := again.labels(), again.status()
+			again := harness.Start(t, harness.Options{DataDir: data})
+			again.WaitPing(60 * time.Second)
+			l, st := again.Labels(), again.Status()
 			switch {
 			case strings.Contains(l, "doc=old") && st.SettingsGeneration == 1:
 			case strings.Contains(l, "doc=new") && st.SettingsGeneration == 2:

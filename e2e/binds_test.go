@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +23,7 @@ type wslWorld struct {
 	t      *testing.T
 	parent string // the folder holding the shared tmpfs
 	shared string
-	in     *instance
+	in     *harness.Instance
 	data   string
 }
 
@@ -40,15 +36,15 @@ func newWSLWorld(t *testing.T) *wslWorld {
 	t.Cleanup(func() { os.RemoveAll(parent) })
 	w := &wslWorld{t: t, parent: parent, shared: filepath.Join(parent, "wsl")}
 	sharedDir(t, w.shared, true)
-	w.data, _ = newDirs(t)
+	w.data, _ = harness.NewDirs(t)
 	w.boot()
-	w.in.importBusybox()
+	w.in.ImportBusybox()
 	return w
 }
 
 func (w *wslWorld) boot() {
-	w.in = start(w.t, options{dataDir: w.data, extra: []string{"--wsl-shared", w.shared}})
-	w.in.waitPing(60 * time.Second)
+	w.in = harness.Start(w.t, harness.Options{DataDir: w.data, Extra: []string{"--wsl-shared", w.shared}})
+	w.in.WaitPing(60 * time.Second)
 }
 
 // mountinfo is a process's mount table.
@@ -83,7 +79,7 @@ func bindCost(table []mounts.MountInfo, shared string, sources ...string) int {
 // down with their last container; a source inside the shared tmpfs is
 // refused, saying why.
 func TestBindsNeverFloodTheDistros(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	w := newWSLWorld(t)
 	ubuntu, debian := newUserDistro(t, "Ubuntu"), newUserDistro(t, "Debian")
 	ubuntu.sh(`echo mine > /home/user/mine`)
@@ -100,17 +96,17 @@ func TestBindsNeverFloodTheDistros(t *testing.T) {
 	}
 	for round := range 2 {
 		for i := range sources {
-			if out := w.in.docker("inspect", "-f", "{{.State.Running}}", fmt.Sprintf("b%d%d", round, i)); out != "true\n" {
+			if out := w.in.Docker("inspect", "-f", "{{.State.Running}}", fmt.Sprintf("b%d%d", round, i)); out != "true\n" {
 				t.Fatalf("b%d%d is not running: %q", round, i, out)
 			}
 		}
 	}
 	// The distro's files are there; the shared tmpfs is an empty folder.
-	if out := w.in.docker("exec", "b00", "cat", "/src/home/user/mine"); out != "mine\n" {
+	if out := w.in.Docker("exec", "b00", "cat", "/src/home/user/mine"); out != "mine\n" {
 		t.Fatalf("the distro's /home through -v /:/src: %q", out)
 	}
 	rel := strings.TrimPrefix(w.shared, "/")
-	if out := w.in.docker("exec", "b00", "ls", "-A", "/src/"+rel); out != "" {
+	if out := w.in.Docker("exec", "b00", "ls", "-A", "/src/"+rel); out != "" {
 		t.Fatalf("the shared tmpfs inside the bind of /: %q", out)
 	}
 	afterU, afterD := mountinfo(t, ubuntu.pid), mountinfo(t, debian.pid)
@@ -151,7 +147,7 @@ func outside(table []mounts.MountInfo, folder string) []string {
 // Symlinks planted where a bind is made or taken down, or inside a
 // source, never move a mount or an unmount out of the distro's folder.
 func TestBindsFollowNoSymlink(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	w := newWSLWorld(t)
 	ubuntu := newUserDistro(t, "Ubuntu")
 	ubuntu.sh(`mkdir -p /home/user/a /home/user/b /home/user/c && echo a > /home/user/a/f && ln -s ` + w.shared + ` /home/user/b/to-shared && ln -s / /home/user/b/to-root`)
@@ -213,7 +209,7 @@ func TestBindsFollowNoSymlink(t *testing.T) {
 // Two hundred \\wsl$ creates leave ddinit's and the bind service's
 // descriptors where they were.
 func TestWSLPathsLeakNothing(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	w := newWSLWorld(t)
 	ubuntu := newUserDistro(t, "Ubuntu")
 	ubuntu.sh(`mkdir -p /home/user/p`)
@@ -222,7 +218,7 @@ func TestWSLPathsLeakNothing(t *testing.T) {
 		// No such image: the source is translated, then the engine says
 		// 404. One connection per request, closed: what is left open is
 		// ddinit's.
-		code, body := apiOver(t, w.in.sock, http.MethodPost, "/containers/create", map[string]any{"Image": "no-such-image:here", "HostConfig": map[string]any{"Binds": []string{`\\wsl$\Ubuntu\home\user\p:/p`}}})
+		code, body := harness.APIOver(t, w.in.Sock, http.MethodPost, "/containers/create", map[string]any{"Image": "no-such-image:here", "HostConfig": map[string]any{"Binds": []string{`\\wsl$\Ubuntu\home\user\p:/p`}}})
 		if code != http.StatusNotFound {
 			t.Fatalf("create: %d %s", code, body)
 		}
@@ -233,7 +229,7 @@ func TestWSLPathsLeakNothing(t *testing.T) {
 	}
 	create()
 	time.Sleep(200 * time.Millisecond)
-	ddinitRun := w.in.cmd.Process.Pid
+	ddinitRun := w.in.Pid()
 	before, beforeProxy := fds(ddinitRun), fds(proxyPID)
 	for range 200 {
 		create()
@@ -246,71 +242,44 @@ func TestWSLPathsLeakNothing(t *testing.T) {
 	}
 }
 
-// apiOver sends one docker API request over the socket sock, on a
-// connection of its own that is closed after the answer.
-func apiOver(t *testing.T, sock, method, path string, body any) (int, string) {
-	t.Helper()
-	c := http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://docker"+path, r)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // WSL restarts: the shared tmpfs is empty again, the distro's proxy starts
 // while the engine is still down, the engine comes back later. A container
 // made in the distro and one made from Windows (\\wsl$), both with a restart
 // policy, come back on their binds, never on empty folders; a create that
 // passed both proxies keeps both its binds past the sweeps.
 func TestBindsComeBackAfterWSLRestarts(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	w := newWSLWorld(t)
 	ubuntu := newUserDistro(t, "Ubuntu")
 	ubuntu.sh(`mkdir -p /home/user/project /home/user/other && echo hello > /home/user/project/hello.txt && echo other > /home/user/other/other.txt`)
 	stopProxy := ubuntu.startProxy(w.shared, "--bind-grace", "2s")
 	script := `if [ -e /src/hello.txt ]; then echo sees-files; else echo EMPTY; fi; exec sleep 3600`
 	ubuntu.sh(`docker run -d --restart always --name mine -v /home/user/project:/src busybox:local sh -c '` + script + `'`)
-	code, body := w.in.api(http.MethodPost, "/containers/create?name=fromwindows", map[string]any{"Image": "busybox:local", "Cmd": []string{"sh", "-c", script},
+	code, body := w.in.API(http.MethodPost, "/containers/create?name=fromwindows", map[string]any{"Image": "busybox:local", "Cmd": []string{"sh", "-c", script},
 		"HostConfig": map[string]any{"Binds": []string{`\\wsl$\Ubuntu\home\user\project:/src`}, "RestartPolicy": map[string]any{"Name": "always"}}})
 	if code != http.StatusCreated {
 		t.Fatalf("create from Windows: %d %s", code, body)
 	}
-	w.in.docker("start", "fromwindows")
+	w.in.Docker("start", "fromwindows")
 
 	// Through the distro's socket, then the shared one: each rewrites one
 	// source.
 	distroSock := fmt.Sprintf("/proc/%d/root/run/docker.sock", ubuntu.pid)
-	code, body = apiOver(t, distroSock, http.MethodPost, "/containers/create?name=both", map[string]any{"Image": "busybox:local", "Cmd": []string{"sleep", "3600"},
+	code, body = harness.APIOver(t, distroSock, http.MethodPost, "/containers/create?name=both", map[string]any{"Image": "busybox:local", "Cmd": []string{"sleep", "3600"},
 		"HostConfig": map[string]any{"Binds": []string{"/home/user/project:/a", `\\wsl$\Ubuntu\home\user\other:/b`}}})
 	if code != http.StatusCreated {
 		t.Fatalf("create through both proxies: %d %s", code, body)
 	}
-	w.in.docker("start", "both")
+	w.in.Docker("start", "both")
 	time.Sleep(7 * time.Second) // the grace three times over: several sweeps
-	if out, err := w.in.dockerErr("exec", "both", "cat", "/a/hello.txt", "/b/other.txt"); err != nil || out != "hello\nother\n" {
+	if out, err := w.in.DockerErr("exec", "both", "cat", "/a/hello.txt", "/b/other.txt"); err != nil || out != "hello\nother\n" {
 		t.Fatalf("the binds of a create that passed both proxies, after the sweeps: %v %q", err, out)
 	}
-	w.in.docker("rm", "-f", "both")
+	w.in.Docker("rm", "-f", "both")
 
 	// WSL restarts.
 	stopProxy()
-	if code, _ := w.in.stop(); code != 0 {
+	if code, _ := w.in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, m := range bindsLeft(t, w.shared) {
@@ -327,13 +296,13 @@ func TestBindsComeBackAfterWSLRestarts(t *testing.T) {
 	w.boot()
 	for _, name := range []string{"mine", "fromwindows"} {
 		within(t, 30*time.Second, name+" started again on its binds", func() bool {
-			logs, _ := w.in.dockerErr("logs", name)
+			logs, _ := w.in.DockerErr("logs", name)
 			return strings.Count(logs, "sees-files") == 2
 		})
-		if logs, _ := w.in.dockerErr("logs", name); strings.Contains(logs, "EMPTY") {
+		if logs, _ := w.in.DockerErr("logs", name); strings.Contains(logs, "EMPTY") {
 			t.Fatalf("%s ran on an empty folder: %q", name, logs)
 		}
 	}
-	w.in.docker("rm", "-f", "mine", "fromwindows")
+	w.in.Docker("rm", "-f", "mine", "fromwindows")
 	within(t, 10*time.Second, "no binds left", func() bool { return len(bindsLeft(t, w.shared)) == 0 })
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -38,13 +39,13 @@ var bootPoints = []bootPoint{
 // waitForPoint polls /status until p holds and returns the state seen
 // then; a boot that went past p faster than the poll is reported as the
 // state it was caught in.
-func (in *instance) waitForPoint(p bootPoint) control.Status {
-	in.t.Helper()
+func waitForPoint(t *testing.T, in *harness.Instance, p bootPoint) control.Status {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := control.NewClient("unix://"+in.controlSock(), time.Second)
+		c, err := control.NewClient("unix://"+in.ControlSock(), time.Second)
 		if err == nil {
-			resp, err := c.Do(in.t.Context(), http.MethodGet, "/status", false)
+			resp, err := c.Do(t.Context(), http.MethodGet, "/status", false)
 			if err == nil {
 				var st control.Status
 				err = json.NewDecoder(resp.Body).Decode(&st)
@@ -55,12 +56,12 @@ func (in *instance) waitForPoint(p bootPoint) control.Status {
 			}
 		}
 		select {
-		case <-in.done:
-			in.t.Fatalf("ddinit exited before %q: %v", p.name, in.err)
+		case <-in.Done():
+			t.Fatalf("ddinit exited before %q: %v", p.name, in.Err())
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	in.t.Fatalf("the boot never reached %q", p.name)
+	t.Fatalf("the boot never reached %q", p.name)
 	return control.Status{}
 }
 
@@ -68,26 +69,26 @@ func (in *instance) waitForPoint(p bootPoint) control.Status {
 // and checks that nothing of either run is left.
 func assertRecovers(t *testing.T, dataDir string) {
 	t.Helper()
-	again := start(t, options{dataDir: dataDir})
-	again.waitPing(60 * time.Second)
-	again.importBusybox()
-	if out := again.docker("run", "--rm", "busybox:local", "echo", "recovered"); !strings.Contains(out, "recovered") {
+	again := harness.Start(t, harness.Options{DataDir: dataDir})
+	again.WaitPing(60 * time.Second)
+	again.ImportBusybox()
+	if out := again.Docker("run", "--rm", "busybox:local", "echo", "recovered"); !strings.Contains(out, "recovered") {
 		t.Fatalf("container after the fault printed %q", out)
 	}
-	ns := again.pidNS()
-	if code, _ := again.stop(); code != 0 {
+	ns := again.PidNS()
+	if code, _ := again.Stop(); code != 0 {
 		t.Fatalf("the boot after the fault exited %d", code)
 	}
 	assertNothingLeft(t, again, ns)
 }
 
-func assertNothingLeft(t *testing.T, in *instance, ns string) {
+func assertNothingLeft(t *testing.T, in *harness.Instance, ns string) {
 	t.Helper()
 	// Under the data dir, not on it: a test may give it a mount of its own.
-	if m := hostMounts(t, in.dataDir+"/", in.runDir); len(m) > 0 {
+	if m := harness.HostMounts(t, in.DataDir+"/", in.RunDir); len(m) > 0 {
 		t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
 	}
-	if left := inNS(ns); len(left) > 0 {
+	if left := harness.InNS(ns); len(left) > 0 {
 		t.Fatalf("processes left: %+v", left)
 	}
 	if _, err := netlink.LinkByName("ddinit0"); err == nil {
@@ -99,7 +100,7 @@ func assertNothingLeft(t *testing.T, in *instance, ns string) {
 			t.Fatalf("iptables %s rules tagged ddinit left:\n%s", table, out)
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(in.dataDir, "isocache"))
+	entries, _ := os.ReadDir(filepath.Join(in.DataDir, "isocache"))
 	for _, e := range entries {
 		if e.Name() == ".lock" || e.Name() == "state.json" {
 			continue // the cache's lock and its record of the last boots
@@ -107,7 +108,7 @@ func assertNothingLeft(t *testing.T, in *instance, ns string) {
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Fatalf("a partial image cache entry was left: %s", e.Name())
 		}
-		if _, err := os.Stat(filepath.Join(in.dataDir, "isocache", e.Name(), "entry.json")); err != nil {
+		if _, err := os.Stat(filepath.Join(in.DataDir, "isocache", e.Name(), "entry.json")); err != nil {
 			t.Fatalf("an incomplete image cache entry was left: %s", e.Name())
 		}
 	}
@@ -116,31 +117,31 @@ func assertNothingLeft(t *testing.T, in *instance, ns string) {
 // kill -9 of ddinit run, and SIGTERM, at points of a cold boot: the next
 // boot on the same data store is healthy and nothing is left behind.
 func TestBootFaultsAreHarmless(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	for _, p := range bootPoints {
 		t.Run("kill -9 at "+p.name, func(t *testing.T) {
-			in := start(t, options{})
-			ns := in.pidNS()
-			st := in.waitForPoint(p)
-			in.cmd.Process.Signal(syscall.SIGKILL)
-			in.exited(30 * time.Second)
+			in := harness.Start(t, harness.Options{})
+			ns := in.PidNS()
+			st := waitForPoint(t, in, p)
+			in.Signal(syscall.SIGKILL)
+			in.Exited(30 * time.Second)
 			t.Logf("killed while %s: %s", st.State, st.Reason)
 			// PID 1 dies with ddinit run, and its namespace with it.
-			for deadline := time.Now().Add(10 * time.Second); len(inNS(ns)) > 0 && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(10 * time.Second); len(harness.InNS(ns)) > 0 && time.Now().Before(deadline); {
 				time.Sleep(20 * time.Millisecond)
 			}
-			assertRecovers(t, in.dataDir)
+			assertRecovers(t, in.DataDir)
 		})
 	}
 	for _, p := range []bootPoint{bootPoints[1], bootPoints[2], bootPoints[3]} {
 		t.Run("SIGTERM at "+p.name, func(t *testing.T) {
-			in := start(t, options{})
-			ns := in.pidNS()
-			in.waitForPoint(p)
-			in.cmd.Process.Signal(syscall.SIGTERM)
-			in.exited(60 * time.Second)
+			in := harness.Start(t, harness.Options{})
+			ns := in.PidNS()
+			waitForPoint(t, in, p)
+			in.Signal(syscall.SIGTERM)
+			in.Exited(60 * time.Second)
 			assertNothingLeft(t, in, ns)
-			assertRecovers(t, in.dataDir)
+			assertRecovers(t, in.DataDir)
 		})
 	}
 }
@@ -149,18 +150,18 @@ func TestBootFaultsAreHarmless(t *testing.T) {
 // naming the file and the cause, the partial entry removed, and the next
 // boot, with room again, healthy.
 func TestDataStoreFillsDuringImageCopy(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	data := t.TempDir()
 	// Room for the base image and its tree, not for the version pack.
 	if err := unix.Mount("tmpfs", data, "tmpfs", 0, "size=48m"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
-	in := start(t, options{dataDir: data})
-	if code := in.exited(60 * time.Second); code == 0 {
+	in := harness.Start(t, harness.Options{DataDir: data})
+	if code := in.Exited(60 * time.Second); code == 0 {
 		t.Fatal("ddinit booted on a data store without room for the version pack")
 	}
-	lines := strings.Split(strings.TrimSpace(in.stderr.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(in.Output()), "\n")
 	last := lines[len(lines)-1]
 	if !strings.HasPrefix(last, "ddinit: boot failed: ") || !strings.Contains(last, "no space left on device") || !strings.Contains(last, "docker.iso") {
 		t.Fatalf("the failure line does not name the file and the cause: %q", last)

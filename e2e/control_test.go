@@ -7,14 +7,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,62 +21,24 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
-
-func (in *instance) controlSock() string { return filepath.Join(in.runDir, "control.sock") }
-
-// get sends one request to the control API and returns status and body.
-func (in *instance) get(method, path string) (int, string) {
-	in.t.Helper()
-	c, err := control.NewClient("unix://"+in.controlSock(), 30*time.Second)
-	if err != nil {
-		in.t.Fatal(err)
-	}
-	resp, err := c.Do(context.Background(), method, path, false)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func (in *instance) status() control.Status {
-	in.t.Helper()
-	code, body := in.get(http.MethodGet, "/status")
-	if code != 200 {
-		in.t.Fatalf("/status: %d %s", code, body)
-	}
-	var st control.Status
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		in.t.Fatal(err)
-	}
-	return st
-}
-
-// cli runs a ddinit subcommand against this instance's control socket.
-func (in *instance) cli(args ...string) (string, error) {
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "DDINIT_CONTROL=unix://"+in.controlSock())
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
 
 // /ping is 503 while booting and while dockerd restarts, 200 otherwise;
 // status, logs, restart, diagnostics and shutdown work through the API
 // and the CLI.
 func TestControlAPI(t *testing.T) {
-	requireEnvironment(t)
-	pack := customPack(t, func(root string) {
-		addService(t, root, "chatty", []string{"/bin/sh", "-c", "echo password=hunter2 token: s3cr3t-t0ken; while true; do echo tick; sleep 0.2; done"},
+	harness.RequireEnvironment(t)
+	pack := harness.CustomPack(t, func(root string) {
+		harness.AddService(t, root, "chatty", []string{"/bin/sh", "-c", "echo password=hunter2 token: s3cr3t-t0ken; while true; do echo tick; sleep 0.2; done"},
 			map[string]string{"io.ddinit.service.required": "false"})
 	})
-	in := start(t, options{pack: pack})
+	in := harness.Start(t, harness.Options{Pack: pack})
 
 	// Booting: the API answers before the services are up.
 	var sawBooting bool
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		code, body := in.get(http.MethodGet, "/ping")
+		code, body := in.Get(http.MethodGet, "/ping")
 		if code == 503 {
 			sawBooting = true
 			if !strings.Contains(body, "booting") && !strings.Contains(body, "dockerd") {
@@ -92,24 +52,24 @@ func TestControlAPI(t *testing.T) {
 	if !sawBooting {
 		t.Fatal("/ping never answered 503 during the boot")
 	}
-	if st, err := os.Stat(in.controlSock()); err != nil || st.Mode().Perm() != 0o600 {
+	if st, err := os.Stat(in.ControlSock()); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket mode: %v %v", st.Mode(), err)
 	}
-	if err := ping(in.sock); err != nil {
+	if err := harness.Ping(in.Sock); err != nil {
 		t.Fatalf("/ping said 200 but docker does not answer: %v", err)
 	}
-	st := in.status()
+	st := in.Status()
 	if st.State != "running" || !st.Ready || len(st.Phases) < 4 || len(st.Images) != 2 || len(st.Components) < 5 || st.HostPID == 0 || len(st.Mounts) == 0 {
 		t.Fatalf("status is missing parts: %+v", st)
 	}
 
 	// kill -9 dockerd: 503 while it is down, then 200; status tells.
-	ns := in.pidNS()
-	pid := findComm(ns, "dockerd")[0]
+	ns := in.PidNS()
+	pid := harness.FindComm(ns, "dockerd")[0]
 	syscall.Kill(pid, syscall.SIGKILL)
 	var saw503 bool
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		code, body := in.get(http.MethodGet, "/ping")
+		code, body := in.Get(http.MethodGet, "/ping")
 		if code == 503 && strings.Contains(body, "dockerd") {
 			saw503 = true
 		}
@@ -120,7 +80,7 @@ func TestControlAPI(t *testing.T) {
 	if !saw503 {
 		t.Fatal("/ping stayed 200 while dockerd was down")
 	}
-	out, err := in.cli("status")
+	out, err := in.CLI("status")
 	if err != nil {
 		t.Fatalf("ddinit status: %v\n%s", err, out)
 	}
@@ -135,21 +95,21 @@ func TestControlAPI(t *testing.T) {
 	}
 
 	// enter: a command inside the namespace, and inside a service's.
-	out, err = in.cli("enter", "--", "/bin/cat", "/etc/hostname", "/etc/os-release")
+	out, err = in.CLI("enter", "--", "/bin/cat", "/etc/hostname", "/etc/os-release")
 	if err != nil || !strings.Contains(out, "docker-desktop") || !strings.Contains(out, "ddinit base") {
 		t.Fatalf("ddinit enter: %v\n%s", err, out)
 	}
-	out, err = in.cli("enter", "dockerd", "--", "/bin/sh", "-c", "echo $$; ls /run/docker.sock")
+	out, err = in.CLI("enter", "dockerd", "--", "/bin/sh", "-c", "echo $$; ls /run/docker.sock")
 	if err != nil || !strings.Contains(out, "/run/docker.sock") {
 		t.Fatalf("ddinit enter dockerd: %v\n%s", err, out)
 	}
 
 	// Logs: a tail, then following new lines.
-	out, err = in.cli("logs", "-n", "5", "chatty")
+	out, err = in.CLI("logs", "-n", "5", "chatty")
 	if err != nil || !strings.Contains(out, "tick") {
 		t.Fatalf("ddinit logs chatty: %v\n%s", err, out)
 	}
-	c, _ := control.NewClient("unix://"+in.controlSock(), 0)
+	c, _ := control.NewClient("unix://"+in.ControlSock(), 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	resp, err := c.Do(ctx, http.MethodGet, "/logs?service=chatty&tail=0&follow=1", true)
 	if err != nil {
@@ -170,25 +130,25 @@ func TestControlAPI(t *testing.T) {
 	resp.Body.Close()
 
 	// Restart through the CLI.
-	before := in.status()
-	if out, err := in.cli("restart", "chatty"); err != nil {
+	before := in.Status()
+	if out, err := in.CLI("restart", "chatty"); err != nil {
 		t.Fatalf("ddinit restart: %v %s", err, out)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if svc := serviceStatus(in.status(), "chatty"); svc.Restarts == serviceStatus(before, "chatty").Restarts+1 && svc.State == "running" {
+		if svc := serviceStatus(in.Status(), "chatty"); svc.Restarts == serviceStatus(before, "chatty").Restarts+1 && svc.State == "running" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("chatty was not restarted: %+v", serviceStatus(in.status(), "chatty"))
+			t.Fatalf("chatty was not restarted: %+v", serviceStatus(in.Status(), "chatty"))
 		}
 	}
-	if code, _ := in.get(http.MethodPost, "/services/nosuch/restart"); code != 404 {
+	if code, _ := in.Get(http.MethodPost, "/services/nosuch/restart"); code != 404 {
 		t.Fatalf("restart of an unknown service: %d", code)
 	}
 
 	// Diagnostics: the archive has what it promises and no secrets.
 	diag := filepath.Join(t.TempDir(), "d.tar.gz")
-	if out, err := in.cli("diagnose", "-o", diag); err != nil {
+	if out, err := in.CLI("diagnose", "-o", diag); err != nil {
 		t.Fatalf("ddinit diagnose: %v %s", err, out)
 	}
 	files := readTarGz(t, diag)
@@ -209,13 +169,13 @@ func TestControlAPI(t *testing.T) {
 	}
 
 	// Shutdown through the API.
-	if code, _ := in.get(http.MethodPost, "/shutdown"); code != 202 {
+	if code, _ := in.Get(http.MethodPost, "/shutdown"); code != 202 {
 		t.Fatalf("/shutdown: %d", code)
 	}
-	if code := in.exited(90 * time.Second); code != 0 {
+	if code := in.Exited(90 * time.Second); code != 0 {
 		t.Fatalf("exit %d after /shutdown", code)
 	}
-	if _, err := os.Stat(in.controlSock()); err == nil {
+	if _, err := os.Stat(in.ControlSock()); err == nil {
 		t.Fatal("the control socket was left behind")
 	}
 }
@@ -262,21 +222,21 @@ func fdCount(pid int) int {
 
 // Docker through the forwarded socket under real use and abuse.
 func TestForwardedDockerSocket(t *testing.T) {
-	requireEnvironment(t)
-	in := start(t, options{})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	outer, pid1 := in.cmd.Process.Pid, in.pid1()
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	outer, pid1 := in.Pid(), in.Pid1()
 
 	// docker logs -f follows a container's output through the hop.
-	id := strings.TrimSpace(in.docker("run", "-d", "busybox:local", "sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; sleep 0.2; done"))
-	logs := in.docker("logs", "-f", id)
+	id := strings.TrimSpace(in.Docker("run", "-d", "busybox:local", "sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; sleep 0.2; done"))
+	logs := in.Docker("logs", "-f", id)
 	for i := 1; i <= 5; i++ {
 		if !strings.Contains(logs, fmt.Sprintf("line-%d", i)) {
 			t.Fatalf("docker logs -f: %q", logs)
 		}
 	}
-	in.docker("rm", id)
+	in.Docker("rm", id)
 
 	// docker cp of 256 MB in and out, sha256 intact.
 	dir := t.TempDir()
@@ -294,11 +254,11 @@ func TestForwardedDockerSocket(t *testing.T) {
 	}
 	f.Close()
 	want := hex.EncodeToString(h.Sum(nil))
-	id = strings.TrimSpace(in.docker("create", "busybox:local", "sleep", "60"))
-	in.docker("cp", big, id+":/big.bin")
+	id = strings.TrimSpace(in.Docker("create", "busybox:local", "sleep", "60"))
+	in.Docker("cp", big, id+":/big.bin")
 	back := filepath.Join(dir, "back.bin")
-	in.docker("cp", id+":/big.bin", back)
-	in.docker("rm", "-f", id)
+	in.Docker("cp", id+":/big.bin", back)
+	in.Docker("rm", "-f", id)
 	got, err := fileSHA256(back)
 	if err != nil || got != want {
 		t.Fatalf("docker cp round trip: sha256 %s, want %s (%v)", got, want, err)
@@ -306,7 +266,7 @@ func TestForwardedDockerSocket(t *testing.T) {
 
 	// The baseline for the leak check: after real use, before the abuse.
 	time.Sleep(500 * time.Millisecond)
-	fdsOuter, fdsPID1, goroutines := fdCount(outer), fdCount(pid1), in.status().Goroutines
+	fdsOuter, fdsPID1, goroutines := fdCount(outer), fdCount(pid1), in.Status().Goroutines
 
 	// 500 concurrent connections, each a full HTTP exchange.
 	var wg sync.WaitGroup
@@ -315,7 +275,7 @@ func TestForwardedDockerSocket(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- pingRaw(in.sock, false)
+			errs <- pingRaw(in.Sock, false)
 		}()
 	}
 	wg.Wait()
@@ -331,13 +291,13 @@ func TestForwardedDockerSocket(t *testing.T) {
 	}
 	// Clients that half-close after their request still get the answer.
 	for i := 0; i < 20; i++ {
-		if err := pingRaw(in.sock, true); err != nil {
+		if err := pingRaw(in.Sock, true); err != nil {
 			t.Fatalf("half-closing client: %v", err)
 		}
 	}
 	// Clients that vanish mid-stream.
 	for i := 0; i < 50; i++ {
-		c, err := net.Dial("unix", in.sock)
+		c, err := net.Dial("unix", in.Sock)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -354,7 +314,7 @@ func TestForwardedDockerSocket(t *testing.T) {
 		[]byte("\x00\x01garbage that is not HTTP\r\n\r\n"),
 		append(append([]byte("GET /status HTTP/1.1\r\nHost: x\r\nX-Big: "), []byte(strings.Repeat("a", 1<<20))...), []byte("\r\n\r\n")...),
 	} {
-		c, err := net.Dial("unix", in.controlSock())
+		c, err := net.Dial("unix", in.ControlSock())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,13 +326,13 @@ func TestForwardedDockerSocket(t *testing.T) {
 			t.Fatalf("hostile request answered %q", line)
 		}
 	}
-	if err := ping(in.sock); err != nil {
+	if err := harness.Ping(in.Sock); err != nil {
 		t.Fatalf("docker stopped answering after the abuse: %v", err)
 	}
 	// Nothing leaked: descriptors and goroutines settle back.
 	var lastFds, lastFds1, lastG int
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		lastFds, lastFds1, lastG = fdCount(outer), fdCount(pid1), in.status().Goroutines
+		lastFds, lastFds1, lastG = fdCount(outer), fdCount(pid1), in.Status().Goroutines
 		if lastFds <= fdsOuter && lastFds1 <= fdsPID1 && lastG <= goroutines+2 {
 			return
 		}

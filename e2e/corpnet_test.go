@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // The corporate network's parts, in the test distro's network: a TLS
@@ -26,12 +28,12 @@ const (
 // tinyproxy runs tinyproxy in the distro's network namespace, in a mount
 // namespace of its own where /etc/hosts names the registry; it returns
 // the path of its log.
-func (w *dnsWorld) tinyproxy() string {
-	w.t.Helper()
+func tinyproxy(t *testing.T, w *harness.DNSWorld) string {
+	t.Helper()
 	if _, err := exec.LookPath("tinyproxy"); err != nil {
-		w.t.Fatal("tinyproxy is missing (make deps installs tinyproxy-bin)")
+		t.Fatal("tinyproxy is missing (make deps installs tinyproxy-bin)")
 	}
-	dir := w.t.TempDir()
+	dir := t.TempDir()
 	logFile := filepath.Join(dir, "tinyproxy.log")
 	conf := filepath.Join(dir, "tinyproxy.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf("Port %s\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 60\nConnectPort 5443\nLogLevel Connect\nLogFile %q\nMaxClients 40\n", corpProxyPort, logFile)), 0o644)
@@ -39,19 +41,19 @@ func (w *dnsWorld) tinyproxy() string {
 	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+strings.Split(corpRegistryAddr, ":")[0]+" "+corpRegistryName+"\n"), 0o644)
 	// unshare(1) gives the new mount namespace private propagation: the
 	// bind over /etc/hosts is the proxy's alone.
-	cmd := exec.Command("nsenter", "--net="+w.distro, "unshare", "--mount", "sh", "-c",
+	cmd := exec.Command("nsenter", "--net="+w.Distro, "unshare", "--mount", "sh", "-c",
 		fmt.Sprintf("mount --bind %q /etc/hosts && exec tinyproxy -d -c %q", hosts, conf))
-	out := &syncBuffer{}
+	out := &harness.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
+		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	w.t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	within(w.t, 10*time.Second, "tinyproxy to listen", func() bool {
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	within(t, 10*time.Second, "tinyproxy to listen", func() bool {
 		var ok bool
-		w.in(w.distro, func() {
+		w.In(w.Distro, func() {
 			c, err := netDialTimeout("tcp", "127.0.0.1:"+corpProxyPort)
 			if ok = err == nil; ok {
 				c.Close()
@@ -69,69 +71,69 @@ func (w *dnsWorld) tinyproxy() string {
 // socket and a distro's proxy) and builds (both builders) get the proxy;
 // removing the CA refuses the registry again.
 func TestCorporateProxyAndCA(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	if _, err := user.LookupGroup("docker"); err != nil {
 		t.Fatal("the distro has no docker group (make deps installs docker.io, which makes it)")
 	}
-	w := newDNSWorld(t)
+	w := harness.NewDNSWorld(t)
 	// Names nobody here knows are NXDOMAIN, asked of nothing beyond the machine.
-	w.dnsmasq("127.0.0.53", "--address=/#/")
-	resolv := resolverFile(t, "127.0.0.53")
+	w.Dnsmasq("127.0.0.53", "--address=/#/")
+	resolv := harness.ResolverFile(t, "127.0.0.53")
 	ca, cert, key := testCAFor(t, corpRegistryName, "DNS:"+corpRegistryName)
 	startRegistryAt(t, t.TempDir(), corpRegistryAddr, w, ca, cert, key)
-	proxyLog := w.tinyproxy()
+	proxyLog := tinyproxy(t, w)
 
 	shared := newShared(t)
-	in := start(t, options{netns: w.distro, extra: []string{"--resolv-conf", resolv, "--wsl-shared", shared}})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
+	in := harness.Start(t, harness.Options{Netns: w.Distro, Extra: []string{"--resolv-conf", resolv, "--wsl-shared", shared}})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
 	image := corpRegistryName + ":5443/e2e/busybox:1"
-	in.docker("tag", "busybox:local", image)
-	in.docker("run", "-d", "--name", "before", "busybox:local", "sleep", "3600")
-	startedBefore := strings.TrimSpace(in.docker("inspect", "-f", "{{.State.StartedAt}}", "before"))
-	pid1 := in.pid1()
+	in.Docker("tag", "busybox:local", image)
+	in.Docker("run", "-d", "--name", "before", "busybox:local", "sleep", "3600")
+	startedBefore := strings.TrimSpace(in.Docker("inspect", "-f", "{{.State.StartedAt}}", "before"))
+	pid1 := in.Pid1()
 
-	if out, err := in.dockerErr("push", image); err == nil {
+	if out, err := in.DockerErr("push", image); err == nil {
 		t.Fatalf("a push reached the registry without the proxy:\n%s", out)
 	}
 	proxy := fmt.Sprintf(`"proxy": {"http": "http://127.0.0.1:%[1]s", "https": "http://127.0.0.1:%[1]s", "noProxy": "corp.example"}`, corpProxyPort)
-	if code, body := in.putSettings(`{"generation": 0, ` + proxy + `}`); code != 200 {
+	if code, body := in.PutSettings(`{"generation": 0, ` + proxy + `}`); code != 200 {
 		t.Fatalf("the proxy setting: %d %s", code, body)
 	}
-	if out, err := in.dockerErr("push", image); err == nil || !strings.Contains(out, "x509") || !strings.Contains(out, "unknown authority") {
+	if out, err := in.DockerErr("push", image); err == nil || !strings.Contains(out, "x509") || !strings.Contains(out, "unknown authority") {
 		t.Fatalf("a push through the proxy without the company CA: %v\n%s", err, out)
 	}
 	caPEM, _ := os.ReadFile(ca)
 	caJSON, _ := json.Marshal(string(caPEM))
-	if code, body := in.putSettings(`{"generation": 1, ` + proxy + `, "trustedCAs": [` + string(caJSON) + `]}`); code != 200 {
+	if code, body := in.PutSettings(`{"generation": 1, ` + proxy + `, "trustedCAs": [` + string(caJSON) + `]}`); code != 200 {
 		t.Fatalf("the CA setting: %d %s", code, body)
 	}
-	in.docker("push", image)
-	in.docker("rmi", image)
-	in.docker("pull", image)
+	in.Docker("push", image)
+	in.Docker("rmi", image)
+	in.Docker("pull", image)
 	if b, _ := os.ReadFile(proxyLog); !strings.Contains(string(b), "CONNECT") || !strings.Contains(string(b), corpRegistryName) {
 		t.Fatalf("the proxy's log shows no CONNECT to the registry:\n%s", b)
 	}
-	if out := strings.TrimSpace(in.docker("info", "--format", "{{json .RegistryConfig.InsecureRegistryCIDRs}}")); out != `["127.0.0.0/8"]` {
+	if out := strings.TrimSpace(in.Docker("info", "--format", "{{json .RegistryConfig.InsecureRegistryCIDRs}}")); out != `["127.0.0.0/8"]` {
 		t.Fatalf("insecure registries: %s", out)
 	}
-	if now := strings.TrimSpace(in.docker("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "before")); now != "true "+startedBefore {
+	if now := strings.TrimSpace(in.Docker("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "before")); now != "true "+startedBefore {
 		t.Fatalf("the container from before the change: %s (started %s)", now, startedBefore)
 	}
-	if in.pid1() != pid1 {
+	if in.Pid1() != pid1 {
 		t.Fatal("PID 1 was restarted")
 	}
 
 	// New containers get the proxy, as containers reach it; their own
 	// values (empty: opting out) are kept.
 	relayed := "http://100.64.249.2:" + corpProxyPort
-	env := in.docker("run", "--rm", "busybox:local", "sh", "-c", "env")
+	env := in.Docker("run", "--rm", "busybox:local", "sh", "-c", "env")
 	for _, want := range []string{"HTTP_PROXY=" + relayed, "http_proxy=" + relayed, "HTTPS_PROXY=" + relayed, "no_proxy=localhost,127.0.0.0/8,::1,100.64.249.0/30,host.docker.internal,gateway.docker.internal,corp.example"} {
 		if !strings.Contains(env, want+"\n") {
 			t.Fatalf("a new container's environment lacks %s:\n%s", want, env)
 		}
 	}
-	env = in.docker("run", "--rm", "-e", "HTTP_PROXY=", "-e", "https_proxy=http://mine:1", "busybox:local", "sh", "-c", "env")
+	env = in.Docker("run", "--rm", "-e", "HTTP_PROXY=", "-e", "https_proxy=http://mine:1", "busybox:local", "sh", "-c", "env")
 	if !strings.Contains(env, "HTTP_PROXY=\n") || strings.Contains(env, "http_proxy=") || !strings.Contains(env, "https_proxy=http://mine:1") || strings.Contains(env, "HTTPS_PROXY=") {
 		t.Fatalf("a container's own proxy variables were not kept:\n%s", env)
 	}
@@ -155,7 +157,7 @@ func TestCorporateProxyAndCA(t *testing.T) {
 		if buildkit == "0" {
 			cmd = exec.Command(cli, "build", "--no-cache", ctx)
 		}
-		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock, "DOCKER_BUILDKIT="+buildkit, "DOCKER_CLI_HINTS=false")
+		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.Sock, "DOCKER_BUILDKIT="+buildkit, "DOCKER_CLI_HINTS=false")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "HTTP_PROXY="+relayed) || !strings.Contains(string(out), "http_proxy="+relayed) {
 			t.Fatalf("a build with DOCKER_BUILDKIT=%s: %v\n%s", buildkit, err, out)
@@ -163,11 +165,11 @@ func TestCorporateProxyAndCA(t *testing.T) {
 	}
 
 	// The CA removed: the registry is refused again.
-	in.docker("rmi", image)
-	if code, body := in.putSettings(`{"generation": 2, "trustedCAs": []}`); code != 200 {
+	in.Docker("rmi", image)
+	if code, body := in.PutSettings(`{"generation": 2, "trustedCAs": []}`); code != 200 {
 		t.Fatalf("removing the CA: %d %s", code, body)
 	}
-	if out, err := in.dockerErr("pull", image); err == nil || !strings.Contains(out, "unknown authority") {
+	if out, err := in.DockerErr("pull", image); err == nil || !strings.Contains(out, "unknown authority") {
 		t.Fatalf("a pull after the CA was removed: %v\n%s", err, out)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // The docker API proxy edits a create body only where it must (the
@@ -17,15 +19,15 @@ import (
 // set — whatever the layout the client used, keys given twice, fields
 // given twice that dockerd merges.
 func TestCreateEditsChangeNothingElse(t *testing.T) {
-	requireEnvironment(t)
-	in := start(t, options{})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
 	doc := `{"generation": 0, "daemonJSON": {"dns": ["10.0.0.53"]}, "proxy": {"http": "http://127.0.0.1:3128", "https": "http://127.0.0.1:3128"}}`
-	if code, body := in.putSettings(doc); code != 200 {
+	if code, body := in.PutSettings(doc); code != 200 {
 		t.Fatalf("settings: %d %s", code, body)
 	}
-	direct := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.pid1())
+	direct := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.Pid1())
 	for _, tc := range []struct{ name, body string }{
 		{"host settings at the top level",
 			`{"Image":"busybox:local","Cmd":["true"],"Privileged":true,"PortBindings":{"80/tcp":[{"HostPort":"18080"}]},"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3},"CapAdd":["NET_ADMIN"],"ExposedPorts":{"80/tcp":{}}}`},
@@ -36,7 +38,7 @@ func TestCreateEditsChangeNothingElse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			straight := createRaw(t, direct, tc.body)
-			proxied := createRaw(t, in.sock, tc.body)
+			proxied := createRaw(t, in.Sock, tc.body)
 			a, b := inspectable(t, in, straight), inspectable(t, in, proxied)
 			// What the edits set: the proxy's variables, and the names
 			// for a container whose DNS is not ddinit's.
@@ -62,7 +64,7 @@ func TestCreateEditsChangeNothingElse(t *testing.T) {
 // socket sock and returns the new container's id.
 func createRaw(t *testing.T, sock, body string) string {
 	t.Helper()
-	code, out := apiOver(t, sock, http.MethodPost, "/v1.41/containers/create", json.RawMessage(body))
+	code, out := harness.APIOver(t, sock, http.MethodPost, "/v1.41/containers/create", json.RawMessage(body))
 	if code != http.StatusCreated {
 		t.Fatalf("create through %s: %d %s", sock, code, out)
 	}
@@ -73,10 +75,10 @@ func createRaw(t *testing.T, sock, body string) string {
 
 // inspectable is docker inspect of a container, less what differs
 // between any two containers made from the same request.
-func inspectable(t *testing.T, in *instance, id string) map[string]any {
+func inspectable(t *testing.T, in *harness.Instance, id string) map[string]any {
 	t.Helper()
 	var got []map[string]any
-	if err := json.Unmarshal([]byte(in.docker("inspect", id)), &got); err != nil || len(got) != 1 {
+	if err := json.Unmarshal([]byte(in.Docker("inspect", id)), &got); err != nil || len(got) != 1 {
 		t.Fatalf("inspect %s: %v", id, err)
 	}
 	c := got[0]

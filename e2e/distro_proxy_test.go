@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
@@ -88,7 +89,7 @@ func (d *userDistro) startProxy(shared string, extra ...string) func() {
 // socket is there. It returns how to stop it and its pid.
 func (d *userDistro) runProxy(bin, shared string, waitEngine bool, extra ...string) (func(), int) {
 	d.t.Helper()
-	var log syncBuffer
+	var log harness.SyncBuffer
 	cmd := d.command(append([]string{bin, "proxy", "--distro", d.name, "--wsl-shared", shared, "--log-level", "debug"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -111,7 +112,7 @@ func (d *userDistro) runProxy(bin, shared string, waitEngine bool, extra ...stri
 	d.t.Cleanup(func() {
 		stop()
 		if d.t.Failed() {
-			d.t.Logf("ddinit proxy in %s:\n%s", d.name, tail(log.String(), 40))
+			d.t.Logf("ddinit proxy in %s:\n%s", d.name, harness.Tail(log.String(), 40))
 		}
 	})
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -150,7 +151,7 @@ func bindsLeft(t *testing.T, shared string) []string {
 // binds last as long as their containers, come back after WSL restarts,
 // and Windows reaches a distro's files through \\wsl$.
 func TestDistroProxy(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	if _, err := exec.LookPath("docker-compose"); err != nil {
 		t.Fatal("docker-compose is missing (make deps installs it)")
 	}
@@ -159,10 +160,10 @@ func TestDistroProxy(t *testing.T) {
 		t.Fatal("the distro has no docker group (make deps installs docker.io, which makes it)")
 	}
 	shared := newShared(t)
-	data, _ := newDirs(t)
-	in := start(t, options{dataDir: data, extra: []string{"--wsl-shared", shared}})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
+	data, _ := harness.NewDirs(t)
+	in := harness.Start(t, harness.Options{DataDir: data, Extra: []string{"--wsl-shared", shared}})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
 	distro := newUserDistro(t, "Ubuntu")
 	distro.sh(`mkdir -p ~/project/src "/home/user/my dir é" /tmp/x && echo hello > ~/project/hello.txt && echo readme > ~/project/readme.txt && echo spaced > "/home/user/my dir é/f" && echo tmp > /tmp/x/f && echo compose > ~/project/src/hello.txt`)
 	stopProxy := distro.startProxy(shared)
@@ -242,10 +243,10 @@ EOF`)
 	distro.sh(`cd ~/project && docker-compose down -v`)
 
 	// From Windows: \\wsl$\<distro>\… through the exposed socket.
-	if out := in.runWith([]string{"cat", "/w/hello.txt"}, map[string]any{"Binds": []string{`\\wsl$\Ubuntu\home\user\project:/w:ro`}}); out != "hello\n" {
+	if out := in.RunWith([]string{"cat", "/w/hello.txt"}, map[string]any{"Binds": []string{`\\wsl$\Ubuntu\home\user\project:/w:ro`}}); out != "hello\n" {
 		t.Fatalf(`\\wsl$\Ubuntu\home\user\project from Windows: %q`, out)
 	}
-	code, body := in.api(http.MethodPost, "/containers/create", map[string]any{"Image": "busybox:local", "HostConfig": map[string]any{"Binds": []string{`\\wsl.localhost\Nope\x:/y`}}})
+	code, body := in.API(http.MethodPost, "/containers/create", map[string]any{"Image": "busybox:local", "HostConfig": map[string]any{"Binds": []string{`\\wsl.localhost\Nope\x:/y`}}})
 	if code != http.StatusBadRequest || !strings.Contains(body, "Nope") {
 		t.Fatalf("an unknown distro: %d %s", code, body)
 	}
@@ -255,7 +256,7 @@ EOF`)
 	// again, ddinit boots before the proxy does.
 	distro.sh(`docker run -d --restart always --name keeper -v ~/project:/src busybox:local sh -c 'if [ -e /src/hello.txt ]; then echo sees-files; else echo EMPTY; fi; exec sleep 3600'`)
 	stopProxy()
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, m := range bindsLeft(t, shared) {
@@ -265,25 +266,25 @@ EOF`)
 	for _, e := range entries {
 		os.RemoveAll(filepath.Join(shared, e.Name()))
 	}
-	again := start(t, options{dataDir: data, extra: []string{"--wsl-shared", shared}})
-	again.waitPing(60 * time.Second)
+	again := harness.Start(t, harness.Options{DataDir: data, Extra: []string{"--wsl-shared", shared}})
+	again.WaitPing(60 * time.Second)
 	time.Sleep(time.Second)
 	var state struct{ State struct{ Running bool } }
-	json.Unmarshal([]byte(again.docker("inspect", "--format", "{{json .}}", "keeper")), &state)
-	if logs, _ := again.dockerErr("logs", "keeper"); state.State.Running || strings.Contains(logs, "EMPTY") {
+	json.Unmarshal([]byte(again.Docker("inspect", "--format", "{{json .}}", "keeper")), &state)
+	if logs, _ := again.DockerErr("logs", "keeper"); state.State.Running || strings.Contains(logs, "EMPTY") {
 		t.Fatalf("before its distro's proxy, the container runs (%v) or ran on an empty directory: %q", state.State.Running, logs)
 	}
 	distro.startProxy(shared)
 	within(t, 20*time.Second, "the container started once the proxy made its binds again", func() bool {
-		logs, _ := again.dockerErr("logs", "keeper")
+		logs, _ := again.DockerErr("logs", "keeper")
 		return strings.Count(logs, "sees-files") == 2
 	})
-	if logs, _ := again.dockerErr("logs", "keeper"); strings.Contains(logs, "EMPTY") {
+	if logs, _ := again.DockerErr("logs", "keeper"); strings.Contains(logs, "EMPTY") {
 		t.Fatalf("the container ran on an empty directory: %q", logs)
 	}
-	again.docker("rm", "-f", "keeper")
+	again.Docker("rm", "-f", "keeper")
 	within(t, 5*time.Second, "no binds of the proxy left", func() bool { return len(bindsLeft(t, shared)) == 0 })
-	if code, _ := again.stop(); code != 0 {
+	if code, _ := again.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }
@@ -297,7 +298,7 @@ func atoi(s string) int {
 // staticBinary reports whether the ddinit under test needs no dynamic
 // loader (make build's does; the -race build does not).
 func staticBinary(t *testing.T) bool {
-	f, err := elf.Open(binary)
+	f, err := elf.Open(harness.Binary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +320,7 @@ func visibleBinary(t *testing.T, shared string) string {
 	if exists(dst) {
 		return dst
 	}
-	b, err := os.ReadFile(binary)
+	b, err := os.ReadFile(harness.Binary)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,13 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // The distro tarball (make distro) boots ddinit the way WSL would: its
 // wsl.conf names a ddinit that exists and runs inside that root.
 func TestDistroTarball(t *testing.T) {
-	requireEnvironment(t)
-	tarball := filepath.Join(repoRoot, "build", "distro.tar")
+	harness.RequireEnvironment(t)
+	tarball := filepath.Join(harness.RepoRoot, "build", "distro.tar")
 	if _, err := os.Stat(tarball); err != nil {
 		t.Fatalf("%s is missing: run make distro (make test does)", tarball)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
@@ -57,7 +58,7 @@ func exists(path string) bool {
 // /dev/dxg and /usr/lib/wsl: no GPU exists here) arrive as GPU containers
 // use them. Nothing outside the automount root changes its propagation.
 func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	automount := filepath.Join(t.TempDir(), "host")
 	os.MkdirAll(automount, 0o755)
 	if m := mountHolding(t, automount); strings.Contains(m, "shared:") {
@@ -68,10 +69,10 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 	os.WriteFile(filepath.Join(wslLib, "lib", "libdxcore.so"), []byte("stand-in for WSL's GPU library\n"), 0o644)
 	before := propagation(t, automount)
 
-	in := start(t, options{extra: []string{"--automount-root", automount, "--wsl-lib", wslLib}})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	inside := fmt.Sprintf("/proc/%d/root", in.pid1())
+	in := harness.Start(t, harness.Options{Extra: []string{"--automount-root", automount, "--wsl-lib", wslLib}})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	inside := fmt.Sprintf("/proc/%d/root", in.Pid1())
 
 	// A drive mounted after the boot, under a private automount root.
 	mountTmpfsWithFile(t, filepath.Join(automount, "y"), "late.txt", "drive Y came later")
@@ -79,10 +80,10 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 		return exists(inside + "/run/desktop/mnt/host/y/late.txt")
 	})
 	t.Logf("drive Y visible inside after %s", took.Round(time.Millisecond))
-	if out := in.docker("run", "--rm", "-v", "/run/desktop/mnt/host/y/late.txt:/f", "busybox:local", "cat", "/f"); out != "drive Y came later" {
+	if out := in.Docker("run", "--rm", "-v", "/run/desktop/mnt/host/y/late.txt:/f", "busybox:local", "cat", "/f"); out != "drive Y came later" {
 		t.Fatalf("a container reads %q from the late drive", out)
 	}
-	if st := in.status(); !slices.ContainsFunc(st.Drives, func(d control.Drive) bool { return d.Letter == "y" }) {
+	if st := in.Status(); !slices.ContainsFunc(st.Drives, func(d control.Drive) bool { return d.Letter == "y" }) {
 		t.Fatalf("status does not list drive y: %+v", st.Drives)
 	}
 	if err := unix.Unmount(filepath.Join(automount, "y"), 0); err != nil {
@@ -91,7 +92,7 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 	within(t, 2*time.Second, "drive Y gone inside", func() bool {
 		return !exists(inside + "/run/desktop/mnt/host/y/late.txt")
 	})
-	if out, err := in.dockerErr("run", "--rm", "-v", "/run/desktop/mnt/host/y/late.txt:/f", "busybox:local", "cat", "/f"); err == nil && strings.Contains(out, "came later") {
+	if out, err := in.DockerErr("run", "--rm", "-v", "/run/desktop/mnt/host/y/late.txt:/f", "busybox:local", "cat", "/f"); err == nil && strings.Contains(out, "came later") {
 		t.Fatalf("an unmounted drive is still read: %q", out)
 	}
 
@@ -102,12 +103,12 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Remove(dev) })
 	within(t, 2*time.Second, dev+" inside the namespace", func() bool { return exists(inside + dev) })
-	if out := in.docker("run", "--rm", "--device", dev, "busybox:local", "sh", "-c", "echo written > "+dev+" && echo device-ok"); !strings.Contains(out, "device-ok") {
+	if out := in.Docker("run", "--rm", "--device", dev, "busybox:local", "sh", "-c", "echo written > "+dev+" && echo device-ok"); !strings.Contains(out, "device-ok") {
 		t.Fatalf("docker run --device %s: %q", dev, out)
 	}
 	os.Remove(dev)
 	within(t, 2*time.Second, dev+" gone inside", func() bool { return !exists(inside + dev) })
-	if out, err := in.dockerErr("run", "--rm", "--device", dev, "busybox:local", "true"); err == nil {
+	if out, err := in.DockerErr("run", "--rm", "--device", dev, "busybox:local", "true"); err == nil {
 		t.Fatalf("docker run --device of a removed device succeeded: %q", out)
 	}
 
@@ -119,7 +120,7 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 		t.Cleanup(func() { os.Remove("/dev/dxg") })
 	}
 	within(t, 2*time.Second, "/dev/dxg inside the namespace", func() bool { return exists(inside + "/dev/dxg") })
-	out := in.docker("run", "--rm", "--device", "/dev/dxg", "-v", "/usr/lib/wsl:/usr/lib/wsl:ro", "busybox:local",
+	out := in.Docker("run", "--rm", "--device", "/dev/dxg", "-v", "/usr/lib/wsl:/usr/lib/wsl:ro", "busybox:local",
 		"sh", "-c", "cat /usr/lib/wsl/lib/libdxcore.so && echo frame > /dev/dxg && echo gpu-ok")
 	if !strings.Contains(out, "stand-in for WSL's GPU library") || !strings.Contains(out, "gpu-ok") {
 		t.Fatalf("a GPU-PV container: %q", out)
@@ -128,7 +129,7 @@ func TestDrivesAndDevicesFollowTheDistro(t *testing.T) {
 		t.Fatal("/usr/lib/wsl is writable inside")
 	}
 
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	after := propagation(t, automount)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // curlTo sends one request with curl over a unix socket and returns the
@@ -60,15 +62,15 @@ func tarWith(t *testing.T, path string, files map[string][]byte) {
 // archive upload, a build with a 20 MB context, a 20 MB upload dockerd
 // refuses at once, a chunked create and a ping on one connection.
 func TestProxyFramesAsTheEngine(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatal("curl is missing (make deps installs it)")
 	}
 	w := newWSLWorld(t)
 	distro := newUserDistro(t, "Ubuntu")
 	distro.startProxy(w.shared)
-	direct := fmt.Sprintf("/proc/%d/root/run/docker.sock", w.in.pid1())
-	sockets := map[string]string{"the exposed socket": w.in.sock, "a distro's proxy": fmt.Sprintf("/proc/%d/root/run/docker.sock", distro.pid)}
+	direct := fmt.Sprintf("/proc/%d/root/run/docker.sock", w.in.Pid1())
+	sockets := map[string]string{"the exposed socket": w.in.Sock, "a distro's proxy": fmt.Sprintf("/proc/%d/root/run/docker.sock", distro.pid)}
 
 	dir := t.TempDir()
 	create := filepath.Join(dir, "create.json")
@@ -78,7 +80,7 @@ func TestProxyFramesAsTheEngine(t *testing.T) {
 	tarWith(t, archive, map[string][]byte{"big": big})
 	context := filepath.Join(dir, "context.tar")
 	tarWith(t, context, map[string][]byte{"Dockerfile": []byte("FROM busybox:local\nCOPY big /big\n"), "big": big})
-	w.in.docker("create", "--name", "target", "busybox:local", "true")
+	w.in.Docker("create", "--name", "target", "busybox:local", "true")
 
 	// Straight to dockerd, for what to expect.
 	_, directArchive, directTook := curlTo(t, direct, "PUT", "/containers/target/archive?path=/", "application/x-tar", archive)

@@ -6,56 +6,36 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ddinit/ddinit/cgroup"
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/services"
 )
-
-// cpuTicks is a process's utime+stime.
-func cpuTicks(t *testing.T, pid int) int {
-	t.Helper()
-	user, sys := cpuSplit(t, pid)
-	return user + sys
-}
-
-// cpuSplit is a process's utime and stime, in clock ticks.
-func cpuSplit(t *testing.T, pid int) (user, sys int) {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	user, _ = strconv.Atoi(f[11])
-	sys, _ = strconv.Atoi(f[12])
-	return user, sys
-}
 
 // With idlePause the idle engine's cgroup is frozen — containerd and
 // dockerd use no CPU —, while ddinit run, PID 1 (the control API, status,
 // enter) are outside it and answer; the next docker call thaws it.
 func TestEnginePausedWhenIdle(t *testing.T) {
 	in, h := startPausing(t)
-	ns := in.pidNS()
-	in.importBusybox()
+	ns := in.PidNS()
+	in.ImportBusybox()
 	// A container's cgroup is the engine's too (dockerd's cgroup parent is
 	// under it): what it leaves is frozen and given back with the rest.
-	in.docker("run", "-d", "--name", "incgroup", "busybox:local", "sleep", "600")
+	in.Docker("run", "-d", "--name", "incgroup", "busybox:local", "sleep", "600")
 	var inside int // its pid as dockerd sees it, in PID 1's pid namespace
-	fmt.Sscan(in.docker("inspect", "-f", "{{.State.Pid}}", "incgroup"), &inside)
-	host := hostPid(t, in.pid1(), inside)
+	fmt.Sscan(in.Docker("inspect", "-f", "{{.State.Pid}}", "incgroup"), &inside)
+	host := hostPid(t, in.Pid1(), inside)
 	if !h.Contains(services.DefaultCgroupParent, host) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", host))
 		t.Fatalf("the container's process (pid %d) is not in the engine's cgroup:\n%s", host, b)
 	}
-	in.docker("rm", "-f", "incgroup")
-	in.waitPaused(h)
-	ctrd, dockerd := findComm(ns, "containerd"), findComm(ns, "dockerd")
+	in.Docker("rm", "-f", "incgroup")
+	waitPaused(t, in, h)
+	ctrd, dockerd := harness.FindComm(ns, "containerd"), harness.FindComm(ns, "dockerd")
 	if len(ctrd) != 1 || len(dockerd) != 1 {
 		t.Fatalf("containerd %v, dockerd %v", ctrd, dockerd)
 	}
@@ -63,29 +43,29 @@ func TestEnginePausedWhenIdle(t *testing.T) {
 		name string
 		pid  int
 		in   bool
-	}{{"containerd", ctrd[0], true}, {"dockerd", dockerd[0], true}, {"ddinit run", in.cmd.Process.Pid, false}, {"PID 1", in.pid1(), false}, {"the test", os.Getpid(), false}} {
+	}{{"containerd", ctrd[0], true}, {"dockerd", dockerd[0], true}, {"ddinit run", in.Pid(), false}, {"PID 1", in.Pid1(), false}, {"the test", os.Getpid(), false}} {
 		if h.Contains(services.DefaultCgroupParent, p.pid) != p.in {
 			t.Fatalf("%s (pid %d) in the engine's cgroup: %v, want %v", p.name, p.pid, !p.in, p.in)
 		}
 	}
-	before := cpuTicks(t, ctrd[0]) + cpuTicks(t, dockerd[0])
+	before := harness.CPUTicks(t, ctrd[0]) + harness.CPUTicks(t, dockerd[0])
 	for range 10 {
-		if code, _ := in.get(http.MethodGet, "/status"); code != 200 {
+		if code, _ := in.Get(http.MethodGet, "/status"); code != 200 {
 			t.Fatal("/status while paused")
 		}
 		time.Sleep(time.Second)
 	}
-	if after := cpuTicks(t, ctrd[0]) + cpuTicks(t, dockerd[0]); after != before {
+	if after := harness.CPUTicks(t, ctrd[0]) + harness.CPUTicks(t, dockerd[0]); after != before {
 		t.Fatalf("containerd and dockerd used CPU while paused: %d ticks", after-before)
 	}
-	if out, err := in.cli("status"); err != nil || !strings.Contains(out, "paused (idle)") {
+	if out, err := in.CLI("status"); err != nil || !strings.Contains(out, "paused (idle)") {
 		t.Fatalf("ddinit status while paused: %v\n%s", err, out)
 	}
-	if out, err := in.cli("enter", "dockerd", "--", "cat", "/version-pack.json"); err != nil || !strings.Contains(out, "components") {
+	if out, err := in.CLI("enter", "dockerd", "--", "cat", "/version-pack.json"); err != nil || !strings.Contains(out, "components") {
 		t.Fatalf("ddinit enter while paused: %v %s", err, out)
 	}
 	start := time.Now()
-	if out, err := in.dockerErr("ps"); err != nil {
+	if out, err := in.DockerErr("ps"); err != nil {
 		t.Fatalf("docker ps after the pause: %v %s", err, out)
 	}
 	t.Logf("docker ps through a paused engine took %s", time.Since(start).Round(time.Millisecond))
@@ -98,7 +78,7 @@ func TestEnginePausedWhenIdle(t *testing.T) {
 // VHDX is to Windows), what containers wrote and removed goes back to the
 // machine once the engine stops idle (trim).
 func TestIdleStopTrimsTheDataStore(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing (make deps installs e2fsprogs)", tool)
@@ -126,16 +106,16 @@ func TestIdleStopTrimsTheDataStore(t *testing.T) {
 		syscall.Stat(img, &st)
 		return st.Blocks * 512
 	}
-	in := start(t, options{dataDir: mnt, extra: []string{"--idle-stop", "2s"}})
-	in.waitPing(60 * time.Second)
-	ns := in.pidNS()
-	in.importBusybox()
-	in.docker("run", "--rm", "-v", "big:/d", "busybox:local", "sh", "-c", "dd if=/dev/urandom of=/d/f bs=1M count=500 2>/dev/null; sync")
+	in := harness.Start(t, harness.Options{DataDir: mnt, Extra: []string{"--idle-stop", "2s"}})
+	in.WaitPing(60 * time.Second)
+	ns := in.PidNS()
+	in.ImportBusybox()
+	in.Docker("run", "--rm", "-v", "big:/d", "busybox:local", "sh", "-c", "dd if=/dev/urandom of=/d/f bs=1M count=500 2>/dev/null; sync")
 	full := used()
-	in.docker("volume", "rm", "big")
-	in.waitIdle(ns, 30*time.Second)
-	waitUntil(t, 10*time.Second, "the trim", func() bool {
-		for _, e := range in.logEntries() {
+	in.Docker("volume", "rm", "big")
+	in.WaitIdle(ns, 30*time.Second)
+	harness.WaitUntil(t, 10*time.Second, "the trim", func() bool {
+		for _, e := range in.LogEntries() {
 			if strings.Contains(e["msg"].(string), "free blocks") {
 				return true
 			}
@@ -153,8 +133,8 @@ func TestIdleStopTrimsTheDataStore(t *testing.T) {
 // (a frozen containerd would never answer the stop).
 func TestShutdownWhilePaused(t *testing.T) {
 	in, h := startPausing(t)
-	in.waitPaused(h)
-	if code, took := in.stop(); code != 0 {
+	waitPaused(t, in, h)
+	if code, took := in.Stop(); code != 0 {
 		t.Fatalf("ddinit exited %d after SIGTERM while paused (%s)", code, took)
 	} else {
 		t.Logf("clean shutdown while paused took %s", took)
@@ -166,23 +146,23 @@ func TestShutdownWhilePaused(t *testing.T) {
 
 // startPausing starts ddinit with the engine paused after 1 s unused, on
 // a machine with a cgroup hierarchy (skipped, saying so, without one).
-func startPausing(t *testing.T) (*instance, cgroup.Hierarchy) {
+func startPausing(t *testing.T) (*harness.Instance, cgroup.Hierarchy) {
 	t.Helper()
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	h, err := cgroup.Detect("/sys/fs/cgroup")
 	if err != nil {
 		t.Skipf("no cgroup hierarchy here: %v", err)
 	}
-	in := start(t, options{extra: []string{"--idle-pause", "1s"}})
-	in.waitPing(60 * time.Second)
+	in := harness.Start(t, harness.Options{Extra: []string{"--idle-pause", "1s"}})
+	in.WaitPing(60 * time.Second)
 	return in, h
 }
 
 // waitPaused waits until the engine's cgroup is frozen and /ping says so.
-func (in *instance) waitPaused(h cgroup.Hierarchy) {
-	in.t.Helper()
-	waitUntil(in.t, 20*time.Second, "the engine to pause", func() bool {
-		code, body := in.get(http.MethodGet, "/ping")
+func waitPaused(t *testing.T, in *harness.Instance, h cgroup.Hierarchy) {
+	t.Helper()
+	harness.WaitUntil(t, 20*time.Second, "the engine to pause", func() bool {
+		code, body := in.Get(http.MethodGet, "/ping")
 		return code == 200 && strings.Contains(body, "paused (idle)") && h.Frozen(services.DefaultCgroupParent)
 	})
 }

@@ -16,75 +16,48 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
-
-// engineUp reports whether dockerd or containerd runs in the namespace.
-func (in *instance) engineUp(ns string) bool {
-	return len(findComm(ns, "dockerd")) > 0 || len(findComm(ns, "containerd")) > 0
-}
-
-// idlePing is /ping's answer when the engine is stopped on purpose: 200,
-// saying idle.
-func (in *instance) idlePing() bool {
-	code, body := in.get(http.MethodGet, "/ping")
-	return code == 200 && strings.Contains(body, "state: idle")
-}
-
-// waitIdle waits until the engine is stopped (idle): dockerd and
-// containerd gone, /ping 200 idle.
-func (in *instance) waitIdle(ns string, within time.Duration) {
-	in.t.Helper()
-	waitUntil(in.t, within, "the engine to stop (idle)", func() bool { return !in.engineUp(ns) && in.idlePing() })
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-	}
-}
 
 // With a short idleStop the engine stops once the last container exited
 // and the clients went away, and the next client wakes it: its first
 // command works, the images and volumes are there, and 20 first
 // connections at once all succeed.
 func TestEngineStopsWhenIdleAndWakes(t *testing.T) {
-	requireEnvironment(t)
-	in := start(t, options{extra: []string{"--idle-stop", "2s"}})
-	in.waitPing(60 * time.Second)
-	ns := in.pidNS()
-	in.importBusybox()
-	in.docker("run", "--rm", "-v", "idlevol:/d", "busybox:local", "sh", "-c", "echo kept > /d/f")
-	in.waitIdle(ns, 20*time.Second)
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{Extra: []string{"--idle-stop", "2s"}})
+	in.WaitPing(60 * time.Second)
+	ns := in.PidNS()
+	in.ImportBusybox()
+	in.Docker("run", "--rm", "-v", "idlevol:/d", "busybox:local", "sh", "-c", "echo kept > /d/f")
+	in.WaitIdle(ns, 20*time.Second)
 	var st struct{ State, Reason string }
-	if _, body := in.get(http.MethodGet, "/status"); !strings.Contains(body, `"state": "idle"`) || !strings.Contains(body, "stopped (idle) since") {
+	if _, body := in.Get(http.MethodGet, "/status"); !strings.Contains(body, `"state": "idle"`) || !strings.Contains(body, "stopped (idle) since") {
 		t.Fatalf("/status while idle: %s %+v", body[:min(len(body), 300)], st)
 	}
-	if out, err := in.cli("status"); err != nil || !strings.Contains(out, "stopped (idle) since") {
+	if out, err := in.CLI("status"); err != nil || !strings.Contains(out, "stopped (idle) since") {
 		t.Fatalf("ddinit status while idle: %v\n%s", err, out)
 	}
 
 	start := time.Now()
-	if out := in.docker("run", "--rm", "-v", "idlevol:/d", "busybox:local", "sh", "-c", "echo hi; cat /d/f"); out != "hi\nkept\n" {
+	if out := in.Docker("run", "--rm", "-v", "idlevol:/d", "busybox:local", "sh", "-c", "echo hi; cat /d/f"); out != "hi\nkept\n" {
 		t.Fatalf("the first command after the idle stop: %q", out)
 	}
 	t.Logf("docker run through a stopped engine took %s", time.Since(start).Round(time.Millisecond))
-	if out := in.docker("images", "--format", "{{.Repository}}:{{.Tag}}"); !strings.Contains(out, "busybox:local") {
+	if out := in.Docker("images", "--format", "{{.Repository}}:{{.Tag}}"); !strings.Contains(out, "busybox:local") {
 		t.Fatalf("images after the wake: %q", out)
 	}
-	if out := in.docker("volume", "ls", "--format", "{{.Name}}"); !strings.Contains(out, "idlevol") {
+	if out := in.Docker("volume", "ls", "--format", "{{.Name}}"); !strings.Contains(out, "idlevol") {
 		t.Fatalf("volumes after the wake: %q", out)
 	}
 	// The network dockerd left was cleared at the stop and made again at
 	// the wake: a published port answers.
-	in.docker("run", "-d", "--name", "afterwake", "-p", "127.0.0.1:18191:80", "busybox:local", "sh", "-c", "mkdir /www && echo woke-web > /www/index.html && exec httpd -f -p 80 -h /www")
+	in.Docker("run", "-d", "--name", "afterwake", "-p", "127.0.0.1:18191:80", "busybox:local", "sh", "-c", "mkdir /www && echo woke-web > /www/index.html && exec httpd -f -p 80 -h /www")
 	answers(t, "127.0.0.1:18191", "woke-web", 20*time.Second)
-	in.docker("rm", "-f", "afterwake")
+	in.Docker("rm", "-f", "afterwake")
 	// The wake has a timeline of its own, down to dockerd's API.
 	var woke control.Status
-	_, statusBody := in.get("GET", "/status")
+	_, statusBody := in.Get("GET", "/status")
 	json.Unmarshal([]byte(statusBody), &woke)
 	var wake []string
 	for _, s := range woke.WakeTimeline {
@@ -96,14 +69,14 @@ func TestEngineStopsWhenIdleAndWakes(t *testing.T) {
 		}
 	}
 
-	in.waitIdle(ns, 20*time.Second)
+	in.WaitIdle(ns, 20*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
 	for i := range 20 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if out, err := in.dockerErr("ps", "-a"); err != nil {
+			if out, err := in.DockerErr("ps", "-a"); err != nil {
 				errs <- fmt.Errorf("first connection %d: %v %s", i, err, out)
 			}
 		}()
@@ -136,32 +109,32 @@ func openEvents(t *testing.T, sock string) net.Conn {
 // client that marks its stream as ddinit's own, through a distro's proxy,
 // is counted as any client: the engine stays up under it.
 func TestEngineKeptUpOnlyByUse(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	shared := newShared(t)
-	in := start(t, options{extra: []string{"--idle-stop", "2s", "--wsl-shared", shared}})
-	in.waitPing(60 * time.Second)
-	ns := in.pidNS()
-	in.importBusybox()
+	in := harness.Start(t, harness.Options{Extra: []string{"--idle-stop", "2s", "--wsl-shared", shared}})
+	in.WaitPing(60 * time.Second)
+	ns := in.PidNS()
+	in.ImportBusybox()
 
-	events := openEvents(t, in.sock)
+	events := openEvents(t, in.Sock)
 	time.Sleep(5 * time.Second)
-	if !in.engineUp(ns) {
+	if !in.EngineUp(ns) {
 		t.Fatal("the engine stopped while docker events was open")
 	}
 	events.Close()
-	in.docker("run", "-d", "--name", "runner", "busybox:local", "sleep", "600")
+	in.Docker("run", "-d", "--name", "runner", "busybox:local", "sleep", "600")
 	time.Sleep(5 * time.Second)
-	if !in.engineUp(ns) {
+	if !in.EngineUp(ns) {
 		t.Fatal("the engine stopped while a container ran")
 	}
-	in.docker("rm", "-f", "runner")
+	in.Docker("rm", "-f", "runner")
 
 	distro := newUserDistro(t, "Ubuntu")
 	distro.startProxy(shared)
 	newUserDistro(t, "Debian").startProxy(shared)
-	in.waitIdle(ns, 20*time.Second)
+	in.WaitIdle(ns, 20*time.Second)
 	for range 6 * 2 { // 3 × idleStop, looked at every half second
-		if in.engineUp(ns) {
+		if in.EngineUp(ns) {
 			t.Fatal("the engine woke with only a distro's proxy running")
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -169,7 +142,7 @@ func TestEngineKeptUpOnlyByUse(t *testing.T) {
 	if out := distro.sh("docker ps -a --format '{{.Names}}'"); strings.Contains(out, "runner") {
 		t.Fatalf("docker ps through the distro's proxy: %q", out)
 	}
-	if !in.engineUp(ns) {
+	if !in.EngineUp(ns) {
 		t.Fatal("docker ps through the distro's proxy did not wake the engine")
 	}
 
@@ -180,42 +153,42 @@ func TestEngineKeptUpOnlyByUse(t *testing.T) {
 	}
 	defer func() { forged.Process.Kill(); forged.Wait() }()
 	time.Sleep(5 * time.Second) // more than twice idleStop
-	if !in.engineUp(ns) {
+	if !in.EngineUp(ns) {
 		t.Fatal("the engine stopped under a stream whose client sent the internal marker through a distro's proxy")
 	}
 	forged.Process.Kill()
 	forged.Wait()
-	in.waitIdle(ns, 20*time.Second)
+	in.WaitIdle(ns, 20*time.Second)
 }
 
 // A wake whose dockerd cannot start (its daemon.json broken while the
 // engine was stopped) answers 503 with the cause, /ping says it; the next
 // client, once it is mended, wakes it.
 func TestWakeThatFailsIs503AndRetried(t *testing.T) {
-	requireEnvironment(t)
-	in := start(t, options{extra: []string{"--idle-stop", "2s"}})
-	in.waitPing(60 * time.Second)
-	ns := in.pidNS()
-	in.importBusybox()
-	in.waitIdle(ns, 20*time.Second)
-	daemonJSON := filepath.Join(in.dataDir, "etc/docker/daemon.json")
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{Extra: []string{"--idle-stop", "2s"}})
+	in.WaitPing(60 * time.Second)
+	ns := in.PidNS()
+	in.ImportBusybox()
+	in.WaitIdle(ns, 20*time.Second)
+	daemonJSON := filepath.Join(in.DataDir, "etc/docker/daemon.json")
 	good, err := os.ReadFile(daemonJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(daemonJSON, []byte(`{"bogus-option": true}`), 0o644)
-	out, err := in.dockerErr("ps")
+	out, err := in.DockerErr("ps")
 	if err == nil || !strings.Contains(out, "waking the docker engine failed") || !strings.Contains(out, "bogus-option") {
 		t.Fatalf("docker ps with a dockerd that cannot start: %v\n%s", err, out)
 	}
-	if code, body := in.get(http.MethodGet, "/ping"); code != 503 || !strings.Contains(body, "bogus-option") {
+	if code, body := in.Get(http.MethodGet, "/ping"); code != 503 || !strings.Contains(body, "bogus-option") {
 		t.Fatalf("/ping after the failed wake: %d %s", code, body)
 	}
 	os.WriteFile(daemonJSON, good, 0o644)
-	if out, err := in.dockerErr("ps"); err != nil {
+	if out, err := in.DockerErr("ps"); err != nil {
 		t.Fatalf("the next client, daemon.json mended: %v\n%s", err, out)
 	}
-	if code, _ := in.get(http.MethodGet, "/ping"); code != 200 {
+	if code, _ := in.Get(http.MethodGet, "/ping"); code != 200 {
 		t.Fatalf("/ping after the wake: %d", code)
 	}
 }
@@ -223,15 +196,15 @@ func TestWakeThatFailsIs503AndRetried(t *testing.T) {
 // idleStop set through the settings (no flag, no config) takes effect at
 // once, with nothing restarted.
 func TestIdleStopFromTheSettings(t *testing.T) {
-	requireEnvironment(t)
-	in := start(t, options{})
-	in.waitPing(60 * time.Second)
-	ns := in.pidNS()
-	if code, body := in.putSettings(`{"generation": 0, "idleStop": "2s"}`); code != 200 {
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{})
+	in.WaitPing(60 * time.Second)
+	ns := in.PidNS()
+	if code, body := in.PutSettings(`{"generation": 0, "idleStop": "2s"}`); code != 200 {
 		t.Fatalf("idleStop in the settings: %d %s", code, body)
 	}
-	in.waitIdle(ns, 20*time.Second)
-	if out, err := in.dockerErr("ps"); err != nil {
+	in.WaitIdle(ns, 20*time.Second)
+	if out, err := in.DockerErr("ps"); err != nil {
 		t.Fatalf("docker ps after the idle stop: %v %s", err, out)
 	}
 }

@@ -6,15 +6,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // make isos twice from the same inputs gives the same bytes.
 func TestImagesAreReproducible(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	var digests [2]string
 	for i := range digests {
 		out := t.TempDir()
-		cmd := exec.Command("bash", filepath.Join(repoRoot, "scripts", "mkisos.sh"))
+		cmd := exec.Command("bash", filepath.Join(harness.RepoRoot, "scripts", "mkisos.sh"))
 		cmd.Env = append(os.Environ(), "OUT="+out)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("mkisos: %v\n%s", err, b)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
@@ -62,30 +63,30 @@ func parseBreakout(t *testing.T, from, out string) breakoutReport {
 // exec lands in the image's root, and neither exec nor a chroot walk from
 // a default container reaches the distro's files.
 func TestContainersAreIsolated(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	marker := distroMarker(t)
 	breakout := buildBreakout(t)
-	in := start(t, options{})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	in.docker("run", "-d", "--name", "iso", "busybox:local", "sleep", "600")
+	in := harness.Start(t, harness.Options{})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	in.Docker("run", "-d", "--name", "iso", "busybox:local", "sleep", "600")
 
 	local := filepath.Join(t.TempDir(), "copied.txt")
 	os.WriteFile(local, []byte("copied in with docker cp\n"), 0o644)
-	in.docker("cp", local, "iso:/copied.txt")
-	if out := in.docker("exec", "iso", "cat", "/copied.txt"); out != "copied in with docker cp\n" {
+	in.Docker("cp", local, "iso:/copied.txt")
+	if out := in.Docker("exec", "iso", "cat", "/copied.txt"); out != "copied in with docker cp\n" {
 		t.Fatalf("docker exec cat of a docker-cp'd file: %q", out)
 	}
 	cmd := exec.Command("docker", "exec", "-i", "iso", "sh", "-c", "cat > /f")
-	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.Sock)
 	cmd.Stdin = strings.NewReader("written through exec -i\n")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("docker exec -i: %v %s", err, b)
 	}
-	if out := in.docker("exec", "iso", "cat", "/f"); out != "written through exec -i\n" {
+	if out := in.Docker("exec", "iso", "cat", "/f"); out != "written through exec -i\n" {
 		t.Fatalf("read back through exec: %q", out)
 	}
-	root := strings.Fields(in.docker("exec", "iso", "ls", "-a", "/"))
+	root := strings.Fields(in.Docker("exec", "iso", "ls", "-a", "/"))
 	if !slices.Contains(root, "bin") || !slices.Contains(root, "copied.txt") || slices.Contains(root, "usr") {
 		t.Fatalf("docker exec ls / does not show the image's root: %v", root)
 	}
@@ -93,17 +94,17 @@ func TestContainersAreIsolated(t *testing.T) {
 		{"exec", "iso", "cat", marker},
 		{"run", "--rm", "busybox:local", "cat", marker},
 	} {
-		if out, err := in.dockerErr(c...); err == nil || strings.Contains(out, "the distro's own file") {
+		if out, err := in.DockerErr(c...); err == nil || strings.Contains(out, "the distro's own file") {
 			t.Fatalf("docker %s reached the distro's file: %q", strings.Join(c, " "), out)
 		}
 	}
 
 	// The chroot walk, from exec and from a default docker run.
-	in.docker("cp", breakout, "iso:/breakout")
-	fromExec := parseBreakout(t, "docker exec", in.docker("exec", "iso", "/breakout", marker))
-	in.docker("create", "--name", "bo", "busybox:local", "/breakout", marker)
-	in.docker("cp", breakout, "bo:/breakout")
-	fromRun := parseBreakout(t, "docker run", in.docker("start", "-a", "bo"))
+	in.Docker("cp", breakout, "iso:/breakout")
+	fromExec := parseBreakout(t, "docker exec", in.Docker("exec", "iso", "/breakout", marker))
+	in.Docker("create", "--name", "bo", "busybox:local", "/breakout", marker)
+	in.Docker("cp", breakout, "bo:/breakout")
+	fromRun := parseBreakout(t, "docker run", in.Docker("start", "-a", "bo"))
 	for name, r := range map[string]breakoutReport{"docker exec": fromExec, "docker run": fromRun} {
 		if r.Marker || !slices.Contains(r.Root, "breakout") || !slices.Contains(r.Root, "bin") || slices.Contains(r.Root, "usr") {
 			t.Fatalf("the chroot walk from %s got out of the container: reached %v, distro file reachable: %v", name, r.Root, r.Marker)
@@ -112,15 +113,15 @@ func TestContainersAreIsolated(t *testing.T) {
 
 	checkNamespaceRoot(t, in, marker)
 	// dockerd runs on ddinit's own root: the assembled one.
-	if out, err := in.cli("enter", "dockerd", "--", "cat", "/version-pack.json"); err != nil || !strings.Contains(out, "components") {
+	if out, err := in.CLI("enter", "dockerd", "--", "cat", "/version-pack.json"); err != nil || !strings.Contains(out, "components") {
 		t.Fatalf("dockerd's root is not the assembled root: %v %s", err, out)
 	}
-	if out, err := in.cli("enter", "dockerd", "--", "cat", marker); err == nil || strings.Contains(out, "the distro's own file") {
+	if out, err := in.CLI("enter", "dockerd", "--", "cat", marker); err == nil || strings.Contains(out, "the distro's own file") {
 		t.Fatalf("dockerd reaches the distro's file: %q", out)
 	}
 
 	// ddinit status names dockerd's pid in the distro beside the namespace's.
-	st := in.status()
+	st := in.Status()
 	var inner int
 	for _, s := range st.Services {
 		if s.Name == "dockerd" {
@@ -128,17 +129,17 @@ func TestContainersAreIsolated(t *testing.T) {
 		}
 	}
 	outer := 0
-	for _, p := range findComm(in.pidNS(), "dockerd") {
+	for _, p := range harness.FindComm(in.PidNS(), "dockerd") {
 		outer = p
 	}
-	out, err := in.cli("status")
+	out, err := in.CLI("status")
 	if err != nil || inner == 0 || outer == 0 {
 		t.Fatalf("status: %v %q (dockerd pid %d inside, %d in the distro)", err, out, inner, outer)
 	}
 	if !regexpLine(out, "dockerd", strconv.Itoa(inner), strconv.Itoa(outer)) {
 		t.Errorf("ddinit status does not show dockerd's pids %d (namespace) and %d (distro):\n%s", inner, outer, out)
 	}
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }
@@ -194,7 +195,7 @@ func fsPath(t *testing.T, distro []mounts.MountInfo, path string) (dev, root str
 // root file system is one of ddinit's deliberate binds (checked by device
 // and mount root), the distro's file is out of reach, and a process that
 // joins the mount namespace starts at the assembled root.
-func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
+func checkNamespaceRoot(t *testing.T, in *harness.Instance, marker string) {
 	t.Helper()
 	self, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -218,14 +219,14 @@ func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
 		"var/lib/docker": "/var/lib/docker", "var/lib/containerd": "/var/lib/containerd",
 		"var/lib/kubelet": "/var/lib/kubelet", "etc/docker": "/etc/docker", "etc/ddinit": "/etc/ddinit", "log": "/var/log/ddinit",
 	} {
-		add(filepath.Join(in.dataDir, src), point)
+		add(filepath.Join(in.DataDir, src), point)
 	}
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	release := unix.ByteSliceToString(uts.Release[:])
 	add(filepath.Join("/lib/modules", release), filepath.Join("/usr/lib/modules", release))
 
-	out, err := in.cli("enter", "--", "cat", "/proc/1/mountinfo")
+	out, err := in.CLI("enter", "--", "cat", "/proc/1/mountinfo")
 	if err != nil {
 		t.Fatalf("ddinit enter -- cat /proc/1/mountinfo: %v %s", err, out)
 	}
@@ -257,11 +258,11 @@ func checkNamespaceRoot(t *testing.T, in *instance, marker string) {
 			t.Errorf("PID 1's namespace mounts the distro's root file system (%s) at %s from %s, which is none of ddinit's binds %+v", m.Dev, m.Point, m.Root, binds)
 		}
 	}
-	if out, err := in.cli("enter", "--", "cat", marker); err == nil || strings.Contains(out, "the distro's own file") {
+	if out, err := in.CLI("enter", "--", "cat", marker); err == nil || strings.Contains(out, "the distro's own file") {
 		t.Fatalf("ddinit enter reached the distro's file: %q", out)
 	}
 	// nsenter -m alone starts at the namespace's root mount.
-	pid := strconv.Itoa(in.pid1())
+	pid := strconv.Itoa(in.Pid1())
 	b, err := exec.Command("nsenter", "-t", pid, "-m", "--", "cat", "/version-pack.json").CombinedOutput()
 	if err != nil || !strings.Contains(string(b), "components") {
 		t.Fatalf("nsenter -m does not start at the assembled root (no /version-pack.json): %v %s", err, b)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/mounts"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,7 @@ import (
 // the same distro is refused and takes nothing down, not even a bind
 // handed out for a create not made yet.
 func TestBindsLeftByAKilledProxyAreTakenDown(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	w := newWSLWorld(t)
 	ubuntu := newUserDistro(t, "Ubuntu")
 	ubuntu.sh(`mkdir -p /home/user/gone /home/user/kept /home/user/win /home/user/handed && echo gone > /home/user/gone/f && echo kept > /home/user/kept/f && echo file > /home/user/gone.txt && echo win > /home/user/win/f`)
@@ -37,7 +38,7 @@ func TestBindsLeftByAKilledProxyAreTakenDown(t *testing.T) {
 	_, pid := ubuntu.runProxy(bin, w.shared, true)
 
 	ubuntu.sh(`docker create --name gone -v /home/user/gone:/g busybox:local true && docker create --name gonefile --mount type=bind,src=/home/user/gone.txt,dst=/g.txt busybox:local true && docker run -d --name kept -v /home/user/kept:/k busybox:local sleep 3600`)
-	if code, body := w.in.api(http.MethodPost, "/containers/create?name=win", map[string]any{"Image": "busybox:local", "Cmd": []string{"true"},
+	if code, body := w.in.API(http.MethodPost, "/containers/create?name=win", map[string]any{"Image": "busybox:local", "Cmd": []string{"true"},
 		"HostConfig": map[string]any{"Binds": []string{`\\wsl$\Ubuntu\home\user\win:/w`}}}); code != http.StatusCreated {
 		t.Fatalf("create from Windows: %d %s", code, body)
 	}
@@ -77,7 +78,7 @@ func TestBindsLeftByAKilledProxyAreTakenDown(t *testing.T) {
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		return err != nil || strings.Contains(string(st), ") Z ")
 	})
-	w.in.docker("rm", "gone", "gonefile", "win")
+	w.in.Docker("rm", "gone", "gonefile", "win")
 	for _, p := range gone {
 		if !slices.Contains(mountedIn(ubuntu.pid), p) {
 			t.Fatalf("%s left the distro's mount table with no proxy running", p)
@@ -102,7 +103,7 @@ func TestBindsLeftByAKilledProxyAreTakenDown(t *testing.T) {
 	if !slices.Contains(table, kept) {
 		t.Fatalf("the bind of the container that exists was taken down")
 	}
-	if out := w.in.docker("exec", "kept", "cat", "/k/f"); out != "kept\n" {
+	if out := w.in.Docker("exec", "kept", "cat", "/k/f"); out != "kept\n" {
 		t.Fatalf("the container that exists reads its bind: %q", out)
 	}
 	if !slices.Contains(mountedIn(os.Getpid()), debian) {
@@ -125,7 +126,7 @@ func TestBindsLeftByAKilledProxyAreTakenDown(t *testing.T) {
 	}
 
 	// The bind kept is tracked: it goes with its container.
-	w.in.docker("rm", "-f", "kept")
+	w.in.Docker("rm", "-f", "kept")
 	within(t, 5*time.Second, "the bind kept gone with its container", func() bool { return !slices.Contains(mountedIn(ubuntu.pid), kept) })
 }
 

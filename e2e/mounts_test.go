@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,27 +65,27 @@ func mountTmpfsWithFile(t *testing.T, dir, name, content string) {
 // A drive WSL mounted before the boot, and one mounted after it, are both
 // readable from containers under /run/desktop/mnt/host/<letter>.
 func TestWindowsDrives(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	automount := filepath.Join(t.TempDir(), "host")
 	sharedDir(t, automount, false)
 	mountTmpfsWithFile(t, filepath.Join(automount, "x"), "hello.txt", "from drive X")
 
-	in := start(t, options{extra: []string{"--automount-root", automount}})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	if out := in.docker("run", "--rm", "-v", "/run/desktop/mnt/host/x/hello.txt:/f", "busybox:local", "cat", "/f"); out != "from drive X" {
+	in := harness.Start(t, harness.Options{Extra: []string{"--automount-root", automount}})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	if out := in.Docker("run", "--rm", "-v", "/run/desktop/mnt/host/x/hello.txt:/f", "busybox:local", "cat", "/f"); out != "from drive X" {
 		t.Fatalf("drive x from a container: %q", out)
 	}
-	st := in.status()
+	st := in.Status()
 	if len(st.Drives) != 1 || st.Drives[0].Letter != "x" || st.Drives[0].Inside != "/run/desktop/mnt/host/x" {
 		t.Fatalf("status drives: %+v", st.Drives)
 	}
 
 	mountTmpfsWithFile(t, filepath.Join(automount, "y"), "late.txt", "drive Y came later")
-	if out := in.docker("run", "--rm", "-v", "/run/desktop/mnt/host/y/late.txt:/f", "busybox:local", "cat", "/f"); out != "drive Y came later" {
+	if out := in.Docker("run", "--rm", "-v", "/run/desktop/mnt/host/y/late.txt:/f", "busybox:local", "cat", "/f"); out != "drive Y came later" {
 		t.Fatalf("a drive mounted after boot is not visible: %q", out)
 	}
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, d := range []string{"x", "y"} {
@@ -92,7 +93,7 @@ func TestWindowsDrives(t *testing.T) {
 			t.Fatalf("drive %s lost after shutdown: %v", d, err)
 		}
 	}
-	if m := hostMounts(t, in.runDir, in.dataDir); len(m) > 0 {
+	if m := harness.HostMounts(t, in.RunDir, in.DataDir); len(m) > 0 {
 		t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
 	}
 }
@@ -100,7 +101,7 @@ func TestWindowsDrives(t *testing.T) {
 // Another distro, a mount namespace sharing /mnt/wsl, keeps its mounts
 // and gets the docker socket back through a ddinit crash and a shutdown.
 func TestSharedSocketsSurviveCrashAndShutdown(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	// Short: the socket is reached through /proc/PID/root/… and a unix
 	// socket path has 107 bytes.
 	wsl, err := os.MkdirTemp("/tmp", "wsl-")
@@ -131,25 +132,25 @@ func TestSharedSocketsSurviveCrashAndShutdown(t *testing.T) {
 	}
 	sock := fmt.Sprintf("/proc/%s/root%s/docker-desktop/shared-sockets/docker.sock", pid, wsl)
 
-	data, _ := newDirs(t)
-	in := start(t, options{dataDir: data, extra: []string{"--wsl-shared", wsl}})
-	in.waitPing(60 * time.Second)
-	waitFor(t, "the shared docker socket", func() bool { return ping(sock) == nil })
+	data, _ := harness.NewDirs(t)
+	in := harness.Start(t, harness.Options{DataDir: data, Extra: []string{"--wsl-shared", wsl}})
+	in.WaitPing(60 * time.Second)
+	waitFor(t, "the shared docker socket", func() bool { return harness.Ping(sock) == nil })
 	otherSees("running")
 
 	// A crash: ddinit run killed outright takes PID 1 and the namespace
 	// with it; the socket file stays behind, stale.
-	in.cmd.Process.Signal(syscall.SIGKILL)
-	in.exited(30 * time.Second)
+	in.Signal(syscall.SIGKILL)
+	in.Exited(30 * time.Second)
 	otherSees("after a crash")
-	if ping(sock) == nil {
+	if harness.Ping(sock) == nil {
 		t.Fatal("the shared socket answers with ddinit dead")
 	}
-	again := start(t, options{dataDir: data, extra: []string{"--wsl-shared", wsl}})
-	again.waitPing(60 * time.Second)
-	waitFor(t, "the shared docker socket after the restart", func() bool { return ping(sock) == nil })
+	again := harness.Start(t, harness.Options{DataDir: data, Extra: []string{"--wsl-shared", wsl}})
+	again.WaitPing(60 * time.Second)
+	waitFor(t, "the shared docker socket after the restart", func() bool { return harness.Ping(sock) == nil })
 	otherSees("restarted")
-	if code, _ := again.stop(); code != 0 {
+	if code, _ := again.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	otherSees("after a clean shutdown")
@@ -171,16 +172,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // A data store that fills up while the engine runs makes /ping 503 with
 // the reason, and healthy again once there is room.
 func TestDataStoreFullIsUnhealthy(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	data := t.TempDir()
 	if err := unix.Mount("tmpfs", data, "tmpfs", 0, "size=512m"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(data, unix.MNT_DETACH) })
-	in := start(t, options{dataDir: data})
-	in.waitPing(60 * time.Second)
+	in := harness.Start(t, harness.Options{DataDir: data})
+	in.WaitPing(60 * time.Second)
 	// docker may answer a moment before the supervisor's own probe sees it.
-	in.waitHealthy(10 * time.Second)
+	in.WaitHealthy(10 * time.Second)
 	var fs unix.Statfs_t
 	unix.Statfs(data, &fs)
 	free := int64(fs.Bavail) * fs.Bsize
@@ -190,12 +191,12 @@ func TestDataStoreFullIsUnhealthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	code, body := in.get(http.MethodGet, "/ping")
+	code, body := in.Get(http.MethodGet, "/ping")
 	if code != 503 || !strings.Contains(body, "full") || !strings.Contains(body, data) {
 		t.Fatalf("/ping with a full store: %d %q", code, body)
 	}
 	os.Remove(filler)
-	if code, body := in.get(http.MethodGet, "/ping"); code != 200 {
+	if code, body := in.Get(http.MethodGet, "/ping"); code != 200 {
 		t.Fatalf("/ping after freeing space: %d %s", code, body)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -109,7 +110,7 @@ func internet(t *testing.T, msg string) string {
 }
 
 func TestContainerNetworking(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	forwardBefore, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	ipv6Before := ipv6Sysctls()
 	distroHasIPv6 := strings.TrimSpace(ipv6Before["all/disable_ipv6"]) == "0"
@@ -124,17 +125,17 @@ func TestContainerNetworking(t *testing.T) {
 	port := outside.Addr().(*net.TCPAddr).Port
 	far := internet(t, "hello from beyond the distro")
 
-	in := start(t, options{extra: []string{"--resolv-conf", resolv}})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
+	in := harness.Start(t, harness.Options{Extra: []string{"--resolv-conf", resolv}})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
 
 	// A server in the distro's namespace, reached from a container.
-	out := in.docker("run", "--rm", "busybox:local", "nc", hostSide, fmt.Sprint(port))
+	out := in.Docker("run", "--rm", "busybox:local", "nc", hostSide, fmt.Sprint(port))
 	if out != "hello from the distro" {
 		t.Fatalf("container -> distro: %q", out)
 	}
 	// A host with no route back to ddinit's subnet: only NAT gets there.
-	out = in.docker("run", "--rm", "busybox:local", "nc", far, "8099")
+	out = in.Docker("run", "--rm", "busybox:local", "nc", far, "8099")
 	if out != "hello from beyond the distro" {
 		t.Fatalf("container -> beyond the distro (NAT): %q", out)
 	}
@@ -142,7 +143,7 @@ func TestContainerNetworking(t *testing.T) {
 	// host-network container) reaches the far host's IPv6 address, which
 	// has no route back to ddinit's prefix, so only NAT66 gets there.
 	if distroHasIPv6 {
-		out = in.docker("run", "--rm", "--network", "host", "busybox:local", "nc", farV6, "8099")
+		out = in.Docker("run", "--rm", "--network", "host", "busybox:local", "nc", farV6, "8099")
 		if out != "hello from beyond the distro" {
 			t.Fatalf("namespace -> beyond the distro over IPv6 (NAT66): %q", out)
 		}
@@ -156,7 +157,7 @@ func TestContainerNetworking(t *testing.T) {
 			Gateways  []string `json:"gateways"`
 		} `json:"network"`
 	}
-	if _, body := in.get(http.MethodGet, "/status"); json.Unmarshal([]byte(body), &st) != nil || !slices.Contains(st.Network.Addresses, "100.64.249.2/30") || !slices.Contains(st.Network.Gateways, hostSide) {
+	if _, body := in.Get(http.MethodGet, "/status"); json.Unmarshal([]byte(body), &st) != nil || !slices.Contains(st.Network.Addresses, "100.64.249.2/30") || !slices.Contains(st.Network.Gateways, hostSide) {
 		t.Fatalf("/status network: %+v", st.Network)
 	}
 	if distroHasIPv6 && (!slices.Contains(st.Network.Addresses, "fd64:100:249::2/64") || !slices.Contains(st.Network.Gateways, "fd64:100:249::1")) {
@@ -164,13 +165,13 @@ func TestContainerNetworking(t *testing.T) {
 	}
 	// Containers ask ddinit's forwarder (which asks the distro's
 	// nameservers), with the distro's search list.
-	out = in.docker("run", "--rm", "busybox:local", "cat", "/etc/resolv.conf")
+	out = in.Docker("run", "--rm", "busybox:local", "cat", "/etc/resolv.conf")
 	if !strings.Contains(out, "nameserver 100.64.249.2") || strings.Contains(out, "192.0.2.53") || !strings.Contains(out, "search corp.example.test") {
 		t.Fatalf("container resolv.conf:\n%s", out)
 	}
 
 	// A published port answers in the distro, and closes with its container.
-	in.docker("run", "-d", "--name", "web", "-p", "18080:80", "busybox:local", "sh", "-c", "mkdir /www && echo page-from-container > /www/index.html && exec httpd -f -p 80 -h /www")
+	in.Docker("run", "-d", "--name", "web", "-p", "18080:80", "busybox:local", "sh", "-c", "mkdir /www && echo page-from-container > /www/index.html && exec httpd -f -p 80 -h /www")
 	var body string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://127.0.0.1:18080/")
@@ -197,7 +198,7 @@ func TestContainerNetworking(t *testing.T) {
 			t.Fatalf("published port 18080 over IPv6 answered %q", b)
 		}
 	}
-	in.docker("stop", "-t", "1", "web")
+	in.Docker("stop", "-t", "1", "web")
 	waitFor(t, "port 18080 to close", func() bool {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:18080", time.Second)
 		if err == nil {
@@ -205,8 +206,8 @@ func TestContainerNetworking(t *testing.T) {
 		}
 		return err != nil
 	})
-	in.docker("rm", "web")
-	in.docker("run", "-d", "--name", "web2", "-p", "18081:80", "busybox:local", "sleep", "300")
+	in.Docker("rm", "web")
+	in.Docker("run", "-d", "--name", "web2", "-p", "18081:80", "busybox:local", "sleep", "300")
 	waitFor(t, "port 18081 to open", func() bool {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:18081", time.Second)
 		if err == nil {
@@ -216,7 +217,7 @@ func TestContainerNetworking(t *testing.T) {
 	})
 
 	// Shutdown undoes everything: link, NAT rules, forwarding, listeners.
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	if _, err := netlink.LinkByName("ddinit0"); err == nil {
@@ -245,7 +246,7 @@ func TestContainerNetworking(t *testing.T) {
 		c.Close()
 		t.Fatal("a published port stayed open after shutdown")
 	}
-	if m := hostMounts(t, in.runDir, in.dataDir); len(m) > 0 {
+	if m := harness.HostMounts(t, in.RunDir, in.DataDir); len(m) > 0 {
 		t.Fatalf("mounts left:\n%s", strings.Join(m, "\n"))
 	}
 }

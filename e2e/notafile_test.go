@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // recoveredNow is /status's recovered list, or false while the control
 // API does not answer yet.
-func (in *instance) recoveredNow() ([]control.Recovery, bool) {
-	c, err := control.NewClient("unix://"+in.controlSock(), time.Second)
+func recoveredNow(in *harness.Instance) ([]control.Recovery, bool) {
+	c, err := control.NewClient("unix://"+in.ControlSock(), time.Second)
 	if err != nil {
 		return nil, false
 	}
@@ -37,21 +38,21 @@ func (in *instance) recoveredNow() ([]control.Recovery, bool) {
 // waitRecovered waits up to d for /status to list file as recovered, and
 // returns that recovery; ddinit exiting first fails the test with its
 // output.
-func (in *instance) waitRecovered(file string, d time.Duration) control.Recovery {
-	in.t.Helper()
+func waitRecovered(t *testing.T, in *harness.Instance, file string, d time.Duration) control.Recovery {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		recs, _ := in.recoveredNow()
+		recs, _ := recoveredNow(in)
 		if i := slices.IndexFunc(recs, func(r control.Recovery) bool { return r.File == file }); i >= 0 {
 			return recs[i]
 		}
 		select {
-		case <-in.done:
-			in.t.Fatalf("ddinit exited before it reported %s: %v", file, in.err)
+		case <-in.Done():
+			t.Fatalf("ddinit exited before it reported %s: %v", file, in.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	in.t.Fatalf("/status did not list %s as recovered within %s", file, d)
+	t.Fatalf("/status did not list %s as recovered within %s", file, d)
 	return control.Recovery{}
 }
 
@@ -62,7 +63,7 @@ func (in *instance) waitRecovered(file string, d time.Duration) control.Recovery
 // hold the engine's data (var/lib/docker) is never moved: a clear error
 // naming it, within 10 s.
 func TestDataStoreFolderThatIsNoFolder(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	for _, c := range []struct {
 		entry, says string
 		make        func(path string) error
@@ -71,30 +72,30 @@ func TestDataStoreFolderThatIsNoFolder(t *testing.T) {
 		{"etc/docker", "a symbolic link loop", func(path string) error { return os.Symlink("docker", path) }},
 	} {
 		t.Run(c.entry, func(t *testing.T) {
-			data, _ := newDirs(t)
+			data, _ := harness.NewDirs(t)
 			path := filepath.Join(data, c.entry)
 			os.MkdirAll(filepath.Dir(path), 0o755)
 			if err := c.make(path); err != nil {
 				t.Fatal(err)
 			}
 			was, _ := os.Lstat(path)
-			in := start(t, options{dataDir: data})
-			r := in.waitRecovered(path, 10*time.Second)
+			in := harness.Start(t, harness.Options{DataDir: data})
+			r := waitRecovered(t, in, path, 10*time.Second)
 			if !strings.Contains(r.Reason, c.says) || !strings.HasPrefix(r.KeptAs, path+".bad-") {
 				t.Fatalf("recovered: %+v", r)
 			}
 			if kept, err := os.Lstat(r.KeptAs); err != nil || kept.Mode().Type() != was.Mode().Type() {
 				t.Fatalf("kept as %s: %v %v, was %v", r.KeptAs, kept, err, was.Mode().Type())
 			}
-			took := in.waitPing(60 * time.Second)
+			took := in.WaitPing(60 * time.Second)
 			t.Logf("docker answered %s after the boot began", took.Round(time.Millisecond))
 			if st, err := os.Stat(path); err != nil || !st.IsDir() {
 				t.Fatalf("%s after the boot: %v", c.entry, err)
 			}
-			if out, _ := in.cli("status"); !strings.Contains(out, r.KeptAs) {
+			if out, _ := in.CLI("status"); !strings.Contains(out, r.KeptAs) {
 				t.Fatalf("ddinit status does not name what was set aside:\n%s", out)
 			}
-			logged := slices.ContainsFunc(in.logEntries(), func(e map[string]any) bool {
+			logged := slices.ContainsFunc(in.LogEntries(), func(e map[string]any) bool {
 				return e["file"] == path && e["keptAs"] == r.KeptAs
 			})
 			if !logged {
@@ -103,18 +104,18 @@ func TestDataStoreFolderThatIsNoFolder(t *testing.T) {
 		})
 	}
 	t.Run("var/lib/docker", func(t *testing.T) {
-		data, _ := newDirs(t)
+		data, _ := harness.NewDirs(t)
 		path := filepath.Join(data, "var/lib/docker")
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		os.WriteFile(path, []byte("the engine's data?"), 0o644)
-		in := start(t, options{dataDir: data})
-		if code := in.exited(10 * time.Second); code == 0 {
+		in := harness.Start(t, harness.Options{DataDir: data})
+		if code := in.Exited(10 * time.Second); code == 0 {
 			t.Fatal("ddinit booted on a data store whose var/lib/docker is a file")
 		}
-		out := in.stderr.String()
+		out := in.Output()
 		for _, want := range []string{data, "var/lib/docker is a regular file, not a directory", "move it away"} {
 			if !strings.Contains(out, want) {
-				t.Fatalf("the failure does not say %q:\n%s", want, tail(out, 10))
+				t.Fatalf("the failure does not say %q:\n%s", want, harness.Tail(out, 10))
 			}
 		}
 		if b, _ := os.ReadFile(path); string(b) != "the engine's data?" {
@@ -127,17 +128,17 @@ func TestDataStoreFolderThatIsNoFolder(t *testing.T) {
 // for ever): the boot keeps it aside as it is, says so in /status, and
 // docker answers in the usual time on no document.
 func TestSettingsDocumentThatIsAFIFO(t *testing.T) {
-	requireEnvironment(t)
-	data, _ := newDirs(t)
+	harness.RequireEnvironment(t)
+	data, _ := harness.NewDirs(t)
 	doc := filepath.Join(data, "etc/ddinit/settings.json")
 	os.MkdirAll(filepath.Dir(doc), 0o755)
 	if err := syscall.Mkfifo(doc, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := start(t, options{dataDir: data})
-	took := in.waitPing(60 * time.Second)
+	in := harness.Start(t, harness.Options{DataDir: data})
+	took := in.WaitPing(60 * time.Second)
 	t.Logf("docker answered %s after the boot began", took.Round(time.Millisecond))
-	st := in.status()
+	st := in.Status()
 	if len(st.Recovered) != 1 || st.Recovered[0].File != doc || !strings.Contains(st.Recovered[0].Reason, "FIFO") || !strings.Contains(st.Recovered[0].Using, "no settings document") {
 		t.Fatalf("recovered: %+v", st.Recovered)
 	}
@@ -153,12 +154,12 @@ func TestSettingsDocumentThatIsAFIFO(t *testing.T) {
 // waits for a writer for ever): the boot fails at once with one line
 // naming the file and what it is.
 func TestImageThatIsAFIFO(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	for _, fifo := range []string{"docker.iso", "docker.iso.sha256"} {
 		t.Run(fifo, func(t *testing.T) {
 			dir := t.TempDir()
 			pack := filepath.Join(dir, "docker.iso")
-			b, err := os.ReadFile(packISO + ".sha256")
+			b, err := os.ReadFile(harness.PackISO + ".sha256")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,17 +169,17 @@ func TestImageThatIsAFIFO(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				os.Symlink(packISO, pack)
+				os.Symlink(harness.PackISO, pack)
 				os.Remove(pack + ".sha256")
 				if err := syscall.Mkfifo(pack+".sha256", 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
-			in := start(t, options{pack: pack})
-			if code := in.exited(20 * time.Second); code == 0 {
+			in := harness.Start(t, harness.Options{Pack: pack})
+			if code := in.Exited(20 * time.Second); code == 0 {
 				t.Fatal("ddinit booted on a FIFO")
 			}
-			lines := strings.Split(strings.TrimSpace(in.stderr.String()), "\n")
+			lines := strings.Split(strings.TrimSpace(in.Output()), "\n")
 			last := lines[len(lines)-1]
 			if !strings.HasPrefix(last, "ddinit: boot failed: ") || !strings.Contains(last, filepath.Join(dir, fifo)+": not a regular file: it is a FIFO") {
 				t.Fatalf("the failure line does not name the FIFO: %q", last)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // get fetches http://addr/ and returns the body, or the error.
@@ -64,31 +66,19 @@ func distroAddress(t *testing.T) string {
 	return ""
 }
 
-// port is a container's host port for a container port, as docker says.
-func (in *instance) port(container, spec string) string {
-	in.t.Helper()
-	out := strings.TrimSpace(in.docker("port", container, spec))
-	line, _, _ := strings.Cut(out, "\n")
-	_, p, err := net.SplitHostPort(strings.TrimSpace(line))
-	if err != nil {
-		in.t.Fatalf("docker port %s %s: %q", container, spec, out)
-	}
-	return p
-}
-
 // Every form of -p answers in the distro on the address it names, and
 // nowhere it should not; after dockerd restarts for a settings change, the
 // containers answer again within 2 s.
 func TestPublishedPortForms(t *testing.T) {
-	requireEnvironment(t)
-	in := start(t, options{})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
 	other := distroAddress(t)
 	web := func(name string, flags ...string) {
 		args := append([]string{"run", "-d", "--name", name}, flags...)
 		args = append(args, "busybox:local", "sh", "-c", "mkdir /www && echo page-"+name+" > /www/index.html && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www")
-		in.docker(args...)
+		in.Docker(args...)
 	}
 
 	web("loopback", "-p", "127.0.0.1:18181:80")
@@ -102,10 +92,10 @@ func TestPublishedPortForms(t *testing.T) {
 	answers(t, net.JoinHostPort(other, "18183"), "page-ranged", 20*time.Second)
 
 	web("random", "--expose", "80", "-P")
-	answers(t, "127.0.0.1:"+in.port("random", "80/tcp"), "page-random", 20*time.Second)
+	answers(t, "127.0.0.1:"+in.Port("random", "80/tcp"), "page-random", 20*time.Second)
 
 	web("loopbackrandom", "-p", "127.0.0.1::80")
-	p := in.port("loopbackrandom", "80/tcp")
+	p := in.Port("loopbackrandom", "80/tcp")
 	answers(t, "127.0.0.1:"+p, "page-loopbackrandom", 20*time.Second)
 	if !refused(net.JoinHostPort(other, p)) {
 		t.Fatalf("a 127.0.0.1:: binding answers on %s", other)
@@ -118,9 +108,9 @@ func TestPublishedPortForms(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the UDP server: %v %s", err, out)
 	}
-	in.docker("create", "--name", "udp", "-p", "127.0.0.1:18184:9999/udp", "busybox:local", "/udpecho", "9999")
-	in.docker("cp", echo, "udp:/udpecho")
-	in.docker("start", "udp")
+	in.Docker("create", "--name", "udp", "-p", "127.0.0.1:18184:9999/udp", "busybox:local", "/udpecho", "9999")
+	in.Docker("cp", echo, "udp:/udpecho")
+	in.Docker("start", "udp")
 	var reply string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && reply == ""; {
 		c, err := net.Dial("udp", "127.0.0.1:18184")
@@ -153,7 +143,7 @@ func TestPublishedPortForms(t *testing.T) {
 
 	// dockerd restarts for a settings change (live-restore keeps the
 	// containers): every binding answers again within 2 s.
-	if code, body := in.putSettings(`{"generation": 0, "daemonJSON": {"labels": ["ports=1"]}}`); code != 200 {
+	if code, body := in.PutSettings(`{"generation": 0, "daemonJSON": {"labels": ["ports=1"]}}`); code != 200 {
 		t.Fatalf("the settings change: %d %s", code, body)
 	}
 	took := answers(t, "127.0.0.1:18181", "page-loopback", 2*time.Second)

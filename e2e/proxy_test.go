@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,66 +11,44 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
-
-// api sends one request to the docker API through the exposed socket, as
-// the Windows CLI would, and returns the status and body.
-func (in *instance) api(method, path string, body any) (int, string) {
-	in.t.Helper()
-	return apiOver(in.t, in.sock, method, "/v1.41"+path, body)
-}
-
-// runWith creates a container through the API with these host settings,
-// runs it to the end and returns its output.
-func (in *instance) runWith(cmd []string, hostConfig map[string]any) string {
-	in.t.Helper()
-	code, body := in.api(http.MethodPost, "/containers/create", map[string]any{"Image": "busybox:local", "Cmd": cmd, "HostConfig": hostConfig})
-	if code != http.StatusCreated {
-		in.t.Fatalf("create with %v: %d %s", hostConfig, code, body)
-	}
-	var created struct{ Id string }
-	json.Unmarshal([]byte(body), &created)
-	in.docker("start", created.Id)
-	in.docker("wait", created.Id)
-	out, _ := in.dockerErr("logs", created.Id)
-	in.docker("rm", created.Id)
-	return out
-}
 
 // The exposed docker socket speaks for Windows: its paths reach the
 // drives, a drive that is not mounted is a 400, everything else passes
 // through (stdin, ptys, streams, builds, save and load), and a port taken
 // in the distro fails the start as on Docker Engine.
 func TestDockerAPIProxy(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	automount := filepath.Join(t.TempDir(), "host")
 	os.MkdirAll(filepath.Join(automount, "x"), 0o755)
 	mountTmpfsWithFile(t, filepath.Join(automount, "x"), "marker", "")
 	os.MkdirAll(filepath.Join(automount, "x", "proj dir"), 0o755)
 	os.WriteFile(filepath.Join(automount, "x", "proj dir", "hello.txt"), []byte("from drive X\n"), 0o644)
-	in := start(t, options{extra: []string{"--automount-root", automount}})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
+	in := harness.Start(t, harness.Options{Extra: []string{"--automount-root", automount}})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
 
 	for _, src := range []string{`X:\proj dir`, `X:/proj dir`, `x:\proj dir\`, `/x/proj dir`, `//x/proj dir`} {
-		if out := in.runWith([]string{"cat", "/src/hello.txt"}, map[string]any{"Binds": []string{src + ":/src:ro"}}); out != "from drive X\n" {
+		if out := in.RunWith([]string{"cat", "/src/hello.txt"}, map[string]any{"Binds": []string{src + ":/src:ro"}}); out != "from drive X\n" {
 			t.Errorf("-v %s:/src: the container read %q", src, out)
 		}
-		out := in.runWith([]string{"sh", "-c", "cat /src/hello.txt; touch /src/w 2>/dev/null || echo read-only"},
+		out := in.RunWith([]string{"sh", "-c", "cat /src/hello.txt; touch /src/w 2>/dev/null || echo read-only"},
 			map[string]any{"Mounts": []map[string]any{{"Type": "bind", "Source": src, "Target": "/src", "ReadOnly": true}}})
 		if out != "from drive X\nread-only\n" {
 			t.Errorf("--mount type=bind,src=%s,readonly: the container printed %q", src, out)
 		}
 	}
-	if out := in.docker("run", "--rm", "-v", "/x/proj dir:/src", "busybox:local", "cat", "/src/hello.txt"); out != "from drive X\n" {
+	if out := in.Docker("run", "--rm", "-v", "/x/proj dir:/src", "busybox:local", "cat", "/src/hello.txt"); out != "from drive X\n" {
 		t.Errorf("docker run -v /x/…: %q", out)
 	}
-	code, body := in.api(http.MethodPost, "/containers/create", map[string]any{"Image": "busybox:local", "HostConfig": map[string]any{"Binds": []string{`Q:\data:/d`}}})
+	code, body := in.API(http.MethodPost, "/containers/create", map[string]any{"Image": "busybox:local", "HostConfig": map[string]any{"Binds": []string{`Q:\data:/d`}}})
 	if code != http.StatusBadRequest || !strings.Contains(body, `Q:\\data`) || !strings.Contains(body, "drive Q:") {
 		t.Errorf("an unmounted drive: %d %s", code, body)
 	}
-	in.docker("run", "--rm", "-v", "proxyvol:/data", "busybox:local", "sh", "-c", "echo in-volume > /data/f")
-	if out := in.docker("run", "--rm", "-v", "proxyvol:/data", "busybox:local", "cat", "/data/f"); out != "in-volume\n" {
+	in.Docker("run", "--rm", "-v", "proxyvol:/data", "busybox:local", "sh", "-c", "echo in-volume > /data/f")
+	if out := in.Docker("run", "--rm", "-v", "proxyvol:/data", "busybox:local", "cat", "/data/f"); out != "in-volume\n" {
 		t.Errorf("a named volume: %q", out)
 	}
 
@@ -79,7 +56,7 @@ func TestDockerAPIProxy(t *testing.T) {
 	run := func(stdin string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock, "DOCKER_CLI_HINTS=false")
+		cmd.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.Sock, "DOCKER_CLI_HINTS=false")
 		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -90,17 +67,17 @@ func TestDockerAPIProxy(t *testing.T) {
 	if out := run("echoed through stdin\n", "docker", "run", "-i", "--rm", "busybox:local", "cat"); out != "echoed through stdin\n" {
 		t.Errorf("docker run -i: %q", out)
 	}
-	in.docker("run", "-d", "--name", "pty", "busybox:local", "sleep", "300")
+	in.Docker("run", "-d", "--name", "pty", "busybox:local", "sleep", "300")
 	if out := run("", "script", "-qec", "docker exec -it pty sh -c 'tty; echo pty-ok'", "/dev/null"); !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "pty-ok") {
 		t.Errorf("docker exec -it: %q", out)
 	}
 	events := exec.Command("docker", "events", "--filter", "type=container", "--filter", "event=start", "--format", "{{.Actor.Attributes.name}}")
-	events.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock)
+	events.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.Sock)
 	evOut, _ := events.StdoutPipe()
 	events.Start()
 	defer events.Process.Kill()
 	time.Sleep(300 * time.Millisecond)
-	in.docker("run", "--rm", "--name", "evented", "busybox:local", "echo")
+	in.Docker("run", "--rm", "--name", "evented", "busybox:local", "echo")
 	got := make(chan string, 1)
 	go func() { b := make([]byte, 64); n, _ := evOut.Read(b); got <- string(b[:n]) }()
 	select {
@@ -118,15 +95,15 @@ func TestDockerAPIProxy(t *testing.T) {
 	os.WriteFile(filepath.Join(ctx, "big"), big, 0o644)
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM busybox:local\nCOPY big /big\n"), 0o644)
 	build := exec.Command("docker", "build", "-q", "-t", "built:1", ctx)
-	build.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock, "DOCKER_BUILDKIT=0")
+	build.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.Sock, "DOCKER_BUILDKIT=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("docker build with a 100 MB context: %v\n%s", err, out)
 	}
-	if out := in.docker("run", "--rm", "built:1", "sh", "-c", "wc -c < /big"); strings.TrimSpace(out) != fmt.Sprint(len(big)) {
+	if out := in.Docker("run", "--rm", "built:1", "sh", "-c", "wc -c < /big"); strings.TrimSpace(out) != fmt.Sprint(len(big)) {
 		t.Errorf("the built image's file: %q", out)
 	}
 	save := exec.Command("sh", "-c", "docker save busybox:local | docker load")
-	save.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.sock)
+	save.Env = append(os.Environ(), "DOCKER_HOST=unix://"+in.Sock)
 	if out, err := save.CombinedOutput(); err != nil || !strings.Contains(string(out), "Loaded image") {
 		t.Errorf("docker save | docker load: %v %s", err, out)
 	}
@@ -137,11 +114,11 @@ func TestDockerAPIProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close()
-	out, err := in.dockerErr("run", "-d", "--name", "web", "-p", "18090:80", "busybox:local", "httpd", "-f", "-p", "80")
+	out, err := in.DockerErr("run", "-d", "--name", "web", "-p", "18090:80", "busybox:local", "httpd", "-f", "-p", "80")
 	if err == nil || !strings.Contains(out, "18090") || !strings.Contains(out, "port is already allocated") {
 		t.Errorf("docker run -p on a taken port: %v %s", err, out)
 	}
-	if running := strings.TrimSpace(in.docker("inspect", "-f", "{{.State.Running}}", "web")); running != "false" {
+	if running := strings.TrimSpace(in.Docker("inspect", "-f", "{{.State.Running}}", "web")); running != "false" {
 		t.Errorf("the container runs although its port is taken: %s", running)
 	}
 	accepted := make(chan error, 1)
@@ -160,8 +137,8 @@ func TestDockerAPIProxy(t *testing.T) {
 	if err := <-accepted; err != nil {
 		t.Fatalf("the port's owner did not get the connection: %v", err)
 	}
-	in.docker("rm", "-f", "web", "pty")
-	if code, _ := in.stop(); code != 0 {
+	in.Docker("rm", "-f", "web", "pty")
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // The distro's end of the link to the namespace: an address that is not
@@ -58,7 +60,7 @@ func startRegistry(t *testing.T, dir, ca, cert, key string) (stop func()) {
 // startRegistryAt runs the registry on addr; with in set, in the network
 // namespace it enters (nsenter's arguments), reached there for the check
 // that it answers.
-func startRegistryAt(t *testing.T, dir, addr string, in *dnsWorld, ca, cert, key string) (stop func()) {
+func startRegistryAt(t *testing.T, dir, addr string, in *harness.DNSWorld, ca, cert, key string) (stop func()) {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
@@ -77,10 +79,10 @@ http:
     certificate: %s
     key: %s
 `, filepath.Join(dir, "data"), addr, cert, key)), 0o644)
-	var out syncBuffer
+	var out harness.SyncBuffer
 	cmd := exec.Command(bin, "serve", conf)
 	if in != nil {
-		cmd = exec.Command("nsenter", "--net="+in.distro, bin, "serve", conf)
+		cmd = exec.Command("nsenter", "--net="+in.Distro, bin, "serve", conf)
 	}
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -106,7 +108,7 @@ http:
 		var err error
 		dial := func() { c, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, InsecureSkipVerify: in != nil}) }
 		if in != nil {
-			in.in(in.distro, dial)
+			in.In(in.Distro, dial)
 		} else {
 			dial()
 		}
@@ -124,11 +126,11 @@ http:
 // default pack holds Debian's, so a registry signed by an unknown CA is
 // refused; a pack whose bundle also holds that CA pulls from it.
 func TestRegistryTLSUsesThePacksBundle(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	ca, cert, key := testCA(t)
 	registryDir := t.TempDir()
 	caPEM, _ := os.ReadFile(ca)
-	trusting := customPack(t, func(root string) {
+	trusting := harness.CustomPack(t, func(root string) {
 		bundle := filepath.Join(root, "etc/ssl/certs/ca-certificates.crt")
 		b, err := os.ReadFile(bundle)
 		if err != nil {
@@ -138,40 +140,40 @@ func TestRegistryTLSUsesThePacksBundle(t *testing.T) {
 	})
 	image := registryHost + "/e2e/busybox:1"
 
-	in := start(t, options{pack: trusting})
-	in.waitPing(60 * time.Second)
+	in := harness.Start(t, harness.Options{Pack: trusting})
+	in.WaitPing(60 * time.Second)
 	stop := startRegistry(t, registryDir, ca, cert, key)
-	in.importBusybox()
-	in.docker("tag", "busybox:local", image)
-	in.docker("push", image)
-	in.docker("rmi", image)
-	in.docker("pull", image)
-	if out := in.docker("run", "--rm", image, "echo", "pulled over TLS"); !strings.Contains(out, "pulled over TLS") {
+	in.ImportBusybox()
+	in.Docker("tag", "busybox:local", image)
+	in.Docker("push", image)
+	in.Docker("rmi", image)
+	in.Docker("pull", image)
+	if out := in.Docker("run", "--rm", image, "echo", "pulled over TLS"); !strings.Contains(out, "pulled over TLS") {
 		t.Fatalf("container from the pulled image printed %q", out)
 	}
 	stop()
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 
-	def := start(t, options{})
-	def.waitPing(60 * time.Second)
+	def := harness.Start(t, harness.Options{})
+	def.WaitPing(60 * time.Second)
 	startRegistry(t, registryDir, ca, cert, key)
 	// The default pack carries the distro's own Debian bundle, byte for byte.
-	inside, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/ssl/certs/ca-certificates.crt", def.pid1()))
+	inside, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/ssl/certs/ca-certificates.crt", def.Pid1()))
 	debian, _ := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
 	if err != nil || len(inside) == 0 || !bytes.Equal(inside, debian) {
 		t.Fatalf("the default pack's CA bundle is not Debian's (%d bytes, %v)", len(inside), err)
 	}
-	if st := def.status(); !strings.Contains(fmt.Sprint(st.Components), "ca-certificates") {
+	if st := def.Status(); !strings.Contains(fmt.Sprint(st.Components), "ca-certificates") {
 		t.Fatalf("version-pack.json does not name the bundle's version: %+v", st.Components)
 	}
-	out, err := def.dockerErr("pull", image)
+	out, err := def.DockerErr("pull", image)
 	if err == nil || !strings.Contains(out, "certificate signed by unknown authority") {
 		t.Fatalf("a pull from a registry signed by an unknown CA: %v\n%s", err, out)
 	}
 	t.Logf("default pack: %s", strings.TrimSpace(out))
-	if code, _ := def.stop(); code != 0 {
+	if code, _ := def.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }

@@ -1,74 +1,50 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
-
-// putSettings sends PUT /settings and returns the status and body; a 503
-// (booting: its Retry-After) is tried again, as the frontend does.
-func (in *instance) putSettings(doc string) (int, string) {
-	in.t.Helper()
-	c, err := control.NewClient("unix://"+in.controlSock(), 2*time.Minute)
-	if err != nil {
-		in.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		req, _ := http.NewRequest(http.MethodPut, "http://ddinit/settings", bytes.NewReader([]byte(doc)))
-		resp, err := c.HTTP().Do(req)
-		if err != nil {
-			in.t.Fatal(err)
-		}
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			return resp.StatusCode, b.String()
-		}
-	}
-}
 
 // The frontend's settings: applied live (dockerd only restarts, containers
 // keep running), refused before anything changes when invalid or stale,
 // rolled back when dockerd refuses them, switching kubernetes through the
 // generic service path, and in force from the first start after a reboot.
 func TestSettings(t *testing.T) {
-	requireEnvironment(t)
+	harness.RequireEnvironment(t)
 	// No kubelet can be installed here: a stand-in service takes its
 	// place and its setting.
-	pack := customPack(t, func(root string) {
-		addService(t, root, "kubelet", []string{"/bin/sh", "-c", "echo kubelet stand-in; exec sleep 3600"},
+	pack := harness.CustomPack(t, func(root string) {
+		harness.AddService(t, root, "kubelet", []string{"/bin/sh", "-c", "echo kubelet stand-in; exec sleep 3600"},
 			map[string]string{"io.ddinit.service.setting": "kubernetes", "io.ddinit.service.required": "false", "io.ddinit.service.depends-on": "dockerd"})
 	})
-	data, _ := newDirs(t)
+	data, _ := harness.NewDirs(t)
 	cfg := map[string]any{"settingsDeadline": "20s"}
-	in := start(t, options{dataDir: data, pack: pack, config: cfg})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	in.docker("run", "-d", "--name", "before", "busybox:local", "sleep", "3600")
-	startedAt := in.docker("inspect", "-f", "{{.State.StartedAt}}", "before")
-	pid1, started := in.pid1(), in.status().Started
-	if st := serviceStatus(in.status(), "kubelet"); st.State != "disabled" {
+	in := harness.Start(t, harness.Options{DataDir: data, Pack: pack, Config: cfg})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	in.Docker("run", "-d", "--name", "before", "busybox:local", "sleep", "3600")
+	startedAt := in.Docker("inspect", "-f", "{{.State.StartedAt}}", "before")
+	pid1, started := in.Pid1(), in.Status().Started
+	if st := serviceStatus(in.Status(), "kubelet"); st.State != "disabled" {
 		t.Fatalf("kubelet with kubernetes off: %+v", st)
 	}
 
-	code, body := in.putSettings(`{"generation": 0, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}}`)
+	code, body := in.PutSettings(`{"generation": 0, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}}`)
 	if code != http.StatusOK || !strings.Contains(body, `"generation": 1`) {
 		t.Fatalf("PUT: %d %s", code, body)
 	}
-	if info := in.docker("info", "--format", "{{.LoggingDriver}} {{json .Labels}}"); !strings.Contains(info, "local") || !strings.Contains(info, "settings-test=1") {
+	if info := in.Docker("info", "--format", "{{.LoggingDriver}} {{json .Labels}}"); !strings.Contains(info, "local") || !strings.Contains(info, "settings-test=1") {
 		t.Fatalf("docker info after the change: %s", info)
 	}
-	if running := in.docker("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "before"); running != "true "+startedAt {
+	if running := in.Docker("inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", "before"); running != "true "+startedAt {
 		t.Fatalf("the container from before the change: %q (started %s)", running, startedAt)
 	}
-	if in.pid1() != pid1 || !in.status().Started.Equal(started) {
+	if in.Pid1() != pid1 || !in.Status().Started.Equal(started) {
 		t.Fatal("PID 1 was restarted for a settings change")
 	}
 
@@ -77,64 +53,64 @@ func TestSettings(t *testing.T) {
 		`{"generation": 1, "colour": "blue"}`:            "colour",
 		`{"generation": 1, "daemonJSON": {"hosts": []}}`: "daemonJSON.hosts",
 	} {
-		code, body := in.putSettings(doc)
+		code, body := in.PutSettings(doc)
 		var answer struct{ Field string }
 		json.Unmarshal([]byte(body), &answer)
 		if code != http.StatusBadRequest || answer.Field != field {
 			t.Errorf("%s: %d %s, want 400 naming %s", doc, code, body, field)
 		}
 	}
-	if code, body := in.putSettings(`{"generation": 0, "kubernetes": true}`); code != http.StatusConflict {
+	if code, body := in.PutSettings(`{"generation": 0, "kubernetes": true}`); code != http.StatusConflict {
 		t.Errorf("a stale generation: %d %s", code, body)
 	}
-	if err := ping(in.sock); err != nil || in.status().SettingsGeneration != 1 {
-		t.Fatalf("after refused documents: %v, generation %d", err, in.status().SettingsGeneration)
+	if err := harness.Ping(in.Sock); err != nil || in.Status().SettingsGeneration != 1 {
+		t.Fatalf("after refused documents: %v, generation %d", err, in.Status().SettingsGeneration)
 	}
 
 	// A daemon.json dockerd refuses: rolled back within the deadline.
 	begin := time.Now()
-	code, body = in.putSettings(`{"generation": 1, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"], "bogus-option": true}}`)
+	code, body = in.PutSettings(`{"generation": 1, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"], "bogus-option": true}}`)
 	t.Logf("refused change answered in %s: %d %s", time.Since(begin).Round(time.Millisecond), code, body)
 	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "rolled back") || !strings.Contains(body, "bogus-option") {
 		t.Fatalf("a daemon.json dockerd refuses: %d %s", code, body)
 	}
-	in.waitPing(30 * time.Second)
-	if info := in.docker("info", "--format", "{{json .Labels}}"); !strings.Contains(info, "settings-test=1") {
+	in.WaitPing(30 * time.Second)
+	if info := in.Docker("info", "--format", "{{json .Labels}}"); !strings.Contains(info, "settings-test=1") {
 		t.Fatalf("after the rollback dockerd runs on %s", info)
 	}
-	if st := in.status(); st.SettingsGeneration != 1 || !strings.Contains(st.SettingsError, "bogus-option") {
+	if st := in.Status(); st.SettingsGeneration != 1 || !strings.Contains(st.SettingsError, "bogus-option") {
 		t.Fatalf("status after the rollback: generation %d, error %q", st.SettingsGeneration, st.SettingsError)
 	}
-	if out, _ := in.cli("status"); !strings.Contains(out, "bogus-option") {
+	if out, _ := in.CLI("status"); !strings.Contains(out, "bogus-option") {
 		t.Fatalf("ddinit status does not show the failure:\n%s", out)
 	}
 
 	// Kubernetes on and off, through the generic service path.
-	if code, body := in.putSettings(`{"generation": 1, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": true}`); code != http.StatusOK {
+	if code, body := in.PutSettings(`{"generation": 1, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": true}`); code != http.StatusOK {
 		t.Fatalf("kubernetes on: %d %s", code, body)
 	}
-	within(t, 10*time.Second, "kubelet running", func() bool { return serviceStatus(in.status(), "kubelet").State == "running" })
-	if code, body := in.putSettings(`{"generation": 2, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": false}`); code != http.StatusOK {
+	within(t, 10*time.Second, "kubelet running", func() bool { return serviceStatus(in.Status(), "kubelet").State == "running" })
+	if code, body := in.PutSettings(`{"generation": 2, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": false}`); code != http.StatusOK {
 		t.Fatalf("kubernetes off: %d %s", code, body)
 	}
-	if st := serviceStatus(in.status(), "kubelet"); st.State != "disabled" || st.PID != 0 {
+	if st := serviceStatus(in.Status(), "kubelet"); st.State != "disabled" || st.PID != 0 {
 		t.Fatalf("kubelet after kubernetes off: %+v", st)
 	}
-	if code, _ := in.stop(); code != 0 {
+	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 
 	// After a reboot dockerd starts on the stored document at once.
-	again := start(t, options{dataDir: data, pack: pack, config: cfg})
-	again.waitPing(60 * time.Second)
-	st := again.status()
+	again := harness.Start(t, harness.Options{DataDir: data, Pack: pack, Config: cfg})
+	again.WaitPing(60 * time.Second)
+	st := again.Status()
 	if st.SettingsGeneration != 3 || serviceStatus(st, "dockerd").Restarts != 0 {
 		t.Fatalf("after a reboot: generation %d, dockerd restarted %d times", st.SettingsGeneration, serviceStatus(st, "dockerd").Restarts)
 	}
-	if info := again.docker("info", "--format", "{{.LoggingDriver}} {{json .Labels}}"); !strings.Contains(info, "settings-test=1") || !strings.Contains(info, "local") {
+	if info := again.Docker("info", "--format", "{{.LoggingDriver}} {{json .Labels}}"); !strings.Contains(info, "settings-test=1") || !strings.Contains(info, "local") {
 		t.Fatalf("dockerd's first start after a reboot: %s", info)
 	}
-	if code, _ := again.stop(); code != 0 {
+	if code, _ := again.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }

@@ -1,49 +1,27 @@
 package e2e
 
 import (
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ddinit/ddinit/control"
-	"github.com/ddinit/ddinit/timeline"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
-
-// bootTimeline waits until the boot's timeline ends with the first answer
-// through an exposed socket (ddinit run tells PID 1 of it a moment after
-// the answer) and holds dockerd's "API listen on" line, and returns it.
-// dockerd logs that line just before it serves, so the line's own time is
-// before the answer; but the line comes through the shim's pipe and can
-// reach PID 1 after ddinit run has told it of the answer, and the
-// timeline takes it late (it counts the line's own time).
-func (in *instance) bootTimeline() []timeline.Step {
-	in.t.Helper()
-	var st control.Status
-	waitUntil(in.t, 10*time.Second, "the boot's timeline to reach the first answer and dockerd's API line", func() bool {
-		_, body := in.get("GET", "/status")
-		st = control.Status{}
-		json.Unmarshal([]byte(body), &st)
-		return slices.ContainsFunc(st.Timeline, func(s timeline.Step) bool { return strings.HasPrefix(s.Event, "first answer") }) &&
-			slices.ContainsFunc(st.Timeline, func(s timeline.Step) bool { return s.Event == "dockerd: API listening (its log)" })
-	})
-	return st.Timeline
-}
 
 // A warm boot's timeline in /status and `ddinit status`: ddinit run's
 // start down to containerd's, dockerd's container, task and own log
 // lines, and the first answer through the exposed socket, in order, and
 // covering the time the client waited for that answer.
 func TestBootTimeline(t *testing.T) {
-	requireEnvironment(t)
-	data, _ := newDirs(t)
-	first := start(t, options{dataDir: data})
-	first.waitPing(60 * time.Second)
-	first.stop()
-	in := start(t, options{dataDir: data})
-	waited := in.waitPing(60 * time.Second)
-	steps := in.bootTimeline()
+	harness.RequireEnvironment(t)
+	data, _ := harness.NewDirs(t)
+	first := harness.Start(t, harness.Options{DataDir: data})
+	first.WaitPing(60 * time.Second)
+	first.Stop()
+	in := harness.Start(t, harness.Options{DataDir: data})
+	waited := in.WaitPing(60 * time.Second)
+	steps := in.BootTimeline()
 	var order []string
 	for _, s := range steps {
 		order = append(order, s.Event)
@@ -75,7 +53,7 @@ func TestBootTimeline(t *testing.T) {
 	if covered < 0.95 {
 		t.Fatalf("the timeline covers %.0f%% of the wait for the first answer; want at least 95%%", covered*100)
 	}
-	out, err := in.cli("status")
+	out, err := in.CLI("status")
 	if err != nil || !strings.Contains(out, "boot timeline") || !strings.Contains(out, "dockerd: API listening") {
 		t.Fatalf("ddinit status: %v\n%s", err, out)
 	}

@@ -1,4 +1,4 @@
-package e2e
+package bench
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
@@ -53,7 +54,7 @@ func startPlainForwarder(t *testing.T, dir, target string) (string, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitUntil(t, 10*time.Second, "the plain forwarder's socket", func() bool {
+	harness.WaitUntil(t, 10*time.Second, "the plain forwarder's socket", func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
 			c.Close()
@@ -166,20 +167,18 @@ func runBatch(t *testing.T, sock string, count, parallel int, tag string) time.D
 // event streams (and a plain byte forwarder's on the same hop), and
 // `docker run -d` ×200, eight at a time, in batches taken in ABBA turns.
 func TestBenchProxyUnderLoad(t *testing.T) {
-	if os.Getenv("DDINIT_BENCH") == "" {
-		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
-	}
-	requireEnvironment(t)
-	in := start(t, options{extra: asDeployed})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	direct := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.pid1())
+	requireBench(t)
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{Extra: asDeployed})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	direct := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.Pid1())
 	plain, plainPID := startPlainForwarder(t, t.TempDir(), direct)
-	sockets := map[string]string{"proxy": in.sock, "direct": direct, "plain": plain}
+	sockets := map[string]string{"proxy": in.Sock, "direct": direct, "plain": plain}
 	// The processes whose CPU each side costs besides the client's: the
 	// engine's, and the hop's (ddinit run is the proxy's process).
-	dockerd := findComm(in.pidNS(), "dockerd")[0]
-	hop := map[string]int{"proxy": in.cmd.Process.Pid, "plain": plainPID}
+	dockerd := harness.FindComm(in.PidNS(), "dockerd")[0]
+	hop := map[string]int{"proxy": in.Pid(), "plain": plainPID}
 
 	// The plain forwarder, in a process of its own as ddinit run is, makes
 	// the same hop and only passes bytes: what the hop alone costs. Each
@@ -190,19 +189,19 @@ func TestBenchProxyUnderLoad(t *testing.T) {
 	used := map[string]cpu{}
 	for range rounds {
 		for _, name := range []string{"direct", "proxy", "plain"} {
-			client0, engine0 := cpuTicks(t, os.Getpid()), cpuTicks(t, dockerd)
+			client0, engine0 := harness.CPUTicks(t, os.Getpid()), harness.CPUTicks(t, dockerd)
 			var user0, sys0 int
 			if pid := hop[name]; pid != 0 {
-				user0, sys0 = cpuSplit(t, pid)
+				user0, sys0 = harness.CPUSplit(t, pid)
 			}
 			if r := pingLoad(t, sockets[name], conns, each, 100); r > best[name] {
 				best[name] = r
 			}
 			u := used[name]
-			u.client += cpuTicks(t, os.Getpid()) - client0
-			u.engine += cpuTicks(t, dockerd) - engine0
+			u.client += harness.CPUTicks(t, os.Getpid()) - client0
+			u.engine += harness.CPUTicks(t, dockerd) - engine0
 			if pid := hop[name]; pid != 0 {
-				user, sys := cpuSplit(t, pid)
+				user, sys := harness.CPUSplit(t, pid)
 				u.hopUser += user - user0
 				u.hopSys += sys - sys0
 			}

@@ -1,8 +1,7 @@
-package e2e
+package bench
 
 import (
 	"fmt"
-	"github.com/ddinit/ddinit/iso9660"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/e2e/harness"
+	"github.com/ddinit/ddinit/iso9660"
+
 	"github.com/ddinit/ddinit/pid1"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/timeline"
@@ -23,12 +25,10 @@ import (
 
 // TestBenchBoot is `make bench` for the boot chain. Every figure is printed
 // next to a baseline measured in the same run; nothing is asserted about
-// time. It runs only when DDINIT_BENCH is set.
+// time. It runs only when DDINIT_BENCH=1.
 func TestBenchBoot(t *testing.T) {
-	if os.Getenv("DDINIT_BENCH") == "" {
-		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
-	}
-	requireEnvironment(t)
+	requireBench(t)
+	harness.RequireEnvironment(t)
 	runs := 5
 	if v := os.Getenv("DDINIT_BENCH_RUNS"); v != "" {
 		fmt.Sscan(v, &runs)
@@ -38,16 +38,16 @@ func TestBenchBoot(t *testing.T) {
 	// copied and extracted.
 	var cold []time.Duration
 	for range max(runs/2, 2) {
-		in := start(t, options{extra: asDeployed})
-		cold = append(cold, in.waitPing(60*time.Second))
-		in.stop()
+		in := harness.Start(t, harness.Options{Extra: asDeployed})
+		cold = append(cold, in.WaitPing(60*time.Second))
+		in.Stop()
 	}
 
 	// Warm: one data store, booted again and again.
-	data, _ := newDirs(t)
-	first := start(t, options{dataDir: data, extra: asDeployed})
-	first.waitPing(60 * time.Second)
-	first.stop()
+	data, _ := harness.NewDirs(t)
+	first := harness.Start(t, harness.Options{DataDir: data, Extra: asDeployed})
+	first.WaitPing(60 * time.Second)
+	first.Stop()
 	var warm, bare, shutdown []time.Duration
 	var mem []processMemory
 	var ours, theirs []map[string]float64 // each round's events, ms since its start
@@ -63,13 +63,13 @@ func TestBenchBoot(t *testing.T) {
 	base, pack := bareRoot(t)
 	bootBare(t, bareDir, base, pack)
 	for i := range runs {
-		in := start(t, options{dataDir: data, extra: asDeployed})
-		warm = append(warm, in.waitPing(60*time.Second))
-		ours = append(ours, eventTimes(in.bootTimeline()))
+		in := harness.Start(t, harness.Options{DataDir: data, Extra: asDeployed})
+		warm = append(warm, in.WaitPing(60*time.Second))
+		ours = append(ours, eventTimes(in.BootTimeline()))
 		if i == 0 {
 			mem = idleMemory(t, in)
 		}
-		_, took := in.stop()
+		_, took := in.Stop()
 		shutdown = append(shutdown, took)
 		d, marks := bootBare(t, bareDir, base, pack)
 		bare = append(bare, d)
@@ -92,69 +92,6 @@ func TestBenchBoot(t *testing.T) {
 		float64(own.uss)/1024, float64(own.pss)/1024, float64(own.uss)/float64(max(mem[2].uss, 1)))
 	t.Logf("BENCH clean shutdown (SIGTERM to exit, dockerd and containerd stopped, data synced): %v, %.2fx the warm boot",
 		median(shutdown).Round(time.Millisecond), float64(median(shutdown))/float64(w))
-}
-
-// eventTimes is a timeline as event → ms since its first event.
-func eventTimes(steps []timeline.Step) map[string]float64 {
-	m := map[string]float64{}
-	for _, s := range steps {
-		m[s.Event] = s.AtMs
-	}
-	return m
-}
-
-// ratioSpread is the lowest and highest of the rounds' ratios.
-func ratioSpread(a, b []time.Duration) string {
-	var r []float64
-	for i := range a {
-		r = append(r, float64(a[i])/float64(b[i]))
-	}
-	slices.Sort(r)
-	return fmt.Sprintf("%.2f–%.2f", r[0], r[len(r)-1])
-}
-
-// medianMs is the median of an event's time over the rounds that saw it.
-func medianMs(rounds []map[string]float64, event string) (float64, bool) {
-	var v []float64
-	for _, r := range rounds {
-		if ms, ok := r[event]; ok {
-			v = append(v, ms)
-		}
-	}
-	if len(v) == 0 {
-		return 0, false
-	}
-	slices.Sort(v)
-	return v[len(v)/2], true
-}
-
-// printSideBySide prints two sets of timelines as one table: each
-// event's median time in the first, in the order of the first, and in the
-// second where it has the event.
-func printSideBySide(t *testing.T, title, first, second string, ours, theirs []map[string]float64) {
-	var events []string
-	for _, r := range ours {
-		for e := range r {
-			if !slices.Contains(events, e) {
-				events = append(events, e)
-			}
-		}
-	}
-	slices.SortFunc(events, func(a, b string) int {
-		x, _ := medianMs(ours, a)
-		y, _ := medianMs(ours, b)
-		return cmpFloat(x, y)
-	})
-	t.Logf("BENCH %s:", title)
-	t.Logf("BENCH   %9s %9s  %s", first, second, "event")
-	for _, e := range events {
-		o, _ := medianMs(ours, e)
-		b := "—"
-		if v, ok := medianMs(theirs, e); ok {
-			b = fmt.Sprintf("%.1f", v)
-		}
-		t.Logf("BENCH   %9.1f %9s  %s", o, b, e)
-	}
 }
 
 // printTimelines prints ddinit's warm boot timeline (the median of each
@@ -184,26 +121,12 @@ func printTimelines(t *testing.T, ours, theirs []map[string]float64) {
 	t.Logf("BENCH ddinit's own steps: PID 1 start -> containerd exec %.1f ms; containerd answering -> dockerd's task started %.1f ms; dockerd's API listen -> first answer through the exposed socket %.1f ms; total %.1f ms (target <= 100)", a, b, c, a+b+c)
 }
 
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// asDeployed measures ddinit as it runs on a machine: the tests log at
-// debug level, the distro's config at info.
-var asDeployed = []string{"--log-level", "info"}
-
 // bareRoot is the root the bare baseline runs in: build/docker.iso's
 // tree over build/docker-desktop.iso's (what ddinit's overlay shows), so
 // that it starts the version pack's containerd and dockerd, not PATH's.
 func bareRoot(t *testing.T) (base, pack string) {
 	dir := t.TempDir()
-	for _, im := range []struct{ iso, tree string }{{baseISO, "base"}, {packISO, "pack"}} {
+	for _, im := range []struct{ iso, tree string }{{harness.BaseISO, "base"}, {harness.PackISO, "pack"}} {
 		img, err := iso9660.OpenFile(im.iso)
 		if err != nil {
 			t.Fatal(err)
@@ -306,7 +229,7 @@ exec chroot %[4]s dockerd --containerd=/var/lib/containerd.sock --host=unix:///v
 		}
 	}()
 	for time.Since(begin) < 60*time.Second {
-		if ping(sock) == nil {
+		if harness.Ping(sock) == nil {
 			took := time.Since(begin)
 			marks.Mark(firstAnswer)
 			return took, marks.Marks()
@@ -315,7 +238,7 @@ exec chroot %[4]s dockerd --containerd=/var/lib/containerd.sock --host=unix:///v
 	}
 	logMu.Lock()
 	defer logMu.Unlock()
-	t.Fatalf("the bare dockerd did not answer:\n%s", tail(logged.String(), 20))
+	t.Fatalf("the bare dockerd did not answer:\n%s", harness.Tail(logged.String(), 20))
 	return 0, nil
 }
 
@@ -345,31 +268,31 @@ type processMemory struct {
 // ddinit's two processes, containerd and dockerd once the boot has
 // settled, containers have run and the frontend has polled health, as it
 // idles for hours.
-func idleMemory(t *testing.T, in *instance) []processMemory {
+func idleMemory(t *testing.T, in *harness.Instance) []processMemory {
 	time.Sleep(2 * time.Second) // the boot settles
-	in.importBusybox()
+	in.ImportBusybox()
 	for i := range 3 {
-		in.docker("run", "--rm", "busybox:local", "echo", strconv.Itoa(i))
+		in.Docker("run", "--rm", "busybox:local", "echo", strconv.Itoa(i))
 	}
 	for range 20 {
-		in.get(http.MethodGet, "/ping")
-		in.get(http.MethodGet, "/status")
-		ping(in.sock)
+		in.Get(http.MethodGet, "/ping")
+		in.Get(http.MethodGet, "/status")
+		harness.Ping(in.Sock)
 		time.Sleep(25 * time.Millisecond)
 	}
 	// Then idle as the frontend keeps it, polling health every second,
 	// past ddinit's next look at its free heap.
 	for range 12 {
-		in.get(http.MethodGet, "/ping")
+		in.Get(http.MethodGet, "/ping")
 		time.Sleep(time.Second)
 	}
-	ns := in.pidNS()
+	ns := in.PidNS()
 	pids := []struct {
 		name string
 		pid  int
-	}{{"ddinit run", in.cmd.Process.Pid}, {"PID 1", in.pid1()}}
+	}{{"ddinit run", in.Pid()}, {"PID 1", in.Pid1()}}
 	for _, comm := range []string{"containerd", "dockerd"} {
-		if p := findComm(ns, comm); len(p) == 1 {
+		if p := harness.FindComm(ns, comm); len(p) == 1 {
 			pids = append(pids, struct {
 				name string
 				pid  int
@@ -381,25 +304,4 @@ func idleMemory(t *testing.T, in *instance) []processMemory {
 		out = append(out, processMemory{name: p.name, uss: memKB(p.pid, "Private_Clean:") + memKB(p.pid, "Private_Dirty:"), pss: memKB(p.pid, "Pss:")})
 	}
 	return out
-}
-
-// memKB reads one field (Rss:, Pss:) of a process's smaps_rollup.
-func memKB(pid int, field string) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			n, _ := strconv.Atoi(strings.Fields(v)[0])
-			return n
-		}
-	}
-	return 0
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

@@ -1,8 +1,7 @@
-package e2e
+package bench
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/control"
-	"github.com/ddinit/ddinit/timeline"
+	"github.com/ddinit/ddinit/e2e/harness"
 )
 
 // TestBenchWake is `make bench` for the engine on demand, in one run on
@@ -20,51 +19,49 @@ import (
 // that wake; and the private memory of every process left while the
 // engine is stopped.
 func TestBenchWake(t *testing.T) {
-	if os.Getenv("DDINIT_BENCH") == "" {
-		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
-	}
-	requireEnvironment(t)
-	data, _ := newDirs(t)
-	first := start(t, options{dataDir: data, extra: asDeployed})
-	first.waitPing(60 * time.Second)
-	first.importBusybox()
-	first.stop()
+	requireBench(t)
+	harness.RequireEnvironment(t)
+	data, _ := harness.NewDirs(t)
+	first := harness.Start(t, harness.Options{DataDir: data, Extra: asDeployed})
+	first.WaitPing(60 * time.Second)
+	first.ImportBusybox()
+	first.Stop()
 
 	var warm, wake, thaw, dockerdReady []time.Duration
 	var boots, wakes []map[string]float64 // each round's timelines: event → ms
 	var stoppedUSS []float64
 	for range 3 {
-		in := start(t, options{dataDir: data, extra: append([]string{"--idle-pause", "1s", "--idle-stop", "4s"}, asDeployed...)})
-		warm = append(warm, in.waitPing(60*time.Second))
-		boots = append(boots, sinceEvent(in.bootTimeline(), "containerd started"))
-		ns := in.pidNS()
-		waitUntil(t, 30*time.Second, "the engine to pause", func() bool {
-			_, body := in.get("GET", "/ping")
+		in := harness.Start(t, harness.Options{DataDir: data, Extra: append([]string{"--idle-pause", "1s", "--idle-stop", "4s"}, asDeployed...)})
+		warm = append(warm, in.WaitPing(60*time.Second))
+		boots = append(boots, sinceEvent(in.BootTimeline(), "containerd started"))
+		ns := in.PidNS()
+		harness.WaitUntil(t, 30*time.Second, "the engine to pause", func() bool {
+			_, body := in.Get("GET", "/ping")
 			return strings.Contains(body, "paused (idle)")
 		})
 		begin := time.Now()
-		if err := ping(in.sock); err != nil {
+		if err := harness.Ping(in.Sock); err != nil {
 			t.Fatalf("_ping through a paused engine: %v", err)
 		}
 		thaw = append(thaw, time.Since(begin))
-		in.waitIdle(ns, 30*time.Second)
+		in.WaitIdle(ns, 30*time.Second)
 		time.Sleep(2 * time.Second) // the stop settles
 		kb := 0
-		for _, p := range inNS(ns) {
-			kb += memKB(p.pid, "Private_Clean:") + memKB(p.pid, "Private_Dirty:")
+		for _, p := range harness.InNS(ns) {
+			kb += memKB(p.Pid, "Private_Clean:") + memKB(p.Pid, "Private_Dirty:")
 		}
-		kb += memKB(in.cmd.Process.Pid, "Private_Clean:") + memKB(in.cmd.Process.Pid, "Private_Dirty:")
+		kb += memKB(in.Pid(), "Private_Clean:") + memKB(in.Pid(), "Private_Dirty:")
 		stoppedUSS = append(stoppedUSS, float64(kb)/1024)
 		begin = time.Now()
-		for ping(in.sock) != nil {
+		for harness.Ping(in.Sock) != nil {
 			if time.Since(begin) > 60*time.Second {
 				t.Fatal("no answer through the exposed socket after the idle stop")
 			}
 		}
 		wake = append(wake, time.Since(begin))
-		waitUntil(t, 10*time.Second, "the wake's timeline", func() bool {
+		harness.WaitUntil(t, 10*time.Second, "the wake's timeline", func() bool {
 			var st control.Status
-			_, body := in.get("GET", "/status")
+			_, body := in.Get("GET", "/status")
 			json.Unmarshal([]byte(body), &st)
 			if len(st.WakeTimeline) == 0 || !strings.HasPrefix(st.WakeTimeline[len(st.WakeTimeline)-1].Event, "engine woken") {
 				return false
@@ -73,15 +70,15 @@ func TestBenchWake(t *testing.T) {
 			return true
 		})
 		var ready time.Duration
-		for _, e := range in.logEntries() {
+		for _, e := range in.LogEntries() {
 			if e["msg"] == "service is ready" && e["service"] == "dockerd" {
 				ms, _ := e["ms"].(float64)
 				ready = time.Duration(ms * float64(time.Millisecond)) // the last: the wake's
 			}
 		}
 		dockerdReady = append(dockerdReady, ready)
-		in.cmd.Process.Signal(syscall.SIGTERM)
-		in.exited(90 * time.Second)
+		in.Signal(syscall.SIGTERM)
+		in.Exited(90 * time.Second)
 	}
 	w, b, d := median(wake), median(warm), median(dockerdReady)
 	t.Logf("BENCH engine on demand, wake (stopped -> first _ping answered through the exposed socket): %v; warm boot %v, ratio %.2f (target <= 0.9); dockerd's own start-to-ready in the wake %v, difference %+v (target <= +50ms)",
@@ -91,14 +88,4 @@ func TestBenchWake(t *testing.T) {
 	printSideBySide(t, "the wake's timeline beside the warm boot's, median ms since containerd started", "wake", "boot", wakes, boots)
 	slices.Sort(stoppedUSS)
 	t.Logf("BENCH engine on demand, private memory (USS) of every process left while stopped: %.1f MB (median of %d; target <= 15 MB)", stoppedUSS[len(stoppedUSS)/2], len(stoppedUSS))
-}
-
-// sinceEvent is a timeline as event → ms since one of its events.
-func sinceEvent(steps []timeline.Step, from string) map[string]float64 {
-	m := eventTimes(steps)
-	zero := m[from]
-	for e := range m {
-		m[e] -= zero
-	}
-	return m
 }

@@ -1,4 +1,4 @@
-package transport
+package bench
 
 import (
 	"bufio"
@@ -14,16 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
 
 // TestBenchForwarder is `make bench` for the forwarder: the same hop made
 // by ddinit's forwarder and by socat, measured in one run. It runs only
-// when DDINIT_BENCH is set.
+// when DDINIT_BENCH=1.
 func TestBenchForwarder(t *testing.T) {
-	if os.Getenv("DDINIT_BENCH") == "" {
-		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
-	}
+	requireBench(t)
 	if _, err := exec.LookPath("socat"); err != nil {
 		t.Fatal("socat is missing (make deps installs it)")
 	}
@@ -58,12 +57,12 @@ func TestBenchForwarder(t *testing.T) {
 		front := filepath.Join(dir, name+"-"+filepath.Base(target))
 		switch name {
 		case "ddinit":
-			a, _ := Parse("unix://" + front)
-			l, err := Listen(a)
+			a, _ := transport.Parse("unix://" + front)
+			l, err := transport.Listen(a)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := &Forwarder{Listener: l, Log: logrus.New(), Dial: func(ctx context.Context) (net.Conn, error) {
+			f := &transport.Forwarder{Listener: l, Log: logrus.New(), Dial: func(ctx context.Context) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", target)
 			}}

@@ -1,4 +1,4 @@
-package e2e
+package bench
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
@@ -26,19 +27,17 @@ import (
 // on the same hop (a unix socket to dockerd's, through /proc/PID/root),
 // measured in the same run, as ratios.
 func TestBenchProxy(t *testing.T) {
-	if os.Getenv("DDINIT_BENCH") == "" {
-		t.Skip("set DDINIT_BENCH=1 (make bench) to run the benchmarks")
-	}
-	requireEnvironment(t)
-	in := start(t, options{extra: asDeployed})
-	in.waitPing(60 * time.Second)
-	in.importBusybox()
-	plain := filepath.Join(in.runDir, "plain.sock")
+	requireBench(t)
+	harness.RequireEnvironment(t)
+	in := harness.Start(t, harness.Options{Extra: asDeployed})
+	in.WaitPing(60 * time.Second)
+	in.ImportBusybox()
+	plain := filepath.Join(in.RunDir, "plain.sock")
 	l, err := net.Listen("unix", plain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.pid1())
+	target := fmt.Sprintf("/proc/%d/root/run/docker.sock", in.Pid1())
 	quiet := logrus.New()
 	quiet.Out = io.Discard
 	f := &transport.Forwarder{Listener: l, Log: quiet, Dial: func(ctx context.Context) (net.Conn, error) {
@@ -49,7 +48,7 @@ func TestBenchProxy(t *testing.T) {
 	defer l.Close()
 	// The same proxy ddinit puts on the exposed sockets, in this process
 	// like the plain forwarder, so that the two differ only in what they do.
-	proxied := filepath.Join(in.runDir, "proxied.sock")
+	proxied := filepath.Join(in.RunDir, "proxied.sock")
 	pl, err := net.Listen("unix", proxied)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +56,7 @@ func TestBenchProxy(t *testing.T) {
 	defer pl.Close()
 	p := &dockerproxy.Proxy{Dial: f.Dial, Translate: dockerproxy.WindowsPaths{Inside: "/run/desktop/mnt/host"}.Translate, Log: quiet}
 	go p.Serve(pl)
-	sockets := map[string]string{"proxy": proxied, "plain": plain, "ddinit's": in.sock}
+	sockets := map[string]string{"proxy": proxied, "plain": plain, "ddinit's": in.Sock}
 
 	// _ping latency on one keep-alive connection.
 	latency := map[string]time.Duration{}
@@ -91,7 +90,7 @@ func TestBenchProxy(t *testing.T) {
 	if out, err := exec.Command("dd", "if=/dev/urandom", "of="+src, "bs=1M", "count=1024", "status=none").CombinedOutput(); err != nil {
 		t.Fatalf("dd: %v %s", err, out)
 	}
-	in.docker("run", "-d", "--name", "cpbench", "busybox:local", "sleep", "3600")
+	in.Docker("run", "-d", "--name", "cpbench", "busybox:local", "sleep", "3600")
 	copyTime := map[string]time.Duration{}
 	for _, name := range []string{"proxy", "plain", "proxy", "plain"} {
 		start := time.Now()
@@ -139,7 +138,7 @@ func TestBenchProxy(t *testing.T) {
 			create[name] = m
 		}
 	}
-	in.docker("rm", "-f", "cpbench")
+	in.Docker("rm", "-f", "cpbench")
 	t.Logf("BENCH docker API proxy, _ping latency on one connection: proxy median %v, plain forwarder %v, ratio %.2f (target <= 1.2); through ddinit's exposed socket %v",
 		latency["proxy"], latency["plain"], float64(latency["proxy"])/float64(latency["plain"]), latency["ddinit's"])
 	gb := func(d time.Duration) float64 { return 1 / d.Seconds() }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the default version pack's engine from pinned module versions
+# (packs/versions.env): dockerd and docker-proxy (github.com/docker/docker),
+# containerd and its runc v2 shim (github.com/containerd/containerd/v2),
+# static (CGO_ENABLED=0), -trimpath, with their real version strings; each
+# module's binaries in one go build. The binaries are cached outside the
+# checkout, by version and Go version ($DDINIT_CACHE, default
+# ~/.cache/ddinit): a second run with nothing changed rebuilds nothing.
+# It prints the directory holding the binaries.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../packs/versions.env
+. "$here/packs/versions.env"
+go=${GO:-go}
+goversion=$($go env GOVERSION)
+cache=${DDINIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ddinit}
+dest=$cache/engine/docker-$DOCKER_VERSION-containerd-$CONTAINERD_VERSION-$goversion
+bins=(dockerd docker-proxy containerd containerd-shim-runc-v2)
+done_all=1
+for b in "${bins[@]}"; do [ -x "$dest/$b" ] || done_all=0; done
+if [ $done_all = 1 ]; then
+	echo "$dest"
+	exit 0
+fi
+mkdir -p "$cache/engine"
+work=$(mktemp -d "$cache/engine/.build.XXXXXX")
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+
+# dockerd and docker-proxy: docker's module is built with its own
+# vendor.mod as go.mod (its tagged go.mod is the legacy one).
+# field JSON NAME: a string field of go mod download -json's answer.
+field() { sed -n "s/^[[:space:]]*\"$2\": \"\(.*\)\",\{0,1\}$/\1/p" <<<"$1" | head -1; }
+info=$($go mod download -json "$DOCKER_MODULE@$DOCKER_MODULE_VERSION")
+src=$(field "$info" Dir)
+# The commit the tag names, as the module proxy says it (docker version
+# shows it).
+commit=$(field "$info" Hash)
+commit=${commit:0:7}
+[ -d "$src" ] || { echo "build-engine: $DOCKER_MODULE@$DOCKER_MODULE_VERSION did not download" >&2; exit 1; }
+cp -r "$src" "$work/docker"
+chmod -R u+w "$work/docker"
+cp "$work/docker/vendor.mod" "$work/docker/go.mod"
+cp "$work/docker/vendor.sum" "$work/docker/go.sum"
+rm -rf "$work/docker/vendor"
+echo "build-engine: dockerd $DOCKER_VERSION" >&2
+(cd "$work/docker" && $go build -trimpath -o "$work/out/" \
+	-ldflags "-s -w -X github.com/docker/docker/dockerversion.Version=$DOCKER_VERSION -X github.com/docker/docker/dockerversion.GitCommit=${commit:-$DOCKER_MODULE_VERSION}" \
+	./cmd/dockerd ./cmd/docker-proxy)
+
+# containerd and its shim, in one go install of the module at its version.
+echo "build-engine: containerd $CONTAINERD_VERSION" >&2
+revision=$(field "$($go mod download -json "$CONTAINERD_MODULE@$CONTAINERD_MODULE_VERSION")" Hash)
+GOBIN="$work/out" $go install -trimpath \
+	-ldflags "-s -w -X $CONTAINERD_MODULE/version.Version=v$CONTAINERD_VERSION -X $CONTAINERD_MODULE/version.Revision=${revision:-$CONTAINERD_MODULE_VERSION}" \
+	"$CONTAINERD_MODULE/cmd/containerd@$CONTAINERD_MODULE_VERSION" \
+	"$CONTAINERD_MODULE/cmd/containerd-shim-runc-v2@$CONTAINERD_MODULE_VERSION"
+
+for b in "${bins[@]}"; do [ -x "$work/out/$b" ] || { echo "build-engine: $b was not built" >&2; exit 1; }; done
+rm -rf "$dest"
+mv "$work/out" "$dest"
+echo "$dest"
