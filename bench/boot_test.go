@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -164,7 +165,8 @@ func bootBare(t *testing.T, dir, base, pack string) (time.Duration, []timeline.M
 	os.MkdirAll(filepath.Join(dir, "upper"), 0o755)
 	// The same containerd configuration ddinit writes, and the daemon.json
 	// dockerd gets from ddinit (the pack's, with live-restore on).
-	os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock")), 0o644)
+	conf := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", packContainerdMajor(t, pack))
+	os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features": {"buildkit": true}, "live-restore": true}`), 0o644)
 	script := fmt.Sprintf(`set -e
 mount --make-rprivate /
@@ -304,4 +306,25 @@ func idleMemory(t *testing.T, in *harness.Instance) []processMemory {
 		out = append(out, processMemory{name: p.name, uss: memKB(p.pid, "Private_Clean:") + memKB(p.pid, "Private_Dirty:"), pss: memKB(p.pid, "Pss:")})
 	}
 	return out
+}
+
+// packContainerdMajor is the major version of the containerd in the pack
+// extracted at dir, as its manifest names it.
+func packContainerdMajor(t *testing.T, dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "version-pack.json"))
+	if err != nil {
+		t.Fatalf("the pack's manifest: %v", err)
+	}
+	var m struct {
+		Components []struct{ Name, Version string }
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("the pack's manifest: %v", err)
+	}
+	for _, c := range m.Components {
+		if c.Name == "containerd" {
+			return services.ContainerdMajor(c.Version)
+		}
+	}
+	return 1
 }

@@ -246,6 +246,7 @@ func (in *pid1) newSupervisor() (*services.Supervisor, error) {
 	return services.New(services.Config{
 		Namespace:        servicesNamespace,
 		ContainerdBinary: containerdBinary,
+		ContainerdMajor:  services.ContainerdMajor(in.componentVersion("containerd")),
 		RunDir:           innerRunDir,
 		HostRoot:         hostRoot,
 		ContainerdRoot:   "/var/lib/containerd",
@@ -300,4 +301,17 @@ func (in *pid1) unmountDistro() error {
 	}
 	in.mu.Unlock()
 	return mounts.Unmount(binds, "/")
+}
+
+// componentVersion is the version of the version pack's component name,
+// as its manifest says ("" when it names none).
+func (in *pid1) componentVersion(name string) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, c := range in.components {
+		if c.Name == name {
+			return c.Version
+		}
+	}
+	return ""
 }

@@ -74,19 +74,13 @@ func (c backend) UsePack(req control.UsePack) (control.PackState, error) {
 // root is assembled).
 func (in *pid1) runningPack() *control.PackRef {
 	in.mu.Lock()
-	root, comps := in.root, in.components
+	root := in.root
 	in.mu.Unlock()
 	if root == nil || len(root.Layers) < 2 {
 		return nil
 	}
 	l := root.Layers[len(root.Layers)-1]
-	ref := &control.PackRef{Path: l.Source, Digest: l.Digest}
-	for _, c := range comps {
-		if c.Name == "dockerd" {
-			ref.Engine = c.Version
-		}
-	}
-	return ref
+	return &control.PackRef{Path: l.Source, Digest: l.Digest, Engine: in.componentVersion("dockerd")}
 }
 
 // packStatus (PID 1) is /status's packs: the running one and the choice.

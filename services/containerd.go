@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,31 +20,72 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ContainerdConfig is the config.toml ddinit runs containerd with. Off,
-// because nothing here uses them and each costs every start time: CRI;
-// the snapshotters but overlayfs and native (dockerd keeps its own layers;
-// aufs alone runs modprobe at each start); the restart monitor (ddinit
-// restarts what needs it). The v1 runtime stays: containerd 1.6's tasks
-// service will not load without it.
-func ContainerdConfig(root, state, address string) string {
-	return fmt.Sprintf(`version = 2
+// ContainerdConfig is the config.toml ddinit runs containerd with, in the
+// format of containerd of major version major (1: containerd 1.x's
+// version 2; 2: containerd 2.x's version 3, which 2.x reads without
+// migrating it at each start). Off, because nothing here uses them and
+// each costs every start time: CRI (and, on 2.x, its image and runtime
+// plugins, the pod sandbox controller and NRI); the snapshotters but
+// overlayfs and native (dockerd keeps its own layers; aufs alone runs
+// modprobe at each start); the restart monitor (ddinit restarts what
+// needs it); tracing. The v1 runtime stays: containerd 1.6's tasks service
+// will not load without it.
+func ContainerdConfig(root, state, address string, major int) string {
+	disabled := []string{
+		"io.containerd.grpc.v1.cri",
+		"io.containerd.snapshotter.v1.aufs",
+		"io.containerd.snapshotter.v1.btrfs",
+		"io.containerd.snapshotter.v1.devmapper",
+		"io.containerd.snapshotter.v1.zfs",
+		"io.containerd.internal.v1.restart",
+	}
+	version := 2
+	if major >= 2 {
+		version = 3
+		disabled = []string{
+			"io.containerd.cri.v1.images",
+			"io.containerd.cri.v1.runtime",
+			"io.containerd.grpc.v1.cri",
+			"io.containerd.podsandbox.controller.v1.podsandbox",
+			"io.containerd.nri.v1.nri",
+			"io.containerd.snapshotter.v1.blockfile",
+			"io.containerd.snapshotter.v1.erofs",
+			"io.containerd.monitor.container.v1.restart",
+			"io.containerd.tracing.processor.v1.otlp",
+			"io.containerd.internal.v1.tracing",
+		}
+	}
+	var list strings.Builder
+	for _, d := range disabled {
+		fmt.Fprintf(&list, "  %q,\n", d)
+	}
+	return fmt.Sprintf(`version = %d
 root = %q
 state = %q
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.internal.v1.restart",
-]
+%s]
 
 [grpc]
   address = %q
 
 [ttrpc]
   address = %q
-`, root, state, address, address+".ttrpc")
+`, version, root, state, list.String(), address, address+".ttrpc")
+}
+
+// ContainerdMajor is the major version of containerd a version string
+// names ("2.4.2", "v2.4.2", Debian's "1.6.20~ds1-1+b1"), 1 when it names
+// none: the format 1.x and 2.x both read.
+func ContainerdMajor(version string) int {
+	v := strings.TrimPrefix(version, "v")
+	if i := strings.IndexByte(v, ':'); i >= 0 {
+		v = v[i+1:] // a Debian epoch
+	}
+	major, _, _ := strings.Cut(v, ".")
+	if n, err := strconv.Atoi(major); err == nil && n > 0 {
+		return n
+	}
+	return 1
 }
 
 func (s *Supervisor) writeContainerdConfig() (string, error) {
@@ -51,7 +94,7 @@ func (s *Supervisor) writeContainerdConfig() (string, error) {
 			return "", fmt.Errorf("containerd: %w", err)
 		}
 	}
-	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address)
+	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdMajor)
 	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", fmt.Errorf("containerd config: %w", err)
