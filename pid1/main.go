@@ -102,7 +102,11 @@ func (in *pid1) live() int {
 			}
 		}
 	})
-	defer signal.Stop(sigs)
+	// To the end of the process, not just of this function: a PID 1 has
+	// no default action for SIGTERM (the kernel drops it), so Go's runtime,
+	// finding no handler, would exit with status 2 when ddinit run tells
+	// the stop again while PID 1 is still on its way out.
+	defer signal.Ignore(unix.SIGTERM, unix.SIGINT)
 	code := 0
 	// The control API answers from the first moment, so the frontend can
 	// watch the boot: /ping says 503 and why until the services are ready.
