@@ -25,8 +25,8 @@ var dockerBridge = regexp.MustCompile(`^(docker0|br-[0-9a-f]{12})$`)
 
 // ClearEngine leaves the engine's network namespace as a boot gives it to
 // dockerd, but for what is not dockerd's own: it removes the bridges
-// dockerd made and its chains and rules (DOCKER, DOCKER-ISOLATION-…, the
-// jumps to them, the rules naming its bridges), and keeps everything else
+// dockerd made and its chains and rules (DOCKER and every DOCKER-…, the
+// jumps to them, the rules naming its bridges: 28's raw-table drops too), and keeps everything else
 // — DOCKER-USER, the chain Docker leaves to its users, and its rules
 // among it. It is for a dockerd stopped with no container running: dockerd
 // makes all of it again from its own store when it starts, and a start on
@@ -63,8 +63,14 @@ func ClearEngine(start Starter) error {
 	return errors.Join(errs...)
 }
 
-// dockerChain is a chain dockerd makes and fills (not DOCKER-USER).
-var dockerChain = regexp.MustCompile(`^DOCKER(-ISOLATION(-STAGE-[12])?)?$`)
+// dockerChain is a chain dockerd makes and fills: DOCKER, and every
+// DOCKER-… but DOCKER-USER (20.10's ISOLATION stages; 28's FORWARD,
+// BRIDGE, CT and INTERNAL among them: Docker keeps the prefix for its
+// own).
+var dockerChain = regexp.MustCompile(`^DOCKER(-[A-Z0-9-]+)?$`)
+
+// isDockerChain reports a chain of dockerd's own (not DOCKER-USER).
+func isDockerChain(name string) bool { return name != "DOCKER-USER" && dockerChain.MatchString(name) }
 
 // WithoutDockerRules is an iptables-save dump without dockerd's chains and
 // rules: the chains dockerChain names, every rule in them or jumping to
@@ -75,7 +81,7 @@ func WithoutDockerRules(saved string) string {
 	for _, line := range strings.Split(saved, "\n") {
 		fields := strings.Fields(line)
 		switch {
-		case strings.HasPrefix(line, ":") && len(fields) > 0 && dockerChain.MatchString(strings.TrimPrefix(fields[0], ":")):
+		case strings.HasPrefix(line, ":") && len(fields) > 0 && isDockerChain(strings.TrimPrefix(fields[0], ":")):
 			continue
 		case strings.HasPrefix(line, "-A ") && dockersRule(fields):
 			continue
@@ -86,13 +92,13 @@ func WithoutDockerRules(saved string) string {
 }
 
 func dockersRule(fields []string) bool {
-	if len(fields) > 1 && dockerChain.MatchString(fields[1]) {
+	if len(fields) > 1 && isDockerChain(fields[1]) {
 		return true
 	}
 	for i := 2; i+1 < len(fields); i++ {
 		switch fields[i] {
 		case "-j", "-g":
-			if dockerChain.MatchString(fields[i+1]) {
+			if isDockerChain(fields[i+1]) {
 				return true
 			}
 		case "-i", "-o":

@@ -1,6 +1,8 @@
 package network
 
 import (
+	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -67,5 +69,30 @@ COMMIT
 	}
 	if strings.Contains(WithoutDockerRules(""), "DOCKER") {
 		t.Fatal("empty dump")
+	}
+}
+
+// dockerd 28's own dump (docker.iso, a user network, two published ports):
+// its chains (DOCKER-FORWARD, -BRIDGE, -CT among them), the raw table's
+// drops per endpoint and the NAT all go; the tables and DOCKER-USER stay.
+func TestWithoutDockerRulesOfDockerd28(t *testing.T) {
+	saved, err := os.ReadFile("testdata/dockerd-28.iptables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := WithoutDockerRules(string(saved))
+	var kept []string
+	for _, line := range strings.Split(got, "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			kept = append(kept, line)
+		}
+	}
+	want := []string{
+		"*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", "COMMIT",
+		"*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":DOCKER-USER - [0:0]", "-A FORWARD -j DOCKER-USER", "COMMIT",
+		"*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]", "COMMIT",
+	}
+	if !slices.Equal(kept, want) {
+		t.Fatalf("kept:\n%s\nwant:\n%s", strings.Join(kept, "\n"), strings.Join(want, "\n"))
 	}
 }
