@@ -28,6 +28,12 @@ import (
 // it. Concurrent first dials share one wake. A wake that fails is a 503
 // naming the cause for those who waited on it; the next dial tries again.
 // Nobody using it for idleStop stops it.
+//
+// ddinit's own connections through it (the port publisher's and the
+// distro proxies' event streams) end when the engine leaves Running:
+// dockerd 28 waits up to 5 s at its stop for every request still open,
+// and an event stream never finishes by itself. Their followers open them
+// again, held until the engine runs, and catch up then.
 
 // holdFor bounds how long a dial is held while the engine wakes or PID 1
 // is replaced (a variable for the tests).
@@ -54,10 +60,15 @@ type holder struct {
 	recheckAt time.Time // after a busy answer, not asked again before
 	idleStop  time.Duration
 	idlePause time.Duration
+
+	// ownMu guards own, ddinit's own open connections (taken after mu,
+	// never before: an ownConn's Close takes only ownMu).
+	ownMu sync.Mutex
+	own   map[*ownConn]struct{}
 }
 
 func newHolder(ask func(op wire.Op) (wire.Reply, error), log logrus.FieldLogger) *holder {
-	h := &holder{ask: ask, log: log, now: time.Now, changed: make(chan struct{})}
+	h := &holder{ask: ask, log: log, now: time.Now, changed: make(chan struct{}), own: map[*ownConn]struct{}{}}
 	h.state = enginestate.Snapshot{State: enginestate.Running, Since: h.now()}
 	h.lastUse = h.now()
 	return h
@@ -69,8 +80,24 @@ func (h *holder) step(next enginestate.State, reason string) {
 	if !h.state.State.CanBecome(next) && h.state.State != next {
 		h.log.WithFields(logrus.Fields{"from": h.state.State, "to": next}).Debug("the holder follows a step the table does not take")
 	}
+	h.leaving(next)
 	h.state = enginestate.Snapshot{State: next, Since: h.now(), Reason: reason}
 	h.broadcast()
+}
+
+// leaving ends ddinit's own connections when the engine leaves Running
+// for next (h.mu held).
+func (h *holder) leaving(next enginestate.State) {
+	if h.state.State != enginestate.Running || next == enginestate.Running {
+		return
+	}
+	h.ownMu.Lock()
+	own := h.own
+	h.own = map[*ownConn]struct{}{}
+	h.ownMu.Unlock()
+	for c := range own {
+		c.Conn.Close()
+	}
 }
 
 func (h *holder) broadcast() {
@@ -92,6 +119,7 @@ func (h *holder) mirror(e wire.Engine) {
 	if e.State == enginestate.WakeFailed {
 		h.wakeErr = errors.New(e.Reason)
 	}
+	h.leaving(e.State)
 	h.state = enginestate.Snapshot{State: e.State, Since: e.Since, Reason: e.Reason}
 	h.broadcast()
 }
@@ -149,10 +177,30 @@ func (h *holder) dial(ctx context.Context, d func(context.Context) (net.Conn, er
 	case err != nil && !internal:
 		h.release()
 		return nil, err
-	case err != nil || internal:
-		return c, err
+	case err != nil:
+		return nil, err
+	case internal:
+		return h.keepOwn(c), nil
 	}
 	return &clientConn{Conn: c, release: h.release}, nil
+}
+
+// keepOwn registers one of ddinit's own connections, to be ended when
+// the engine leaves Running; one dialled as it left is ended at once.
+func (h *holder) keepOwn(c net.Conn) net.Conn {
+	oc := &ownConn{Conn: c, h: h}
+	h.mu.Lock()
+	running := h.state.State == enginestate.Running
+	if running {
+		h.ownMu.Lock()
+		h.own[oc] = struct{}{}
+		h.ownMu.Unlock()
+	}
+	h.mu.Unlock()
+	if !running {
+		c.Close()
+	}
+	return oc
 }
 
 // errHeldTooLong is waitUntil's when its deadline passes.
@@ -367,6 +415,28 @@ func (h *holder) idleFor() time.Duration {
 		idle = h.idlePause
 	}
 	return idle
+}
+
+// ownConn is one of ddinit's own engine connections: ended when the
+// engine leaves Running.
+type ownConn struct {
+	net.Conn
+	h *holder
+}
+
+func (c *ownConn) Close() error {
+	c.h.ownMu.Lock()
+	delete(c.h.own, c)
+	c.h.ownMu.Unlock()
+	return c.Conn.Close()
+}
+
+// CloseWrite passes a half-close on.
+func (c *ownConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 // clientConn is a client's engine connection: counted until closed.

@@ -369,3 +369,76 @@ func TestHolderLateAnswerOfAFailedWake(t *testing.T) {
 		}
 	})
 }
+
+// ddinit's own connections (its event streams) end when the engine leaves
+// Running — stopping, or PID 1 being replaced — so that dockerd's stop
+// does not wait on them; a client's stay with the engine they reached. A
+// new one, held meanwhile, goes through once the engine runs again.
+func TestHolderEndsItsOwnConnectionsWhenTheEngineStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := &fakePID1{}
+		h := quietHolder(p)
+		// ended reports whether a read on c ends (the far side reads,
+		// never writes: only a close ends it).
+		ended := func(c net.Conn) bool {
+			done := make(chan struct{})
+			go func() { c.Read(make([]byte, 1)); close(done) }()
+			synctest.Wait()
+			select {
+			case <-done:
+				return true
+			default:
+				c.Close()
+				<-done
+				return false
+			}
+		}
+		leave := []func(){
+			func() { p.report(enginestate.Stopping, "idle") },
+			func() { h.suspend("switching version pack to pack2.iso") },
+		}
+		for i, leaveRunning := range leave {
+			own, err := h.dial(internalContext(), pipeDial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client, err := h.dial(context.Background(), pipeDial)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaveRunning()
+			if !ended(own) {
+				t.Fatalf("case %d: ddinit's own connection stayed open as the engine left Running", i)
+			}
+			if ended(client) {
+				t.Fatalf("case %d: a client's connection was ended", i)
+			}
+			dialed := make(chan net.Conn, 1)
+			go func() {
+				c, err := h.dial(internalContext(), pipeDial)
+				if err != nil {
+					t.Error(err)
+				}
+				dialed <- c
+			}()
+			synctest.Wait()
+			select {
+			case <-dialed:
+				t.Fatalf("case %d: an own dial went through while the engine was not running", i)
+			default:
+			}
+			if i == 0 {
+				p.report(enginestate.Running, "")
+			} else {
+				h.open()
+			}
+			again := <-dialed
+			if ended(again) {
+				t.Fatalf("case %d: the own connection made once the engine ran again was ended", i)
+			}
+		}
+		if len(h.own) != 0 {
+			t.Fatalf("%d own connections still kept after they were closed", len(h.own))
+		}
+	})
+}

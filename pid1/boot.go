@@ -10,6 +10,7 @@ import (
 	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/distroproxy"
+	"github.com/ddinit/ddinit/enginestate"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
@@ -59,6 +60,11 @@ func (in *pid1) runBoot() error {
 // API last.
 func (in *pid1) shutdown() {
 	start := time.Now()
+	// Told before the engine stops, so that ddinit run ends its own event
+	// streams: dockerd 28 waits up to 5 s at its stop for open requests.
+	if in.engine.Step(enginestate.Stopping, "ddinit is stopping", enginestate.Running) {
+		in.reportEngine()
+	}
 	in.boot.Begin = func(_, doing string) {
 		in.mu.Lock()
 		if in.state != control.StateFailed {
