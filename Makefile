@@ -30,10 +30,10 @@ distro: build
 # KUBELET=/path/to/kubelet adds kubelet to the version pack.
 # The version packs the tests switch to come with the images (see
 # test-packs below).
-TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso)
+TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso dies-loading.iso)
 isos: build/docker-desktop.iso $(TEST_PACKS)
 
-build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh $(shell find distro -type f)
+build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh scripts/build-engine.sh packs/versions.env $(shell find distro -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
 
 # The version packs the tests switch to (build/test-packs/: a second pack
@@ -41,7 +41,7 @@ build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh $(shell find distro -
 # build/docker.iso.
 test-packs: $(TEST_PACKS)
 
-$(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh scripts/iso.sh
+$(TEST_PACKS) &: build/docker-desktop.iso scripts/mktestpacks.sh scripts/iso.sh scripts/testpacks/dockerd-dies-loading
 	bash scripts/mktestpacks.sh
 
 # The tests that need root (mounts, namespaces, the real engine) run only

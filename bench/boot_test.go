@@ -44,42 +44,17 @@ func TestBenchBoot(t *testing.T) {
 		in.Stop()
 	}
 
-	// Warm: one data store, booted again and again.
-	data, _ := harness.NewDirs(t)
-	first := harness.Start(t, harness.Options{DataDir: data, Extra: asDeployed})
-	first.WaitPing(60 * time.Second)
-	first.Stop()
-	var warm, bare, shutdown []time.Duration
+	// Warm, for each pack (the default one, and 20.10's), against its
+	// own bare baseline: one data store, booted again and again.
+	var w time.Duration
 	var mem []processMemory
-	var ours, theirs []map[string]float64 // each round's events, ms since its start
-	// The bare baseline restarts on a data root of its own that has been
-	// booted once too: dockerd's start on existing state (its network
-	// store, its image and container metadata) is slower than on an empty
-	// directory, and ddinit's warm boots restart on existing state.
-	bareDir, err := os.MkdirTemp("/tmp", "ddinit-bare-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(bareDir)
-	base, pack := bareRoot(t)
-	bootBare(t, bareDir, base, pack)
-	for i := range runs {
-		in := harness.Start(t, harness.Options{DataDir: data, Extra: asDeployed})
-		warm = append(warm, in.WaitPing(60*time.Second))
-		ours = append(ours, eventTimes(in.BootTimeline()))
+	var shutdown []time.Duration
+	for i, packISO := range []string{harness.PackISO, harness.Pack2010ISO} {
+		r := warmRounds(t, packISO, runs, i == 0)
 		if i == 0 {
-			mem = idleMemory(t, in)
+			w, mem, shutdown = r.warm, r.mem, r.shutdown
 		}
-		_, took := in.Stop()
-		shutdown = append(shutdown, took)
-		d, marks := bootBare(t, bareDir, base, pack)
-		bare = append(bare, d)
-		theirs = append(theirs, eventTimes(timeline.Steps(marks)))
 	}
-	w, d := median(warm), median(bare)
-	t.Logf("BENCH boot to _ping, warm cache, %d alternating rounds: ddinit %v, the pack's containerd+dockerd started bare by a script %v, difference %+v, ratio %.2f (target <= 1.10; spread of the ratios %s)",
-		runs, w.Round(time.Millisecond), d.Round(time.Millisecond), (w - d).Round(time.Millisecond), float64(w)/float64(d), ratioSpread(warm, bare))
-	printTimelines(t, ours, theirs)
 	t.Logf("BENCH boot to _ping, cold (verify + copy + extract both images): %v (target <= 2s), %.2fx the warm boot",
 		median(cold).Round(time.Millisecond), float64(median(cold))/float64(w))
 	var own processMemory
@@ -93,6 +68,58 @@ func TestBenchBoot(t *testing.T) {
 		float64(own.uss)/1024, float64(own.pss)/1024, float64(own.uss)/float64(max(mem[2].uss, 1)))
 	t.Logf("BENCH clean shutdown (SIGTERM to exit, dockerd and containerd stopped, data synced): %v, %.2fx the warm boot",
 		median(shutdown).Round(time.Millisecond), float64(median(shutdown))/float64(w))
+}
+
+// warmRound is what the warm rounds of one pack measured.
+type warmRound struct {
+	warm     time.Duration
+	mem      []processMemory
+	shutdown []time.Duration
+}
+
+// warmRounds boots packISO on one data store again and again, each round
+// beside the pack's containerd and dockerd started bare, and prints the
+// ratio and the timelines side by side; with memory, the idle memory of
+// the first round too.
+func warmRounds(t *testing.T, packISO string, runs int, memory bool) warmRound {
+	data, _ := harness.NewDirs(t)
+	first := harness.Start(t, harness.Options{DataDir: data, Pack: packISO, Extra: asDeployed})
+	first.WaitPing(60 * time.Second)
+	engine := strings.TrimSpace(first.Docker("version", "--format", "{{.Server.Version}}"))
+	first.Stop()
+	var r warmRound
+	var warm, bare []time.Duration
+	var ours, theirs []map[string]float64 // each round's events, ms since its start
+	// The bare baseline restarts on a data root of its own that has been
+	// booted once too: dockerd's start on existing state (its network
+	// store, its image and container metadata) is slower than on an empty
+	// directory, and ddinit's warm boots restart on existing state.
+	bareDir, err := os.MkdirTemp("/tmp", "ddinit-bare-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(bareDir)
+	base, pack := bareRoot(t, packISO)
+	bootBare(t, bareDir, base, pack)
+	for i := range runs {
+		in := harness.Start(t, harness.Options{DataDir: data, Pack: packISO, Extra: asDeployed})
+		warm = append(warm, in.WaitPing(60*time.Second))
+		ours = append(ours, eventTimes(in.BootTimeline()))
+		if i == 0 && memory {
+			r.mem = idleMemory(t, in)
+		}
+		_, took := in.Stop()
+		r.shutdown = append(r.shutdown, took)
+		d, marks := bootBare(t, bareDir, base, pack)
+		bare = append(bare, d)
+		theirs = append(theirs, eventTimes(timeline.Steps(marks)))
+	}
+	w, d := median(warm), median(bare)
+	t.Logf("BENCH [dockerd %s] boot to _ping, warm cache, %d alternating rounds: ddinit %v, the pack's containerd+dockerd started bare by a script %v, difference %+v, ratio %.2f (target <= 1.10; spread of the ratios %s)",
+		engine, runs, w.Round(time.Millisecond), d.Round(time.Millisecond), (w - d).Round(time.Millisecond), float64(w)/float64(d), ratioSpread(warm, bare))
+	printTimelines(t, ours, theirs)
+	r.warm = w
+	return r
 }
 
 // printTimelines prints ddinit's warm boot timeline (the median of each
@@ -122,12 +149,12 @@ func printTimelines(t *testing.T, ours, theirs []map[string]float64) {
 	t.Logf("BENCH ddinit's own steps: PID 1 start -> containerd exec %.1f ms; containerd answering -> dockerd's task started %.1f ms; dockerd's API listen -> first answer through the exposed socket %.1f ms; total %.1f ms (target <= 100)", a, b, c, a+b+c)
 }
 
-// bareRoot is the root the bare baseline runs in: build/docker.iso's
-// tree over build/docker-desktop.iso's (what ddinit's overlay shows), so
+// bareRoot is the root the bare baseline runs in: the pack's tree over
+// build/docker-desktop.iso's (what ddinit's overlay shows), so
 // that it starts the version pack's containerd and dockerd, not PATH's.
-func bareRoot(t *testing.T) (base, pack string) {
+func bareRoot(t *testing.T, packISO string) (base, pack string) {
 	dir := t.TempDir()
-	for _, im := range []struct{ iso, tree string }{{harness.BaseISO, "base"}, {harness.PackISO, "pack"}} {
+	for _, im := range []struct{ iso, tree string }{{harness.BaseISO, "base"}, {packISO, "pack"}} {
 		img, err := iso9660.OpenFile(im.iso)
 		if err != nil {
 			t.Fatal(err)
@@ -168,25 +195,13 @@ func bootBare(t *testing.T, dir, base, pack string) (time.Duration, []timeline.M
 	conf := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", packContainerdMajor(t, pack))
 	os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features": {"buildkit": true}, "live-restore": true}`), 0o644)
-	script := fmt.Sprintf(`set -e
-mount --make-rprivate /
-mount -t tmpfs tmpfs %[1]s/upper
-mkdir %[1]s/upper/data %[1]s/upper/work
-mount -t overlay overlay -o lowerdir=%[3]s:%[2]s,upperdir=%[1]s/upper/data,workdir=%[1]s/upper/work %[4]s
-mount -t proc proc %[4]s/proc
-mount --rbind /sys %[4]s/sys
-mount --rbind /dev %[4]s/dev
-mount -t tmpfs tmpfs %[4]s/run
-mount -t tmpfs tmpfs %[4]s/tmp
-mount --bind %[1]s %[4]s/var/lib
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-echo "bare: containerd started"
-chroot %[4]s containerd --config /var/lib/containerd.toml >%[1]s/containerd.log 2>&1 &
+	script := bareRootScript(dir, base, pack, root) + fmt.Sprintf(`echo "bare: containerd started"
+chroot %[2]s containerd --config /var/lib/containerd.toml >%[1]s/containerd.log 2>&1 &
 while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done
 echo "bare: containerd answering"
 echo "bare: dockerd started"
-exec chroot %[4]s dockerd --containerd=/var/lib/containerd.sock --host=unix:///var/lib/docker.sock --config-file=/var/lib/daemon.json --data-root=/var/lib/docker --exec-root=/run/docker --pidfile=/run/docker.pid 2>&1
-`, dir, base, pack, root)
+exec chroot %[2]s dockerd --containerd=/var/lib/containerd.sock --host=unix:///var/lib/docker.sock --config-file=/var/lib/daemon.json --data-root=/var/lib/docker --exec-root=/run/docker --pidfile=/run/docker.pid 2>&1
+`, dir, root)
 	cmd := exec.Command("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
@@ -306,6 +321,27 @@ func idleMemory(t *testing.T, in *harness.Instance) []processMemory {
 		out = append(out, processMemory{name: p.name, uss: memKB(p.pid, "Private_Clean:") + memKB(p.pid, "Private_Dirty:"), pss: memKB(p.pid, "Pss:")})
 	}
 	return out
+}
+
+// bareRootScript is the start of a shell script that mounts what the bare
+// baselines run in at root, in their own mount namespace: the pack's tree
+// over the base's under an overlay whose changes go to a tmpfs (as
+// ddinit's do), /proc, /sys, /dev, a tmpfs /run and /tmp, and dir, their
+// state, at /var/lib.
+func bareRootScript(dir, base, pack, root string) string {
+	return fmt.Sprintf(`set -e
+mount --make-rprivate /
+mount -t tmpfs tmpfs %[1]s/upper
+mkdir %[1]s/upper/data %[1]s/upper/work
+mount -t overlay overlay -o lowerdir=%[3]s:%[2]s,upperdir=%[1]s/upper/data,workdir=%[1]s/upper/work %[4]s
+mount -t proc proc %[4]s/proc
+mount --rbind /sys %[4]s/sys
+mount --rbind /dev %[4]s/dev
+mount -t tmpfs tmpfs %[4]s/run
+mount -t tmpfs tmpfs %[4]s/tmp
+mount --bind %[1]s %[4]s/var/lib
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+`, dir, base, pack, root)
 }
 
 // packContainerdMajor is the major version of the containerd in the pack

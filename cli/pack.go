@@ -144,6 +144,9 @@ func printPacks(w io.Writer, st *control.PackState) {
 		line("next boot"+trial, st.Next)
 	}
 	line("previous", st.Previous)
+	if st.Warning != "" {
+		fmt.Fprintln(w, st.Warning)
+	}
 	if st.LastFailure != "" {
 		fmt.Fprintf(w, "version pack rolled back: %s\n", st.LastFailure)
 	}

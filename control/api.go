@@ -250,6 +250,8 @@ type PackState struct {
 	// not is rolled back.
 	Trial       bool   `json:"trial,omitempty"`
 	LastFailure string `json:"lastFailure,omitempty"`
+	// Warning says what a choice forced past the version check may cost.
+	Warning string `json:"warning,omitempty"`
 }
 
 // PackRef names a version pack.

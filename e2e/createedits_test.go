@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -20,7 +21,15 @@ import (
 // given twice that dockerd merges.
 func TestCreateEditsChangeNothingElse(t *testing.T) {
 	harness.RequireEnvironment(t)
-	in := harness.Start(t, harness.Options{})
+	// On both engines: dockerd 20.10 reads a body's host settings at its
+	// top level when it has no HostConfig, 28 does not.
+	for _, pack := range []string{harness.PackISO, harness.Pack2010ISO} {
+		t.Run(filepath.Base(pack), func(t *testing.T) { createEditsOn(t, pack) })
+	}
+}
+
+func createEditsOn(t *testing.T, pack string) {
+	in := harness.Start(t, harness.Options{Pack: pack})
 	in.WaitPing(60 * time.Second)
 	in.ImportBusybox()
 	doc := `{"generation": 0, "daemonJSON": {"dns": ["10.0.0.53"]}, "proxy": {"http": "http://127.0.0.1:3128", "https": "http://127.0.0.1:3128"}}`

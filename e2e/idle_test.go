@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -207,4 +208,115 @@ func TestIdleStopFromTheSettings(t *testing.T) {
 	if out, err := in.DockerErr("ps"); err != nil {
 		t.Fatalf("docker ps after the idle stop: %v %s", err, out)
 	}
+}
+
+// iptablesNow is the namespace's iptables and ip6tables rules, as the
+// pack's own tools dump them, without what changes by itself (counters,
+// the dump's dated comments), sorted: dockerd makes its networks' rules
+// again in no set order, and what is looked for is a rule too many (stale,
+// or twice) or missing.
+func iptablesNow(t *testing.T, in *harness.Instance) string {
+	t.Helper()
+	var lines []string
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := exec.Command("nsenter", "-t", fmt.Sprint(in.Pid1()), "-m", "-n", tool).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s in the namespace: %v\n%s", tool, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			if i := strings.Index(line, " ["); strings.HasPrefix(line, ":") && i >= 0 {
+				line = line[:i]
+			}
+			lines = append(lines, line)
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// An idle stop and the wake after it leave the engine's network as it
+// was: no chain or rule of dockerd's stale or twice (dockerd 28 makes
+// more of them than 20.10: DOCKER-FORWARD, DOCKER-BRIDGE, DOCKER-CT, the
+// raw table's drops per endpoint), whichever pack runs; and neither the
+// idle stop nor the shutdown leaves dockerd waiting on ddinit's own event
+// streams.
+func TestIdleStopAndWakeLeaveNothingStale(t *testing.T) {
+	harness.RequireEnvironment(t)
+	for _, pack := range []string{harness.PackISO, harness.Pack2010ISO} {
+		t.Run(filepath.Base(pack), func(t *testing.T) {
+			in := harness.Start(t, harness.Options{Pack: pack, Extra: []string{"--idle-stop", "3s"}})
+			in.WaitPing(60 * time.Second)
+			ns := in.PidNS()
+			in.ImportBusybox()
+			// A network and a published port make rules; gone, theirs go.
+			in.Docker("network", "create", "stalenet")
+			in.Docker("run", "-d", "--name", "stale", "--network", "stalenet", "-p", "18532:80", "busybox:local", "sleep", "600")
+			in.Docker("rm", "-f", "stale")
+			before := iptablesNow(t, in)
+			if !strings.Contains(before, ":DOCKER") {
+				t.Fatalf("no chain of dockerd's in the namespace:\n%s", before)
+			}
+			in.WaitIdle(ns, 30*time.Second)
+			// Stopped, the namespace is as a boot gives it to dockerd:
+			// nothing of dockerd's left (its next start would delete it
+			// rule by rule), DOCKER-USER kept.
+			for _, line := range strings.Split(iptablesNow(t, in), "\n") {
+				if f := strings.Fields(line); len(f) > 0 && dockerdsOwn(f) {
+					t.Fatalf("dockerd's rules left while the engine is stopped: %q", line)
+				}
+			}
+			in.Docker("ps")
+			after := iptablesNow(t, in)
+			if after != before {
+				t.Fatalf("the rules after an idle stop and a wake differ:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			// Neither the idle stop nor the shutdown left dockerd waiting
+			// on a request of ddinit's own (its event streams) until its
+			// grace ran out (dockerd 28 gives open requests 5 s).
+			in.Stop()
+			logs, _ := filepath.Glob(filepath.Join(in.DataDir, "log", "dockerd.log*"))
+			for _, f := range logs {
+				if b, _ := os.ReadFile(f); strings.Contains(string(b), "Error shutting down http server") {
+					t.Fatalf("dockerd waited on an open request at its stop (%s):\n%s", f, harness.Tail(string(b), 20))
+				}
+			}
+		})
+	}
+}
+
+// dockerdsOwn reports a line of an iptables dump (split in fields) that
+// is dockerd's: one of its chains (every DOCKER… but DOCKER-USER), a rule
+// in or jumping to one, a rule naming one of its bridges. It is the
+// test's own reading, written apart from network.WithoutDockerRules on
+// purpose: the test checks that code's outcome and must not share its
+// mistakes.
+func dockerdsOwn(f []string) bool {
+	own := func(name string) bool {
+		return name != "DOCKER-USER" && (name == "DOCKER" || strings.HasPrefix(name, "DOCKER-"))
+	}
+	if strings.HasPrefix(f[0], ":") {
+		return own(f[0][1:])
+	}
+	if f[0] != "-A" || len(f) < 2 {
+		return false
+	}
+	if own(f[1]) {
+		return true
+	}
+	for i := 2; i+1 < len(f); i++ {
+		switch f[i] {
+		case "-j", "-g":
+			if own(f[i+1]) {
+				return true
+			}
+		case "-i", "-o":
+			if f[i+1] == "docker0" || strings.HasPrefix(f[i+1], "br-") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -147,7 +147,7 @@ func TestVersionPackRefusals(t *testing.T) {
 	}
 	// The previous pack, the config's, has the older dockerd too.
 	out, err = in.CLI("pack", "rollback")
-	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "older") || !strings.Contains(out, "99.0.0") || !strings.Contains(out, "20.10") {
+	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "older") || !strings.Contains(out, "99.0.0") || !strings.Contains(out, harness.PackDockerVersion) {
 		t.Fatalf("a rollback to an older engine: %v\n%s", err, out)
 	}
 	if st := in.Status(); st.Packs == nil || st.Packs.Next == nil || !strings.HasSuffix(st.Packs.Next.Path, "newer.iso") {

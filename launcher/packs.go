@@ -140,8 +140,11 @@ func (l *launcher) usePack(ask wire.PackAsk, gen int) wire.PackAnswer {
 		if back.Engine == "" {
 			back.Engine = l.cachedPackEngine(back) // chosen before its version was kept
 		}
-		if err := l.mayRun(back.Engine, ask); err != nil && !req.Force {
-			return fail(errdefs.ErrConflict, fmt.Errorf("no rollback to version pack %s: %w (force to roll back anyway: --force, \"force\": true)", back.Path, err))
+		if err := l.mayRun(back.Engine, ask); err != nil {
+			if !req.Force {
+				return fail(errdefs.ErrConflict, fmt.Errorf("no rollback to version pack %s: %w (force to roll back anyway: --force, \"force\": true)", back.Path, err))
+			}
+			reply.Packs.Warning = forcedWarning(back.Path, err)
 		}
 		c.Current, c.Previous, c.Trial = &back, inUse, false
 	} else {
@@ -161,8 +164,11 @@ func (l *launcher) usePack(ask wire.PackAsk, gen int) wire.PackAnswer {
 		if err != nil {
 			return fail(errdefs.ErrInvalidArgument, fmt.Errorf("version pack %s: %w", req.Path, err))
 		}
-		if err := l.mayRun(m.Engine(), ask); err != nil && !req.Force {
-			return fail(errdefs.ErrConflict, fmt.Errorf("version pack %s: %w (force to switch anyway: --force, \"force\": true)", req.Path, err))
+		if err := l.mayRun(m.Engine(), ask); err != nil {
+			if !req.Force {
+				return fail(errdefs.ErrConflict, fmt.Errorf("version pack %s: %w (force to switch anyway: --force, \"force\": true)", req.Path, err))
+			}
+			reply.Packs.Warning = forcedWarning(req.Path, err)
 		}
 		next := &packs.Ref{Path: req.Path, Digest: layer.Digest, Engine: m.Engine()}
 		// The pack to roll back to is one that brought the engine up: while
@@ -183,7 +189,12 @@ func (l *launcher) usePack(ask wire.PackAsk, gen int) wire.PackAnswer {
 	} else {
 		l.log.WithField("pack", c.Current.Path).Info("version pack chosen for the next boot")
 	}
+	warning := reply.Packs.Warning
 	reply.Packs = c.State(nil)
+	reply.Packs.Warning = warning
+	if warning != "" {
+		l.log.WithField("pack", c.Current.Path).Warn(warning)
+	}
 	return reply
 }
 
@@ -240,4 +251,10 @@ func packName(r *control.PackRef) string {
 		name += " (dockerd " + r.Engine + ")"
 	}
 	return name
+}
+
+// forcedWarning is what a choice forced past the version check says may
+// be lost.
+func forcedWarning(pack string, refused error) string {
+	return fmt.Sprintf("warning: version pack %s was forced past the check (%v): an older dockerd may not read what a newer one wrote to this data store — images, containers, networks and volumes made or changed since may be unusable or lost; a backup of the data distro first is wise", pack, refused)
 }

@@ -96,8 +96,10 @@ func putPack(t *testing.T, api packAPI, body string) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var answer struct{ Message string }
+	// An error's message, or an answer's warning.
+	var answer struct{ Message, Warning string }
 	json.NewDecoder(resp.Body).Decode(&answer)
+	answer.Message += answer.Warning
 	return resp.StatusCode, answer.Message
 }
 
@@ -151,6 +153,10 @@ func TestPackUseChecksTheStoresEngine(t *testing.T) {
 				}
 				if code != http.StatusOK || choice.Current == nil || choice.Current.Digest != digest || choice.Current.Engine != c.pack {
 					t.Fatalf("force %v: answered %d %q, chose %+v; want 200 and the pack chosen", force, code, msg, choice.Current)
+				}
+				// Forced past a refusal, the answer says what may be lost.
+				if warned := strings.Contains(msg, "may be unusable or lost"); warned != c.refused {
+					t.Errorf("force %v, refused %v: the answer %q warns: %v", force, c.refused, msg, warned)
 				}
 			}
 		})

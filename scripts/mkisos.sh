@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Builds the two images ddinit boots from, each with a .sha256 sidecar:
+# Builds the images ddinit boots from, each with a .sha256 sidecar:
 #   $OUT/docker-desktop.iso  the base distro: busybox, the usual directories, /etc
-#   $OUT/docker.iso          the version pack: the engine from this machine's
-#                            Debian packages, its libraries, its service definitions
+#   $OUT/docker.iso          the default version pack: dockerd, docker-proxy,
+#                            containerd and its shim built from the pinned
+#                            modules of packs/versions.env (scripts/build-engine.sh,
+#                            cached outside the checkout); runc, docker-init
+#                            (tini, as docker.io ships it) and iptables from Debian
+#   $OUT/docker-20.10.iso    the older pack users upgrade from: the whole engine
+#                            from Debian's packages (dockerd 20.10, containerd 1.6)
 # KUBELET=/path/to/kubelet adds kubelet and its service definition to the pack.
 # The same inputs give the same bytes (fixed dates, sorted trees; no
 # --hardlinks, which would record the staging tree's own inode numbers).
@@ -64,81 +69,100 @@ busybox --list-full | while read -r applet; do
 done
 cp -r "$here/distro/base/." "$base/"
 
-# --- version pack ---------------------------------------------------------
-pack=$work/pack
-mkdir -p "$pack"
-engine=(
-	/usr/bin/containerd
-	/usr/bin/containerd-shim-runc-v2
-	/usr/sbin/runc
-	/usr/sbin/dockerd
-	/usr/sbin/docker-proxy
-	/usr/bin/docker-init
-	/usr/sbin/xtables-nft-multi
-	/usr/sbin/xtables-legacy-multi
-)
-for bin in "${engine[@]}"; do
-	[ -x "$bin" ] || { echo "mkisos: $bin is missing (install containerd, runc, docker.io and iptables)" >&2; exit 1; }
-	copy_file "$bin" "$bin" "$pack"
-	copy_libs "$bin" "$pack"
-done
-# iptables loads its matches and targets with dlopen: ldd cannot see them.
-xt=/usr/lib/x86_64-linux-gnu/xtables
-mkdir -p "$pack$xt"
-for so in "$xt"/*.so; do
-	cp --preserve=mode "$so" "$pack$xt/"
-	copy_libs "$so" "$pack"
-done
-for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
-	ln -s xtables-nft-multi "$pack/usr/sbin/$cmd"
-	ln -s xtables-nft-multi "$pack/usr/sbin/${cmd/tables/tables-nft}"
-	ln -s xtables-legacy-multi "$pack/usr/sbin/${cmd/tables/tables-legacy}"
-done
-cp -r "$here/distro/pack/." "$pack/"
-# Debian's CA bundle where Go's crypto/x509 (dockerd, containerd) looks for
-# system roots first, so pulls from public registries verify.
-bundle=/etc/ssl/certs/ca-certificates.crt
-[ -s "$bundle" ] || { echo "mkisos: $bundle is missing (install ca-certificates)" >&2; exit 1; }
-mkdir -p "$pack/etc/ssl/certs"
-cp "$bundle" "$pack/etc/ssl/certs/ca-certificates.crt"
-# A loader cache, so each exec (dockerd runs iptables dozens of times at
-# start) finds its libraries at once instead of probing every directory.
-printf '/usr/lib/x86_64-linux-gnu\n/usr/lib64\n' > "$pack/etc/ld.so.conf"
-ldconfig -r "$pack"
-
+# --- version packs --------------------------------------------------------
+# The engine built from pinned sources (a second build is a cache hit).
+built=$(bash "$here/scripts/build-engine.sh")
+. "$here/packs/versions.env"
 version() { dpkg-query -W -f='${Version}' "$1"; }
-components=(
-	"containerd containerd"
-	"containerd-shim-runc-v2 containerd"
-	"runc runc"
-	"dockerd docker.io"
-	"docker-proxy docker.io"
-	"docker-init docker.io"
-	"iptables iptables"
-	"ca-certificates ca-certificates"
-)
-{
-	echo '{'
-	echo '  "name": "docker-desktop version pack",'
-	echo '  "components": ['
-	sep=""
-	for c in "${components[@]}"; do
-		set -- $c
-		printf '%s    {"name": "%s", "package": "%s", "version": "%s"}' "$sep" "$1" "$2" "$(version "$2")"
-		sep=$',\n'
-	done
-	if [ -n "$kubelet" ]; then
-		printf '%s    {"name": "kubelet", "package": "", "version": "%s"}' "$sep" "${KUBELET_VERSION:-unknown}"
-	fi
-	printf '\n  ]\n}\n'
-} > "$pack/version-pack.json"
 
-if [ -n "$kubelet" ]; then
-	[ -x "$kubelet" ] || { echo "mkisos: KUBELET=$kubelet is not an executable" >&2; exit 1; }
-	copy_file "$kubelet" /usr/bin/kubelet "$pack"
-	copy_libs "$kubelet" "$pack"
-	cp -r "$here/distro/kubelet/." "$pack/"
-fi
+# make_pack STAGE FLAVOUR: a version pack's tree. FLAVOUR "default" takes
+# dockerd, docker-proxy, containerd and its shim from the build; "20.10"
+# takes the whole engine from Debian.
+make_pack() {
+	local pack=$1 flavour=$2
+	mkdir -p "$pack"
+	local debian=(/usr/sbin/runc /usr/bin/docker-init /usr/sbin/xtables-nft-multi /usr/sbin/xtables-legacy-multi)
+	local built_bins=()
+	if [ "$flavour" = 20.10 ]; then
+		debian+=(/usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/dockerd /usr/sbin/docker-proxy)
+	else
+		built_bins=(/usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/dockerd /usr/sbin/docker-proxy)
+	fi
+	for bin in "${debian[@]}"; do
+		[ -x "$bin" ] || { echo "mkisos: $bin is missing (install containerd, runc, docker.io and iptables)" >&2; exit 1; }
+		copy_file "$bin" "$bin" "$pack"
+		copy_libs "$bin" "$pack"
+	done
+	for bin in "${built_bins[@]}"; do
+		copy_file "$built/$(basename "$bin")" "$bin" "$pack" # static: no libraries
+	done
+	# iptables loads its matches and targets with dlopen: ldd cannot see them.
+	local xt=/usr/lib/x86_64-linux-gnu/xtables
+	mkdir -p "$pack$xt"
+	for so in "$xt"/*.so; do
+		cp --preserve=mode "$so" "$pack$xt/"
+		copy_libs "$so" "$pack"
+	done
+	for cmd in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+		ln -s xtables-nft-multi "$pack/usr/sbin/$cmd"
+		ln -s xtables-nft-multi "$pack/usr/sbin/${cmd/tables/tables-nft}"
+		ln -s xtables-legacy-multi "$pack/usr/sbin/${cmd/tables/tables-legacy}"
+	done
+	cp -r "$here/distro/pack/." "$pack/"
+	# Debian's CA bundle where Go's crypto/x509 (dockerd, containerd) looks for
+	# system roots first, so pulls from public registries verify.
+	local bundle=/etc/ssl/certs/ca-certificates.crt
+	[ -s "$bundle" ] || { echo "mkisos: $bundle is missing (install ca-certificates)" >&2; exit 1; }
+	mkdir -p "$pack/etc/ssl/certs"
+	cp "$bundle" "$pack/etc/ssl/certs/ca-certificates.crt"
+	# A loader cache, so each exec (dockerd runs iptables dozens of times at
+	# start) finds its libraries at once instead of probing every directory.
+	printf '/usr/lib/x86_64-linux-gnu\n/usr/lib64\n' > "$pack/etc/ld.so.conf"
+	ldconfig -r "$pack"
+
+	# The manifest: every component, its version and where it comes from.
+	local components=() deb
+	if [ "$flavour" = 20.10 ]; then
+		for c in "containerd containerd" "containerd-shim-runc-v2 containerd" "dockerd docker.io" "docker-proxy docker.io"; do
+			set -- $c
+			components+=("$1|$(version "$2")|debian:$2")
+		done
+	else
+		components+=("containerd|$CONTAINERD_VERSION|$CONTAINERD_MODULE@$CONTAINERD_MODULE_VERSION")
+		components+=("containerd-shim-runc-v2|$CONTAINERD_VERSION|$CONTAINERD_MODULE@$CONTAINERD_MODULE_VERSION")
+		components+=("dockerd|$DOCKER_VERSION|$DOCKER_MODULE@$DOCKER_MODULE_VERSION")
+		components+=("docker-proxy|$DOCKER_VERSION|$DOCKER_MODULE@$DOCKER_MODULE_VERSION")
+	fi
+	for c in "runc runc" "docker-init docker.io" "iptables iptables" "ca-certificates ca-certificates"; do
+		set -- $c
+		deb=$2
+		components+=("$1|$(version "$deb")|debian:$deb")
+	done
+	{
+		echo '{'
+		printf '  "name": "docker-desktop version pack (dockerd %s)",\n' "$(for c in "${components[@]}"; do IFS='|' read -r n v _ <<<"$c"; [ "$n" = dockerd ] && echo "$v"; done)"
+		echo '  "components": ['
+		local sep=""
+		for c in "${components[@]}"; do
+			IFS='|' read -r n v src <<<"$c"
+			printf '%s    {"name": "%s", "version": "%s", "source": "%s"}' "$sep" "$n" "$v" "$src"
+			sep=$',\n'
+		done
+		if [ -n "$kubelet" ]; then
+			printf '%s    {"name": "kubelet", "version": "%s", "source": "%s"}' "$sep" "${KUBELET_VERSION:-unknown}" "$kubelet"
+		fi
+		printf '\n  ]\n}\n'
+	} > "$pack/version-pack.json"
+
+	if [ -n "$kubelet" ]; then
+		[ -x "$kubelet" ] || { echo "mkisos: KUBELET=$kubelet is not an executable" >&2; exit 1; }
+		copy_file "$kubelet" /usr/bin/kubelet "$pack"
+		copy_libs "$kubelet" "$pack"
+		cp -r "$here/distro/kubelet/." "$pack/"
+	fi
+}
+make_pack "$work/pack" default
+make_pack "$work/pack-20.10" 20.10
 
 # --- write ----------------------------------------------------------------
 mkiso() { # stage volume-id output
@@ -146,4 +170,5 @@ mkiso() { # stage volume-id output
 	echo "mkisos: $3 $(stat -c %s "$3") bytes sha256:$(cut -d' ' -f1 "$3.sha256")"
 }
 mkiso "$base" DDINIT_BASE "$out/docker-desktop.iso"
-mkiso "$pack" DDINIT_PACK "$out/docker.iso"
+mkiso "$work/pack" DDINIT_PACK "$out/docker.iso"
+mkiso "$work/pack-20.10" DDINIT_PACK_2010 "$out/docker-20.10.iso"

@@ -6,6 +6,10 @@
 #               on these machines: a second pack differs by this label.
 #   broken.iso  its dockerd prints why it cannot start and exits at once
 #   newer.iso   its version-pack.json claims dockerd 99.0.0
+#   dies-loading.iso
+#               its dockerd is the real one, killed (-9) as soon as its log
+#               says it began loading the store's containers: an upgrade
+#               that touched the store and died before it was ready
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +46,7 @@ spec["process"]["args"].append("--label=pack=2")
 json.dump(spec, open(p, "w"), indent=2)
 EOF'
 pack broken 'rm -f usr/sbin/dockerd && printf "#!/bin/sh\necho \"this pack is broken: dockerd cannot start\" >&2\nexit 1\n" >usr/sbin/dockerd && chmod 0755 usr/sbin/dockerd'
+pack dies-loading 'mv usr/sbin/dockerd usr/sbin/dockerd.real && install -m 0755 "$here/scripts/testpacks/dockerd-dies-loading" usr/sbin/dockerd'
 pack newer 'python3 - <<EOF
 import json
 p = "version-pack.json"

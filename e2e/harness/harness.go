@@ -26,7 +26,28 @@ var (
 	Binary  = ddinitBinary()
 	BaseISO = filepath.Join(RepoRoot, "build", "docker-desktop.iso")
 	PackISO = filepath.Join(RepoRoot, "build", "docker.iso")
+	// Pack2010ISO is the older pack users upgrade from: dockerd 20.10,
+	// containerd 1.6 (make isos builds both).
+	Pack2010ISO = filepath.Join(RepoRoot, "build", "docker-20.10.iso")
+	// PackDockerVersion is the dockerd the default pack carries, as
+	// packs/versions.env pins it (e.g. "28.5.2").
+	PackDockerVersion = pinnedVersion("DOCKER_VERSION")
 )
+
+// pinnedVersion reads one KEY=value line of packs/versions.env, the file
+// make isos builds the default pack from; "" when it is not there.
+func pinnedVersion(key string) string {
+	b, err := os.ReadFile(filepath.Join(RepoRoot, "packs", "versions.env"))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
 
 // repoRoot is the module's root: the nearest directory above the test's
 // (go test runs a package's tests in the package's folder) that holds
@@ -60,10 +81,13 @@ func ddinitBinary() string {
 func RequireEnvironment(t testing.TB) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	for _, p := range []string{Binary, BaseISO, PackISO} {
+	for _, p := range []string{Binary, BaseISO, PackISO, Pack2010ISO} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%s is missing: run `make build isos` (make test does)", p)
 		}
+	}
+	if PackDockerVersion == "" {
+		t.Fatal("packs/versions.env names no DOCKER_VERSION")
 	}
 	if _, err := exec.LookPath("docker"); err != nil {
 		t.Fatal("the docker CLI is missing (make deps installs docker.io)")
