@@ -42,7 +42,7 @@ for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$
 for a in $(busybox --list); do [ -e "$root/sbin/$a" ] || ln -sf ../bin/busybox "$root/sbin/$a"; done
 install -m 0755 "$here/bin/ddinit" "$root/usr/bin/ddinit"
 # The transport tests that need real AF_VSOCK loopback run in the guest.
-(cd "$here" && CGO_ENABLED=0 go test -c -o "$root/usr/bin/vsock.test" ./vsock)
+(cd "$here" && CGO_ENABLED=0 go test -c -o "$root/usr/bin/transport.test" ./transport)
 # The chroot break-out program the isolation check runs in containers.
 (cd "$here" && CGO_ENABLED=0 go build -o "$root/usr/bin/breakout" ./e2e/testdata/breakout)
 docker_cli=$(command -v docker)

@@ -83,7 +83,7 @@ fi
 case "$phase" in
 cold)
 	pass "cold: boot phases printed: ${phases#boot: }"
-	timeout 120 vsock.test -test.run 'TestRealVsockLoopback|TestPeerFilter' -test.v >/results/vsock-test.log 2>&1
+	timeout 120 transport.test -test.run 'TestRealVsockLoopback|TestPeerFilter' -test.v >/results/vsock-test.log 2>&1
 	if grep -q -- '--- PASS: TestRealVsockLoopback' /results/vsock-test.log; then
 		pass "cold: the transport's real AF_VSOCK test passes (round trip, peer filter)"
 	else
