@@ -11,7 +11,8 @@ FUZZ_TARGETS := iso9660:FuzzVolumeDescriptor:300000x iso9660:FuzzDirectoryRecord
 	iso9660:FuzzSUSP:300000x iso9660:FuzzImage:60000x \
 	dockerproxy:FuzzProxyRequest:20000x dockerproxy:FuzzRewriteCreate:100000x \
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
-	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x
+	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x \
+	clitools:FuzzReadStates:20000x
 
 .PHONY: all deps build isos test-packs distro test test-builds unit fuzz bench bench-compare demo vm-test clean
 
@@ -33,7 +34,7 @@ distro: build
 TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso dies-loading.iso)
 isos: build/docker-desktop.iso $(TEST_PACKS)
 
-build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh scripts/build-engine.sh packs/versions.env $(shell find distro -type f)
+build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh scripts/modbuild.sh scripts/build-engine.sh scripts/build-clients.sh packs/versions.env $(shell find distro -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
 
 # The version packs the tests switch to (build/test-packs/: a second pack
@@ -59,7 +60,7 @@ test: build isos test-packs distro
 
 # The packages whose state is shared between goroutines, under the race
 # detector (unit tests, no root needed).
-RACE_UNITS := ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./fairshare/ ./engineclient/ ./transport/ ./dnsforward/
+RACE_UNITS := ./clitools/ ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./fairshare/ ./engineclient/ ./transport/ ./dnsforward/
 
 # ddinit boots the same however it is built: a plain `go build` (cgo,
 # dynamically linked) through ten boots, a PIE, and the race detector —

@@ -4,11 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
+	"github.com/ddinit/ddinit/clitools"
+	"github.com/ddinit/ddinit/config"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/timeline"
 )
@@ -16,15 +20,16 @@ import (
 func runStatus(env *Env, fs *flags) func() error {
 	controlAddr := controlFlag(fs)
 	asJSON := fs.Bool("json", false, "print the raw JSON")
+	shared := fs.String("wsl-shared", config.DefaultWSLShared, "the tmpfs all distros share, where each distro's proxy says what it linked")
 	return func() error {
 		if fs.NArg() > 0 {
 			return fs.argCount("takes no arguments")
 		}
-		return status(env, *controlAddr, *asJSON)
+		return status(env, *controlAddr, *shared, *asJSON)
 	}
 }
 
-func status(env *Env, controlAddr string, asJSON bool) error {
+func status(env *Env, controlAddr, shared string, asJSON bool) error {
 	st, err := fetchStatus(controlAddr)
 	if err != nil {
 		return err
@@ -35,7 +40,55 @@ func status(env *Env, controlAddr string, asJSON bool) error {
 		return enc.Encode(st)
 	}
 	printStatus(env.Stdout, st)
+	printDistros(env.Stdout, shared)
 	return nil
+}
+
+// printDistros lists the distros whose proxies said what they linked
+// (their state files in the shared tmpfs), and the tools offered.
+func printDistros(w io.Writer, shared string) {
+	if m, err := clitools.ReadManifest(filepath.Join(shared, config.SharedCLITools, clitools.Current)); err == nil {
+		fmt.Fprintf(w, "CLI tools offered to the distros: %s\n", m.Summary())
+	}
+	states, err := clitools.ReadStates(shared, config.SharedDistroStates)
+	if err != nil {
+		fmt.Fprintf(w, "distros: %v\n", err)
+		return
+	}
+	for _, d := range states {
+		// Every distro can write these files: nothing in them is printed
+		// as a control sequence.
+		line := "distro " + printable(d.Distro) + ": "
+		switch {
+		case d.Err != "":
+			line += "unreadable state (" + printable(d.Err) + ")"
+		case len(d.Linked) == 0 && len(d.LeftAlone) == 0:
+			line += "no CLI tool linked"
+		default:
+			var parts []string
+			if len(d.Linked) > 0 {
+				parts = append(parts, "linked "+printable(strings.Join(d.Linked, " ")))
+			}
+			for _, l := range d.LeftAlone {
+				parts = append(parts, "its own "+printable(l.Tool)+" kept ("+printable(l.Path)+")")
+			}
+			line += strings.Join(parts, "; ")
+			if !d.Checked.IsZero() {
+				line += fmt.Sprintf(", checked %s ago", time.Since(d.Checked).Round(time.Second))
+			}
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// printable is s with what a terminal would act on replaced.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, s)
 }
 
 func printStatus(w io.Writer, st control.Status) {

@@ -2,10 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/clitools"
+	"github.com/ddinit/ddinit/config"
 	"github.com/ddinit/ddinit/control"
 )
 
@@ -28,5 +32,36 @@ func TestStatusPrintsDNS(t *testing.T) {
 	printDNS(&b, &control.DNSState{Error: "no link to the namespace"})
 	if b.String() != "dns: no link to the namespace\n" {
 		t.Fatalf("got %q", b.String())
+	}
+}
+
+// ddinit status lists the distros from their proxies' state files, with
+// what each linked and kept of its own, and the tools offered; what a
+// distro wrote is printed without a control sequence in it.
+func TestStatusListsTheDistros(t *testing.T) {
+	shared := t.TempDir()
+	states := filepath.Join(shared, config.SharedDistroStates)
+	current := filepath.Join(shared, config.SharedCLITools, "0123456789ab")
+	os.MkdirAll(states, 0o755)
+	os.MkdirAll(current, 0o755)
+	os.Symlink("0123456789ab", filepath.Join(shared, config.SharedCLITools, clitools.Current))
+	os.WriteFile(filepath.Join(current, clitools.ManifestFile), []byte(`{"components":[{"name":"docker","version":"29.10.0"}]}`), 0o644)
+	os.WriteFile(filepath.Join(states, "Ubuntu.json"), []byte(`{"distro":"Ubuntu","linked":["/usr/local/bin/docker"]}`), 0o644)
+	os.WriteFile(filepath.Join(states, "Debian.json"), []byte(`{"distro":"Debian","leftAlone":[{"tool":"docker","path":"/usr/bin/docker\u001b[2J"}]}`), 0o644)
+	os.WriteFile(filepath.Join(states, "Bad.json"), []byte(`not json`), 0o644)
+	var out strings.Builder
+	printDistros(&out, shared)
+	for _, want := range []string{
+		"CLI tools offered to the distros: docker 29.10.0\n",
+		"distro Ubuntu: linked /usr/local/bin/docker",
+		"distro Debian: its own docker kept (/usr/bin/docker?[2J)",
+		"distro Bad: unreadable state",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in:\n%s", want, out.String())
+		}
+	}
+	if strings.ContainsRune(out.String(), 0x1b) {
+		t.Fatalf("a control sequence printed:\n%q", out.String())
 	}
 }

@@ -20,6 +20,7 @@ import (
 const (
 	DefaultBaseImage   = "/mnt/host/c/Program Files/Docker/Docker/resources/docker-desktop.iso"
 	DefaultVersionPack = "/mnt/host/c/Program Files/Docker/Docker/resources/docker.iso"
+	DefaultCLITools    = "/mnt/host/c/Program Files/Docker/Docker/resources/cli-tools.iso"
 	DefaultDataDir     = "/mnt/wsl/docker-desktop-data/data"
 	DefaultRunDir      = "/run/ddinit"
 	DefaultHostname    = "docker-desktop"
@@ -31,11 +32,15 @@ const (
 // Where, under the tmpfs every distro shares (WSLShared), ddinit run
 // publishes what the distros use: the docker sockets (SharedSocketsDir:
 // docker.sock for WSL integration, ProxiesSocket, root's only, for the
-// distros' `ddinit proxy`) and its own static binary (SharedBinary).
+// distros' `ddinit proxy`), its own static binary (SharedBinary) and the
+// CLI tools (SharedCLITools); and where each distro's proxy says what it
+// linked there (SharedDistroStates).
 const (
-	SharedSocketsDir = "docker-desktop/shared-sockets"
-	ProxiesSocket    = "proxies.sock"
-	SharedBinary     = "docker-desktop/ddinit"
+	SharedSocketsDir   = "docker-desktop/shared-sockets"
+	ProxiesSocket      = "proxies.sock"
+	SharedBinary       = "docker-desktop/ddinit"
+	SharedCLITools     = "docker-desktop/cli-tools"
+	SharedDistroStates = "docker-desktop/distros"
 )
 
 // Version is ddinit's version; builds may set it with -ldflags -X.
@@ -81,19 +86,23 @@ type LivenessConfig struct {
 // user's choices only (what ddinit run decides for each boot of PID 1
 // travels beside it, in package wire's Handoff).
 type Config struct {
-	BaseImage   string           `json:"baseImage,omitempty"`
-	BaseDigest  string           `json:"baseDigest,omitempty"`
-	VersionPack string           `json:"versionPack,omitempty"`
-	PackDigest  string           `json:"versionPackDigest,omitempty"`
-	DataDir     string           `json:"dataDir,omitempty"`
-	RunDir      string           `json:"runDir,omitempty"`
-	Control     []string         `json:"control,omitempty"`
-	Expose      map[string]Addrs `json:"expose,omitempty"`
-	ImageMode   string           `json:"imageMode,omitempty"`
-	Hostname    string           `json:"hostname,omitempty"`
-	Kubernetes  bool             `json:"kubernetes,omitempty"`
-	Restart     RestartPolicy    `json:"restart,omitzero"`
-	Liveness    LivenessConfig   `json:"liveness,omitzero"`
+	BaseImage   string `json:"baseImage,omitempty"`
+	BaseDigest  string `json:"baseDigest,omitempty"`
+	VersionPack string `json:"versionPack,omitempty"`
+	PackDigest  string `json:"versionPackDigest,omitempty"`
+	// CLITools is the image of the docker CLI and its plugins offered to
+	// every distro ("none": offer none).
+	CLITools       string           `json:"cliTools,omitempty"`
+	CLIToolsDigest string           `json:"cliToolsDigest,omitempty"`
+	DataDir        string           `json:"dataDir,omitempty"`
+	RunDir         string           `json:"runDir,omitempty"`
+	Control        []string         `json:"control,omitempty"`
+	Expose         map[string]Addrs `json:"expose,omitempty"`
+	ImageMode      string           `json:"imageMode,omitempty"`
+	Hostname       string           `json:"hostname,omitempty"`
+	Kubernetes     bool             `json:"kubernetes,omitempty"`
+	Restart        RestartPolicy    `json:"restart,omitzero"`
+	Liveness       LivenessConfig   `json:"liveness,omitzero"`
 	// SettingsDeadline is how long dockerd gets to be ready on a changed
 	// daemon.json before the change is rolled back (default 60s).
 	SettingsDeadline Duration `json:"settingsDeadline,omitempty"`
@@ -155,6 +164,7 @@ func (c *Config) Defaults() {
 	}
 	set(&c.BaseImage, DefaultBaseImage)
 	set(&c.VersionPack, DefaultVersionPack)
+	set(&c.CLITools, DefaultCLITools)
 	set(&c.DataDir, DefaultDataDir)
 	set(&c.RunDir, DefaultRunDir)
 	set(&c.ImageMode, string(rootfs.ModeAuto))

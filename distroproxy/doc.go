@@ -11,7 +11,8 @@
 // table each time it resyncs with the engine, not from memory), and
 // serves a bind service so that \\wsl$\<distro>\… paths sent from Windows
 // reach the same binds. One proxy serves a distro: it holds its folder
-// locked (flock) while it runs.
+// locked (flock) while it runs. It also keeps the distro's links to the
+// CLI tools ddinit offers (package clitools makes and checks them).
 //
 // It must never unmount or remove anything but the binds it made, under
 // its own distro's folder (a mount there named like a bind id; any other

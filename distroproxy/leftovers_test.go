@@ -4,59 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/ddinit/ddinit/engineclient"
-	"github.com/ddinit/ddinit/internal/testutil"
 	"io/fs"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/engineclient"
+	"github.com/ddinit/ddinit/internal/testutil"
+
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 )
-
-const mountNSEnv = "DDINIT_TEST_IN_MOUNT_NS"
-
-// inWSLMounts runs the calling test again in a child process of a mount
-// namespace of its own, mounted as WSL is: / not shared, and a tmpfs
-// every distro shares, MS_SHARED. In the child it returns that tmpfs; in
-// the parent it reports how the child did and returns "" (the caller
-// returns then).
-func inWSLMounts(t *testing.T) string {
-	t.Helper()
-	testutil.RequiresRoot(t)
-	if os.Getenv(mountNSEnv) != t.Name() {
-		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), mountNSEnv+"="+t.Name())
-		cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS}
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-			t.Fatalf("in a mount namespace of its own: %v\n%s", err, out)
-		}
-		return ""
-	}
-	// Nothing mounted here reaches the machine's own namespace.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		t.Fatal(err)
-	}
-	shared := filepath.Join(t.TempDir(), "wsl")
-	os.Mkdir(shared, 0o755)
-	if err := unix.Mount("tmpfs", shared, "tmpfs", 0, "size=8m"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Unmount(shared, unix.MNT_DETACH) })
-	if err := unix.Mount("", shared, "", unix.MS_SHARED, ""); err != nil {
-		t.Fatal(err)
-	}
-	return shared
-}
 
 // fakeEngine answers a Follower's requests: the containers it holds
 // (id → labels), each running.
@@ -158,7 +122,7 @@ func mustWrite(t *testing.T, path, content string) {
 // left alone, and the latter logged once. A bind this run has handed out
 // for a create not answered yet is kept for its grace.
 func TestLeftoverBindsOfGoneContainersAreTakenDown(t *testing.T) {
-	shared := inWSLMounts(t)
+	shared := testutil.InWSLMounts(t)
 	if shared == "" {
 		return
 	}
@@ -291,7 +255,7 @@ func destroyed(container string) engineclient.Event {
 // whose grace passed before the create ended; a label that does not
 // match its bind makes nothing.
 func TestCreateEventMakesAGoneBindAgain(t *testing.T) {
-	shared := inWSLMounts(t)
+	shared := testutil.InWSLMounts(t)
 	if shared == "" {
 		return
 	}

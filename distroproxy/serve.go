@@ -3,12 +3,13 @@ package distroproxy
 import (
 	"context"
 	"fmt"
-	"github.com/ddinit/ddinit/engineclient"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/ddinit/ddinit/clitools"
 	"github.com/ddinit/ddinit/dockerproxy"
+	"github.com/ddinit/ddinit/engineclient"
 	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
@@ -20,15 +21,18 @@ type Options struct {
 	Socket string // the distro's docker socket to serve
 	Engine string // the engine's socket for the distros' proxies (root's)
 	Grace  time.Duration
-	Log    logrus.FieldLogger
+	// Tools, when set, links the CLI tools offered in the shared tmpfs
+	// into the distro, and keeps them linked while it serves.
+	Tools *clitools.Linker
+	Log   logrus.FieldLogger
 }
 
 // Serve is a distro's proxy, until ctx ends: the bind service (first:
 // ddinit may ask for a \\wsl$ path at once), the binds following the
 // engine's containers, and the distro's docker socket (root and the
 // docker group, 0660, as Docker Engine on Linux) served by the docker API
-// proxy with the distro's paths bound for the engine. It returns once all
-// of it has stopped.
+// proxy with the distro's paths bound for the engine, and the CLI tools'
+// links kept (o.Tools). It returns once all of it has stopped.
 func Serve(ctx context.Context, o Options) error {
 	if err := ValidDistro(o.Distro); err != nil {
 		return err
@@ -65,6 +69,9 @@ func Serve(ctx context.Context, o Options) error {
 		go func() { defer wg.Done(); f() }()
 	}
 	run(func() { binds.ServeBinds(svc) })
+	if o.Tools != nil {
+		run(func() { o.Tools.Keep(ctx) })
+	}
 	// The binds of existing containers are made again whenever the
 	// engine answers: now, or once ddinit is up.
 	run(func() { follower.Follow(ctx) })

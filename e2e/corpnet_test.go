@@ -80,7 +80,7 @@ func TestCorporateProxyAndCA(t *testing.T) {
 	w.Dnsmasq("127.0.0.53", "--address=/#/")
 	resolv := harness.ResolverFile(t, "127.0.0.53")
 	ca, cert, key := testCAFor(t, corpRegistryName, "DNS:"+corpRegistryName)
-	startRegistryAt(t, t.TempDir(), corpRegistryAddr, w, ca, cert, key)
+	startRegistryAt(t, t.TempDir(), corpRegistryAddr, w, ca, cert, key, "")
 	proxyLog := tinyproxy(t, w)
 
 	shared := newShared(t)

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,31 +23,56 @@ import (
 
 // userDistro plays another WSL distro: a mount namespace of its own in
 // which the shared tmpfs stays a peer (unshare -m alone would make it
-// private), with its own /home, /tmp and /run.
+// private), with its own /home, /tmp and /run; with chroot set, its root
+// is that folder (the shared tmpfs bound at the same path in it).
 type userDistro struct {
-	t    *testing.T
-	name string
-	pid  int
+	t      *testing.T
+	name   string
+	pid    int
+	chroot string
 }
 
 func newUserDistro(t *testing.T, name string) *userDistro {
+	return newDistro(t, name, "", "")
+}
+
+// newDistro starts a distro whose namespace setup runs setup (a shell
+// script, as root, after its own /home, /tmp and /run are mounted) and
+// whose commands run chrooted into chroot when it is set.
+func newDistro(t *testing.T, name, setup, chroot string) *userDistro {
 	t.Helper()
+	base := "mount -t tmpfs home /home && mount -t tmpfs tmp /tmp && mount -t tmpfs run /run && mkdir -p /home/user"
+	if chroot != "" {
+		base = "true"
+	}
 	cmd := exec.Command("unshare", "--mount", "--propagation", "unchanged", "sh", "-c",
-		"mount -t tmpfs home /home && mount -t tmpfs tmp /tmp && mount -t tmpfs run /run && mkdir -p /home/user && echo ready && exec sleep 3600")
+		base+" && "+orTrue(setup)+" && echo ready && exec sleep 3600")
 	out, _ := cmd.StdoutPipe()
+	var stderr harness.SyncBuffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	b := make([]byte, 6)
-	if _, err := out.Read(b); err != nil || string(b) != "ready\n" {
-		t.Fatalf("the user distro did not start: %q %v", b, err)
+	if _, err := io.ReadFull(out, b); err != nil || string(b) != "ready\n" {
+		t.Fatalf("the user distro did not start: %q %v\n%s", b, err, stderr.String())
 	}
-	return &userDistro{t: t, name: name, pid: cmd.Process.Pid}
+	return &userDistro{t: t, name: name, pid: cmd.Process.Pid, chroot: chroot}
+}
+
+func orTrue(script string) string {
+	if script == "" {
+		return "true"
+	}
+	return "{ " + script + "\n}"
 }
 
 // command runs argv inside the distro, as root unless wrapped.
 func (d *userDistro) command(argv ...string) *exec.Cmd {
+	if d.chroot != "" {
+		argv = append([]string{"chroot", d.chroot}, argv...)
+	}
 	cmd := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(d.pid), "-m", "--"}, argv...)...)
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/home/user", "DOCKER_CLI_HINTS=false"}
 	return cmd

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/ddinit/ddinit/e2e/harness"
 )
 
@@ -54,13 +56,19 @@ func testCAFor(t *testing.T, host, san string) (ca, cert, key string) {
 // startRegistry runs Debian's docker-registry with TLS on registryHost,
 // storing under dir, until the test ends or the returned stop is called.
 func startRegistry(t *testing.T, dir, ca, cert, key string) (stop func()) {
-	return startRegistryAt(t, dir, registryHost, nil, ca, cert, key)
+	return startRegistryAt(t, dir, registryHost, nil, ca, cert, key, "")
+}
+
+// startAuthRegistry runs the registry on addr asking for the users and
+// bcrypt passwords of the htpasswd file.
+func startAuthRegistry(t *testing.T, dir, addr, htpasswd, ca, cert, key string) (stop func()) {
+	return startRegistryAt(t, dir, addr, nil, ca, cert, key, htpasswd)
 }
 
 // startRegistryAt runs the registry on addr; with in set, in the network
 // namespace it enters (nsenter's arguments), reached there for the check
-// that it answers.
-func startRegistryAt(t *testing.T, dir, addr string, in *harness.DNSWorld, ca, cert, key string) (stop func()) {
+// that it answers. With htpasswd set, it asks for a user and password.
+func startRegistryAt(t *testing.T, dir, addr string, in *harness.DNSWorld, ca, cert, key, htpasswd string) (stop func()) {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
@@ -78,7 +86,7 @@ http:
   tls:
     certificate: %s
     key: %s
-`, filepath.Join(dir, "data"), addr, cert, key)), 0o644)
+`, filepath.Join(dir, "data"), addr, cert, key)+authConfig(htpasswd)), 0o644)
 	var out harness.SyncBuffer
 	cmd := exec.Command(bin, "serve", conf)
 	if in != nil {
@@ -120,6 +128,22 @@ http:
 			t.Fatalf("the registry does not answer TLS on %s: %v\n%s", addr, err, out.String())
 		}
 	}
+}
+
+func authConfig(htpasswd string) string {
+	if htpasswd == "" {
+		return ""
+	}
+	return fmt.Sprintf("auth:\n  htpasswd:\n    realm: ddinit-test\n    path: %s\n", htpasswd)
+}
+
+// bcryptHash is password as an htpasswd file holds it for the registry.
+func bcryptHash(t *testing.T, password string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
 }
 
 // dockerd verifies registries with the version pack's CA bundle: the

@@ -49,6 +49,9 @@ type launcher struct {
 	// replacing is the life of PID 1 from one to the next (switch.go).
 	replacing replacing
 	packMu    sync.Mutex // one pack request at a time
+	// toolsOffered is the CLI tools version offered to the distros ("":
+	// none).
+	toolsOffered string
 }
 
 // replacing is PID 1's life from one to the next (guarded by l.mu).

@@ -66,6 +66,12 @@ var holdSteps = []steps.Step[*launcher]{
 	{Name: "exposed sockets", Do: func(l *launcher) (func() error, error) {
 		return steps.Quiet(l.closeForwarders), nil
 	}},
+	// The CLI tools are offered once a boot has settled (socketSteps'
+	// settle) and kept through a live switch: taken down when ddinit run
+	// ends.
+	{Name: "CLI tools", Do: func(l *launcher) (func() error, error) {
+		return steps.Quiet(l.withdrawCLITools), nil
+	}},
 }
 
 var startSteps = []steps.Step[*launcher]{
@@ -133,13 +139,14 @@ var socketSteps = []steps.Step[socketArgs]{
 		return func() error { cancel(); <-done; return nil }, nil
 	}},
 	// The busy part of this process's life is over: it now relays logs and
-	// connections. The copy for the distros' proxies waits until the boot
-	// has settled: it is not on the way to _ping.
+	// connections. The copy for the distros' proxies and the CLI tools
+	// wait until the boot has settled: they are not on the way to _ping.
 	{Name: "settle", Do: func(a socketArgs) (func() error, error) {
 		l := a.l
 		l.bg.Go(func(ctx context.Context) {
 			if idleheap.Settle(ctx, l.log) {
 				l.publishBinary()
+				l.offerCLITools()
 				idleheap.Watch(ctx)
 			}
 		})

@@ -13,7 +13,7 @@ import (
 )
 
 // Layout is what the data store holds, relative to its root.
-var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "etc/ddinit", "log", "isocache"}
+var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "etc/ddinit", "log", "isocache", "cli-tools"}
 
 // replaceable are the layout folders a boot may set aside when they are
 // not folders, and what a new, empty one means: they hold only ddinit's
@@ -26,6 +26,7 @@ var replaceable = map[string]string{
 	"etc/ddinit": "a new, empty etc/ddinit: no settings document, the config's version pack, no record of the engine that last ran",
 	"log":        "a new, empty log folder",
 	"isocache":   "a new, empty image cache: the images are verified and copied in again",
+	"cli-tools":  "a new, empty CLI tools cache: the image is verified and copied in again",
 }
 
 // Free-space thresholds: under LowSpaceBytes the data store is reported as

@@ -57,8 +57,8 @@ func pathError(op, path string, err error) error {
 // is one path component.
 func (d *Dir) Sub(name string) (*Dir, error) {
 	path := filepath.Join(d.path, name)
-	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return nil, fmt.Errorf("folder %q under %s: not one path component", name, d.path)
+	if err := oneComponent(name); err != nil {
+		return nil, fmt.Errorf("folder under %s: %w", d.path, err)
 	}
 	if err := unix.Mkdirat(d.fd, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, pathError("make", path, err)

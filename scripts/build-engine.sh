@@ -11,35 +11,21 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../packs/versions.env
 . "$here/packs/versions.env"
-go=${GO:-go}
-goversion=$($go env GOVERSION)
-cache=${DDINIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ddinit}
+# shellcheck source=modbuild.sh
+. "$here/scripts/modbuild.sh"
 dest=$cache/engine/docker-$DOCKER_VERSION-containerd-$CONTAINERD_VERSION-$goversion
 bins=(dockerd docker-proxy containerd containerd-shim-runc-v2)
-done_all=1
-for b in "${bins[@]}"; do [ -x "$dest/$b" ] || done_all=0; done
-if [ $done_all = 1 ]; then
+if cached "$dest" "${bins[@]}"; then
 	echo "$dest"
 	exit 0
 fi
-mkdir -p "$cache/engine"
-work=$(mktemp -d "$cache/engine/.build.XXXXXX")
+work=$(workdir engine)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 # dockerd and docker-proxy: docker's module is built with its own
-# vendor.mod as go.mod (its tagged go.mod is the legacy one).
-# field JSON NAME: a string field of go mod download -json's answer.
-field() { sed -n "s/^[[:space:]]*\"$2\": \"\(.*\)\",\{0,1\}$/\1/p" <<<"$1" | head -1; }
-info=$($go mod download -json "$DOCKER_MODULE@$DOCKER_MODULE_VERSION")
-src=$(field "$info" Dir)
-# The commit the tag names, as the module proxy says it (docker version
-# shows it).
-commit=$(field "$info" Hash)
-commit=${commit:0:7}
-[ -d "$src" ] || { echo "build-engine: $DOCKER_MODULE@$DOCKER_MODULE_VERSION did not download" >&2; exit 1; }
-cp -r "$src" "$work/docker"
-chmod -R u+w "$work/docker"
+# vendor.mod as go.mod (its tagged go.mod is the legacy one). The commit
+# the tag names, as the module proxy says it, is what docker version shows.
+commit=$(module_copy "$DOCKER_MODULE@$DOCKER_MODULE_VERSION" "$work/docker")
 cp "$work/docker/vendor.mod" "$work/docker/go.mod"
 cp "$work/docker/vendor.sum" "$work/docker/go.sum"
 rm -rf "$work/docker/vendor"
@@ -50,13 +36,11 @@ echo "build-engine: dockerd $DOCKER_VERSION" >&2
 
 # containerd and its shim, in one go install of the module at its version.
 echo "build-engine: containerd $CONTAINERD_VERSION" >&2
-revision=$(field "$($go mod download -json "$CONTAINERD_MODULE@$CONTAINERD_MODULE_VERSION")" Hash)
+revision=$(field "$(module_info "$CONTAINERD_MODULE@$CONTAINERD_MODULE_VERSION")" Hash)
 GOBIN="$work/out" $go install -trimpath \
 	-ldflags "-s -w -X $CONTAINERD_MODULE/version.Version=v$CONTAINERD_VERSION -X $CONTAINERD_MODULE/version.Revision=${revision:-$CONTAINERD_MODULE_VERSION}" \
 	"$CONTAINERD_MODULE/cmd/containerd@$CONTAINERD_MODULE_VERSION" \
 	"$CONTAINERD_MODULE/cmd/containerd-shim-runc-v2@$CONTAINERD_MODULE_VERSION"
 
-for b in "${bins[@]}"; do [ -x "$work/out/$b" ] || { echo "build-engine: $b was not built" >&2; exit 1; }; done
-rm -rf "$dest"
-mv "$work/out" "$dest"
+finish "$work" "$dest" "${bins[@]}"
 echo "$dest"

@@ -8,6 +8,10 @@
 #                            (tini, as docker.io ships it) and iptables from Debian
 #   $OUT/docker-20.10.iso    the older pack users upgrade from: the whole engine
 #                            from Debian's packages (dockerd 20.10, containerd 1.6)
+#   $OUT/cli-tools.iso       the clients every distro is offered: the docker CLI
+#                            and its compose and buildx plugins, built from the
+#                            pinned modules of packs/versions.env
+#                            (scripts/build-clients.sh), and its completions
 # KUBELET=/path/to/kubelet adds kubelet and its service definition to the pack.
 # The same inputs give the same bytes (fixed dates, sorted trees; no
 # --hardlinks, which would record the staging tree's own inode numbers).
@@ -164,6 +168,27 @@ make_pack() {
 make_pack "$work/pack" default
 make_pack "$work/pack-20.10" 20.10
 
+# --- CLI tools --------------------------------------------------------------
+# What ddinit run offers every distro, apart from the engine pack: the
+# docker CLI, its compose and buildx plugins and the CLI's completions,
+# built from pinned sources (a second build is a cache hit).
+clients=$(bash "$here/scripts/build-clients.sh")
+tools=$work/cli-tools
+mkdir -p "$tools/bin" "$tools/cli-plugins"
+cp --preserve=mode "$clients/docker" "$tools/bin/docker"
+cp --preserve=mode "$clients/docker-compose" "$clients/docker-buildx" "$tools/cli-plugins/"
+cp -r "$clients/completion" "$tools/completion"
+cat > "$tools/cli-tools.json" <<JSON
+{
+  "name": "docker-desktop CLI tools",
+  "components": [
+    {"name": "docker", "version": "$DOCKER_CLI_VERSION", "source": "$DOCKER_CLI_MODULE@$DOCKER_CLI_MODULE_VERSION"},
+    {"name": "docker-compose", "version": "$COMPOSE_VERSION", "source": "$COMPOSE_MODULE@$COMPOSE_MODULE_VERSION"},
+    {"name": "docker-buildx", "version": "$BUILDX_VERSION", "source": "$BUILDX_MODULE@$BUILDX_MODULE_VERSION"}
+  ]
+}
+JSON
+
 # --- write ----------------------------------------------------------------
 mkiso() { # stage volume-id output
 	write_iso "$1" "$2" "$3" "$work/xorriso.log"
@@ -172,3 +197,4 @@ mkiso() { # stage volume-id output
 mkiso "$base" DDINIT_BASE "$out/docker-desktop.iso"
 mkiso "$work/pack" DDINIT_PACK "$out/docker.iso"
 mkiso "$work/pack-20.10" DDINIT_PACK_2010 "$out/docker-20.10.iso"
+mkiso "$tools" DDINIT_CLI_TOOLS "$out/cli-tools.iso"

@@ -29,6 +29,9 @@ var (
 	// Pack2010ISO is the older pack users upgrade from: dockerd 20.10,
 	// containerd 1.6 (make isos builds both).
 	Pack2010ISO = filepath.Join(RepoRoot, "build", "docker-20.10.iso")
+	// CLIToolsISO is the docker CLI, compose and buildx offered to the
+	// distros (make isos builds it).
+	CLIToolsISO = filepath.Join(RepoRoot, "build", "cli-tools.iso")
 	// PackDockerVersion is the dockerd the default pack carries, as
 	// packs/versions.env pins it (e.g. "28.5.2").
 	PackDockerVersion = pinnedVersion("DOCKER_VERSION")
@@ -81,7 +84,7 @@ func ddinitBinary() string {
 func RequireEnvironment(t testing.TB) {
 	t.Helper()
 	testutil.RequiresRoot(t)
-	for _, p := range []string{Binary, BaseISO, PackISO, Pack2010ISO} {
+	for _, p := range []string{Binary, BaseISO, PackISO, Pack2010ISO, CLIToolsISO} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%s is missing: run `make build isos` (make test does)", p)
 		}
@@ -143,6 +146,9 @@ type Options struct {
 	Config map[string]any
 	// Extra are more arguments of ddinit run (later flags win).
 	Extra []string
+	// CLITools, when set, is the CLI tools image offered to the distros
+	// (CLIToolsISO); unset, ddinit run is not told of one.
+	CLITools string
 	// NoExpose leaves out --expose docker=…: no Sock.
 	NoExpose bool
 	// Netns, when set, is the network namespace (a path) ddinit run is
@@ -184,6 +190,9 @@ func Start(t testing.TB, o Options) *Instance {
 	args := []string{"run", "--base-image", o.Base, "--version-pack", o.Pack, "--data-dir", data, "--run-dir", run, "--image-mode", "userspace", "--log-level", "debug"}
 	if !o.NoExpose {
 		args = append(args, "--expose", "docker=unix://"+in.Sock)
+	}
+	if o.CLITools != "" {
+		args = append(args, "--cli-tools", o.CLITools)
 	}
 	if o.Config != nil {
 		b, _ := json.Marshal(o.Config)

@@ -4,7 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // RootEnv opts the tests that need root in: DDINIT_TEST_ROOT=1 (make test
@@ -63,4 +66,41 @@ func XorrisoTree(t testing.TB, populate func(src string), args ...string) (src s
 		t.Fatal(err)
 	}
 	return src, b
+}
+
+// mountNSEnv names the test a child process of InWSLMounts runs.
+const mountNSEnv = "DDINIT_TEST_IN_MOUNT_NS"
+
+// InWSLMounts runs the calling test again in a child process of a mount
+// namespace of its own, mounted as WSL is: / not shared, and a tmpfs
+// every distro shares, MS_SHARED. In the child it returns that tmpfs; in
+// the parent it reports how the child did and returns "" (the caller
+// returns then).
+func InWSLMounts(t *testing.T) string {
+	t.Helper()
+	RequiresRoot(t)
+	if os.Getenv(mountNSEnv) != t.Name() {
+		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), mountNSEnv+"="+t.Name())
+		cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWNS}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+			t.Fatalf("in a mount namespace of its own: %v\n%s", err, out)
+		}
+		return ""
+	}
+	// Nothing mounted here reaches the machine's own namespace.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(t.TempDir(), "wsl")
+	os.Mkdir(shared, 0o755)
+	if err := unix.Mount("tmpfs", shared, "tmpfs", 0, "size=8m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(shared, unix.MNT_DETACH) })
+	if err := unix.Mount("", shared, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	return shared
 }

@@ -1,0 +1,322 @@
+package clitools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The default PATH of a login shell in the distros WSL ships (Ubuntu's
+// /etc/environment, Debian's and Alpine's profiles): where a docker of the
+// user's would be found before or instead of ddinit's.
+var defaultPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// The folders the docker CLI looks for plugins in (besides each user's
+// ~/.docker/cli-plugins), in its order.
+var systemPluginDirs = []string{"/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins"}
+
+// tool is one link ddinit may make in a distro.
+type tool struct {
+	name   string // for the state and the log
+	link   string // where the link goes in the distro
+	target string // what it points to, below the shared copy's current
+	// theirs are where a copy of the user's would be found (the link's
+	// own path among them): any of them there and not ddinit's keeps the
+	// link away.
+	theirs []string
+	// onlyInExisting: the link is made only where its folder exists (a
+	// completion where the distro has a shell that reads them).
+	onlyInExisting bool
+}
+
+// Linker makes the CLI tools usable in one distro, as `ddinit proxy` runs
+// there: links into the shared copy, never over or before the user's own.
+type Linker struct {
+	// Root is the distro's root, "/" but in tests: every path in the
+	// distro is below it.
+	Root string
+	// Shared is the shared tmpfs, as the distro sees it; Folder the tools'
+	// folder below it, and States the folder of the distros' state files.
+	Shared, Folder, States string
+	Distro                 string
+	// Version is the proxy's own (ddinit's), written in the state.
+	Version string
+	Log     logrus.FieldLogger
+	// Now is time.Now but in tests.
+	Now func() time.Time
+
+	// said remembers what was logged, so a check that finds the same
+	// again says nothing.
+	said map[string]bool
+}
+
+// State is what a distro's proxy linked and left alone, as it writes it to
+// the shared tmpfs for `ddinit status`.
+type State struct {
+	Distro string `json:"distro"`
+	// Ddinit is the version of the proxy that wrote it.
+	Ddinit string `json:"ddinit,omitempty"`
+	// Tools names the tools offered when the links were made
+	// ("docker 29.10.0, …"); empty when none were offered.
+	Tools     string      `json:"tools,omitempty"`
+	Linked    []string    `json:"linked,omitempty"`
+	LeftAlone []LeftAlone `json:"leftAlone,omitempty"`
+	// Made are the folders made for links, removed again (when empty)
+	// with the links.
+	Made    []string  `json:"made,omitempty"`
+	Checked time.Time `json:"checked"`
+}
+
+// LeftAlone is a tool of the user's that keeps ddinit's link away.
+type LeftAlone struct {
+	Tool string `json:"tool"`
+	Path string `json:"path"`
+}
+
+func (k *Linker) tools() []tool {
+	docker := tool{name: "docker", link: "/usr/local/bin/docker", target: dockerBinary}
+	for _, dir := range defaultPath {
+		docker.theirs = append(docker.theirs, filepath.Join(dir, "docker"))
+	}
+	list := []tool{docker}
+	for _, p := range plugins {
+		t := tool{name: p, link: filepath.Join(systemPluginDirs[0], p), target: pluginsDir + "/" + p}
+		for _, dir := range append(k.userPluginDirs(), systemPluginDirs...) {
+			t.theirs = append(t.theirs, filepath.Join(dir, p))
+		}
+		list = append(list, t)
+	}
+	return append(list,
+		tool{name: "bash completion", link: "/usr/share/bash-completion/completions/docker", target: "completion/bash/docker",
+			theirs: []string{"/usr/share/bash-completion/completions/docker", "/etc/bash_completion.d/docker"}, onlyInExisting: true},
+		tool{name: "zsh completion", link: "/usr/share/zsh/vendor-completions/_docker", target: "completion/zsh/_docker",
+			theirs: []string{"/usr/share/zsh/vendor-completions/_docker", "/usr/share/zsh/site-functions/_docker", "/usr/local/share/zsh/site-functions/_docker"}, onlyInExisting: true},
+		tool{name: "fish completion", link: "/usr/share/fish/vendor_completions.d/docker.fish", target: "completion/fish/docker.fish",
+			theirs: []string{"/usr/share/fish/vendor_completions.d/docker.fish", "/usr/share/fish/completions/docker.fish"}, onlyInExisting: true},
+	)
+}
+
+// userPluginDirs are root's and each /home user's ~/.docker/cli-plugins.
+func (k *Linker) userPluginDirs() []string {
+	dirs := []string{"/root/.docker/cli-plugins"}
+	homes, _ := os.ReadDir(k.path("/home"))
+	for _, h := range homes {
+		if h.IsDir() {
+			dirs = append(dirs, filepath.Join("/home", h.Name(), ".docker/cli-plugins"))
+		}
+	}
+	return dirs
+}
+
+// path is a distro path below Root.
+func (k *Linker) path(p string) string { return filepath.Join(k.Root, p) }
+
+// current is the shared copy's current version, as the links name it.
+func (k *Linker) current() string { return filepath.Join(k.Shared, k.Folder, Current) }
+
+// ours reports whether the file at a distro path is a link of ddinit's:
+// one into the shared copy.
+func (k *Linker) ours(p string) bool {
+	target, err := os.Readlink(k.path(p))
+	return err == nil && strings.HasPrefix(target, filepath.Join(k.Shared, k.Folder)+"/")
+}
+
+// theirs is the first of t's places holding something that is not
+// ddinit's link ("" when none).
+func (k *Linker) theirs(t tool) string {
+	for _, p := range t.theirs {
+		if _, err := os.Lstat(k.path(p)); err == nil && !k.ours(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// Reconcile makes the links that are missing, removes each that a tool of
+// the user's came to shadow, and returns (and writes) the distro's state.
+// With nothing offered in the shared tmpfs, links made before are kept
+// (the offer comes back when ddinit run does) and none is made.
+func (k *Linker) Reconcile() (State, error) {
+	st := State{Distro: k.Distro, Ddinit: k.Version, Checked: k.now()}
+	prev, _ := k.readState()
+	st.Made = prev.Made
+	m, err := ReadManifest(k.current())
+	offered := err == nil
+	if offered {
+		st.Tools = m.Summary()
+	}
+	var errs []error
+	for _, t := range k.tools() {
+		if p := k.theirs(t); p != "" {
+			st.LeftAlone = append(st.LeftAlone, LeftAlone{Tool: t.name, Path: p})
+			k.once("left:"+p, func() {
+				k.Log.WithFields(logrus.Fields{"tool": t.name, "path": p}).Info("the distro has its own: left alone, no link made")
+			})
+			if k.ours(t.link) {
+				errs = append(errs, k.unlink(t.link))
+			}
+			continue
+		}
+		want := filepath.Join(k.current(), t.target)
+		if got, err := os.Readlink(k.path(t.link)); err == nil && got == want {
+			st.Linked = append(st.Linked, t.link)
+			continue
+		}
+		if !offered {
+			continue
+		}
+		dir := filepath.Dir(t.link)
+		if _, err := os.Stat(k.path(dir)); t.onlyInExisting && err != nil {
+			continue
+		}
+		made, err := k.mkdirAll(dir)
+		st.Made = appendNew(st.Made, made...)
+		if err == nil {
+			err = k.link(want, t.link)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("link %s: %w", t.name, err))
+			continue
+		}
+		st.Linked = append(st.Linked, t.link)
+		k.Log.WithFields(logrus.Fields{"tool": t.name, "link": t.link}).Info("CLI tool linked")
+	}
+	errs = append(errs, k.writeState(st))
+	return st, errors.Join(errs...)
+}
+
+// Uninstall removes every link of ddinit's and the folders it made for
+// them when they are empty, and the distro's state file: integration
+// turned off. Nothing else in the distro changes.
+func (k *Linker) Uninstall() error {
+	var errs []error
+	for _, t := range k.tools() {
+		if k.ours(t.link) {
+			errs = append(errs, k.unlink(t.link))
+		}
+	}
+	prev, _ := k.readState()
+	made := slices.Clone(prev.Made)
+	// Deepest first; only folders a link could have needed, and only
+	// empty ones (os.Remove refuses others): the state file is in a
+	// folder every distro can write.
+	slices.SortFunc(made, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	for _, dir := range made {
+		if k.linkFolder(dir) {
+			os.Remove(k.path(dir))
+		}
+	}
+	errs = append(errs, k.removeState())
+	return errors.Join(errs...)
+}
+
+// linkFolder reports whether dir is a folder a link goes in, or one above
+// it below /usr/local.
+func (k *Linker) linkFolder(dir string) bool {
+	for _, t := range k.tools() {
+		for d := filepath.Dir(t.link); d != "/" && d != "."; d = filepath.Dir(d) {
+			if d == dir && (d == filepath.Dir(t.link) || strings.HasPrefix(d, "/usr/local/")) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// link puts a link to target at the distro path p in one rename.
+func (k *Linker) link(target, p string) error {
+	tmp := k.path(filepath.Join(filepath.Dir(p), ".ddinit-"+filepath.Base(p)))
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, k.path(p)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func (k *Linker) unlink(p string) error {
+	if err := os.Remove(k.path(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the link %s: %w", p, err)
+	}
+	k.Log.WithField("link", p).Info("CLI tool link removed")
+	return nil
+}
+
+// mkdirAll makes the distro folder dir and those above it that are
+// missing, and returns those it made.
+func (k *Linker) mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Lstat(k.path(d)); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	slices.Reverse(missing)
+	var made []string
+	for _, d := range missing {
+		if err := os.Mkdir(k.path(d), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return made, fmt.Errorf("make %s: %w", d, err)
+		}
+		made = append(made, d)
+	}
+	return made, nil
+}
+
+func (k *Linker) now() time.Time {
+	if k.Now != nil {
+		return k.Now()
+	}
+	return time.Now()
+}
+
+func (k *Linker) once(key string, f func()) {
+	if k.said == nil {
+		k.said = map[string]bool{}
+	}
+	if !k.said[key] {
+		k.said[key] = true
+		f()
+	}
+}
+
+func appendNew(list []string, more ...string) []string {
+	for _, m := range more {
+		if !slices.Contains(list, m) {
+			list = append(list, m)
+		}
+	}
+	return list
+}
+
+// checkEvery is how often a distro's links are checked again: a link
+// removed comes back, a docker of the user's installed since pushes
+// ddinit's away, a new offer is taken up.
+const checkEvery = 5 * time.Second
+
+// Keep reconciles the links now and every checkEvery until ctx ends.
+func (k *Linker) Keep(ctx context.Context) {
+	tick := time.NewTicker(checkEvery)
+	defer tick.Stop()
+	for {
+		if _, err := k.Reconcile(); err != nil {
+			k.once("error:"+err.Error(), func() { k.Log.WithError(err).Warn("the CLI tools' links") })
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
