@@ -53,7 +53,7 @@ test: build isos test-packs distro
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 $(RACE_UNITS)
 	$(MAKE) test-builds
 	$(MAKE) fuzz
@@ -69,11 +69,11 @@ BOOT_TESTS := TestBootRunStopBootAgain|TestRepeatedBootsStayUp
 RACE_E2E := TestHungServicesAreKilledAndRestarted|TestSupervisionRestartsAndBacksOff|TestSettings|TestTruncatedSettingsDocument|TestUnusableDaemonJSONAtBoot|TestKillDuringSettingsChange|TestDockerAPIProxy|TestDistroProxy|TestBindsNeverFloodTheDistros|TestBindsComeBackAfterWSLRestarts|TestNamesResolveAsTheDistroDoes|TestCorporateProxyAndCA|TestEngineStopsWhenIdleAndWakes|TestBrokenVersionPackRollsBack|TestLiveVersionPackSwitch|TestLiveSwitchToBrokenPackRollsBack
 test-builds: isos test-packs
 	$(GO) build -o bin/ddinit-dynamic ./cmd/ddinit
-	DDINIT_BINARY=$(CURDIR)/bin/ddinit-dynamic DDINIT_BOOT_LOOP=10 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-dynamic DDINIT_BOOT_LOOP=10 $(GO) test -count=1 -timeout 20m -run '^($(BOOT_TESTS))$$' ./e2e/
 	$(GO) build -buildmode=pie -o bin/ddinit-pie ./cmd/ddinit
-	DDINIT_BINARY=$(CURDIR)/bin/ddinit-pie DDINIT_BOOT_LOOP=2 $(GO) test -count=1 -run '^($(BOOT_TESTS))$$' ./e2e/
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-pie DDINIT_BOOT_LOOP=2 $(GO) test -count=1 -timeout 20m -run '^($(BOOT_TESTS))$$' ./e2e/
 	$(GO) build -race -o bin/ddinit-race ./cmd/ddinit
-	DDINIT_BINARY=$(CURDIR)/bin/ddinit-race DDINIT_BOOT_LOOP=1 $(GO) test -count=1 -run '^($(BOOT_TESTS)|$(RACE_E2E))$$' ./e2e/
+	DDINIT_BINARY=$(CURDIR)/bin/ddinit-race DDINIT_BOOT_LOOP=1 $(GO) test -count=1 -timeout 20m -run '^($(BOOT_TESTS)|$(RACE_E2E))$$' ./e2e/
 
 # Every package's unit tests, no root and no images needed (the tests
 # that need them skip, saying so).
