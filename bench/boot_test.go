@@ -192,7 +192,7 @@ func bootBare(t *testing.T, dir, base, pack string) (time.Duration, []timeline.M
 	os.MkdirAll(filepath.Join(dir, "upper"), 0o755)
 	// The same containerd configuration ddinit writes, and the daemon.json
 	// dockerd gets from ddinit (the pack's, with live-restore on).
-	conf := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", packContainerdMajor(t, pack))
+	conf := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", packContainerdConfigVersion(t, pack))
 	os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features": {"buildkit": true}, "live-restore": true}`), 0o644)
 	script := bareRootScript(dir, base, pack, root) + fmt.Sprintf(`echo "bare: containerd started"
@@ -344,9 +344,9 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 `, dir, base, pack, root)
 }
 
-// packContainerdMajor is the major version of the containerd in the pack
-// extracted at dir, as its manifest names it.
-func packContainerdMajor(t *testing.T, dir string) int {
+// packContainerdConfigVersion is the config format the containerd in the
+// pack extracted at dir reads, as its manifest names its version.
+func packContainerdConfigVersion(t *testing.T, dir string) int {
 	b, err := os.ReadFile(filepath.Join(dir, "version-pack.json"))
 	if err != nil {
 		t.Fatalf("the pack's manifest: %v", err)
@@ -359,8 +359,8 @@ func packContainerdMajor(t *testing.T, dir string) int {
 	}
 	for _, c := range m.Components {
 		if c.Name == "containerd" {
-			return services.ContainerdMajor(c.Version)
+			return services.ContainerdConfigVersion(c.Version)
 		}
 	}
-	return 1
+	return services.ContainerdConfigVersion("")
 }

@@ -27,12 +27,8 @@ func TestBenchContainerdStart(t *testing.T) {
 	runs := 10
 	for _, packISO := range []string{harness.PackISO, harness.Pack2010ISO} {
 		base, pack := bareRoot(t, packISO)
-		major := packContainerdMajor(t, pack)
-		ours := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", major)
-		version := 2
-		if major >= 2 {
-			version = 3
-		}
+		version := packContainerdConfigVersion(t, pack)
+		ours := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", version)
 		defaults := fmt.Sprintf("version = %d\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n[ttrpc]\n  address = %q\n",
 			version, "/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", "/var/lib/containerd.sock.ttrpc")
 		oursDir, defaultsDir := t.TempDir(), t.TempDir()
@@ -44,8 +40,8 @@ func TestBenchContainerdStart(t *testing.T) {
 			withDefaults = append(withDefaults, startContainerdBare(t, defaultsDir, base, pack, defaults))
 		}
 		o, d := median(withOurs), median(withDefaults)
-		t.Logf("BENCH [%s, containerd %d.x] containerd's start to its first answer, %d alternating rounds: ddinit's configuration %v, containerd's defaults %v, ratio %.2f (spread %s)",
-			filepath.Base(packISO), major, runs, o.Round(time.Millisecond), d.Round(time.Millisecond), float64(o)/float64(d), ratioSpread(withOurs, withDefaults))
+		t.Logf("BENCH [%s, containerd config version %d] containerd's start to its first answer, %d alternating rounds: ddinit's configuration %v, containerd's defaults %v, ratio %.2f (spread %s)",
+			filepath.Base(packISO), version, runs, o.Round(time.Millisecond), d.Round(time.Millisecond), float64(o)/float64(d), ratioSpread(withOurs, withDefaults))
 	}
 }
 

@@ -24,6 +24,15 @@ func TestBootRunStopBootAgain(t *testing.T) {
 	in := harness.Start(t, harness.Options{})
 	in.WaitPing(60 * time.Second)
 	ns := in.PidNS()
+	// containerd reads the configuration ddinit writes as its own format:
+	// an older one makes containerd 2.4 warn at every start.
+	ctrdLog, err := os.ReadFile(filepath.Join(in.DataDir, "log", "containerd.log"))
+	if err != nil || !strings.Contains(string(ctrdLog), "containerd successfully booted") {
+		t.Fatalf("containerd's log (%v) says no boot:\n%s", err, ctrdLog)
+	}
+	if strings.Contains(string(ctrdLog), "Configuration migrated") {
+		t.Errorf("containerd migrated ddinit's configuration at its start")
+	}
 	in.ImportBusybox()
 	out := in.Docker("run", "--rm", "-v", "e2evol:/data", "busybox:local", "sh", "-c", "echo persisted-$((6*7)) > /data/file; sync; cat /data/file")
 	if strings.TrimSpace(out) != "persisted-42" {

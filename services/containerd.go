@@ -20,17 +20,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ContainerdConfig is the config.toml ddinit runs containerd with, in the
-// format of containerd of major version major (1: containerd 1.x's
-// version 2; 2: containerd 2.x's version 3, which 2.x reads without
-// migrating it at each start). Off, because nothing here uses them and
-// each costs every start time: CRI (and, on 2.x, its image and runtime
-// plugins, the pod sandbox controller and NRI); the snapshotters but
-// overlayfs and native (dockerd keeps its own layers; aufs alone runs
-// modprobe at each start); the restart monitor (ddinit restarts what
-// needs it); tracing. The v1 runtime stays: containerd 1.6's tasks service
-// will not load without it.
-func ContainerdConfig(root, state, address string, major int) string {
+// ContainerdConfig is the config.toml ddinit runs containerd with, in
+// the format version a containerd reads without migrating it at each
+// start (ContainerdConfigVersion: 2 for 1.x, 3 for 2.0 to 2.3, 4 from 2.4;
+// an older one makes 2.4 log "Configuration migrated" at every start).
+// Off, because nothing here uses them and each costs every start time: CRI
+// (and, from 2.0, its image and runtime plugins, the pod sandbox controller
+// and NRI); the snapshotters but overlayfs and native (dockerd keeps its
+// own layers; aufs alone runs modprobe at each start); the restart monitor
+// (ddinit restarts what needs it); tracing. The v1 runtime stays:
+// containerd 1.6's tasks service will not load without it.
+func ContainerdConfig(root, state, address string, version int) string {
 	disabled := []string{
 		"io.containerd.grpc.v1.cri",
 		"io.containerd.snapshotter.v1.aufs",
@@ -39,9 +39,7 @@ func ContainerdConfig(root, state, address string, major int) string {
 		"io.containerd.snapshotter.v1.zfs",
 		"io.containerd.internal.v1.restart",
 	}
-	version := 2
-	if major >= 2 {
-		version = 3
+	if version >= 3 {
 		disabled = []string{
 			"io.containerd.cri.v1.images",
 			"io.containerd.cri.v1.runtime",
@@ -54,6 +52,8 @@ func ContainerdConfig(root, state, address string, major int) string {
 			"io.containerd.tracing.processor.v1.otlp",
 			"io.containerd.internal.v1.tracing",
 		}
+	} else {
+		version = 2
 	}
 	var list strings.Builder
 	for _, d := range disabled {
@@ -73,19 +73,26 @@ disabled_plugins = [
 `, version, root, state, list.String(), address, address+".ttrpc")
 }
 
-// ContainerdMajor is the major version of containerd a version string
-// names ("2.4.2", "v2.4.2", Debian's "1.6.20~ds1-1+b1"), 1 when it names
-// none: the format 1.x and 2.x both read.
-func ContainerdMajor(version string) int {
+// ContainerdConfigVersion is the config format version the containerd a
+// version string names reads as its own ("2.4.2", "v2.4.2", Debian's
+// "1.6.20~ds1-1+b1"): 2 for 1.x and for a string that names no version
+// (a format every release reads), 3 for 2.0 to 2.3, 4 from 2.4.
+func ContainerdConfigVersion(version string) int {
 	v := strings.TrimPrefix(version, "v")
 	if i := strings.IndexByte(v, ':'); i >= 0 {
 		v = v[i+1:] // a Debian epoch
 	}
-	major, _, _ := strings.Cut(v, ".")
-	if n, err := strconv.Atoi(major); err == nil && n > 0 {
-		return n
+	majorText, rest, _ := strings.Cut(v, ".")
+	major, err := strconv.Atoi(majorText)
+	if err != nil || major < 2 {
+		return 2
 	}
-	return 1
+	minorText, _, _ := strings.Cut(rest, ".")
+	minor, err := strconv.Atoi(minorText)
+	if major == 2 && (err != nil || minor < 4) {
+		return 3
+	}
+	return 4
 }
 
 func (s *Supervisor) writeContainerdConfig() (string, error) {
@@ -94,7 +101,7 @@ func (s *Supervisor) writeContainerdConfig() (string, error) {
 			return "", fmt.Errorf("containerd: %w", err)
 		}
 	}
-	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdMajor)
+	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdConfigVersion)
 	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", fmt.Errorf("containerd config: %w", err)

@@ -20,14 +20,14 @@ import (
 type Config struct {
 	Namespace        string // containerd namespace of the services
 	ContainerdBinary string
-	// ContainerdMajor is the binary's major version (ContainerdMajor):
-	// which format its config is written in.
-	ContainerdMajor int
-	RunDir          string // containerd.toml and task FIFOs go here
-	ContainerdRoot  string
-	ContainerdState string
-	Address         string // containerd's socket
-	LogDir          string
+	// ContainerdConfigVersion is the config format the binary reads as
+	// its own (ContainerdConfigVersion).
+	ContainerdConfigVersion int
+	RunDir                  string // containerd.toml and task FIFOs go here
+	ContainerdRoot          string
+	ContainerdState         string
+	Address                 string // containerd's socket
+	LogDir                  string
 	// Restart is the restart policy of containerd and of every service.
 	Restart RestartPolicy
 	// Liveness is the timing of containerd's liveness check and the
