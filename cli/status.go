@@ -48,7 +48,7 @@ func status(env *Env, controlAddr, shared string, asJSON bool) error {
 // (their state files in the shared tmpfs), and the tools offered.
 func printDistros(w io.Writer, shared string) {
 	if m, err := clitools.ReadManifest(filepath.Join(shared, config.SharedCLITools, clitools.Current)); err == nil {
-		fmt.Fprintf(w, "CLI tools offered to the distros: %s\n", m.Summary())
+		fmt.Fprintf(w, "CLI tools offered to the distros: %s\n", printable(m.Summary()))
 	}
 	states, err := clitools.ReadStates(shared, config.SharedDistroStates)
 	if err != nil {

@@ -15,9 +15,10 @@ import (
 )
 
 // The default PATH of a login shell in the distros WSL ships (Ubuntu's
-// /etc/environment, Debian's and Alpine's profiles): where a docker of the
-// user's would be found before or instead of ddinit's.
-var defaultPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+// /etc/environment, snap's /snap/bin included; Debian's and Alpine's
+// profiles): where a docker of the user's would be found before or
+// instead of ddinit's.
+var defaultPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/games", "/usr/local/games", "/snap/bin"}
 
 // The folders the docker CLI looks for plugins in (besides each user's
 // ~/.docker/cli-plugins), in its order.
@@ -69,10 +70,7 @@ type State struct {
 	Tools     string      `json:"tools,omitempty"`
 	Linked    []string    `json:"linked,omitempty"`
 	LeftAlone []LeftAlone `json:"leftAlone,omitempty"`
-	// Made are the folders made for links, removed again (when empty)
-	// with the links.
-	Made    []string  `json:"made,omitempty"`
-	Checked time.Time `json:"checked"`
+	Checked   time.Time   `json:"checked"`
 }
 
 // LeftAlone is a tool of the user's that keeps ddinit's link away.
@@ -122,18 +120,23 @@ func (k *Linker) path(p string) string { return filepath.Join(k.Root, p) }
 // current is the shared copy's current version, as the links name it.
 func (k *Linker) current() string { return filepath.Join(k.Shared, k.Folder, Current) }
 
-// ours reports whether the file at a distro path is a link of ddinit's:
-// one into the shared copy.
-func (k *Linker) ours(p string) bool {
+// want is what t's link points to.
+func (k *Linker) want(t tool) string { return filepath.Join(k.current(), t.target) }
+
+// ours reports whether the file at the distro path p is t's link as
+// ddinit makes it: at t's place, to exactly t's target. A link of the
+// user's into the shared copy (a version pinned, a path through it) is
+// the user's.
+func (k *Linker) ours(t tool, p string) bool {
 	target, err := os.Readlink(k.path(p))
-	return err == nil && strings.HasPrefix(target, filepath.Join(k.Shared, k.Folder)+"/")
+	return err == nil && p == t.link && target == k.want(t)
 }
 
 // theirs is the first of t's places holding something that is not
 // ddinit's link ("" when none).
 func (k *Linker) theirs(t tool) string {
 	for _, p := range t.theirs {
-		if _, err := os.Lstat(k.path(p)); err == nil && !k.ours(p) {
+		if _, err := os.Lstat(k.path(p)); err == nil && !k.ours(t, p) {
 			return p
 		}
 	}
@@ -146,8 +149,6 @@ func (k *Linker) theirs(t tool) string {
 // (the offer comes back when ddinit run does) and none is made.
 func (k *Linker) Reconcile() (State, error) {
 	st := State{Distro: k.Distro, Ddinit: k.Version, Checked: k.now()}
-	prev, _ := k.readState()
-	st.Made = prev.Made
 	m, err := ReadManifest(k.current())
 	offered := err == nil
 	if offered {
@@ -160,13 +161,13 @@ func (k *Linker) Reconcile() (State, error) {
 			k.once("left:"+p, func() {
 				k.Log.WithFields(logrus.Fields{"tool": t.name, "path": p}).Info("the distro has its own: left alone, no link made")
 			})
-			if k.ours(t.link) {
+			if k.ours(t, t.link) {
 				errs = append(errs, k.unlink(t.link))
 			}
 			continue
 		}
-		want := filepath.Join(k.current(), t.target)
-		if got, err := os.Readlink(k.path(t.link)); err == nil && got == want {
+		want := k.want(t)
+		if k.ours(t, t.link) {
 			st.Linked = append(st.Linked, t.link)
 			continue
 		}
@@ -177,8 +178,7 @@ func (k *Linker) Reconcile() (State, error) {
 		if _, err := os.Stat(k.path(dir)); t.onlyInExisting && err != nil {
 			continue
 		}
-		made, err := k.mkdirAll(dir)
-		st.Made = appendNew(st.Made, made...)
+		err := k.mkdirAll(dir)
 		if err == nil {
 			err = k.link(want, t.link)
 		}
@@ -199,36 +199,47 @@ func (k *Linker) Reconcile() (State, error) {
 func (k *Linker) Uninstall() error {
 	var errs []error
 	for _, t := range k.tools() {
-		if k.ours(t.link) {
+		if k.ours(t, t.link) {
 			errs = append(errs, k.unlink(t.link))
 		}
 	}
-	prev, _ := k.readState()
-	made := slices.Clone(prev.Made)
-	// Deepest first; only folders a link could have needed, and only
-	// empty ones (os.Remove refuses others): the state file is in a
-	// folder every distro can write.
-	slices.SortFunc(made, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	for _, dir := range made {
-		if k.linkFolder(dir) {
-			os.Remove(k.path(dir))
+	// The folders ddinit made, known by the mark it left in each (in the
+	// distro's own file system: nothing another distro can write),
+	// deepest first, and only while empty but for the mark.
+	dirs := k.linkFolders()
+	slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	for _, dir := range dirs {
+		mark := k.path(filepath.Join(dir, madeMark))
+		if info, err := os.Lstat(mark); err != nil || !info.Mode().IsRegular() {
+			continue
 		}
+		if entries, err := os.ReadDir(k.path(dir)); err != nil || len(entries) != 1 {
+			continue // the user's now too: kept, mark and all
+		}
+		if err := os.Remove(mark); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(dir, madeMark), err))
+			continue
+		}
+		os.Remove(k.path(dir)) // refused if something came in meanwhile
 	}
 	errs = append(errs, k.removeState())
 	return errors.Join(errs...)
 }
 
-// linkFolder reports whether dir is a folder a link goes in, or one above
-// it below /usr/local.
-func (k *Linker) linkFolder(dir string) bool {
+// madeMark is the file ddinit leaves in each folder it made for a link,
+// so that Uninstall removes those and no other.
+const madeMark = ".ddinit-made"
+
+// linkFolders are the folders ddinit may have made for its links: each
+// link's folder and those above it, up to /usr.
+func (k *Linker) linkFolders() []string {
+	var dirs []string
 	for _, t := range k.tools() {
-		for d := filepath.Dir(t.link); d != "/" && d != "."; d = filepath.Dir(d) {
-			if d == dir && (d == filepath.Dir(t.link) || strings.HasPrefix(d, "/usr/local/")) {
-				return true
-			}
+		for d := filepath.Dir(t.link); d != "/" && d != "/usr" && d != "."; d = filepath.Dir(d) {
+			dirs = appendNew(dirs, d)
 		}
 	}
-	return false
+	return dirs
 }
 
 // link puts a link to target at the distro path p in one rename.
@@ -254,8 +265,8 @@ func (k *Linker) unlink(p string) error {
 }
 
 // mkdirAll makes the distro folder dir and those above it that are
-// missing, and returns those it made.
-func (k *Linker) mkdirAll(dir string) ([]string, error) {
+// missing, each with ddinit's mark in it.
+func (k *Linker) mkdirAll(dir string) error {
 	var missing []string
 	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
 		if _, err := os.Lstat(k.path(d)); err == nil {
@@ -264,14 +275,18 @@ func (k *Linker) mkdirAll(dir string) ([]string, error) {
 		missing = append(missing, d)
 	}
 	slices.Reverse(missing)
-	var made []string
 	for _, d := range missing {
-		if err := os.Mkdir(k.path(d), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return made, fmt.Errorf("make %s: %w", d, err)
+		if err := os.Mkdir(k.path(d), 0o755); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				continue // made meanwhile, not by ddinit
+			}
+			return fmt.Errorf("make %s: %w", d, err)
 		}
-		made = append(made, d)
+		if err := os.WriteFile(k.path(filepath.Join(d, madeMark)), nil, 0o644); err != nil {
+			return fmt.Errorf("mark %s as ddinit's: %w", d, err)
+		}
 	}
-	return made, nil
+	return nil
 }
 
 func (k *Linker) now() time.Time {

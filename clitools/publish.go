@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ddinit/ddinit/mounts"
@@ -135,9 +136,11 @@ func VersionOf(digest string) string {
 
 // Publish offers tree (an extracted tools image, Check'ed) to every
 // distro, below shared at folder: bound read-only at folder/<version>,
-// then folder/current switched to it in one rename, then every other
-// version's bind taken down (lazily: a docker already running from it
-// keeps running).
+// then folder/current switched to it in one rename. The version current
+// named until then stays bound until the next Publish or Withdraw (a
+// docker that read current just before the rename still finds its
+// files); every older one's bind is taken down (lazily: a docker already
+// running from it keeps running).
 func Publish(shared, folder, tree, version string) error {
 	if !isVersion(version) {
 		return fmt.Errorf("CLI tools version %q: want 12 hex digits", version)
@@ -147,35 +150,38 @@ func Publish(shared, folder, tree, version string) error {
 		return fmt.Errorf("CLI tools folder: %w", err)
 	}
 	defer d.Close()
+	previous, _ := os.Readlink(filepath.Join(shared, folder, Current))
+	bound := false
 	if !d.MountedAt(version) {
 		if err := d.BindReadOnly(tree, version); err != nil {
 			return fmt.Errorf("offer the CLI tools: %w", err)
 		}
+		bound = true
 	}
 	if err := d.Link(version, Current); err != nil {
+		if bound && previous != version {
+			err = errors.Join(err, d.Unbind(version))
+		}
 		return fmt.Errorf("offer the CLI tools: %w", err)
 	}
-	return takeDown(d, version)
+	return takeDown(d, version, previous)
 }
 
 // Withdraw takes the offer down: folder/current first (the distros' links
 // then point at nothing rather than at a folder being unmounted), then
-// every version's bind.
+// every version's bind, whether current could be removed or not.
 func Withdraw(shared, folder string) error {
 	d, err := openFolder(shared, folder)
 	if err != nil {
 		return fmt.Errorf("CLI tools folder: %w", err)
 	}
 	defer d.Close()
-	if err := d.Remove(Current); err != nil {
-		return err
-	}
-	return takeDown(d, "")
+	return errors.Join(d.Remove(Current), takeDown(d))
 }
 
-// takeDown unbinds every version's folder but keep, and removes what a
-// crash left half made: only names Publish makes.
-func takeDown(d *mounts.Dir, keep string) error {
+// takeDown unbinds every version's folder but those to keep, and removes
+// what a crash left half made: only names Publish makes.
+func takeDown(d *mounts.Dir, keep ...string) error {
 	names, err := d.Names()
 	if err != nil {
 		return err
@@ -183,7 +189,7 @@ func takeDown(d *mounts.Dir, keep string) error {
 	var errs []error
 	for _, n := range names {
 		switch {
-		case n == keep:
+		case slices.Contains(keep, n):
 		case mounts.IsTemp(n):
 			errs = append(errs, d.Remove(n))
 		case isVersion(n):

@@ -72,12 +72,24 @@ func TestPublishSwitchAndWithdraw(t *testing.T) {
 	if got := read(peer, "current/bin/docker"); got != "two" {
 		t.Fatalf("after the switch the peer reads %q", got)
 	}
+	// The version current named until the switch stays whole until the
+	// next one: a docker that read current just before the rename finds
+	// its files.
+	if got := read(peer, "aaaaaaaaaaaa/bin/docker"); got != "one" {
+		t.Fatalf("the previous version right after the switch: %q", got)
+	}
+	if err := Publish(shared, testFolder, toolsTree(t, "three"), "cccccccccccc"); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(peer, "current/bin/docker") + read(peer, "bbbbbbbbbbbb/bin/docker"); got != "threetwo" {
+		t.Fatalf("after a second switch the peer reads %q", got)
+	}
 	if _, err := os.Stat(filepath.Join(peer, testFolder, "aaaaaaaaaaaa")); err == nil {
-		t.Fatal("the old version is still there")
+		t.Fatal("the version before the previous one is still there")
 	}
 	b := make([]byte, 3)
 	if _, err := held.ReadAt(b, 0); err != nil || string(b) != "one" {
-		t.Fatalf("a file of the old version held open: %q %v", b, err)
+		t.Fatalf("a file of a version taken down, held open: %q %v", b, err)
 	}
 
 	if err := Withdraw(shared, testFolder); err != nil {

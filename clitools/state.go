@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ddinit/ddinit/regularfile"
+	"github.com/ddinit/ddinit/mounts"
 )
 
 // maxStateBytes bounds a distro's state file as it is read back: every
@@ -32,10 +32,6 @@ func (k *Linker) writeState(st State) error {
 	return d.WriteFile(k.stateName(), append(b, '\n'))
 }
 
-func (k *Linker) readState() (State, error) {
-	return readState(filepath.Join(k.Shared, k.States, k.stateName()))
-}
-
 func (k *Linker) removeState() error {
 	d, err := openFolder(k.Shared, k.States)
 	if err != nil {
@@ -45,15 +41,17 @@ func (k *Linker) removeState() error {
 	return d.Remove(k.stateName())
 }
 
-func readState(path string) (State, error) {
+// readState reads the state file name in d: beneath it, never through a
+// symlink another distro planted, bounded.
+func readState(d *mounts.Dir, name string) (State, error) {
 	var st State
-	b, err := regularfile.Read(path, maxStateBytes)
+	b, err := d.ReadFile(name, maxStateBytes)
 	if err != nil {
 		return st, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&st); err != nil {
-		return st, fmt.Errorf("%s: %w", path, err)
+		return st, fmt.Errorf("%s: %w", name, err)
 	}
 	return st, nil
 }
@@ -78,8 +76,8 @@ func ReadStates(shared, folder string) ([]DistroState, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer d.Close()
 	names, err := d.Names()
-	d.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +89,7 @@ func ReadStates(shared, folder string) ([]DistroState, error) {
 			continue
 		}
 		path := filepath.Join(dir, n)
-		st, err := readState(path)
+		st, err := readState(d, n)
 		ds := DistroState{State: st, File: path}
 		switch {
 		case err != nil:

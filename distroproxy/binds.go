@@ -65,10 +65,16 @@ func (bd *bind) idle(grace time.Duration) bool {
 	return len(bd.users) == 0 && (bd.holds == 0 || time.Since(bd.handedOut) >= grace)
 }
 
-// ValidDistro checks a WSL distro's name before it names a folder: not
-// empty, not . or .., no slash.
+// maxDistroName bounds a distro's name: it names a folder and a state
+// file (<name>.json, written as .tmp-<12 hex>-<name>.json) in a file
+// system whose names end at 255 bytes.
+const maxDistroName = 200
+
+// ValidDistro checks a WSL distro's name before it names a folder or a
+// file: not empty, no slash, not starting with a dot (hidden, and . and
+// ..), at most maxDistroName bytes.
 func ValidDistro(name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`+"\x00") {
+	if name == "" || strings.HasPrefix(name, ".") || strings.ContainsAny(name, `/\`+"\x00") || len(name) > maxDistroName {
 		return fmt.Errorf("%q is not a WSL distro's name", name)
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/clitools"
+	"github.com/ddinit/ddinit/config"
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/sirupsen/logrus"
 )
@@ -50,10 +52,31 @@ func TestValidDistro(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	for _, name := range []string{"", ".", "..", "a/b", "/", `a\b`, "a\x00"} {
+	for _, name := range []string{"", ".", "..", "a/b", "/", `a\b`, "a\x00", ".hidden", strings.Repeat("d", maxDistroName+1)} {
 		if err := ValidDistro(name); err == nil {
-			t.Errorf("%q was accepted", name)
+			t.Errorf("%.20q… was accepted", name)
 		}
+	}
+}
+
+// Every name ValidDistro accepts names a state file the distro's proxy
+// can write and ddinit status lists: the longest too (its temporary
+// name is longer still).
+func TestValidDistroNamesAStateFile(t *testing.T) {
+	shared := t.TempDir()
+	names := []string{strings.Repeat("d", maxDistroName), "Ubuntu-22.04", "a.b"}
+	for _, name := range names {
+		if err := ValidDistro(name); err != nil {
+			t.Fatalf("%.20q…: %v", name, err)
+		}
+		k := &clitools.Linker{Root: t.TempDir(), Shared: shared, Folder: config.SharedCLITools, States: config.SharedDistroStates, Distro: name, Log: logrus.New()}
+		if _, err := k.Reconcile(); err != nil {
+			t.Errorf("%.20q…: %v", name, err)
+		}
+	}
+	states, err := clitools.ReadStates(shared, config.SharedDistroStates)
+	if err != nil || len(states) != len(names) {
+		t.Fatalf("ddinit status would list %d distros of %d (%v)", len(states), len(names), err)
 	}
 }
 

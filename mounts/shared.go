@@ -5,11 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ddinit/ddinit/regularfile"
 )
 
 // What ddinit puts in a folder other distros can write besides binds: a
@@ -122,6 +125,40 @@ func (d *Dir) Remove(name string) error {
 		return pathError("remove", filepath.Join(d.path, name), err)
 	}
 	return nil
+}
+
+// ReadFile returns the content of the regular file name below d, opened
+// beneath d without following a symlink and without blocking (a FIFO is
+// refused, not waited on), when it holds at most limit bytes.
+func (d *Dir) ReadFile(name string, limit int64) ([]byte, error) {
+	path := filepath.Join(d.path, name)
+	if err := oneComponent(name); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	fd, err := openBeneath(d.fd, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, pathError("read", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, pathError("read", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("read %s: it is %s, not a regular file", path, regularfile.Kind(st.Mode))
+	}
+	if st.Size > limit {
+		return nil, fmt.Errorf("read %s: %d bytes, more than the %d it may hold", path, st.Size, limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("read %s: more than the %d bytes it may hold", path, limit)
+	}
+	return b, nil
 }
 
 // Names lists the entries of d.
