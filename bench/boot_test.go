@@ -192,7 +192,7 @@ func bootBare(t *testing.T, dir, base, pack string) (time.Duration, []timeline.M
 	os.MkdirAll(filepath.Join(dir, "upper"), 0o755)
 	// The same containerd configuration ddinit writes, and the daemon.json
 	// dockerd gets from ddinit (the pack's, with live-restore on).
-	conf := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", packContainerdConfigVersion(t, pack))
+	conf := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", packContainerdConfigVersion(t, pack), nil)
 	os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "daemon.json"), []byte(`{"features": {"buildkit": true}, "live-restore": true}`), 0o644)
 	script := bareRootScript(dir, base, pack, root) + fmt.Sprintf(`echo "bare: containerd started"

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +29,13 @@ func TestBenchContainerdStart(t *testing.T) {
 	for _, packISO := range []string{harness.PackISO, harness.Pack2010ISO} {
 		base, pack := bareRoot(t, packISO)
 		version := packContainerdConfigVersion(t, pack)
-		ours := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", version)
-		defaults := fmt.Sprintf("version = %d\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n[ttrpc]\n  address = %q\n",
-			version, "/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", "/var/lib/containerd.sock.ttrpc")
+		ours := services.ContainerdConfig("/var/lib/containerd", "/run/containerd", "/var/lib/containerd.sock", version, nil)
+		// The same file with no plugin disabled: the same root, state and
+		// listeners, in the same format.
+		defaults := regexp.MustCompile(`(?s)disabled_plugins = \[.*?\]\n`).ReplaceAllString(ours, "")
+		if defaults == ours {
+			t.Fatalf("no disabled plugins to leave out in:\n%s", ours)
+		}
 		oursDir, defaultsDir := t.TempDir(), t.TempDir()
 		startContainerdBare(t, oursDir, base, pack, ours)
 		startContainerdBare(t, defaultsDir, base, pack, defaults)

@@ -6,7 +6,8 @@
 # module's binaries in one go build. The binaries are cached outside the
 # checkout, by version and Go version ($DDINIT_CACHE, default
 # ~/.cache/ddinit): a second run with nothing changed rebuilds nothing.
-# It prints the directory holding the binaries.
+# It prints the directory holding the binaries; with --cached it builds
+# nothing, and exits 3 when no build is cached.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../packs/versions.env
@@ -19,6 +20,8 @@ if cached "$dest" "${bins[@]}"; then
 	echo "$dest"
 	exit 0
 fi
+# --cached: only say where a build already made is (exit 3: none is).
+[ "${1:-}" = --cached ] && exit 3
 work=$(workdir engine)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,8 +30,9 @@ import (
 // and NRI); the snapshotters but overlayfs and native (dockerd keeps its
 // own layers; aufs alone runs modprobe at each start); the restart monitor
 // (ddinit restarts what needs it); tracing. The v1 runtime stays:
-// containerd 1.6's tasks service will not load without it.
-func ContainerdConfig(root, state, address string, version int) string {
+// containerd 1.6's tasks service will not load without it. With cri,
+// CRI's plugins are on and configured (Kubernetes).
+func ContainerdConfig(root, state, address string, version int, cri *CRI) string {
 	disabled := []string{
 		"io.containerd.grpc.v1.cri",
 		"io.containerd.snapshotter.v1.aufs",
@@ -55,9 +57,21 @@ func ContainerdConfig(root, state, address string, version int) string {
 	} else {
 		version = 2
 	}
+	extra := ""
+	if cri != nil {
+		disabled = slices.DeleteFunc(disabled, func(p string) bool { return slices.Contains(criPlugins(version), p) })
+		extra = criSection(version, *cri)
+	}
 	var list strings.Builder
 	for _, d := range disabled {
 		fmt.Fprintf(&list, "  %q,\n", d)
+	}
+	// Version 4 moved the listeners' addresses into their server
+	// plugins: a top-level [grpc] there is ignored, and containerd
+	// listens on its default socket.
+	servers := fmt.Sprintf("[grpc]\n  address = %q\n\n[ttrpc]\n  address = %q\n", address, address+".ttrpc")
+	if version >= 4 {
+		servers = fmt.Sprintf("[plugins.'io.containerd.server.v1.grpc']\n  address = %q\n\n[plugins.'io.containerd.server.v1.ttrpc']\n  address = %q\n", address, address+".ttrpc")
 	}
 	return fmt.Sprintf(`version = %d
 root = %q
@@ -65,12 +79,7 @@ state = %q
 disabled_plugins = [
 %s]
 
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-`, version, root, state, list.String(), address, address+".ttrpc")
+%s%s`, version, root, state, list.String(), servers, extra)
 }
 
 // ContainerdConfigVersion is the config format version the containerd a
@@ -101,7 +110,7 @@ func (s *Supervisor) writeContainerdConfig() (string, error) {
 			return "", fmt.Errorf("containerd: %w", err)
 		}
 	}
-	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdConfigVersion)
+	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdConfigVersion, nil)
 	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", fmt.Errorf("containerd config: %w", err)

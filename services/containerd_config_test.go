@@ -15,8 +15,8 @@ func TestContainerdConfigForEachVersion(t *testing.T) {
 		}
 	}
 	for version, want := range map[int]string{0: "version = 2\n", 2: "version = 2\n", 3: "version = 3\n", 4: "version = 4\n"} {
-		conf := ContainerdConfig("/r", "/s", "/a.sock", version)
-		if !strings.HasPrefix(conf, want) || !strings.Contains(conf, `address = "/a.sock.ttrpc"`) {
+		conf := ContainerdConfig("/r", "/s", "/a.sock", version, nil)
+		if !strings.HasPrefix(conf, want) || !strings.Contains(conf, `address = "/a.sock"`) || !strings.Contains(conf, `address = "/a.sock.ttrpc"`) {
 			t.Errorf("%d:\n%s", version, conf)
 		}
 		cri := `"io.containerd.grpc.v1.cri"`
