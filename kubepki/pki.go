@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ddinit/ddinit/atomicfile"
@@ -29,9 +31,12 @@ const (
 	// renewBefore is how long before its end a certificate is made
 	// again: a cluster started monthly never meets an expired one.
 	renewBefore = 30 * 24 * time.Hour
-	// clockSkew backdates NotBefore, so a clock set a little back after
-	// a resume does not make a fresh certificate "not yet valid".
+	// clockSkew backdates a leaf's NotBefore, so a clock set a little
+	// back after a resume does not make a fresh certificate "not yet
+	// valid"; the CA, which voids every kubeconfig when it changes, is
+	// backdated by caSkew and never remade for a clock behind it.
 	clockSkew = time.Hour
+	caSkew    = 7 * 24 * time.Hour
 	// maxFile bounds what is read of one PEM file.
 	maxFile = 64 << 10
 )
@@ -121,16 +126,52 @@ func leaves(o Options) []leaf {
 	}
 }
 
+// check refuses options no certificate can carry, and puts the node's
+// addresses in one order (sorted, each once), so that a list given in
+// another order names the same certificate.
+func (o *Options) check() error {
+	if o.NodeName == "" || len(o.NodeName) > 253 || strings.Trim(strings.ToLower(o.NodeName), "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" || strings.HasPrefix(o.NodeName, "-") || strings.HasPrefix(o.NodeName, ".") {
+		return fmt.Errorf("kubernetes PKI: node name %q is not a DNS name", o.NodeName)
+	}
+	var ips []net.IP
+	for _, ip := range o.NodeIPs {
+		if len(ip) != net.IPv4len && len(ip) != net.IPv6len {
+			return fmt.Errorf("kubernetes PKI: node address %v is no IP address", []byte(ip))
+		}
+		if !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
+		}
+	}
+	slices.SortFunc(ips, func(a, b net.IP) int { return bytes.Compare(a.To16(), b.To16()) })
+	o.NodeIPs = ips
+	if o.ServiceIP != nil && len(o.ServiceIP) != net.IPv4len && len(o.ServiceIP) != net.IPv6len {
+		return fmt.Errorf("kubernetes PKI: service address %v is no IP address", []byte(o.ServiceIP))
+	}
+	return nil
+}
+
 // Ensure makes dir hold a valid PKI for o, keeping what already is one.
+// Two at once on one folder take turns (a lock in it).
 func Ensure(dir string, o Options) (*PKI, Report, error) {
-	if o.NodeName == "" {
-		return nil, nil, errors.New("kubernetes PKI: no node name")
+	if err := o.check(); err != nil {
+		return nil, nil, err
 	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("kubernetes PKI: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("kubernetes PKI: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes PKI: lock %s: %w", dir, err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, nil, fmt.Errorf("kubernetes PKI: lock %s: %w", dir, err)
 	}
 	var report Report
 	ca, caKey, why := loadCA(files(dir, "ca"), o.Now)
@@ -141,12 +182,11 @@ func Ensure(dir string, o Options) (*PKI, Report, error) {
 		}
 		report = append(report, "ca: "+why)
 	}
-	if why := loadServiceAccountKey(dir); why != "" {
-		if err := newServiceAccountKey(dir); err != nil {
-			return nil, report, err
-		}
-		report = append(report, "sa: "+why)
+	saReport, err := ensureServiceAccountKey(dir)
+	if err != nil {
+		return nil, report, err
 	}
+	report = append(report, saReport...)
 	for _, l := range leaves(o) {
 		f := files(dir, l.name)
 		why := checkLeaf(f, l, ca, o.Now)
@@ -158,11 +198,24 @@ func Ensure(dir string, o Options) (*PKI, Report, error) {
 		}
 		report = append(report, l.name+": "+why)
 	}
+	// Keys kept from before are made owner-only if they were not.
+	for _, name := range append([]string{"ca", "sa"}, Leaves()...) {
+		key := filepath.Join(dir, name+".key")
+		if info, err := os.Lstat(key); err == nil && info.Mode().Perm() != 0o600 {
+			if err := os.Chmod(key, 0o600); err != nil {
+				return nil, report, fmt.Errorf("kubernetes PKI: %w", err)
+			}
+			report = append(report, fmt.Sprintf("%s: %s.key was %v, made owner-only", name, name, info.Mode().Perm()))
+		}
+	}
 	return &PKI{Dir: dir, CA: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})}, report, nil
 }
 
 // readPEM is the one block of type kind in the file at path, or why not.
 func readPEM(path, kind string) ([]byte, string) {
+	if info, err := os.Lstat(path); err == nil && info.Mode()&fs.ModeSymlink != 0 {
+		return nil, "a symlink (the PKI keeps its own files)"
+	}
 	b, err := regularfile.Read(path, maxFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "missing"
@@ -218,9 +271,6 @@ func loadKeyPair(f Files, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, 
 	if !key.PublicKey.Equal(cert.PublicKey) {
 		return nil, nil, "the key is not the certificate's"
 	}
-	if now.Before(cert.NotBefore) {
-		return nil, nil, "not valid before " + cert.NotBefore.UTC().Format(time.RFC3339)
-	}
 	if now.Add(renewBefore).After(cert.NotAfter) {
 		return nil, nil, "ends " + cert.NotAfter.UTC().Format(time.RFC3339)
 	}
@@ -235,6 +285,12 @@ func loadCA(f Files, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, strin
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, nil, "not a CA"
 	}
+	// A CA limited to some uses or names cannot issue every certificate
+	// the cluster needs. One whose NotBefore is ahead of the clock is
+	// kept: the clock is what is behind.
+	if len(cert.ExtKeyUsage) > 0 || len(cert.UnknownExtKeyUsage) > 0 || len(cert.PermittedDNSDomains)+len(cert.ExcludedDNSDomains)+len(cert.PermittedIPRanges)+len(cert.ExcludedIPRanges) > 0 {
+		return nil, nil, "a CA limited to some uses or names"
+	}
 	return cert, key, ""
 }
 
@@ -248,6 +304,18 @@ func checkLeaf(f Files, l leaf, ca *x509.Certificate, now time.Time) string {
 	}
 	if err := cert.CheckSignatureFrom(ca); err != nil {
 		return "not signed by the cluster CA"
+	}
+	if now.Before(cert.NotBefore) {
+		return "not valid before " + cert.NotBefore.UTC().Format(time.RFC3339)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	verifyAt := now
+	if verifyAt.Before(ca.NotBefore) {
+		verifyAt = ca.NotBefore // the clock is behind the CA's start (kept)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: verifyAt, KeyUsages: l.usage}); err != nil {
+		return fmt.Sprintf("does not verify for its use (%v)", err)
 	}
 	if cert.Subject.CommonName != l.subject.CommonName || !slices.Equal(cert.Subject.Organization, l.subject.Organization) {
 		return "names " + cert.Subject.String()
@@ -297,7 +365,7 @@ func newCA(f Files, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error)
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: "ddinit-kubernetes-ca"},
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             now.Add(-caSkew),
 		NotAfter:              now.Add(caValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -337,6 +405,9 @@ func issue(f Files, l leaf, ca *x509.Certificate, caKey crypto.Signer, now time.
 		IPAddresses:  l.ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
+	if err == nil {
+		_, err = x509.ParseCertificate(der) // what is written must read back
+	}
 	if err != nil {
 		return fmt.Errorf("kubernetes PKI: %s: %w", l.name, err)
 	}
@@ -344,43 +415,41 @@ func issue(f Files, l leaf, ca *x509.Certificate, caKey crypto.Signer, now time.
 }
 
 // The service-account key signs the tokens pods are given; its public
-// half is how the API server checks them.
-func loadServiceAccountKey(dir string) string {
+// half is how the API server checks them. A lost or wrong public half is
+// written again from the key: a new key would void every token.
+func ensureServiceAccountKey(dir string) (Report, error) {
 	priv, pub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
 	key, why := readKey(priv)
 	if why != "" {
-		return "sa.key " + why
-	}
-	der, why := readPEM(pub, "PUBLIC KEY")
-	if why != "" {
-		return "sa.pub " + why
+		var err error
+		if key, err = newKey(); err != nil {
+			return nil, fmt.Errorf("kubernetes PKI: service-account key: %w", err)
+		}
+		kb, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes PKI: %w", err)
+		}
+		if err := atomicfile.Write(priv, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+			return nil, fmt.Errorf("kubernetes PKI: write %s: %w", priv, err)
+		}
+		why = "sa: sa.key " + why
 	}
 	want, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil || !bytes.Equal(der, want) {
-		return "sa.pub is not sa.key's"
-	}
-	return ""
-}
-
-func newServiceAccountKey(dir string) error {
-	key, err := newKey()
 	if err != nil {
-		return fmt.Errorf("kubernetes PKI: service-account key: %w", err)
+		return nil, fmt.Errorf("kubernetes PKI: %w", err)
 	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("kubernetes PKI: %w", err)
+	der, pubWhy := readPEM(pub, "PUBLIC KEY")
+	if pubWhy == "" && bytes.Equal(der, want) {
+		return nil, nil // (a key just made never matches what was there)
 	}
-	pb, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		return fmt.Errorf("kubernetes PKI: %w", err)
+	if err := atomicfile.Write(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: want}), 0o644); err != nil {
+		return nil, fmt.Errorf("kubernetes PKI: write %s: %w", pub, err)
 	}
-	priv, pub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
-	if err := atomicfile.Write(priv, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return fmt.Errorf("kubernetes PKI: write %s: %w", priv, err)
+	if why != "" {
+		return Report{why}, nil
 	}
-	if err := atomicfile.Write(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pb}), 0o644); err != nil {
-		return fmt.Errorf("kubernetes PKI: write %s: %w", pub, err)
+	if pubWhy == "" {
+		pubWhy = "is not sa.key's"
 	}
-	return nil
+	return Report{"sa: sa.pub " + pubWhy + ", written again from sa.key"}, nil
 }

@@ -8,7 +8,8 @@
 # real version strings. Cached outside the checkout by versions, Go
 # version and the hash of packs/kube ($DDINIT_CACHE, default
 # ~/.cache/ddinit): a second run with nothing changed rebuilds nothing.
-# It prints the directory holding kube, kubectl and pause.
+# It prints the directory holding kube, kubectl and pause; with --cached it
+# builds nothing, and exits 3 when no build is cached.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../packs/versions.env
@@ -22,6 +23,8 @@ if cached "$dest" "${bins[@]}"; then
 	echo "$dest"
 	exit 0
 fi
+# --cached: only say where a build already made is (exit 3: none is).
+[ "${1:-}" = --cached ] && exit 3
 work=$(workdir kube)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/out"

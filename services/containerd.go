@@ -64,22 +64,22 @@ func ContainerdConfig(root, state, address string, version int, cri *CRI) string
 	}
 	var list strings.Builder
 	for _, d := range disabled {
-		fmt.Fprintf(&list, "  %q,\n", d)
+		fmt.Fprintf(&list, "  %s,\n", tomlString(d))
 	}
 	// Version 4 moved the listeners' addresses into their server
 	// plugins: a top-level [grpc] there is ignored, and containerd
 	// listens on its default socket.
-	servers := fmt.Sprintf("[grpc]\n  address = %q\n\n[ttrpc]\n  address = %q\n", address, address+".ttrpc")
+	servers := fmt.Sprintf("[grpc]\n  address = %s\n\n[ttrpc]\n  address = %s\n", tomlString(address), tomlString(address+".ttrpc"))
 	if version >= 4 {
-		servers = fmt.Sprintf("[plugins.'io.containerd.server.v1.grpc']\n  address = %q\n\n[plugins.'io.containerd.server.v1.ttrpc']\n  address = %q\n", address, address+".ttrpc")
+		servers = fmt.Sprintf("[plugins.'io.containerd.server.v1.grpc']\n  address = %s\n\n[plugins.'io.containerd.server.v1.ttrpc']\n  address = %s\n", tomlString(address), tomlString(address+".ttrpc"))
 	}
 	return fmt.Sprintf(`version = %d
-root = %q
-state = %q
+root = %s
+state = %s
 disabled_plugins = [
 %s]
 
-%s%s`, version, root, state, list.String(), servers, extra)
+%s%s`, version, tomlString(root), tomlString(state), list.String(), servers, extra)
 }
 
 // ContainerdConfigVersion is the config format version the containerd a

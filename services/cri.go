@@ -44,29 +44,31 @@ func criSection(version int, c CRI) string {
 	list := func(s []string) string {
 		q := make([]string, len(s))
 		for i, v := range s {
-			q[i] = fmt.Sprintf("%q", v)
+			q[i] = tomlString(v)
 		}
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	if version >= 3 {
 		fmt.Fprintf(&b, "\n[plugins.'io.containerd.cri.v1.images']\n  snapshotter = \"overlayfs\"\n")
-		fmt.Fprintf(&b, "  [plugins.'io.containerd.cri.v1.images'.pinned_images]\n    sandbox = %q\n", c.SandboxImage)
+		fmt.Fprintf(&b, "  [plugins.'io.containerd.cri.v1.images'.pinned_images]\n    sandbox = %s\n", tomlString(c.SandboxImage))
 		fmt.Fprintf(&b, "\n[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = %t\n", c.RestrictOOMScoreAdj)
 		fmt.Fprintf(&b, "  [plugins.'io.containerd.cri.v1.runtime'.containerd]\n    default_runtime_name = \"runc\"\n")
 		fmt.Fprintf(&b, "    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n")
-		fmt.Fprintf(&b, "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n        BinaryName = %q\n        SystemdCgroup = false\n", c.RuntimeBinary)
-		fmt.Fprintf(&b, "  [plugins.'io.containerd.cri.v1.runtime'.cni]\n    bin_dirs = %s\n    conf_dir = %q\n", list(c.CNIBinDirs), c.CNIConfDir)
+		fmt.Fprintf(&b, "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n        BinaryName = %s\n        SystemdCgroup = false\n", tomlString(c.RuntimeBinary))
+		// bin_dirs from 2.4 (2.1 to 2.3 read both; 2.0 only bin_dir).
+		if version >= 4 {
+			fmt.Fprintf(&b, "  [plugins.'io.containerd.cri.v1.runtime'.cni]\n    bin_dirs = %s\n    conf_dir = %s\n", list(c.CNIBinDirs), tomlString(c.CNIConfDir))
+		} else {
+			fmt.Fprintf(&b, "  [plugins.'io.containerd.cri.v1.runtime'.cni]\n    bin_dir = %s\n    conf_dir = %s\n", tomlString(firstOf(c.CNIBinDirs)), tomlString(c.CNIConfDir))
+		}
 		return b.String()
 	}
-	binDir := ""
-	if len(c.CNIBinDirs) > 0 {
-		binDir = c.CNIBinDirs[0] // 1.x reads one folder
-	}
-	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = %q\n  restrict_oom_score_adj = %t\n", c.SandboxImage, c.RestrictOOMScoreAdj)
+	binDir := firstOf(c.CNIBinDirs) // 1.x reads one folder
+	fmt.Fprintf(&b, "\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = %s\n  restrict_oom_score_adj = %t\n", tomlString(c.SandboxImage), c.RestrictOOMScoreAdj)
 	fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    snapshotter = \"overlayfs\"\n    default_runtime_name = \"runc\"\n")
 	fmt.Fprintf(&b, "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n")
-	fmt.Fprintf(&b, "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n        BinaryName = %q\n        SystemdCgroup = false\n", c.RuntimeBinary)
-	fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    bin_dir = %q\n    conf_dir = %q\n", binDir, c.CNIConfDir)
+	fmt.Fprintf(&b, "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n        BinaryName = %s\n        SystemdCgroup = false\n", tomlString(c.RuntimeBinary))
+	fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    bin_dir = %s\n    conf_dir = %s\n", tomlString(binDir), tomlString(c.CNIConfDir))
 	return b.String()
 }
 
@@ -81,4 +83,40 @@ func CanLowerOOMScores() bool {
 		return false
 	}
 	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
+}
+
+func firstOf(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// tomlString is s as a TOML basic string: only the escapes TOML has (Go's
+// %q writes \a, \v and \xNN, which containerd refuses or misreads). TOML
+// strings are UTF-8: bytes that are not become U+FFFD, a path containerd
+// then does not find, rather than one it reads as another.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
