@@ -98,8 +98,18 @@ func criStatus(t *testing.T, bin, ctr string, version int, cri *CRI) map[string]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", bin, "--config", conf)
-	var log strings.Builder
-	cmd.Stdout, cmd.Stderr = &log, &log
+	// Its output goes to a file, read while it runs (no goroutine of
+	// ours copies it).
+	logFile, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	log := func() string {
+		b, _ := os.ReadFile(logFile.Name())
+		return string(b)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +128,13 @@ func criStatus(t *testing.T, bin, ctr string, version int, cri *CRI) map[string]
 					status[f[0]+"."+f[1]] = f[len(f)-1]
 				}
 			}
-			if strings.Contains(log.String(), "Configuration migrated") {
+			if strings.Contains(log(), "Configuration migrated") {
 				t.Errorf("containerd migrated the configuration")
 			}
 			return status
 		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			t.Fatalf("containerd did not answer: %v\n%s\n%s", err, out, log.String())
+			t.Fatalf("containerd did not answer: %v\n%s\n%s", err, out, log())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
