@@ -93,13 +93,20 @@ func TestContainerdCrashLoop(t *testing.T) {
 	syscall.Kill(onlyComm(t, ns, "containerd.real"), syscall.SIGKILL)
 	body, _ := in.WaitPing503(20*time.Second, "containerd is failing", "runs in a row ended")
 	t.Logf("crash loop: %s", strings.TrimSpace(body))
+	// The status turns before the line saying so reaches the log file:
+	// the delays are read until the fourth is there.
 	var delays []int
-	for _, e := range in.LogEntries() {
-		if e["service"] == "containerd" && (e["msg"] == "containerd died; restarting it and then its services" || e["msg"] == "containerd is failing") {
-			delays = append(delays, int(e["backoffMs"].(float64)))
+	readDelays := func() bool {
+		delays = delays[:0]
+		for _, e := range in.LogEntries() {
+			if e["service"] == "containerd" && (e["msg"] == "containerd died; restarting it and then its services" || e["msg"] == "containerd is failing") {
+				delays = append(delays, int(e["backoffMs"].(float64)))
+			}
 		}
+		return len(delays) >= 4
 	}
-	if len(delays) < 4 || !slices.IsSorted(delays) || delays[0] >= delays[len(delays)-1] {
+	within(t, 10*time.Second, "the fourth restart in ddinit's log", readDelays)
+	if !slices.IsSorted(delays) || delays[0] >= delays[len(delays)-1] {
 		t.Fatalf("containerd's restart delays do not grow: %v", delays)
 	}
 	out, _ := in.CLI("status")
