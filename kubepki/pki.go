@@ -340,15 +340,23 @@ func serial() (*big.Int, error) {
 // write puts the key, then the certificate, in place: a crash between
 // the two leaves a pair that does not match, made again at the next start.
 func write(f Files, der []byte, key *ecdsa.PrivateKey) error {
+	if err := writeKey(f.Key, key); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(f.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return fmt.Errorf("kubernetes PKI: write %s: %w", f.Cert, err)
+	}
+	return nil
+}
+
+// writeKey puts a private key in place, owner-only, whole.
+func writeKey(path string, key *ecdsa.PrivateKey) error {
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("kubernetes PKI: %w", err)
 	}
-	if err := atomicfile.Write(f.Key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		return fmt.Errorf("kubernetes PKI: write %s: %w", f.Key, err)
-	}
-	if err := atomicfile.Write(f.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return fmt.Errorf("kubernetes PKI: write %s: %w", f.Cert, err)
+	if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return fmt.Errorf("kubernetes PKI: write %s: %w", path, err)
 	}
 	return nil
 }
@@ -425,12 +433,8 @@ func ensureServiceAccountKey(dir string) (Report, error) {
 		if key, err = newKey(); err != nil {
 			return nil, fmt.Errorf("kubernetes PKI: service-account key: %w", err)
 		}
-		kb, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return nil, fmt.Errorf("kubernetes PKI: %w", err)
-		}
-		if err := atomicfile.Write(priv, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-			return nil, fmt.Errorf("kubernetes PKI: write %s: %w", priv, err)
+		if err := writeKey(priv, key); err != nil {
+			return nil, err
 		}
 		why = "sa: sa.key " + why
 	}
