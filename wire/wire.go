@@ -90,6 +90,9 @@ const (
 	EngineReply Kind = "engine-reply"
 	// PackRequest passes on a PUT /version-pack. Pack.
 	PackRequest Kind = "pack-request"
+	// KubernetesState: the cluster was switched on or off, or its API
+	// server became ready or stopped being so. Kube.
+	KubernetesState Kind = "kubernetes-state"
 )
 
 // ddinit run tells PID 1:
@@ -127,6 +130,7 @@ type Message struct {
 	PackAnswer *PackAnswer       `json:"packAnswer,omitempty"`
 	Marks      []timeline.Mark   `json:"marks,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
+	Kube       *Kube             `json:"kube,omitempty"`
 }
 
 // check refuses a message whose kind is unknown or whose payload is
@@ -161,6 +165,8 @@ func (m Message) check() error {
 		missing = m.Marks == nil
 	case Replace:
 		missing = m.Reason == ""
+	case KubernetesState:
+		missing = m.Kube == nil
 	default:
 		return fmt.Errorf("a message of no known kind %q", m.Kind)
 	}
@@ -168,6 +174,24 @@ func (m Message) check() error {
 		return fmt.Errorf("a %s message without its payload", m.Kind)
 	}
 	return nil
+}
+
+// Kube is where the Kubernetes cluster is, for ddinit run: what it
+// publishes in the distro (the API server on 127.0.0.1:6443, the
+// LoadBalancer Services' ports) and offers to the distros (the admin
+// kubeconfig).
+type Kube struct {
+	// On: the setting is on (the cluster runs or is starting).
+	On bool `json:"on"`
+	// Ready: the API server answers its readiness check.
+	Ready bool `json:"ready"`
+	// APIServer is the API server's address in PID 1's network namespace,
+	// reachable from the distro's across the link ("100.64.249.2:6443").
+	APIServer string `json:"apiServer,omitempty"`
+	// Kubeconfig is the admin kubeconfig, a path relative to the data
+	// store (its server is https://127.0.0.1:6443, as the distros reach
+	// it); ddinit run reads it from the data store.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
 }
 
 // Engine is a transition of the engine's state machine.
