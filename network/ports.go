@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ddinit/ddinit/dockerproxy"
 	"github.com/ddinit/ddinit/transport"
@@ -304,47 +303,14 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 		}
 		return c, err
 	}
-	// An IPv6 binding listens on IPv6 alone (IPV6_V6ONLY): another
-	// container may hold the IPv4 port. The wildcard 0.0.0.0 listens on
-	// both, as docker lists both.
-	family := ""
-	if host, _, _ := net.SplitHostPort(route.Listen); strings.Contains(host, ":") {
-		family = "6"
+	if b.Proto != "tcp" && b.Proto != "udp" {
+		return key, false, nil // sctp: not carried
 	}
-	switch b.Proto {
-	case "tcp":
-		l, err := net.Listen("tcp"+family, route.Listen)
-		if err != nil {
-			return key, false, err
-		}
-		f := &transport.Forwarder{Listener: l, Log: log, Dial: func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp") }}
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			f.Serve(context.Background())
-		}()
-		pub.closer = closerFunc(func() error {
-			err := l.Close()
-			<-served // its connections closed too
-			return err
-		})
-	case "udp":
-		u, err := newUDPRelay("udp"+family, route.Listen, func() (*net.UDPConn, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			c, err := dial(ctx, "udp")
-			if err != nil {
-				return nil, err
-			}
-			return c.(*net.UDPConn), nil
-		})
-		if err != nil {
-			return key, false, err
-		}
-		pub.closer = u
-	default:
-		return key, false, nil
+	closer, err := transport.ForwardPort(b.Proto, route.Listen, func(ctx context.Context) (net.Conn, error) { return dial(ctx, b.Proto) }, log)
+	if err != nil {
+		return key, false, err
 	}
+	pub.closer = closer
 	p.mu.Lock()
 	p.open[key] = pub
 	p.mu.Unlock()
@@ -368,11 +334,6 @@ func (p *Publisher) unpublish(match func(*published) bool) {
 		p.Log.WithFields(logrus.Fields{"container": engineclient.ShortID(pub.container), "port": pub.key}).Info("port closed")
 	}
 }
-
-// closerFunc is a function as an io.Closer.
-type closerFunc func() error
-
-func (f closerFunc) Close() error { return f() }
 
 func (p *Publisher) closeAll() {
 	p.unpublish(func(*published) bool { return true })

@@ -1,4 +1,4 @@
-package network
+package transport
 
 import (
 	"net"
@@ -10,15 +10,15 @@ import (
 // socket of its own, and the replies back; idle clients are forgotten.
 type udpRelay struct {
 	conn  *net.UDPConn
-	dial  func() (*net.UDPConn, error) // a socket to the target, for one client
+	dial  func() (net.Conn, error) // a socket to the target, for one client
 	mu    sync.Mutex
-	peers map[string]*net.UDPConn
+	peers map[string]net.Conn
 	done  chan struct{}
 }
 
 const udpIdle = 90 * time.Second
 
-func newUDPRelay(network, listen string, dial func() (*net.UDPConn, error)) (*udpRelay, error) {
+func newUDPRelay(network, listen string, dial func() (net.Conn, error)) (*udpRelay, error) {
 	la, err := net.ResolveUDPAddr(network, listen)
 	if err != nil {
 		return nil, err
@@ -27,7 +27,7 @@ func newUDPRelay(network, listen string, dial func() (*net.UDPConn, error)) (*ud
 	if err != nil {
 		return nil, err
 	}
-	r := &udpRelay{conn: c, dial: dial, peers: map[string]*net.UDPConn{}, done: make(chan struct{})}
+	r := &udpRelay{conn: c, dial: dial, peers: map[string]net.Conn{}, done: make(chan struct{})}
 	go r.serve()
 	return r, nil
 }
@@ -46,7 +46,7 @@ func (r *udpRelay) serve() {
 	}
 }
 
-func (r *udpRelay) upstream(from *net.UDPAddr) *net.UDPConn {
+func (r *udpRelay) upstream(from *net.UDPAddr) net.Conn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	select {
