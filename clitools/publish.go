@@ -93,25 +93,6 @@ func pluginPaths() []string {
 	return p
 }
 
-// openFolder holds folder (slash-separated, below shared, made when
-// missing), each component opened beneath the one above it without
-// following a symlink.
-func openFolder(shared, folder string) (*mounts.Dir, error) {
-	d, err := mounts.OpenDir(shared)
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range strings.Split(folder, "/") {
-		sub, err := d.Sub(name)
-		d.Close()
-		if err != nil {
-			return nil, err
-		}
-		d = sub
-	}
-	return d, nil
-}
-
 // isVersion reports a name Publish gives a version's folder: an image
 // digest's first 12 hex digits.
 func isVersion(name string) bool {
@@ -145,7 +126,7 @@ func Publish(shared, folder, tree, version string) error {
 	if !isVersion(version) {
 		return fmt.Errorf("CLI tools version %q: want 12 hex digits", version)
 	}
-	d, err := openFolder(shared, folder)
+	d, err := mounts.OpenFolder(shared, folder)
 	if err != nil {
 		return fmt.Errorf("CLI tools folder: %w", err)
 	}
@@ -171,7 +152,7 @@ func Publish(shared, folder, tree, version string) error {
 // then point at nothing rather than at a folder being unmounted), then
 // every version's bind, whether current could be removed or not.
 func Withdraw(shared, folder string) error {
-	d, err := openFolder(shared, folder)
+	d, err := mounts.OpenFolder(shared, folder)
 	if err != nil {
 		return fmt.Errorf("CLI tools folder: %w", err)
 	}

@@ -23,7 +23,7 @@ const stateSuffix = ".json"
 func (k *Linker) stateName() string { return k.Distro + stateSuffix }
 
 func (k *Linker) writeState(st State) error {
-	d, err := openFolder(k.Shared, k.States)
+	d, err := mounts.OpenFolder(k.Shared, k.States)
 	if err != nil {
 		return fmt.Errorf("the distro's state: %w", err)
 	}
@@ -33,7 +33,7 @@ func (k *Linker) writeState(st State) error {
 }
 
 func (k *Linker) removeState() error {
-	d, err := openFolder(k.Shared, k.States)
+	d, err := mounts.OpenFolder(k.Shared, k.States)
 	if err != nil {
 		return fmt.Errorf("the distro's state: %w", err)
 	}
@@ -72,7 +72,7 @@ func ReadStates(shared, folder string) ([]DistroState, error) {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // no distro has said anything yet
 	}
-	d, err := openFolder(shared, folder)
+	d, err := mounts.OpenFolder(shared, folder)
 	if err != nil {
 		return nil, err
 	}

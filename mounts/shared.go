@@ -88,6 +88,15 @@ func (d *Dir) Link(target, name string) error {
 // WriteFile replaces the file name below d with data (mode 0644) in one
 // rename.
 func (d *Dir) WriteFile(name string, data []byte) error {
+	return d.WriteFileOwned(name, data, 0o644, -1)
+}
+
+// WriteFileOwned replaces the file name below d with data in one rename,
+// with mode and the group gid (-1: the writer's). The temporary file has
+// its mode and group before a byte is written: at no moment can anyone
+// the final ones leave out read the data. A symlink at name is replaced,
+// never followed.
+func (d *Dir) WriteFileOwned(name string, data []byte, mode os.FileMode, gid int) error {
 	path := filepath.Join(d.path, name)
 	if err := oneComponent(name); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -96,12 +105,22 @@ func (d *Dir) WriteFile(name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	fd, err := openBeneath(d.fd, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+	fd, err := openBeneath(d.fd, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o600)
 	if err != nil {
 		return pathError("write", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
-	_, werr := f.Write(data)
+	var werr error
+	if gid >= 0 {
+		werr = f.Chown(-1, gid)
+	}
+	if werr == nil {
+		// Set, not left to the umask.
+		werr = f.Chmod(mode)
+	}
+	if werr == nil {
+		_, werr = f.Write(data)
+	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}

@@ -70,6 +70,26 @@ func (d *Dir) Sub(name string) (*Dir, error) {
 	return &Dir{fd: fd, path: path}, nil
 }
 
+// OpenFolder holds folder (slash-separated, below shared, each component
+// made when missing), each component opened beneath the one above it
+// without following a symlink: shared is trusted (the caller's
+// configuration), what is below it may be anyone's.
+func OpenFolder(shared, folder string) (*Dir, error) {
+	d, err := OpenDir(shared)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range strings.Split(folder, "/") {
+		sub, err := d.Sub(name)
+		d.Close()
+		if err != nil {
+			return nil, err
+		}
+		d = sub
+	}
+	return d, nil
+}
+
 // mountID is the mount an open file is on.
 func mountID(fd int) (uint64, error) {
 	var st unix.Statx_t
