@@ -113,10 +113,20 @@ func ListenOwned(a Addr, mode os.FileMode, gid int) (net.Listener, error) {
 // it is root's (0): only root can, which is what a socket of mode 0660
 // owned by root means.
 func DockerGroup() int {
-	if g, err := user.LookupGroup("docker"); err == nil {
-		if gid, err := strconv.Atoi(g.Gid); err == nil {
-			return gid
-		}
+	gid, _ := LookupDockerGroup()
+	return gid
+}
+
+// LookupDockerGroup is DockerGroup, with why it is root's when there is
+// no docker group (for a caller that says so).
+func LookupDockerGroup() (int, error) {
+	g, err := user.LookupGroup("docker")
+	if err != nil {
+		return 0, err
 	}
-	return 0
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("the docker group's id %q: %w", g.Gid, err)
+	}
+	return gid, nil
 }
