@@ -33,13 +33,15 @@ const (
 // publishes what the distros use: the docker sockets (SharedSocketsDir:
 // docker.sock for WSL integration, ProxiesSocket, root's only, for the
 // distros' `ddinit proxy`), its own static binary (SharedBinary) and the
-// CLI tools (SharedCLITools); and where each distro's proxy says what it
-// linked there (SharedDistroStates).
+// CLI tools (SharedCLITools), the Kubernetes cluster's admin kubeconfig
+// while it is on (SharedKubeconfig); and where each distro's proxy says
+// what it linked there (SharedDistroStates).
 const (
 	SharedSocketsDir   = "docker-desktop/shared-sockets"
 	ProxiesSocket      = "proxies.sock"
 	SharedBinary       = "docker-desktop/ddinit"
 	SharedCLITools     = "docker-desktop/cli-tools"
+	SharedKubeconfig   = "docker-desktop/kubernetes/config"
 	SharedDistroStates = "docker-desktop/distros"
 )
 
