@@ -17,7 +17,9 @@
 // messages), steps.go (the tables), expose.go (the exposed sockets),
 // holder.go (the engine on demand), packs.go and switch.go (version
 // packs, the live switch, the stand-in), network.go, dns.go, relays.go,
-// follow.go (drives and devices).
+// follow.go (drives and devices), clitools.go, kube.go (PID 1's reports
+// of the Kubernetes cluster passed to package kubeports, which publishes
+// it in the distro).
 //
 // It must not hold service logic (package services), mount plans
 // (package mounts), parse images (packages iso9660, rootfs) or import

@@ -33,6 +33,7 @@ func Run(cfg config.Config, stderr io.Writer) (int, error) {
 	l := &launcher{user: cfg, cfg: cfg, log: logs.New("ddinit", stderr, nil, level), begun: time.Now()}
 	l.steps = steps.Runner{Log: l.log, What: "launch step"}
 	l.hold = newHolder(l.askPID1, l.log.WithField("component", "engine"))
+	l.kube = l.newKube()
 	if err := steps.Run(&l.steps, holdSteps, l); err != nil {
 		l.steps.Undo()
 		return fail(err)

@@ -243,6 +243,8 @@ func (l *launcher) followPID1(conn *wire.Conn, c *child, gen int) {
 			l.relays.apply(*m.Proxy, c.pid, log)
 		case wire.EngineReply:
 			l.calls.Answered(m.Reply.ID, *m.Reply)
+		case wire.KubernetesState:
+			l.kubeState(*m.Kube)
 		case wire.PackRequest:
 			ask := *m.Pack
 			l.bg.Go(func(_ context.Context) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ddinit/ddinit/config"
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/kubeports"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/steps"
@@ -39,6 +40,7 @@ type launcher struct {
 	exposure    exposure               // the exposed sockets (expose.go)
 	net         netState               // the link, its names and the port publisher (network.go)
 	relays      relays                 // the proxy plan's relays and variables (relays.go)
+	kube        *kubeports.Publisher   // the Kubernetes cluster published in the distro (kube.go)
 
 	controlFiles []*os.File // the control sockets, for PID 1
 	// begun is when this boot began (ddinit run's start, or the rollback's

@@ -72,6 +72,14 @@ var holdSteps = []steps.Step[*launcher]{
 	{Name: "CLI tools", Do: func(l *launcher) (func() error, error) {
 		return steps.Quiet(l.withdrawCLITools), nil
 	}},
+	// The Kubernetes cluster is published while each PID 1 says it is on
+	// (its kubernetes-state messages), and withdrawn when that PID 1 ends
+	// (start PID 1's undo); here, what a run that crashed left offered is
+	// withdrawn, and all of it again when ddinit run ends.
+	{Name: "kubernetes", Do: func(l *launcher) (func() error, error) {
+		l.kube.Close()
+		return steps.Quiet(l.kube.Close), nil
+	}},
 }
 
 var startSteps = []steps.Step[*launcher]{
@@ -82,8 +90,10 @@ var startSteps = []steps.Step[*launcher]{
 		}
 		l.child = c
 		return func() error {
-			// Its socket ended with it; what its messages set up goes.
+			// Its socket ended with it; what its messages set up goes
+			// (the next PID 1, if any, reports its own).
 			l.relays.close()
+			l.kube.Close()
 			l.bg.Stop()
 			l.mu.Lock()
 			conn := l.conn

@@ -64,6 +64,8 @@ func TestMessagesAndFiles(t *testing.T) {
 		{Kind: Sockets, Sockets: map[string]string{"docker": "/run/docker.sock"}},
 		{Kind: EngineState, Engine: &Engine{State: enginestate.Stopped}},
 		{Kind: PackReply, PackAnswer: &PackAnswer{ID: 7, Err: EncodeError(fmt.Errorf("%w: older", errdefs.ErrConflict))}},
+		{Kind: KubernetesState, Kube: &Kube{On: true, Ready: true, APIServer: "100.64.249.2:6443", Kubeconfig: "etc/kubernetes/admin.conf"}},
+		{Kind: KubernetesState, Kube: &Kube{}}, // off: still a payload
 	}
 	for _, m := range sent {
 		if err := a.Send(m); err != nil {
@@ -78,6 +80,9 @@ func TestMessagesAndFiles(t *testing.T) {
 		if err != nil || got.Kind != want.Kind || len(files) != 0 {
 			t.Fatalf("message %d: %+v %v", i, got, err)
 		}
+		if want.Kube != nil && (got.Kube == nil || *got.Kube != *want.Kube) {
+			t.Fatalf("message %d: the cluster's state came as %+v, sent %+v", i, got.Kube, want.Kube)
+		}
 	}
 	got, files, err := b.Receive()
 	if err != nil || got.Kind != DrivesNow || len(files) != 1 {
@@ -91,7 +96,7 @@ func TestMessagesAndFiles(t *testing.T) {
 
 	// A message of no known kind, or without its payload, is refused on
 	// the way out and on the way in.
-	for _, bad := range []Message{{Kind: "bogus"}, {Kind: Sockets}, {Kind: EngineState, Engine: &Engine{State: "nowhere"}}} {
+	for _, bad := range []Message{{Kind: "bogus"}, {Kind: Sockets}, {Kind: EngineState, Engine: &Engine{State: "nowhere"}}, {Kind: KubernetesState}} {
 		if err := a.Send(bad); err == nil {
 			t.Errorf("%+v was sent", bad)
 		}
