@@ -28,19 +28,25 @@ build:
 distro: build
 	bash scripts/mkdistro.sh
 
+# Every image mkisos.sh writes, each with its .sha256 sidecar: the base
+# distro, both version packs, the CLI tools (with kubectl) and Kubernetes.
+# The engine, the clients and Kubernetes are built from pinned sources and
+# cached outside the checkout (a cold Kubernetes build takes ~12-15
+# minutes; mkisos.sh waits for one already running, as CI starts it early).
 # KUBELET=/path/to/kubelet adds kubelet to the version pack.
 # The version packs the tests switch to come with the images (see
 # test-packs below).
+ISOS := $(addprefix build/,docker-desktop.iso docker.iso docker-20.10.iso cli-tools.iso kubernetes.iso)
 TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso dies-loading.iso)
-isos: build/docker-desktop.iso $(TEST_PACKS)
+isos: $(ISOS) $(TEST_PACKS)
 
-build/docker-desktop.iso: scripts/mkisos.sh scripts/iso.sh scripts/modbuild.sh scripts/build-engine.sh scripts/build-clients.sh packs/versions.env $(shell find distro -type f)
+$(ISOS) &: scripts/mkisos.sh scripts/iso.sh scripts/oci-image.sh scripts/modbuild.sh scripts/build-engine.sh scripts/build-clients.sh scripts/build-kube.sh packs/versions.env $(shell find distro packs/kube -type f)
 	KUBELET=$(KUBELET) bash scripts/mkisos.sh
 
 # Kubernetes from its pinned sources (packs/versions.env, packs/kube): one
 # program for the cluster's daemons, kubectl and the pause program, cached
-# by version outside the checkout (docs/kubernetes.md). Not yet in any
-# image: nothing runs them yet, and a cold build takes ~12 minutes.
+# by version outside the checkout (docs/kubernetes.md); make isos puts
+# them in build/kubernetes.iso and kubectl in build/cli-tools.iso.
 kube:
 	bash scripts/build-kube.sh
 
