@@ -21,7 +21,7 @@ func TestImagesAreReproducible(t *testing.T) {
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("mkisos: %v\n%s", err, b)
 		}
-		for _, name := range []string{"docker-desktop.iso", "docker.iso"} {
+		for _, name := range []string{"docker-desktop.iso", "docker.iso", "cli-tools.iso", "kubernetes.iso"} {
 			b, err := os.ReadFile(filepath.Join(out, name+".sha256"))
 			if err != nil {
 				t.Fatal(err)

@@ -9,7 +9,9 @@
 # version and the hash of packs/kube ($DDINIT_CACHE, default
 # ~/.cache/ddinit): a second run with nothing changed rebuilds nothing.
 # It prints the directory holding kube, kubectl and pause; with --cached it
-# builds nothing, and exits 3 when no build is cached.
+# builds nothing, and exits 3 when no build is cached. Two runs at once
+# (CI starts one in the background, make isos another) take turns on a
+# lock in the cache: the second finds the first's build there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../packs/versions.env
@@ -25,6 +27,13 @@ if cached "$dest" "${bins[@]}"; then
 fi
 # --cached: only say where a build already made is (exit 3: none is).
 [ "${1:-}" = --cached ] && exit 3
+mkdir -p "$cache/kube"
+exec 9>"$cache/kube/.lock"
+flock -n 9 || { echo "build-kube: waiting for the build another process is running" >&2; flock 9; }
+if cached "$dest" "${bins[@]}"; then # that build, done
+	echo "$dest"
+	exit 0
+fi
 work=$(workdir kube)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/out"

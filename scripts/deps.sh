@@ -14,6 +14,7 @@ packages=(
 	curl             # a real client of the docker API proxy (Expect: 100-continue)
 	qemu-system-x86 kmod cpio # make vm-test: the WSL-like guest
 	ca-certificates  # the version pack's CA bundle (Go's TLS in dockerd and containerd)
+	containernetworking-plugins # CNI's bridge, host-local, portmap, loopback in kubernetes.iso
 	docker-registry openssl # a real TLS registry and the certificates the tests make
 	docker-compose python3-docker # real clients of the distro proxy
 	dnsmasq-base     # the distro's resolvers in the DNS tests (no service: the package without it)

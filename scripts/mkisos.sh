@@ -11,7 +11,14 @@
 #   $OUT/cli-tools.iso       the clients every distro is offered: the docker CLI
 #                            and its compose and buildx plugins, built from the
 #                            pinned modules of packs/versions.env
-#                            (scripts/build-clients.sh), and its completions
+#                            (scripts/build-clients.sh), and its completions;
+#                            kubectl, from the Kubernetes build
+#   $OUT/kubernetes.iso      Kubernetes: one program for its daemons, etcd and
+#                            CoreDNS, built from the pinned modules of
+#                            packs/versions.env (scripts/build-kube.sh, which
+#                            waits for one already running), CNI's plugins
+#                            from Debian, the pause image as an OCI layout
+#                            (scripts/oci-image.sh) and kubernetes.json
 # KUBELET=/path/to/kubelet adds kubelet and its service definition to the pack.
 # The same inputs give the same bytes (fixed dates, sorted trees; no
 # --hardlinks, which would record the staging tree's own inode numbers).
@@ -172,10 +179,13 @@ make_pack "$work/pack-20.10" 20.10
 # What ddinit run offers every distro, apart from the engine pack: the
 # docker CLI, its compose and buildx plugins and the CLI's completions,
 # built from pinned sources (a second build is a cache hit).
+# kubectl comes from the Kubernetes build below.
 clients=$(bash "$here/scripts/build-clients.sh")
+kube=$(bash "$here/scripts/build-kube.sh")
 tools=$work/cli-tools
 mkdir -p "$tools/bin" "$tools/cli-plugins"
 cp --preserve=mode "$clients/docker" "$tools/bin/docker"
+cp --preserve=mode "$kube/kubectl" "$tools/bin/kubectl"
 cp --preserve=mode "$clients/docker-compose" "$clients/docker-buildx" "$tools/cli-plugins/"
 cp -r "$clients/completion" "$tools/completion"
 cat > "$tools/cli-tools.json" <<JSON
@@ -184,10 +194,49 @@ cat > "$tools/cli-tools.json" <<JSON
   "components": [
     {"name": "docker", "version": "$DOCKER_CLI_VERSION", "source": "$DOCKER_CLI_MODULE@$DOCKER_CLI_MODULE_VERSION"},
     {"name": "docker-compose", "version": "$COMPOSE_VERSION", "source": "$COMPOSE_MODULE@$COMPOSE_MODULE_VERSION"},
-    {"name": "docker-buildx", "version": "$BUILDX_VERSION", "source": "$BUILDX_MODULE@$BUILDX_MODULE_VERSION"}
+    {"name": "docker-buildx", "version": "$BUILDX_VERSION", "source": "$BUILDX_MODULE@$BUILDX_MODULE_VERSION"},
+    {"name": "kubectl", "version": "$KUBERNETES_VERSION", "source": "$KUBERNETES_MODULE@$KUBERNETES_MODULE_VERSION"}
   ]
 }
 JSON
+
+# --- Kubernetes -------------------------------------------------------------
+# An image of its own, verified and unpacked only once the kubernetes
+# setting is on, and apart from the engine pack so that an engine rollback
+# never moves it (docs/kubernetes.md).
+k8s=$work/kubernetes
+mkdir -p "$k8s/usr/bin" "$k8s/usr/lib/cni" "$k8s/images"
+cp --preserve=mode "$kube/kube" "$k8s/usr/bin/kube" # static: no libraries
+# CNI's plugins from Debian (no Go module of theirs is built here). They
+# link only glibc, which every version pack carries: the binaries alone,
+# checked to need nothing else.
+for plugin in bridge host-local portmap loopback; do
+	bin=/usr/lib/cni/$plugin
+	[ -x "$bin" ] || { echo "mkisos: $bin is missing (install containernetworking-plugins: make deps)" >&2; exit 1; }
+	other=$({ ldd "$bin" 2>/dev/null || true; } | awk '/=>/ {print $1} /^[ \t]*\/.*\(0x/ {print $1}' | grep -v -e '^libc\.so\.6$' -e '/ld-linux-x86-64\.so\.2$' || true)
+	[ -z "$other" ] || { echo "mkisos: $bin needs more than glibc, which the packs carry: $other" >&2; exit 1; }
+	cp --preserve=mode "$bin" "$k8s/usr/lib/cni/$plugin"
+done
+# The pod sandbox's image, imported into containerd's k8s.io namespace at
+# start and pinned there, so the CRI never pulls it.
+pause_image=ddinit.internal/pause:$KUBERNETES_VERSION
+bash "$here/scripts/oci-image.sh" "$k8s/images/pause.tar" "$pause_image" "$kube/pause:/pause" -- /pause
+{
+	echo '{'
+	echo '  "name": "docker-desktop Kubernetes",'
+	printf '  "pauseImage": "%s",\n' "$pause_image"
+	echo '  "components": ['
+	sep=""
+	for c in kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
+		printf '%s    {"name": "%s", "version": "%s", "source": "%s"}' "$sep" "$c" "$KUBERNETES_VERSION" "$KUBERNETES_MODULE@$KUBERNETES_MODULE_VERSION"
+		sep=$',\n'
+	done
+	printf '%s    {"name": "etcd", "version": "%s", "source": "%s"}' "$sep" "$ETCD_VERSION" "$ETCD_MODULE@v$ETCD_VERSION"
+	printf '%s    {"name": "coredns", "version": "%s", "source": "%s"}' "$sep" "$COREDNS_VERSION" "$COREDNS_MODULE@v$COREDNS_VERSION"
+	printf '%s    {"name": "cni-plugins", "version": "%s", "source": "debian:containernetworking-plugins"}' "$sep" "$(version containernetworking-plugins)"
+	printf '%s    {"name": "pause", "version": "%s", "source": "this repository (packs/kube/pause)"}' "$sep" "$KUBERNETES_VERSION"
+	printf '\n  ]\n}\n'
+} > "$k8s/kubernetes.json"
 
 # --- write ----------------------------------------------------------------
 mkiso() { # stage volume-id output
@@ -198,3 +247,4 @@ mkiso "$base" DDINIT_BASE "$out/docker-desktop.iso"
 mkiso "$work/pack" DDINIT_PACK "$out/docker.iso"
 mkiso "$work/pack-20.10" DDINIT_PACK_2010 "$out/docker-20.10.iso"
 mkiso "$tools" DDINIT_CLI_TOOLS "$out/cli-tools.iso"
+mkiso "$k8s" DDINIT_KUBERNETES "$out/kubernetes.iso"
