@@ -3,6 +3,7 @@ package kubeports
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/ddinit/ddinit/kubeapi"
 )
 
 // runFollower follows fake's Services with the real client until the
@@ -21,7 +24,7 @@ func runFollower(t *testing.T, fake *fakeAPI) <-chan string {
 	log, _ := quietLog()
 	ready := &atomic.Bool{}
 	ready.Store(true)
-	client := &apiClient{path: fake.kubeconfig, addr: fake.addr()}
+	client := &apiClient{kubeapi.New(fake.kubeconfig, fake.addr())}
 	f := &follower{api: client, node: node, reserved: portKey{"tcp", 6443}, log: log, ready: ready, backoff: backoff,
 		publish: func(want map[portKey]target) {
 			var s []string
@@ -34,7 +37,7 @@ func runFollower(t *testing.T, fake *fakeAPI) <-chan string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer client.close()
+		defer client.Close()
 		f.run(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
@@ -136,14 +139,16 @@ func TestFollowerListsAndWatches(t *testing.T) {
 // client needs is refused, naming what.
 func TestParseKubeconfig(t *testing.T) {
 	fake := newFakeAPI(t)
-	client := &apiClient{path: fake.kubeconfig, addr: fake.addr()}
-	_, kc, err := client.current(true)
+	b, err := os.ReadFile(fake.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client.close()
-	if kc.server != "https://127.0.0.1:6443" || len(kc.ca) == 0 || len(kc.cert) == 0 || len(kc.key) == 0 {
-		t.Fatalf("read: server %q, %d bytes of CA, %d of certificate, %d of key", kc.server, len(kc.ca), len(kc.cert), len(kc.key))
+	kc, err := kubeapi.ParseKubeconfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kc.Server != "https://127.0.0.1:6443" || len(kc.CA) == 0 || len(kc.Cert) == 0 || len(kc.Key) == 0 {
+		t.Fatalf("read: server %q, %d bytes of CA, %d of certificate, %d of key", kc.Server, len(kc.CA), len(kc.Cert), len(kc.Key))
 	}
 	for _, c := range []struct{ doc, want string }{
 		{`apiVersion: v1`, "JSON"},
@@ -151,7 +156,7 @@ func TestParseKubeconfig(t *testing.T) {
 		{`{"current-context":"x","contexts":[{"name":"x","context":{"cluster":"c","user":"u"}}],"clusters":[{"name":"c","cluster":{"server":"https://h"}}]}`, "no certificate-authority-data"},
 		{`{"current-context":"x","contexts":[{"name":"x","context":{"cluster":"c","user":"u"}}],"clusters":[{"name":"c","cluster":{"server":"https://h","certificate-authority-data":"Y2E="}}]}`, "no client-certificate-data"},
 	} {
-		if _, err := parseKubeconfig([]byte(c.doc)); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := kubeapi.ParseKubeconfig([]byte(c.doc)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", c.doc, err, c.want)
 		}
 	}

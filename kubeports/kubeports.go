@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ddinit/ddinit/kubeapi"
 	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
 )
@@ -164,12 +165,12 @@ func (p *Publisher) start(s State) error {
 		ps.run(ctx)
 	}()
 	if s.Kubeconfig != "" {
-		client := &apiClient{path: s.Kubeconfig, addr: api.String()}
+		client := &apiClient{kubeapi.New(s.Kubeconfig, api.String())}
 		f := &follower{api: client, node: api.Addr(), reserved: apiKey, publish: publish, log: log, ready: &r.ready, nudge: r.nudge, backoff: p.o.backoff}
 		r.done.Add(1)
 		go func() {
 			defer r.done.Done()
-			defer client.close()
+			defer client.Close()
 			f.run(ctx)
 		}()
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/ddinit/ddinit/kubeapi"
 )
 
 // until reads passes over the ports until one satisfies ok.
@@ -49,8 +51,8 @@ func TestPublisher(t *testing.T) {
 	}
 
 	// kubectl's way: TLS to 127.0.0.1:<port> with the offered kubeconfig.
-	kubectl := &apiClient{path: offered, addr: loopback(apiPort)}
-	defer kubectl.close()
+	kubectl := &apiClient{kubeapi.New(offered, loopback(apiPort))}
+	defer kubectl.Close()
 	fake.lists <- list("1")
 	if _, _, err := kubectl.list(context.Background()); err != nil {
 		t.Fatalf("the API server through the distro's loopback: %v", err)

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 
+	"github.com/ddinit/ddinit/kubeapi"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/regularfile"
 	"github.com/sirupsen/logrus"
@@ -37,7 +38,7 @@ func (o *offer) put(src string) error {
 	if !o.sharedExists() {
 		return nil
 	}
-	b, err := regularfile.Read(src, maxKubeconfigBytes)
+	b, err := regularfile.Read(src, kubeapi.MaxKubeconfigBytes)
 	if err != nil {
 		return fmt.Errorf("offer the admin kubeconfig to the distros: %w", err)
 	}
@@ -49,7 +50,7 @@ func (o *offer) put(src string) error {
 	name := path.Base(o.rel)
 	// Read back beneath the folder, never through a symlink: what is not
 	// the same regular file is replaced.
-	if have, err := d.ReadFile(name, maxKubeconfigBytes); err == nil && bytes.Equal(have, b) {
+	if have, err := d.ReadFile(name, kubeapi.MaxKubeconfigBytes); err == nil && bytes.Equal(have, b) {
 		return nil
 	}
 	gid, err := o.group()
