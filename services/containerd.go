@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -110,7 +111,7 @@ func (s *Supervisor) writeContainerdConfig() (string, error) {
 			return "", fmt.Errorf("containerd: %w", err)
 		}
 	}
-	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdConfigVersion, nil)
+	conf := ContainerdConfig(s.cfg.ContainerdRoot, s.cfg.ContainerdState, s.cfg.Address, s.cfg.ContainerdConfigVersion, s.cfg.CRI)
 	path := filepath.Join(s.cfg.RunDir, "containerd.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", fmt.Errorf("containerd config: %w", err)
@@ -321,14 +322,36 @@ func (s *Supervisor) removeStale(client *containerd.Client) error {
 
 // removeContainer deletes c and, killed first, its task if it has one.
 func (s *Supervisor) removeContainer(c containerd.Container) error {
+	return removeContainerIn(s.ctx, c)
+}
+
+// removeContainerIn deletes c in the namespace ctx carries.
+func removeContainerIn(ctx context.Context, c containerd.Container) error {
 	id := c.ID()
-	if t, err := c.Task(s.ctx, nil); err == nil {
-		if _, err := t.Delete(s.ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+	if t, err := c.Task(ctx, nil); err == nil {
+		if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete task %s: %w", id, err)
 		}
 	}
-	if err := c.Delete(s.ctx); err != nil && !errdefs.IsNotFound(err) {
+	if err := c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	return nil
+}
+
+// clearNamespace removes every container of the containerd namespace ns,
+// killing its task first, and says how many there were. Images and
+// snapshots stay (a cluster switched on again starts from them).
+func (s *Supervisor) clearNamespace(client *containerd.Client, ns string) (int, error) {
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), time.Minute)
+	defer cancel()
+	containers, err := client.Containers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list the containers of %s: %w", ns, err)
+	}
+	var errs []error
+	for _, c := range containers {
+		errs = append(errs, removeContainerIn(ctx, c))
+	}
+	return len(containers), errors.Join(errs...)
 }

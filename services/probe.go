@@ -2,6 +2,7 @@ package services
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,8 +12,8 @@ import (
 	"github.com/ddinit/ddinit/transport"
 )
 
-// ParseProbe reads "http+unix:///sock:/path", "http://host:port/path" or
-// "unix:///sock".
+// ParseProbe reads "http+unix:///sock:/path", "http://host:port/path",
+// "https://host:port/path" or "unix:///sock".
 func ParseProbe(s string) (Probe, error) {
 	switch {
 	case strings.HasPrefix(s, "http+unix://"):
@@ -22,20 +23,20 @@ func ParseProbe(s string) (Probe, error) {
 			return Probe{}, fmt.Errorf("%q: want http+unix:///socket:/path", s)
 		}
 		return Probe{Socket: rest[:i], Path: rest[i+1:]}, nil
-	case strings.HasPrefix(s, "http://"):
+	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
 		u, err := url.Parse(s)
-		if err != nil || u.Port() == "" {
-			return Probe{}, fmt.Errorf("%q: want http://host:port/path", s)
+		if err != nil || u.Port() == "" || u.Hostname() == "" {
+			return Probe{}, fmt.Errorf("%q: want %s://host:port/path", s, u.Scheme)
 		}
 		path := u.EscapedPath()
 		if path == "" {
 			path = "/"
 		}
-		return Probe{Addr: u.Host, Path: path}, nil
+		return Probe{Addr: u.Host, Path: path, TLS: u.Scheme == "https"}, nil
 	case strings.HasPrefix(s, "unix://"):
 		return Probe{Socket: strings.TrimPrefix(s, "unix://")}, nil
 	}
-	return Probe{}, fmt.Errorf("%q: want http+unix:///socket:/path, http://host:port/path or unix:///socket", s)
+	return Probe{}, fmt.Errorf("%q: want http+unix:///socket:/path, http(s)://host:port/path or unix:///socket", s)
 }
 
 // Answers reports whether the probe needs a reply (HTTP), not just a
@@ -44,6 +45,8 @@ func (p Probe) Answers() bool { return p.Path != "" }
 
 func (p Probe) String() string {
 	switch {
+	case p.Addr != "" && p.TLS:
+		return "https://" + p.Addr + p.Path
 	case p.Addr != "":
 		return "http://" + p.Addr + p.Path
 	case p.Path == "":
@@ -69,11 +72,21 @@ func (p Probe) Check(ctx context.Context) error {
 		}
 		return c.Close()
 	}
-	client := &http.Client{Transport: &http.Transport{
+	t := &http.Transport{
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return p.dial(ctx) },
 		DisableKeepAlives: true,
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://service"+p.Path, nil)
+	}
+	scheme := "http"
+	if p.TLS {
+		// The probe asks whether the service answers, not who it is: it
+		// dials an address in ddinit's own namespace, and the Kubernetes
+		// components serve their health on certificates of their own
+		// making (the scheduler's, the controller manager's).
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		scheme = "https"
+	}
+	client := &http.Client{Transport: t}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://service"+p.Path, nil)
 	if err != nil {
 		return err
 	}

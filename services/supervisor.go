@@ -90,6 +90,13 @@ func (s *Supervisor) Start() error {
 	if err := s.removeStale(d.client); err != nil {
 		s.cfg.Log.WithError(err).Warn("could not remove what the previous boot left in containerd")
 	}
+	for _, ns := range s.cfg.ClearNamespaces {
+		if n, err := s.clearNamespace(d.client, ns); err != nil {
+			s.cfg.Log.WithError(err).WithField("namespace", ns).Warn("could not remove every container left in a namespace")
+		} else if n > 0 {
+			s.cfg.Log.WithFields(map[string]any{"namespace": ns, "containers": n}).Info("removed the containers left in a namespace")
+		}
+	}
 	go s.superviseContainerd(d)
 	for _, svc := range s.order {
 		if svc.status().State == StateDisabled {

@@ -38,6 +38,13 @@ type Config struct {
 	HostRoot string
 	// Settings switch optional services on ("kubernetes": true).
 	Settings map[string]bool
+	// CRI, when set, turns containerd's CRI plugin on, configured so
+	// (Kubernetes is on).
+	CRI *CRI
+	// ClearNamespaces are containerd namespaces whose containers are
+	// removed, their tasks killed, when containerd has started: what a
+	// cluster switched off (or a crash) left ("k8s.io").
+	ClearNamespaces []string
 	// Env, when set, is environment a service's process gets besides its
 	// definition's, looked up at each start (dockerd's proxy).
 	Env func(service string) []string
@@ -162,4 +169,5 @@ type Probe struct {
 	Socket string // unix socket path inside the namespace
 	Addr   string // or host:port, for a service that answers on TCP
 	Path   string // HTTP path; empty means a connect is enough
+	TLS    bool   // HTTPS (Addr only)
 }
