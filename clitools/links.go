@@ -57,10 +57,20 @@ type Linker struct {
 	Log     logrus.FieldLogger
 	// Now is time.Now but in tests.
 	Now func() time.Time
+	// NoLinks: no tool is linked (--cli-tools=false); the kubeconfig is
+	// still kept when Kubeconfig is set.
+	NoLinks bool
+	// Kubeconfig is where, below Shared, ddinit run offers the cluster's
+	// kubeconfig while Kubernetes runs (config.SharedKubeconfig): its
+	// docker-desktop context is merged into the default user's
+	// ~/.kube/config. "": none is.
+	Kubeconfig string
 
 	// said remembers what was logged, so a check that finds the same
 	// again says nothing.
 	said map[string]bool
+	// kube is what the kubeconfig's passes found and did.
+	kube kubeMemory
 }
 
 // State is what a distro's proxy linked and left alone, as it writes it to
@@ -74,7 +84,10 @@ type State struct {
 	Tools     string      `json:"tools,omitempty"`
 	Linked    []string    `json:"linked,omitempty"`
 	LeftAlone []LeftAlone `json:"leftAlone,omitempty"`
-	Checked   time.Time   `json:"checked"`
+	// Kube is what became of the docker-desktop context (nil: Kubernetes
+	// has not been on while this proxy ran, or the merge is off).
+	Kube    *KubeState `json:"kubeconfig,omitempty"`
+	Checked time.Time  `json:"checked"`
 }
 
 // LeftAlone is a tool of the user's that keeps ddinit's link away.
@@ -174,7 +187,11 @@ func (k *Linker) Reconcile() (State, error) {
 		st.Tools = m.Summary()
 	}
 	var errs []error
-	for _, t := range k.tools() {
+	tools := k.tools()
+	if k.NoLinks {
+		tools = nil
+	}
+	for _, t := range tools {
 		if offered && t.optional && !k.carried(t) {
 			if k.ours(t, t.link) {
 				errs = append(errs, k.unlink(t.link))
@@ -214,13 +231,16 @@ func (k *Linker) Reconcile() (State, error) {
 		st.Linked = append(st.Linked, t.link)
 		k.Log.WithFields(logrus.Fields{"tool": t.name, "link": t.link}).Info("CLI tool linked")
 	}
+	st.Kube = k.reconcileKube()
 	errs = append(errs, k.writeState(st))
 	return st, errors.Join(errs...)
 }
 
 // Uninstall removes every link of ddinit's and the folders it made for
-// them when they are empty, and the distro's state file: integration
-// turned off. Nothing else in the distro changes.
+// them when they are empty, the docker-desktop cluster, user and context
+// it merged into its users' kubeconfigs (with Kubeconfig set), and the
+// distro's state file: integration turned off. Nothing else in the
+// distro changes.
 func (k *Linker) Uninstall() error {
 	var errs []error
 	for _, t := range k.tools() {
@@ -247,6 +267,7 @@ func (k *Linker) Uninstall() error {
 		}
 		os.Remove(k.path(dir)) // refused if something came in meanwhile
 	}
+	k.uninstallKube()
 	errs = append(errs, k.removeState())
 	return errors.Join(errs...)
 }
