@@ -41,18 +41,13 @@ current-context: docker-desktop
 }
 
 // kubeDistro is a distro whose default user, me, is this test's own uid
-// (no root needed) and has a home.
+// (no root needed: as root, or any uid, the test is "me", named the
+// default in wsl.conf) and has a home.
 func kubeDistro(t *testing.T) string {
 	t.Helper()
 	root := distro(t, "etc", "home/me")
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/bash\nme:x:%d:%d::/home/me:/bin/bash\n", os.Geteuid(), os.Getegid())
-	if os.Geteuid() < 1000 {
-		// The default user is the first with uid 1000 or more; as root
-		// (or a system uid) the test names its own uid in wsl.conf.
-		os.WriteFile(filepath.Join(root, "etc/wsl.conf"), []byte("[user]\ndefault=me\n"), 0o644)
-		passwd = fmt.Sprintf("root:x:0:0:root:/nonexistent:/bin/bash\nme:x:%d:%d::/home/me:/bin/bash\n", os.Geteuid(), os.Getegid())
-	}
-	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte(passwd), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/passwd"), fmt.Appendf(nil, "root:x:0:0:root:/nonexistent:/bin/bash\nme:x:%d:%d::/home/me:/bin/bash\n", os.Geteuid(), os.Getegid()), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/wsl.conf"), []byte("[user]\ndefault=me\n"), 0o644)
 	return root
 }
 

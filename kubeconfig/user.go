@@ -67,16 +67,17 @@ func DefaultUser(root string) (User, error) {
 }
 
 // Users are the users whose kubeconfig ddinit may have written in some
-// run (the default user may have changed since): root and each with uid
-// 1000 or more and a home.
+// run (the default user may have changed since): root, each with uid
+// 1000 or more and a home, and the one /etc/wsl.conf names.
 func Users(root string) ([]User, error) {
 	users, err := readUsers(root)
 	if err != nil {
 		return nil, err
 	}
+	named := wslDefaultUser(root)
 	var out []User
 	for _, u := range users {
-		if (u.UID == 0 || u.UID >= firstUID && u.UID != nobody) && isDir(root, u.Home) {
+		if (u.UID == 0 || u.UID >= firstUID && u.UID != nobody || u.Name == named) && isDir(root, u.Home) {
 			out = append(out, u)
 		}
 	}

@@ -59,6 +59,16 @@ func TestDefaultUserOtherwise(t *testing.T) {
 	if u, err := DefaultUser(root); err != nil || u.Name != "later" {
 		t.Fatalf("wsl.conf's: %+v %v", u, err)
 	}
+	// One wsl.conf names is among those --uninstall looks at, whatever
+	// its uid.
+	os.WriteFile(filepath.Join(root, "etc/wsl.conf"), []byte("[user]\ndefault=syslog\n"), 0o644)
+	os.MkdirAll(filepath.Join(root, "home/syslog"), 0o755)
+	if u, err := DefaultUser(root); err != nil || u.Name != "syslog" {
+		t.Fatalf("wsl.conf's system user: %+v %v", u, err)
+	}
+	if users, err := Users(root); err != nil || !slices.ContainsFunc(users, func(u User) bool { return u.Name == "syslog" }) {
+		t.Fatalf("users: %+v %v", users, err)
+	}
 	os.WriteFile(filepath.Join(root, "etc/wsl.conf"), []byte("[user]\ndefault=nosuchuser\n"), 0o644)
 	if u, err := DefaultUser(root); err != nil || u.Name != "me" {
 		t.Fatalf("wsl.conf naming no user: %+v %v", u, err)
