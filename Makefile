@@ -15,7 +15,7 @@ FUZZ_TARGETS := iso9660:FuzzVolumeDescriptor:100000x iso9660:FuzzDirectoryRecord
 	dockerproxy:FuzzProxyRequest:20000x dockerproxy:FuzzRewriteCreate:100000x \
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
 	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x \
-	clitools:FuzzReadStates:20000x
+	clitools:FuzzReadStates:20000x kubeconfig:FuzzMerge:40000x
 
 .PHONY: all deps build isos kube test-packs distro test test-builds unit fuzz bench bench-compare demo vm-test clean
 
@@ -76,7 +76,7 @@ test: build isos test-packs distro
 
 # The packages whose state is shared between goroutines, under the race
 # detector (unit tests, no root needed).
-RACE_UNITS := ./clitools/ ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./fairshare/ ./engineclient/ ./transport/ ./dnsforward/
+RACE_UNITS := ./clitools/ ./kubeconfig/ ./settings/ ./control/ ./services/ ./dockerproxy/ ./distroproxy/ ./fairshare/ ./engineclient/ ./transport/ ./dnsforward/
 
 # ddinit boots the same however it is built: a plain `go build` (cgo,
 # dynamically linked) through five boots, a PIE through one, and the race

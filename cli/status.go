@@ -59,26 +59,51 @@ func printDistros(w io.Writer, shared string) {
 		// Every distro can write these files: nothing in them is printed
 		// as a control sequence.
 		line := "distro " + printable(d.Distro) + ": "
-		switch {
-		case d.Err != "":
-			line += "unreadable state (" + printable(d.Err) + ")"
-		case len(d.Linked) == 0 && len(d.LeftAlone) == 0:
-			line += "no CLI tool linked"
-		default:
-			var parts []string
-			if len(d.Linked) > 0 {
-				parts = append(parts, "linked "+printable(strings.Join(d.Linked, " ")))
-			}
-			for _, l := range d.LeftAlone {
-				parts = append(parts, "its own "+printable(l.Tool)+" kept ("+printable(l.Path)+")")
-			}
-			line += strings.Join(parts, "; ")
+		if d.Err != "" {
+			fmt.Fprintln(w, line+"unreadable state ("+printable(d.Err)+")")
+			continue
+		}
+		var parts []string
+		if len(d.Linked) > 0 {
+			parts = append(parts, "linked "+printable(strings.Join(d.Linked, " ")))
+		}
+		for _, l := range d.LeftAlone {
+			parts = append(parts, "its own "+printable(l.Tool)+" kept ("+printable(l.Path)+")")
+		}
+		if len(parts) == 0 {
+			parts = append(parts, "no CLI tool linked")
+		}
+		if k := d.Kube; k != nil {
+			parts = append(parts, kubeLine(k))
+		}
+		line += strings.Join(parts, "; ")
+		if len(d.Linked)+len(d.LeftAlone) > 0 || d.Kube != nil {
 			if !d.Checked.IsZero() {
 				line += fmt.Sprintf(", checked %s ago", time.Since(d.Checked).Round(time.Second))
 			}
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// kubeLine says where the docker-desktop context is, or why it is not.
+func kubeLine(k *clitools.KubeState) string {
+	var s string
+	switch {
+	case k.Merged != "":
+		s = "docker-desktop context in " + printable(k.File) + " (" + printable(k.User) + ")"
+	case k.File != "":
+		s = "docker-desktop context not in " + printable(k.File) + " (" + printable(k.User) + ")"
+	default:
+		s = "docker-desktop context not merged"
+	}
+	if !k.Offered {
+		s += ", Kubernetes off"
+	}
+	if k.Error != "" {
+		s += ": " + printable(k.Error)
+	}
+	return s
 }
 
 // printable is s with what a terminal would act on replaced.

@@ -49,6 +49,9 @@ func TestStatusListsTheDistros(t *testing.T) {
 	os.WriteFile(filepath.Join(states, "Ubuntu.json"), []byte(`{"distro":"Ubuntu","linked":["/usr/local/bin/docker"]}`), 0o644)
 	os.WriteFile(filepath.Join(states, "Debian.json"), []byte(`{"distro":"Debian","leftAlone":[{"tool":"docker","path":"/usr/bin/docker\u001b[2J"}]}`), 0o644)
 	os.WriteFile(filepath.Join(states, "Bad.json"), []byte(`not json`), 0o644)
+	os.WriteFile(filepath.Join(states, "Kube.json"), []byte(`{"distro":"Kube","linked":["/usr/local/bin/kubectl"],"kubeconfig":{"user":"me","file":"/home/me/.kube/config","merged":"0123456789ab","offered":true}}`), 0o644)
+	os.WriteFile(filepath.Join(states, "Off.json"), []byte(`{"distro":"Off","kubeconfig":{"user":"me","file":"/home/me/.kube/config","merged":"0123456789ab","offered":false}}`), 0o644)
+	os.WriteFile(filepath.Join(states, "Broken.json"), []byte(`{"distro":"Broken","kubeconfig":{"user":"me","file":"/home/me/.kube/config","offered":true,"error":"/home/me/.kube/config: left as it is: it does not parse\u001b[2J"}}`), 0o644)
 	var out strings.Builder
 	printDistros(&out, shared)
 	for _, want := range []string{
@@ -56,6 +59,9 @@ func TestStatusListsTheDistros(t *testing.T) {
 		"distro Ubuntu: linked /usr/local/bin/docker",
 		"distro Debian: its own docker kept (/usr/bin/docker?[2J)",
 		"distro Bad: unreadable state",
+		"distro Kube: linked /usr/local/bin/kubectl; docker-desktop context in /home/me/.kube/config (me)",
+		"distro Off: no CLI tool linked; docker-desktop context in /home/me/.kube/config (me), Kubernetes off",
+		"distro Broken: no CLI tool linked; docker-desktop context not in /home/me/.kube/config (me): /home/me/.kube/config: left as it is: it does not parse?[2J",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("no %q in:\n%s", want, out.String())

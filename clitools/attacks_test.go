@@ -10,19 +10,22 @@ import (
 )
 
 // Ubuntu's default PATH (/etc/environment) ends in /usr/games,
-// /usr/local/games and /snap/bin: `snap install docker` puts docker in
-// /snap/bin, after /usr/local/bin. ddinit's link must not shadow it.
+// /usr/local/games and /snap/bin: `snap install docker` (or `snap install
+// kubectl --classic`) puts it in /snap/bin, after /usr/local/bin.
+// ddinit's link must not shadow it.
 func TestSnapDockerIsNotShadowed(t *testing.T) {
 	shared := t.TempDir()
 	offer(t, shared)
-	root := distro(t, "snap/bin")
-	os.WriteFile(filepath.Join(root, "snap/bin/docker"), []byte("mine\n"), 0o755)
-	st, err := linker(t, root, shared).Reconcile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/docker")); err == nil {
-		t.Errorf("ddinit linked /usr/local/bin/docker, which comes before the user's /snap/bin/docker on Ubuntu's default PATH; state: linked %v, left alone %v", st.Linked, st.LeftAlone)
+	for _, name := range []string{"docker", "kubectl"} {
+		root := distro(t, "snap/bin")
+		os.WriteFile(filepath.Join(root, "snap/bin", name), []byte("mine\n"), 0o755)
+		st, err := linker(t, root, shared).Reconcile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(root, "usr/local/bin", name)); err == nil {
+			t.Errorf("ddinit linked /usr/local/bin/%s, which comes before the user's /snap/bin/%s on Ubuntu's default PATH; state: linked %v, left alone %v", name, name, st.Linked, st.LeftAlone)
+		}
 	}
 }
 
@@ -55,11 +58,12 @@ func TestAUsersLinkIntoTheOfferIsTheirs(t *testing.T) {
 	shared := t.TempDir()
 	offer(t, shared)
 	for _, target := range []string{
-		filepath.Join(shared, testFolder) + "/../../mine/docker",     // resolves outside the shared copy
-		filepath.Join(shared, testFolder, "0123456789ab/bin/docker"), // the user pinned a version
+		filepath.Join(shared, testFolder) + "/../../mine/docker",      // resolves outside the shared copy
+		filepath.Join(shared, testFolder, "0123456789ab/bin/docker"),  // the user pinned a version
+		filepath.Join(shared, testFolder, "0123456789ab/bin/kubectl"), // and kubectl's
 	} {
 		root := distro(t)
-		p := filepath.Join(root, "usr/local/bin/docker")
+		p := filepath.Join(root, "usr/local/bin", filepath.Base(target))
 		os.Symlink(target, p)
 		k := linker(t, root, shared)
 		if _, err := k.Reconcile(); err != nil {

@@ -16,8 +16,8 @@ import (
 
 // The default PATH of a login shell in the distros WSL ships (Ubuntu's
 // /etc/environment, snap's /snap/bin included; Debian's and Alpine's
-// profiles): where a docker of the user's would be found before or
-// instead of ddinit's.
+// profiles): where a docker or a kubectl of the user's would be found
+// before or instead of ddinit's.
 var defaultPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/games", "/usr/local/games", "/snap/bin"}
 
 // The folders the docker CLI looks for plugins in (besides each user's
@@ -36,6 +36,10 @@ type tool struct {
 	// onlyInExisting: the link is made only where its folder exists (a
 	// completion where the distro has a shell that reads them).
 	onlyInExisting bool
+	// optional: an offer may not carry it (kubectl, in images older than
+	// it): linked only when its target is there, and a link of ddinit's
+	// removed when the offer no longer carries it (it would lead nowhere).
+	optional bool
 }
 
 // Linker makes the CLI tools usable in one distro, as `ddinit proxy` runs
@@ -53,10 +57,20 @@ type Linker struct {
 	Log     logrus.FieldLogger
 	// Now is time.Now but in tests.
 	Now func() time.Time
+	// NoLinks: no tool is linked (--cli-tools=false); the kubeconfig is
+	// still kept when Kubeconfig is set.
+	NoLinks bool
+	// Kubeconfig is where, below Shared, ddinit run offers the cluster's
+	// kubeconfig while Kubernetes runs (config.SharedKubeconfig): its
+	// docker-desktop context is merged into the default user's
+	// ~/.kube/config. "": none is.
+	Kubeconfig string
 
 	// said remembers what was logged, so a check that finds the same
 	// again says nothing.
 	said map[string]bool
+	// kube is what the kubeconfig's passes found and did.
+	kube kubeMemory
 }
 
 // State is what a distro's proxy linked and left alone, as it writes it to
@@ -70,7 +84,10 @@ type State struct {
 	Tools     string      `json:"tools,omitempty"`
 	Linked    []string    `json:"linked,omitempty"`
 	LeftAlone []LeftAlone `json:"leftAlone,omitempty"`
-	Checked   time.Time   `json:"checked"`
+	// Kube is what became of the docker-desktop context (nil: Kubernetes
+	// has not been on while this proxy ran, or the merge is off).
+	Kube    *KubeState `json:"kubeconfig,omitempty"`
+	Checked time.Time  `json:"checked"`
 }
 
 // LeftAlone is a tool of the user's that keeps ddinit's link away.
@@ -80,11 +97,10 @@ type LeftAlone struct {
 }
 
 func (k *Linker) tools() []tool {
-	docker := tool{name: "docker", link: "/usr/local/bin/docker", target: dockerBinary}
-	for _, dir := range defaultPath {
-		docker.theirs = append(docker.theirs, filepath.Join(dir, "docker"))
-	}
-	list := []tool{docker}
+	docker := onPath("docker", dockerBinary)
+	kubectl := onPath("kubectl", kubectlBinary)
+	kubectl.optional = true
+	list := []tool{docker, kubectl}
 	for _, p := range plugins {
 		t := tool{name: p, link: filepath.Join(systemPluginDirs[0], p), target: pluginsDir + "/" + p}
 		for _, dir := range append(k.userPluginDirs(), systemPluginDirs...) {
@@ -100,6 +116,22 @@ func (k *Linker) tools() []tool {
 		tool{name: "fish completion", link: "/usr/share/fish/vendor_completions.d/docker.fish", target: "completion/fish/docker.fish",
 			theirs: []string{"/usr/share/fish/vendor_completions.d/docker.fish", "/usr/share/fish/completions/docker.fish"}, onlyInExisting: true},
 	)
+}
+
+// onPath is a program linked into /usr/local/bin, kept away by one of the
+// user's in any folder of the default PATH.
+func onPath(name, target string) tool {
+	t := tool{name: name, link: filepath.Join("/usr/local/bin", name), target: target}
+	for _, dir := range defaultPath {
+		t.theirs = append(t.theirs, filepath.Join(dir, name))
+	}
+	return t
+}
+
+// carried reports whether the offer holds t's target.
+func (k *Linker) carried(t tool) bool {
+	_, err := os.Stat(k.want(t))
+	return err == nil
 }
 
 // userPluginDirs are root's and each /home user's ~/.docker/cli-plugins.
@@ -155,7 +187,17 @@ func (k *Linker) Reconcile() (State, error) {
 		st.Tools = m.Summary()
 	}
 	var errs []error
-	for _, t := range k.tools() {
+	tools := k.tools()
+	if k.NoLinks {
+		tools = nil
+	}
+	for _, t := range tools {
+		if offered && t.optional && !k.carried(t) {
+			if k.ours(t, t.link) {
+				errs = append(errs, k.unlink(t.link))
+			}
+			continue
+		}
 		if p := k.theirs(t); p != "" {
 			st.LeftAlone = append(st.LeftAlone, LeftAlone{Tool: t.name, Path: p})
 			k.once("left:"+p, func() {
@@ -189,13 +231,16 @@ func (k *Linker) Reconcile() (State, error) {
 		st.Linked = append(st.Linked, t.link)
 		k.Log.WithFields(logrus.Fields{"tool": t.name, "link": t.link}).Info("CLI tool linked")
 	}
+	st.Kube = k.reconcileKube()
 	errs = append(errs, k.writeState(st))
 	return st, errors.Join(errs...)
 }
 
 // Uninstall removes every link of ddinit's and the folders it made for
-// them when they are empty, and the distro's state file: integration
-// turned off. Nothing else in the distro changes.
+// them when they are empty, the docker-desktop cluster, user and context
+// it merged into its users' kubeconfigs (with Kubeconfig set), and the
+// distro's state file: integration turned off. Nothing else in the
+// distro changes.
 func (k *Linker) Uninstall() error {
 	var errs []error
 	for _, t := range k.tools() {
@@ -222,6 +267,7 @@ func (k *Linker) Uninstall() error {
 		}
 		os.Remove(k.path(dir)) // refused if something came in meanwhile
 	}
+	k.uninstallKube()
 	errs = append(errs, k.removeState())
 	return errors.Join(errs...)
 }

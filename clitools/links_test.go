@@ -19,11 +19,18 @@ const (
 )
 
 // offer lays out a shared copy as Publish leaves it (a plain folder here:
-// the bind is the e2e tests'), version 0123456789ab current.
+// the bind is the e2e tests'), version 0123456789ab current, kubectl in
+// it.
 func offer(t *testing.T, shared string) {
 	t.Helper()
+	offerOf(t, shared, kubectlBinary)
+}
+
+// offerOf is offer with the docker CLI's files and more.
+func offerOf(t *testing.T, shared string, more ...string) {
+	t.Helper()
 	v := filepath.Join(shared, testFolder, "0123456789ab")
-	for _, f := range []string{dockerBinary, "cli-plugins/docker-compose", "cli-plugins/docker-buildx", "completion/bash/docker", "completion/zsh/_docker", "completion/fish/docker.fish"} {
+	for _, f := range append([]string{dockerBinary, "cli-plugins/docker-compose", "cli-plugins/docker-buildx", "completion/bash/docker", "completion/zsh/_docker", "completion/fish/docker.fish"}, more...) {
 		os.MkdirAll(filepath.Dir(filepath.Join(v, f)), 0o755)
 		if err := os.WriteFile(filepath.Join(v, f), []byte("#!/bin/sh\necho ddinit's "+f+"\n"), 0o755); err != nil {
 			t.Fatal(err)
@@ -91,11 +98,12 @@ func TestLinksInAFreshDistro(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/usr/local/bin/docker", "/usr/local/lib/docker/cli-plugins/docker-compose", "/usr/local/lib/docker/cli-plugins/docker-buildx", "/usr/share/bash-completion/completions/docker"}
+	want := []string{"/usr/local/bin/docker", "/usr/local/bin/kubectl", "/usr/local/lib/docker/cli-plugins/docker-compose", "/usr/local/lib/docker/cli-plugins/docker-buildx", "/usr/share/bash-completion/completions/docker"}
 	if !slices.Equal(st.Linked, want) || len(st.LeftAlone) != 0 || st.Tools != "docker 29.10.0, docker-compose 5.6.0" {
 		t.Fatalf("state: %+v", st)
 	}
 	if !strings.Contains(runs(t, root, "/usr/local/bin/docker"), "ddinit's bin/docker") ||
+		!strings.Contains(runs(t, root, "/usr/local/bin/kubectl"), "ddinit's bin/kubectl") ||
 		!strings.Contains(runs(t, root, "/usr/local/lib/docker/cli-plugins/docker-compose"), "docker-compose") {
 		t.Fatal("the links do not reach the shared copy")
 	}
@@ -110,10 +118,11 @@ func TestLinksInAFreshDistro(t *testing.T) {
 	}
 	// A link removed is made again; the second check changes nothing else.
 	os.Remove(filepath.Join(root, "usr/local/bin/docker"))
+	os.Remove(filepath.Join(root, "usr/local/bin/kubectl"))
 	if st, err := k.Reconcile(); err != nil || !slices.Equal(st.Linked, want) {
 		t.Fatalf("again: %+v %v", st, err)
 	}
-	if runs(t, root, "/usr/local/bin/docker") == "" {
+	if runs(t, root, "/usr/local/bin/docker") == "" || runs(t, root, "/usr/local/bin/kubectl") == "" {
 		t.Fatal("the removed link was not made again")
 	}
 	// Integration off: the distro is as it was.
@@ -143,6 +152,9 @@ func TestTheUsersOwnToolsAreLeftAlone(t *testing.T) {
 		{"compose from apt", "/usr/libexec/docker/cli-plugins/docker-compose", "/usr/local/lib/docker/cli-plugins/docker-compose"},
 		{"compose in a home", "/home/user/.docker/cli-plugins/docker-compose", "/usr/local/lib/docker/cli-plugins/docker-compose"},
 		{"buildx of root's", "/root/.docker/cli-plugins/docker-buildx", "/usr/local/lib/docker/cli-plugins/docker-buildx"},
+		{"kubectl from apt", "/usr/bin/kubectl", "/usr/local/bin/kubectl"},
+		{"kubectl in /usr/local/sbin", "/usr/local/sbin/kubectl", "/usr/local/bin/kubectl"},
+		{"a kubectl link of the user's", "/usr/local/bin/kubectl", "/usr/local/bin/kubectl"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			check := func(k *Linker, root string) {
@@ -163,15 +175,14 @@ func TestTheUsersOwnToolsAreLeftAlone(t *testing.T) {
 					t.Fatalf("state: %+v", st)
 				}
 			}
+			aLink := strings.HasPrefix(tc.name, "a ") && strings.HasSuffix(tc.name, "link of the user's")
 			mine := func(root string) {
 				p := filepath.Join(root, tc.theirs)
 				os.MkdirAll(filepath.Dir(p), 0o755)
-				if tc.name == "a link of the user's" {
-					os.WriteFile(filepath.Join(root, "usr/bin/docker-mine"), []byte("mine\n"), 0o755)
-					os.Symlink("/usr/bin/docker-mine", p)
-					// Read through the root, as the distro would.
-					os.Remove(p)
-					os.Symlink("../../bin/docker-mine", p)
+				if aLink {
+					// Relative, read through the root as the distro would.
+					os.WriteFile(filepath.Join(root, "usr/bin/mine"), []byte("mine\n"), 0o755)
+					os.Symlink("../../bin/mine", p)
 					return
 				}
 				os.WriteFile(p, []byte("mine\n"), 0o755)
@@ -186,12 +197,10 @@ func TestTheUsersOwnToolsAreLeftAlone(t *testing.T) {
 			if _, err := k.Reconcile(); err != nil {
 				t.Fatal(err)
 			}
-			if tc.name != "a link of the user's" {
-				mine(root)
-			} else {
+			if aLink {
 				os.Remove(filepath.Join(root, tc.link))
-				mine(root)
 			}
+			mine(root)
 			check(k, root)
 		})
 	}
@@ -216,8 +225,46 @@ func TestNothingOfferedKeepsTheLinks(t *testing.T) {
 	}
 	os.Remove(filepath.Join(shared, testFolder, Current))
 	st, err = k.Reconcile()
-	if err != nil || !slices.Contains(st.Linked, "/usr/local/bin/docker") {
+	if err != nil || !slices.Contains(st.Linked, "/usr/local/bin/docker") || !slices.Contains(st.Linked, "/usr/local/bin/kubectl") {
 		t.Fatalf("withdrawn: %+v %v", st, err)
+	}
+}
+
+// An image older than kubectl's coming works as before, without it; a
+// switch to one (a rollback) takes ddinit's kubectl link away rather than
+// leave it leading nowhere, and a kubectl of the user's stays.
+func TestAnOfferWithoutKubectl(t *testing.T) {
+	shared := t.TempDir()
+	offerOf(t, shared)
+	root := distro(t)
+	k := linker(t, root, shared)
+	st, err := k.Reconcile()
+	if err != nil || slices.Contains(st.Linked, "/usr/local/bin/kubectl") || !slices.Contains(st.Linked, "/usr/local/bin/docker") {
+		t.Fatalf("an offer without kubectl: %+v %v", st, err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/kubectl")); err == nil {
+		t.Fatal("a kubectl link to nothing was made")
+	}
+	// The newer image, then the older one again.
+	v := filepath.Join(shared, testFolder, "0123456789ab")
+	os.WriteFile(filepath.Join(v, kubectlBinary), []byte("ddinit's kubectl"), 0o755)
+	if st, err := k.Reconcile(); err != nil || !slices.Contains(st.Linked, "/usr/local/bin/kubectl") {
+		t.Fatalf("kubectl offered: %+v %v", st, err)
+	}
+	os.Remove(filepath.Join(v, kubectlBinary))
+	if st, err := k.Reconcile(); err != nil || slices.Contains(st.Linked, "/usr/local/bin/kubectl") {
+		t.Fatalf("kubectl no longer offered: %+v %v", st, err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/kubectl")); err == nil {
+		t.Fatal("ddinit's kubectl link stayed, leading nowhere")
+	}
+	// The user's own kubectl is never touched, offered or not.
+	os.WriteFile(filepath.Join(root, "usr/local/bin/kubectl"), []byte("mine\n"), 0o755)
+	if _, err := k.Reconcile(); err != nil || runs(t, root, "/usr/local/bin/kubectl") != "mine\n" {
+		t.Fatalf("the user's kubectl: %v", err)
+	}
+	if err := k.Uninstall(); err != nil || runs(t, root, "/usr/local/bin/kubectl") != "mine\n" {
+		t.Fatalf("the user's kubectl after Uninstall: %v", err)
 	}
 }
 

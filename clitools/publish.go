@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,9 @@ import (
 const (
 	ManifestFile = "cli-tools.json"
 	dockerBinary = "bin/docker"
-	pluginsDir   = "cli-plugins"
+	// kubectlBinary is in images from the one that first carried it on.
+	kubectlBinary = "bin/kubectl"
+	pluginsDir    = "cli-plugins"
 	// Current is the link in the shared folder naming the version offered.
 	Current = "current"
 )
@@ -67,15 +70,17 @@ func ReadManifest(dir string) (Manifest, error) {
 }
 
 // Check is what a tools tree must hold before it is offered: its manifest,
-// and docker and each plugin as executable regular files.
+// and docker and each plugin as executable regular files; kubectl, which
+// older images lack, is checked as they are when it is there.
 func Check(tree string) (Manifest, error) {
 	m, err := ReadManifest(tree)
 	if err != nil {
 		return m, err
 	}
-	for _, rel := range append([]string{dockerBinary}, pluginPaths()...) {
+	for _, rel := range append([]string{dockerBinary, kubectlBinary}, pluginPaths()...) {
 		st, err := os.Lstat(filepath.Join(tree, rel))
 		switch {
+		case rel == kubectlBinary && errors.Is(err, fs.ErrNotExist):
 		case err != nil:
 			return m, fmt.Errorf("CLI tools image: %s: %w", rel, err)
 		case !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0:

@@ -137,4 +137,24 @@ func TestCheckRefusesAnIncompleteTree(t *testing.T) {
 	if _, err := Check(tree); err == nil {
 		t.Fatal("a manifest naming nothing")
 	}
+	// kubectl is optional (older images lack it), but one that is there
+	// must run.
+	tree = toolsTree(t, "one") // without kubectl: accepted
+	os.WriteFile(filepath.Join(tree, kubectlBinary), []byte("kubectl"), 0o755)
+	if _, err := Check(tree); err != nil {
+		t.Fatalf("a tree with kubectl: %v", err)
+	}
+	for name, plant := range map[string]func(p string){
+		"not executable": func(p string) { os.Chmod(p, 0o644) },
+		"a symlink":      func(p string) { os.Remove(p); os.Symlink("/bin/sh", p) },
+		"a folder":       func(p string) { os.Remove(p); os.Mkdir(p, 0o755) },
+	} {
+		tree = toolsTree(t, "one")
+		p := filepath.Join(tree, kubectlBinary)
+		os.WriteFile(p, []byte("kubectl"), 0o755)
+		plant(p)
+		if _, err := Check(tree); err == nil || !strings.Contains(err.Error(), "bin/kubectl") {
+			t.Errorf("a kubectl that is %s: %v", name, err)
+		}
+	}
 }

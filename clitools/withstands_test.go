@@ -29,6 +29,12 @@ func TestOddThingsOfTheUsersAreLeftAlone(t *testing.T) {
 			os.MkdirAll(filepath.Join(r, "usr/lib/docker/cli-plugins"), 0o755)
 			os.WriteFile(filepath.Join(r, "usr/lib/docker/cli-plugins/docker-compose"), nil, 0o755)
 		},
+		"dangling kubectl link": func(r string) { os.Symlink("/nowhere", filepath.Join(r, "usr/local/bin/kubectl")) },
+		"kubectl folder":        func(r string) { os.Mkdir(filepath.Join(r, "usr/local/bin/kubectl"), 0o755) },
+		"kubectl in /bin": func(r string) {
+			os.MkdirAll(filepath.Join(r, "bin"), 0o755)
+			os.WriteFile(filepath.Join(r, "bin/kubectl"), nil, 0o755)
+		},
 		"compose in /usr/local/libexec": func(r string) {
 			os.MkdirAll(filepath.Join(r, "usr/local/libexec/docker/cli-plugins"), 0o755)
 			os.Symlink("/nowhere", filepath.Join(r, "usr/local/libexec/docker/cli-plugins/docker-compose"))
@@ -59,6 +65,9 @@ func TestUninstallKeepsAReplacedLink(t *testing.T) {
 	p := filepath.Join(root, "usr/local/bin/docker")
 	os.Remove(p)
 	os.Symlink("/opt/docker/bin/docker", p)
+	kc := filepath.Join(root, "usr/local/bin/kubectl")
+	os.Remove(kc)
+	os.WriteFile(kc, []byte("mine"), 0o755)
 	c := filepath.Join(root, "usr/local/lib/docker/cli-plugins/docker-compose")
 	os.Remove(c)
 	os.WriteFile(c, []byte("mine"), 0o755)
@@ -70,6 +79,9 @@ func TestUninstallKeepsAReplacedLink(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(c); string(b) != "mine" {
 		t.Errorf("user's compose: %q", b)
+	}
+	if b, _ := os.ReadFile(kc); string(b) != "mine" {
+		t.Errorf("user's kubectl: %q", b)
 	}
 }
 

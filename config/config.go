@@ -32,10 +32,12 @@ const (
 // Where, under the tmpfs every distro shares (WSLShared), ddinit run
 // publishes what the distros use: the docker sockets (SharedSocketsDir:
 // docker.sock for WSL integration, ProxiesSocket, root's only, for the
-// distros' `ddinit proxy`), its own static binary (SharedBinary) and the
-// CLI tools (SharedCLITools), the Kubernetes cluster's admin kubeconfig
-// while it is on (SharedKubeconfig); and where each distro's proxy says
-// what it linked there (SharedDistroStates).
+// distros' `ddinit proxy`), its own static binary (SharedBinary), the
+// CLI tools (SharedCLITools) and, while Kubernetes runs, the cluster's
+// admin kubeconfig (SharedKubeconfig: root:docker 0640, whose
+// docker-desktop context each distro's proxy merges into its default
+// user's ~/.kube/config); and where each distro's proxy says what it
+// did there (SharedDistroStates).
 const (
 	SharedSocketsDir   = "docker-desktop/shared-sockets"
 	ProxiesSocket      = "proxies.sock"

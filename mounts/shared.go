@@ -150,11 +150,22 @@ func (d *Dir) Remove(name string) error {
 // beneath d without following a symlink and without blocking (a FIFO is
 // refused, not waited on), when it holds at most limit bytes.
 func (d *Dir) ReadFile(name string, limit int64) ([]byte, error) {
-	path := filepath.Join(d.path, name)
 	if err := oneComponent(name); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(d.path, name), err)
 	}
-	fd, err := openBeneath(d.fd, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	return d.ReadPath(name, limit)
+}
+
+// ReadPath is ReadFile for rel, a relative path of one or more components
+// below d (a file another program offers in a folder of its own), each
+// resolved beneath d and none through a symlink. A missing file's error
+// is fs.ErrNotExist.
+func (d *Dir) ReadPath(rel string, limit int64) ([]byte, error) {
+	path := filepath.Join(d.path, rel)
+	if rel == "" || filepath.IsAbs(rel) {
+		return nil, fmt.Errorf("read %s: %q is not a relative path", path, rel)
+	}
+	fd, err := openBeneath(d.fd, rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, pathError("read", path, err)
 	}
