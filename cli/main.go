@@ -17,6 +17,7 @@ func init() {
 		{name: "logs", summary: "a service's output, or ddinit's own log (-f to follow)", args: "[SERVICE]", setup: runLogs},
 		{name: "restart", summary: "restart a service", args: "SERVICE", setup: runRestart},
 		{name: "pack", summary: "the version pack the next boot uses (--live: now): use PATH, or rollback", subs: packCommands},
+		{name: "kubernetes", summary: "the Kubernetes cluster: reset", subs: kubernetesCommands},
 		{name: "settings", summary: "the frontend's settings document: get, or set FILE|- (validated, applied live, rolled back on failure)", subs: settingsCommands},
 		{name: "stop", summary: "shut everything down cleanly", setup: runStop},
 		{name: "diagnose", summary: "write a diagnostics archive (status, logs, mounts, processes, network, kernel log)", setup: runDiagnose},

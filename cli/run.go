@@ -34,6 +34,8 @@ var runFlags = []runFlag{
 	{name: "version-pack-digest", usage: "sha256 the version pack must have (default: its .sha256 sidecar)", str: func(c *config.Config) *string { return &c.PackDigest }},
 	{name: "cli-tools", usage: "the image of the docker CLI and its plugins offered to every distro, or none (default " + config.DefaultCLITools + ")", str: func(c *config.Config) *string { return &c.CLITools }},
 	{name: "cli-tools-digest", usage: "sha256 the CLI tools image must have (default: its .sha256 sidecar)", str: func(c *config.Config) *string { return &c.CLIToolsDigest }},
+	{name: "kubernetes-image", usage: "the image of the Kubernetes cluster's components, or none (default " + config.DefaultKubernetes + ")", str: func(c *config.Config) *string { return &c.KubernetesImage }},
+	{name: "kubernetes-image-digest", usage: "sha256 the Kubernetes image must have (default: its .sha256 sidecar)", str: func(c *config.Config) *string { return &c.KubernetesImageDigest }},
 	{name: "data-dir", usage: "the data distro's root (default " + config.DefaultDataDir + ")", str: func(c *config.Config) *string { return &c.DataDir }},
 	{name: "run-dir", usage: "private directory for mounts and sockets (default " + config.DefaultRunDir + ")", str: func(c *config.Config) *string { return &c.RunDir }},
 	{name: "image-mode", usage: "auto, kernel (loop-mount with iso9660) or userspace (extract)", str: func(c *config.Config) *string { return &c.ImageMode }},

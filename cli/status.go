@@ -155,6 +155,19 @@ func printStatus(w io.Writer, st control.Status) {
 	}
 	fmt.Fprintln(w)
 	printServices(w, st)
+	if k := st.Kubernetes; k != nil {
+		fmt.Fprintf(w, "kubernetes: %s", printable(k.State))
+		if k.Version != "" {
+			fmt.Fprintf(w, " (%s)", printable(k.Version))
+		}
+		if k.On && k.NodeReady {
+			fmt.Fprint(w, ", node Ready")
+		}
+		if k.Reason != "" {
+			fmt.Fprintf(w, ": %s", printable(k.Reason))
+		}
+		fmt.Fprintln(w)
+	}
 	for _, im := range st.Images {
 		how := "extracted"
 		if im.Kernel {

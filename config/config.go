@@ -21,6 +21,7 @@ const (
 	DefaultBaseImage   = "/mnt/host/c/Program Files/Docker/Docker/resources/docker-desktop.iso"
 	DefaultVersionPack = "/mnt/host/c/Program Files/Docker/Docker/resources/docker.iso"
 	DefaultCLITools    = "/mnt/host/c/Program Files/Docker/Docker/resources/cli-tools.iso"
+	DefaultKubernetes  = "/mnt/host/c/Program Files/Docker/Docker/resources/kubernetes.iso"
 	DefaultDataDir     = "/mnt/wsl/docker-desktop-data/data"
 	DefaultRunDir      = "/run/ddinit"
 	DefaultHostname    = "docker-desktop"
@@ -96,17 +97,21 @@ type Config struct {
 	PackDigest  string `json:"versionPackDigest,omitempty"`
 	// CLITools is the image of the docker CLI and its plugins offered to
 	// every distro ("none": offer none).
-	CLITools       string           `json:"cliTools,omitempty"`
-	CLIToolsDigest string           `json:"cliToolsDigest,omitempty"`
-	DataDir        string           `json:"dataDir,omitempty"`
-	RunDir         string           `json:"runDir,omitempty"`
-	Control        []string         `json:"control,omitempty"`
-	Expose         map[string]Addrs `json:"expose,omitempty"`
-	ImageMode      string           `json:"imageMode,omitempty"`
-	Hostname       string           `json:"hostname,omitempty"`
-	Kubernetes     bool             `json:"kubernetes,omitempty"`
-	Restart        RestartPolicy    `json:"restart,omitzero"`
-	Liveness       LivenessConfig   `json:"liveness,omitzero"`
+	CLITools       string `json:"cliTools,omitempty"`
+	CLIToolsDigest string `json:"cliToolsDigest,omitempty"`
+	// KubernetesImage is the image of the cluster's components, unpacked
+	// the first time the kubernetes setting is on ("none": no cluster).
+	KubernetesImage       string           `json:"kubernetesImage,omitempty"`
+	KubernetesImageDigest string           `json:"kubernetesImageDigest,omitempty"`
+	DataDir               string           `json:"dataDir,omitempty"`
+	RunDir                string           `json:"runDir,omitempty"`
+	Control               []string         `json:"control,omitempty"`
+	Expose                map[string]Addrs `json:"expose,omitempty"`
+	ImageMode             string           `json:"imageMode,omitempty"`
+	Hostname              string           `json:"hostname,omitempty"`
+	Kubernetes            bool             `json:"kubernetes,omitempty"`
+	Restart               RestartPolicy    `json:"restart,omitzero"`
+	Liveness              LivenessConfig   `json:"liveness,omitzero"`
 	// SettingsDeadline is how long dockerd gets to be ready on a changed
 	// daemon.json before the change is rolled back (default 60s).
 	SettingsDeadline Duration `json:"settingsDeadline,omitempty"`
@@ -169,6 +174,7 @@ func (c *Config) Defaults() {
 	set(&c.BaseImage, DefaultBaseImage)
 	set(&c.VersionPack, DefaultVersionPack)
 	set(&c.CLITools, DefaultCLITools)
+	set(&c.KubernetesImage, DefaultKubernetes)
 	set(&c.DataDir, DefaultDataDir)
 	set(&c.RunDir, DefaultRunDir)
 	set(&c.ImageMode, string(rootfs.ModeAuto))

@@ -39,6 +39,7 @@ type Status struct {
 	Timeline     []timeline.Step `json:"bootTimeline,omitempty"`
 	WakeTimeline []timeline.Step `json:"wakeTimeline,omitempty"`
 	Services     []ServiceStatus `json:"services"`
+	Kubernetes   *Kubernetes     `json:"kubernetes,omitempty"`
 	Containerd   ServiceStatus   `json:"containerd"`
 	Images       []Image         `json:"images"`
 	Components   []Component     `json:"components"`
@@ -222,6 +223,21 @@ type Backend interface {
 	// UsePack chooses the version pack the next boot uses (or rolls back
 	// to the previous one), verified first.
 	UsePack(req UsePack) (PackState, error)
+	// ResetKubernetes wipes the cluster's state and, when Kubernetes is
+	// on, starts a new empty cluster; it returns once the new one's
+	// services are started.
+	ResetKubernetes() error
+}
+
+// Kubernetes is the cluster as /status shows it: its state ("off",
+// "starting", "running", "failed") and why, its version, whether the node
+// is Ready. Its components are among the services.
+type Kubernetes struct {
+	On        bool   `json:"on"`
+	State     string `json:"state"`
+	Reason    string `json:"reason,omitempty"`
+	Version   string `json:"version,omitempty"`
+	NodeReady bool   `json:"nodeReady"`
 }
 
 // UsePack is PUT /version-pack: a pack image (path, and its sha256 when

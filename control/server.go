@@ -49,6 +49,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /settings", s.getSettings)
 	mux.HandleFunc("PUT /settings", s.putSettings)
 	mux.HandleFunc("PUT /version-pack", s.usePack)
+	mux.HandleFunc("POST /kubernetes/reset", s.resetKubernetes)
 	return mux
 }
 
@@ -322,6 +323,16 @@ func (s *Server) usePack(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// resetKubernetes answers 204 once the cluster's state is wiped (and a
+// new cluster started, when Kubernetes is on), or the error's status.
+func (s *Server) resetKubernetes(w http.ResponseWriter, r *http.Request) {
+	if err := s.Backend.ResetKubernetes(); err != nil {
+		writeError(w, err, errorBody{})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // putSettings answers 200 with the settings in force once the change is

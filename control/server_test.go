@@ -31,6 +31,7 @@ func (readyBackend) Diagnostics(io.Writer) error          { return nil }
 func (readyBackend) Settings() Settings                   { return Settings{} }
 func (readyBackend) PutSettings([]byte) (Settings, error) { return Settings{}, nil }
 func (readyBackend) UsePack(UsePack) (PackState, error)   { return PackState{}, nil }
+func (readyBackend) ResetKubernetes() error               { return nil }
 
 func quietLog() logrus.FieldLogger {
 	l := logrus.New()

@@ -217,7 +217,7 @@ func checkNamespaceRoot(t *testing.T, in *harness.Instance, marker string) {
 	}
 	for src, point := range map[string]string{
 		"var/lib/docker": "/var/lib/docker", "var/lib/containerd": "/var/lib/containerd",
-		"var/lib/kubelet": "/var/lib/kubelet", "etc/docker": "/etc/docker", "etc/ddinit": "/etc/ddinit", "log": "/var/log/ddinit",
+		"var/lib/kubelet": "/var/lib/kubelet", "var/lib/kubernetes": "/var/lib/kubernetes", "etc/docker": "/etc/docker", "etc/ddinit": "/etc/ddinit", "log": "/var/log/ddinit",
 	} {
 		add(filepath.Join(in.DataDir, src), point)
 	}

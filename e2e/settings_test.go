@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,12 +13,13 @@ import (
 
 // The frontend's settings: applied live (dockerd only restarts, containers
 // keep running), refused before anything changes when invalid or stale,
-// rolled back when dockerd refuses them, switching kubernetes through the
-// generic service path, and in force from the first start after a reboot.
+// rolled back when dockerd refuses them, a kubernetes switch refused with
+// nothing changed when there is no Kubernetes image (the real cluster:
+// TestKubernetes), and in force from the first start after a reboot.
 func TestSettings(t *testing.T) {
 	harness.RequireEnvironment(t)
-	// No kubelet can be installed here: a stand-in service takes its
-	// place and its setting.
+	// A pack's own service of the kubernetes setting (a stand-in) stays
+	// off while no cluster can run.
 	pack := harness.CustomPack(t, func(root string) {
 		harness.AddService(t, root, "kubelet", []string{"/bin/sh", "-c", "echo kubelet stand-in; exec sleep 3600"},
 			map[string]string{"io.ddinit.service.setting": "kubernetes", "io.ddinit.service.required": "false", "io.ddinit.service.depends-on": "dockerd"})
@@ -85,16 +87,22 @@ func TestSettings(t *testing.T) {
 		t.Fatalf("ddinit status does not show the failure:\n%s", out)
 	}
 
-	// Kubernetes on and off, through the generic service path.
-	if code, body := in.PutSettings(`{"generation": 1, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": true}`); code != http.StatusOK {
-		t.Fatalf("kubernetes on: %d %s", code, body)
-	}
-	within(t, 10*time.Second, "kubelet running", func() bool { return serviceStatus(in.Status(), "kubelet").State == "running" })
-	if code, body := in.PutSettings(`{"generation": 2, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": false}`); code != http.StatusOK {
-		t.Fatalf("kubernetes off: %d %s", code, body)
+	// Kubernetes on with no Kubernetes image: refused, saying why, with
+	// nothing changed.
+	if code, body := in.PutSettings(`{"generation": 1, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "kubernetes": true}`); code/100 != 4 || !strings.Contains(body, "Kubernetes image") || !strings.Contains(body, `"generation": 1`) {
+		t.Fatalf("kubernetes on without an image: %d %s", code, body)
 	}
 	if st := serviceStatus(in.Status(), "kubelet"); st.State != "disabled" || st.PID != 0 {
-		t.Fatalf("kubelet after kubernetes off: %+v", st)
+		t.Fatalf("kubelet after a refused switch: %+v", st)
+	}
+	if k := in.Status().Kubernetes; k == nil || k.State != "off" || !strings.Contains(k.Reason, "Kubernetes image") {
+		t.Fatalf("/status of Kubernetes with no image: %+v", k)
+	}
+	for gen := 1; gen <= 2; gen++ { // two changes, as before the cluster came
+		doc := fmt.Sprintf(`{"generation": %d, "daemonJSON": {"log-driver": "local", "labels": ["settings-test=1"]}, "idleStop": "%dh"}`, gen, gen+1)
+		if code, body := in.PutSettings(doc); code != http.StatusOK {
+			t.Fatalf("PUT %s: %d %s", doc, code, body)
+		}
 	}
 	if code, _ := in.Stop(); code != 0 {
 		t.Fatalf("exit %d", code)

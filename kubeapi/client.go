@@ -182,6 +182,26 @@ func (a *Client) Close() {
 // (JSON, or a merge patch with PATCH); it returns the answer of a 2xx, and
 // an error naming the status and the API's message otherwise.
 func (a *Client) Do(ctx context.Context, reload bool, method, path string, query url.Values, body []byte) (*http.Response, error) {
+	ctype := "application/json"
+	if method == http.MethodPatch {
+		ctype = "application/merge-patch+json"
+	}
+	return a.send(ctx, reload, method, path, query, body, ctype)
+}
+
+// Apply makes the object at path (its kind's URL with its name) what body
+// says, by server-side apply as manager: created if it is missing,
+// changed where it differs, other managers' fields kept.
+func (a *Client) Apply(ctx context.Context, manager, path string, body []byte) error {
+	resp, err := a.send(ctx, false, http.MethodPatch, path, url.Values{"fieldManager": {manager}, "force": {"true"}}, body, "application/apply-patch+yaml")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func (a *Client) send(ctx context.Context, reload bool, method, path string, query url.Values, body []byte, ctype string) (*http.Response, error) {
 	c, kc, err := a.current(reload)
 	if err != nil {
 		return nil, err
@@ -200,8 +220,8 @@ func (a *Client) Do(ctx context.Context, reload bool, method, path string, query
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "ddinit")
-	if method == http.MethodPatch {
-		req.Header.Set("Content-Type", "application/merge-patch+json")
+	if body != nil {
+		req.Header.Set("Content-Type", ctype)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -243,3 +243,4 @@ func (standInBackend) PutSettings([]byte) (control.Settings, error) {
 func (standInBackend) UsePack(control.UsePack) (control.PackState, error) {
 	return control.PackState{}, errStandIn
 }
+func (standInBackend) ResetKubernetes() error { return errStandIn }

@@ -13,7 +13,7 @@ import (
 )
 
 // Layout is what the data store holds, relative to its root.
-var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "etc/docker", "etc/ddinit", "log", "isocache", "cli-tools"}
+var Layout = []string{"var/lib/docker", "var/lib/containerd", "var/lib/kubelet", "var/lib/kubernetes", "etc/docker", "etc/ddinit", "log", "isocache", "cli-tools"}
 
 // replaceable are the layout folders a boot may set aside when they are
 // not folders, and what a new, empty one means: they hold only ddinit's

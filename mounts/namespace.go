@@ -77,6 +77,7 @@ func Plan(ds *DataStore, automountRoot, distroBinds, wslLib string) []Mount {
 		{Name: "docker's data", Source: ds.Path("var/lib/docker"), Target: "/var/lib/docker", Flags: bindRec, FromDistro: true},
 		{Name: "containerd's data", Source: ds.Path("var/lib/containerd"), Target: "/var/lib/containerd", Flags: bindRec, FromDistro: true},
 		{Name: "kubelet's data", Source: ds.Path("var/lib/kubelet"), Target: "/var/lib/kubelet", Flags: bindRec, FromDistro: true},
+		{Name: "Kubernetes' data", Source: ds.Path("var/lib/kubernetes"), Target: "/var/lib/kubernetes", Flags: bindRec, FromDistro: true},
 		{Name: "docker's configuration", Source: ds.Path("etc/docker"), Target: "/etc/docker", Flags: bindRec, FromDistro: true},
 		{Name: "ddinit's settings", Source: ds.Path("etc/ddinit"), Target: "/etc/ddinit", Flags: bindRec, FromDistro: true},
 		{Name: "logs", Source: ds.Path("log"), Target: "/var/log/ddinit", Flags: bindRec, FromDistro: true},

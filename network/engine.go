@@ -34,13 +34,40 @@ var dockerBridge = regexp.MustCompile(`^(docker0|br-[0-9a-f]{12})$`)
 // call at a time). It runs in PID 1's network namespace with the version
 // pack's iptables, through start; it never touches the distro's.
 func ClearEngine(start Starter) error {
+	return clear(start, func(name string) bool { return dockerBridge.MatchString(name) }, WithoutDockerRules)
+}
+
+// ClearCluster removes what a Kubernetes cluster switched off leaves in
+// PID 1's network namespace: the pods' bridge (cni0), kube-proxy's chains
+// (KUBE-…) and the CNI plugins' (CNI-…), the jumps to them and the rules
+// naming the bridge. The pods' own namespaces go with their files
+// (kube.Clear). Docker's rules stay as they are.
+func ClearCluster(start Starter) error {
+	return clear(start, func(name string) bool { return name == clusterBridge }, WithoutClusterRules)
+}
+
+// clusterBridge is the pods' bridge (the CNI network's).
+const clusterBridge = "cni0"
+
+// clusterChain is a chain of kube-proxy's or a CNI plugin's.
+var clusterChain = regexp.MustCompile(`^(KUBE|CNI)-[A-Za-z0-9_-]+$`)
+
+// WithoutClusterRules is an iptables-save dump without the cluster's
+// chains and rules (ClearCluster).
+func WithoutClusterRules(saved string) string {
+	return withoutRules(saved, clusterChain.MatchString, func(name string) bool { return name == clusterBridge })
+}
+
+// clear removes the bridges isBridge names and what without leaves out
+// of each family's rules.
+func clear(start Starter, isBridge func(string) bool, without func(string) string) error {
 	var errs []error
 	links, err := netlink.LinkList()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list links: %w", err))
 	}
 	for _, l := range links {
-		if name := l.Attrs().Name; l.Type() == "bridge" && dockerBridge.MatchString(name) {
+		if name := l.Attrs().Name; l.Type() == "bridge" && isBridge(name) {
 			if err := netlink.LinkDel(l); err != nil {
 				errs = append(errs, fmt.Errorf("remove %s: %w", name, err))
 			}
@@ -52,7 +79,7 @@ func ClearEngine(start Starter) error {
 			errs = append(errs, err)
 			continue
 		}
-		kept := WithoutDockerRules(saved)
+		kept := without(saved)
 		if kept == saved {
 			continue
 		}
@@ -77,13 +104,19 @@ func isDockerChain(name string) bool { return name != "DOCKER-USER" && dockerCha
 // them, and every rule naming one of its bridges. The rest is kept as it
 // is, DOCKER-USER among it.
 func WithoutDockerRules(saved string) string {
+	return withoutRules(saved, isDockerChain, dockerBridge.MatchString)
+}
+
+// withoutRules is a dump without the chains isChain names, every rule in
+// them or jumping to them, and every rule naming a bridge isBridge names.
+func withoutRules(saved string, isChain, isBridge func(string) bool) string {
 	var out []string
 	for _, line := range strings.Split(saved, "\n") {
 		fields := strings.Fields(line)
 		switch {
-		case strings.HasPrefix(line, ":") && len(fields) > 0 && isDockerChain(strings.TrimPrefix(fields[0], ":")):
+		case strings.HasPrefix(line, ":") && len(fields) > 0 && isChain(strings.TrimPrefix(fields[0], ":")):
 			continue
-		case strings.HasPrefix(line, "-A ") && dockersRule(fields):
+		case strings.HasPrefix(line, "-A ") && ruleOf(fields, isChain, isBridge):
 			continue
 		}
 		out = append(out, line)
@@ -91,18 +124,18 @@ func WithoutDockerRules(saved string) string {
 	return strings.Join(out, "\n")
 }
 
-func dockersRule(fields []string) bool {
-	if len(fields) > 1 && isDockerChain(fields[1]) {
+func ruleOf(fields []string, isChain, isBridge func(string) bool) bool {
+	if len(fields) > 1 && isChain(fields[1]) {
 		return true
 	}
 	for i := 2; i+1 < len(fields); i++ {
 		switch fields[i] {
 		case "-j", "-g":
-			if isDockerChain(fields[i+1]) {
+			if isChain(fields[i+1]) {
 				return true
 			}
 		case "-i", "-o":
-			if dockerBridge.MatchString(fields[i+1]) {
+			if isBridge(fields[i+1]) {
 				return true
 			}
 		}

@@ -96,3 +96,55 @@ func TestWithoutDockerRulesOfDockerd28(t *testing.T) {
 		t.Fatalf("kept:\n%s\nwant:\n%s", strings.Join(kept, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A cluster switched off leaves kube-proxy's and the CNI plugins' chains,
+// the jumps to them and the pods' bridge rules: all go; docker's and the
+// user's stay.
+func TestWithoutClusterRules(t *testing.T) {
+	saved := strings.Join([]string{
+		"*nat",
+		":PREROUTING ACCEPT [0:0]",
+		":POSTROUTING ACCEPT [0:0]",
+		":DOCKER - [0:0]",
+		":KUBE-SERVICES - [0:0]",
+		":KUBE-SVC-TCOU7JCQXEZGVUNU - [0:0]",
+		":CNI-7b3a1b2c3d4e5f60718293a4 - [0:0]",
+		":CNI-HOSTPORT-DNAT - [0:0]",
+		"-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+		"-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+		"-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+		"-A POSTROUTING -s 10.1.0.5/32 -m comment --comment \"name: ddinit-pods\" -j CNI-7b3a1b2c3d4e5f60718293a4",
+		"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+		"-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-TCOU7JCQXEZGVUNU",
+		"-A CNI-7b3a1b2c3d4e5f60718293a4 -d 10.1.0.0/16 -j ACCEPT",
+		"COMMIT",
+		"*filter",
+		":FORWARD ACCEPT [0:0]",
+		":MY-RULES - [0:0]",
+		"-A FORWARD -i cni0 -j ACCEPT",
+		"-A FORWARD -o docker0 -j ACCEPT",
+		"-A FORWARD -j MY-RULES",
+		"COMMIT",
+	}, "\n")
+	want := strings.Join([]string{
+		"*nat",
+		":PREROUTING ACCEPT [0:0]",
+		":POSTROUTING ACCEPT [0:0]",
+		":DOCKER - [0:0]",
+		"-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+		"-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+		"COMMIT",
+		"*filter",
+		":FORWARD ACCEPT [0:0]",
+		":MY-RULES - [0:0]",
+		"-A FORWARD -o docker0 -j ACCEPT",
+		"-A FORWARD -j MY-RULES",
+		"COMMIT",
+	}, "\n")
+	if got := WithoutClusterRules(saved); got != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+	if got := WithoutClusterRules(want); got != want {
+		t.Fatalf("a dump with nothing of the cluster's changed:\n%s", got)
+	}
+}

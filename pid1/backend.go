@@ -19,6 +19,9 @@ import (
 // backend is PID 1's side of the control API.
 type backend struct{ in *pid1 }
 
+// ResetKubernetes implements control.Backend.
+func (c backend) ResetKubernetes() error { return c.in.resetKubernetes() }
+
 // Status implements control.Backend.
 func (c backend) Status() control.Status { return c.status(true) }
 
@@ -114,6 +117,9 @@ func (c backend) observe(full bool) control.Status {
 	}
 	st.Containerd = serviceStatus(sup.ContainerdStatus())
 	st.Services = serviceStatuses(sup.Status())
+	if full {
+		st.Kubernetes = in.kubeStatus(sup)
+	}
 	if st.State == control.StateRunning {
 		st.Ready, st.Reason = sup.Health()
 		// Stopped on purpose: idle is healthy, liveness rests.

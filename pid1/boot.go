@@ -123,6 +123,7 @@ func (in *pid1) prepareRoot() error {
 	in.mu.Lock()
 	in.root = root
 	in.mu.Unlock()
+	in.openKubernetesImage()
 	return nil
 }
 
@@ -224,6 +225,7 @@ func (in *pid1) startServices() error {
 	}
 	in.mu.Lock()
 	in.defs, in.dockerSocket, in.cgroups = defs, sockets["docker"], h
+	in.kube.on = in.settings.KubernetesOn()
 	in.mu.Unlock()
 	in.tellIdleStop()
 	sup, err := in.newSupervisor()
@@ -236,6 +238,7 @@ func (in *pid1) startServices() error {
 	in.mu.Lock()
 	in.sup = sup
 	in.mu.Unlock()
+	in.clusterStarted(sup, in.runningCluster())
 	owned := ownedDaemonKeys(defs)
 	in.bg.Go(func(ctx context.Context) { in.guardDaemonJSON(ctx, sup, owned) })
 	in.bg.Go(func(ctx context.Context) { in.awaitEngine(ctx, sup) })
@@ -249,7 +252,8 @@ func (in *pid1) newSupervisor() (*services.Supervisor, error) {
 	defs := in.defs
 	in.mu.Unlock()
 	cfg := in.cfg
-	return services.New(services.Config{
+	c := in.clusterFor()
+	scfg, defs := withCluster(services.Config{
 		Namespace:               servicesNamespace,
 		ContainerdBinary:        containerdBinary,
 		ContainerdConfigVersion: services.ContainerdConfigVersion(in.componentVersion("containerd")),
@@ -261,14 +265,22 @@ func (in *pid1) newSupervisor() (*services.Supervisor, error) {
 		LogDir:                  innerLogDir,
 		Restart:                 cfg.RestartPolicy(),
 		Liveness:                cfg.LivenessTiming(),
-		Settings:                map[string]bool{"kubernetes": in.settings.KubernetesOn()},
+		Settings:                map[string]bool{},
 		Env:                     in.serviceEnv,
 		Cgroups:                 in.cgroups,
 		Mark:                    in.markEngine,
 		Milestones:              map[string][]timeline.Milestone{"dockerd": DockerdMilestones},
 		Spawner:                 in.reaper,
 		Log:                     in.log.WithField("component", "supervisor"),
-	}, defs)
+	}, defs, c, in.log.WithField("component", "kubernetes"))
+	sup, err := services.New(scfg, defs)
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	in.kube.running = c
+	in.mu.Unlock()
+	return sup, nil
 }
 
 func (in *pid1) stopServices() error {
@@ -285,6 +297,7 @@ func (in *pid1) stopServices() error {
 	in.mu.Lock()
 	sup := in.sup
 	in.mu.Unlock()
+	in.stopCluster()
 	if sup != nil {
 		sup.Stop()
 	}

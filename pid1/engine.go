@@ -317,6 +317,7 @@ func (in *pid1) startEngine() error {
 	in.mu.Lock()
 	in.sup = sup // the one stopped at the idle stop kept its logs readable until now
 	in.mu.Unlock()
+	in.clusterStarted(sup, in.runningCluster())
 	deadline := in.cfg.SettingsDeadlineOr()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()

@@ -93,7 +93,10 @@ func (e engine) SetEnvironment(env settings.Environment) error { return e.in.set
 
 // Switch switches a setting's services; a stopped engine takes the
 // switch when it wakes (its new supervisor reads the settings).
-func (e engine) Switch(setting string, on bool) {
+func (e engine) Switch(setting string, on bool) error {
+	if setting == "kubernetes" {
+		return e.in.switchKubernetes(on)
+	}
 	switch stopped, paused := e.in.engineHeld(); {
 	case stopped:
 		if on {
@@ -101,14 +104,14 @@ func (e engine) Switch(setting string, on bool) {
 			// supervisor starts the switched-on services.
 			e.in.bg.Go(func(context.Context) { e.in.wake() })
 		}
-		return
+		return nil
 	case paused:
 		if err := e.in.wake(); err != nil { // a thaw
-			e.in.log.WithError(err).Warn("the paused engine did not thaw for the switch")
-			return
+			return fmt.Errorf("the paused engine did not thaw for the switch: %w", err)
 		}
 	}
 	e.sup().Switch(setting, on)
+	return nil
 }
 
 // RestartDockerd restarts dockerd and waits until it is ready again; the

@@ -74,6 +74,8 @@ type pid1 struct {
 	switched bool           // the root is the assembled one
 
 	sup *services.Supervisor
+	// kube is the Kubernetes cluster (pid1/kube.go).
+	kube kubeState
 
 	// The boot's timeline, and the last wake's; engineMarks is the one
 	// the supervisor's marks go to now (read without in.mu: the

@@ -32,8 +32,10 @@ type Engine interface {
 	// returns once it is ready again, or why it is not (dockerd's own last
 	// words).
 	RestartDockerd() error
-	// Switch turns the services of a setting ("kubernetes") on or off.
-	Switch(setting string, on bool)
+	// Switch turns the services of a setting ("kubernetes") on or off;
+	// an error says why it cannot (no Kubernetes image), with nothing
+	// changed.
+	Switch(setting string, on bool) error
 	// SetEnvironment puts the proxy and the trusted CAs in place for
 	// dockerd's next start (and for what else follows them: new
 	// containers, builds); RestartDockerd then makes them count.
@@ -350,7 +352,30 @@ func (a *Applier) Put(body []byte) (View, error) {
 			return a.View(), err
 		}
 	}
+	wasK := a.KubernetesOn()
+	isK := a.Kubernetes
+	if k := next.Settings.Kubernetes; k != nil {
+		isK = *k
+	}
+	switchK := func(on bool) error {
+		a.setApplying(fmt.Sprintf("switching kubernetes %s", map[bool]string{true: "on", false: "off"}[on]))
+		return engine.Switch("kubernetes", on)
+	}
+	if wasK != isK {
+		if err := switchK(isK); err != nil {
+			if !daemonChanges && !envChanges {
+				a.setApplying("")
+				return a.View(), fmt.Errorf("%w: nothing changed: %w", errdefs.ErrFailedPrecondition, err)
+			}
+			return a.View(), a.rollBack(engine, oldDaemon, oldEnv, envChanges, err.Error())
+		}
+	}
 	if err := a.store().Save(next); err != nil {
+		if wasK != isK {
+			if err := switchK(wasK); err != nil {
+				a.Log.WithError(err).Error("kubernetes could not be switched back")
+			}
+		}
 		if !daemonChanges && !envChanges {
 			a.setApplying("")
 			return a.View(), fmt.Errorf("nothing changed: %w", err)
@@ -360,15 +385,6 @@ func (a *Applier) Put(body []byte) (View, error) {
 	}
 	if daemonChanges {
 		a.Accepted()
-	}
-	wasK := a.KubernetesOn()
-	isK := a.Kubernetes
-	if k := next.Settings.Kubernetes; k != nil {
-		isK = *k
-	}
-	if wasK != isK {
-		a.setApplying(fmt.Sprintf("switching kubernetes %s", map[bool]string{true: "on", false: "off"}[isK]))
-		engine.Switch("kubernetes", isK)
 	}
 	a.mu.Lock()
 	a.stored, a.inForce, a.applying, a.lastError = next, newDaemon, "", ""

@@ -24,6 +24,7 @@ type fakeEngine struct {
 	restarts    int
 	running     []byte // the daemon.json the running dockerd read
 	switched    map[string]bool
+	switchErr   error       // what Switch answers
 	env         Environment // set for the next start
 	runningEnv  Environment // the running dockerd's
 	idleChanges int
@@ -62,13 +63,17 @@ func (e *fakeEngine) RestartDockerd() error {
 	return nil
 }
 
-func (e *fakeEngine) Switch(setting string, on bool) {
+func (e *fakeEngine) Switch(setting string, on bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.switchErr != nil {
+		return e.switchErr
+	}
 	if e.switched == nil {
 		e.switched = map[string]bool{}
 	}
 	e.switched[setting] = on
+	return nil
 }
 
 var forced = map[string]json.RawMessage{"live-restore": json.RawMessage("true")}
@@ -179,6 +184,23 @@ func TestPutAppliesStoresAndRollsBack(t *testing.T) {
 	}
 	if !e.switched["kubernetes"] || e.restarts != restarts || !a.KubernetesOn() {
 		t.Fatalf("kubernetes on: switched %v, %d restarts", e.switched, e.restarts-restarts)
+	}
+
+	// A switch the engine cannot make changes nothing: not the document,
+	// not the daemon.json that came with it (dockerd restarted back).
+	e.mu.Lock()
+	e.switchErr = errors.New("no Kubernetes image")
+	e.mu.Unlock()
+	v, err = a.Put([]byte(`{"generation": 2, "daemonJSON": {"labels": ["b=2"]}, "kubernetes": false}`))
+	if err == nil || !strings.Contains(err.Error(), "no Kubernetes image") || v.Generation != 2 || !a.KubernetesOn() {
+		t.Fatalf("a switch that failed: %+v %v", v, err)
+	}
+	if b, _ := os.ReadFile(a.Locate(DaemonFile)); strings.Contains(string(b), "b=2") {
+		t.Fatalf("the daemon.json of a change that failed stayed: %s", b)
+	}
+	v, err = a.Put([]byte(`{"generation": 2, "kubernetes": false}`))
+	if !errdefs.IsFailedPrecondition(err) || v.Generation != 2 || !a.KubernetesOn() {
+		t.Fatalf("a switch alone that failed: %+v %v", v, err)
 	}
 }
 

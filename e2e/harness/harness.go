@@ -32,6 +32,9 @@ var (
 	// CLIToolsISO is the docker CLI, compose and buildx offered to the
 	// distros (make isos builds it).
 	CLIToolsISO = filepath.Join(RepoRoot, "build", "cli-tools.iso")
+	// KubernetesISO is the Kubernetes cluster's components (make isos
+	// builds it).
+	KubernetesISO = filepath.Join(RepoRoot, "build", "kubernetes.iso")
 	// PackDockerVersion is the dockerd the default pack carries, as
 	// packs/versions.env pins it (e.g. "28.5.2").
 	PackDockerVersion = pinnedVersion("DOCKER_VERSION")
@@ -149,6 +152,9 @@ type Options struct {
 	// CLITools, when set, is the CLI tools image offered to the distros
 	// (CLIToolsISO); unset, ddinit run is not told of one.
 	CLITools string
+	// Kubernetes, when set, is the Kubernetes image (KubernetesISO);
+	// unset, ddinit run is given none.
+	Kubernetes string
 	// NoExpose leaves out --expose docker=…: no Sock.
 	NoExpose bool
 	// Netns, when set, is the network namespace (a path) ddinit run is
@@ -194,6 +200,11 @@ func Start(t testing.TB, o Options) *Instance {
 	if o.CLITools != "" {
 		args = append(args, "--cli-tools", o.CLITools)
 	}
+	kubernetes := "none"
+	if o.Kubernetes != "" {
+		kubernetes = o.Kubernetes
+	}
+	args = append(args, "--kubernetes-image", kubernetes)
 	if o.Config != nil {
 		b, _ := json.Marshal(o.Config)
 		path := filepath.Join(run, "config.json")
