@@ -36,7 +36,6 @@ distro: build
 # The engine, the clients and Kubernetes are built from pinned sources and
 # cached outside the checkout (a cold Kubernetes build takes ~12-15
 # minutes; mkisos.sh waits for one already running, as CI starts it early).
-# KUBELET=/path/to/kubelet adds kubelet to the version pack.
 # The version packs the tests switch to come with the images (see
 # test-packs below).
 ISOS := $(addprefix build/,docker-desktop.iso docker.iso docker-20.10.iso cli-tools.iso kubernetes.iso)
@@ -44,7 +43,7 @@ TEST_PACKS := $(addprefix build/test-packs/,pack2.iso broken.iso newer.iso dies-
 isos: $(ISOS) $(TEST_PACKS)
 
 $(ISOS) &: scripts/mkisos.sh scripts/iso.sh scripts/oci-image.sh scripts/modbuild.sh scripts/build-engine.sh scripts/build-clients.sh scripts/build-kube.sh packs/versions.env $(shell find distro packs/kube -type f)
-	KUBELET=$(KUBELET) bash scripts/mkisos.sh
+	bash scripts/mkisos.sh
 
 # Kubernetes from its pinned sources (packs/versions.env, packs/kube): one
 # program for the cluster's daemons, kubectl and the pause program, cached

@@ -75,25 +75,23 @@ func kubeStatus(in *harness.Instance) string {
 	return string(b)
 }
 
-// kubeProcesses are the cluster's processes still alive (the kube
-// program's, by its command line).
-func kubeProcesses(t *testing.T, data string) []string {
-	var left []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+// kubeProcesses are the host pids of the cluster's processes in pid
+// namespace ns: the kube program's (named by their first argument, or
+// every one of them for ""), and the pods' pause.
+func kubeProcesses(ns, name string) []int {
+	var pids []int
+	for _, p := range harness.InNS(ns) {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.Pid), "cmdline"))
 		if err != nil {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if strings.HasSuffix(args[0], "/usr/bin/kube") && strings.Contains(args[0], data) || strings.HasSuffix(args[0], "/pause") {
-			left = append(left, e.Name()+": "+strings.Join(args, " "))
+		kube := strings.HasSuffix(args[0], "/usr/bin/kube") && len(args) > 1 && (name == "" || args[1] == name)
+		if kube || name == "" && p.Comm == "pause" {
+			pids = append(pids, p.Pid)
 		}
 	}
-	return left
+	return pids
 }
 
 const webDeployment = `apiVersion: apps/v1
@@ -113,8 +111,9 @@ spec:
 `
 
 // The Kubernetes setting brings a real single-node cluster up and down:
-// kubectl from the distro on the offered context finds the node Ready; an
-// image docker built runs in a pod with no registry; a LoadBalancer
+// kubectl from the distro on the offered context finds the node Ready;
+// images docker built run in pods with no registry, on this store and one
+// built by 20.10 before an upgrade; a LoadBalancer
 // Service answers on the distro's localhost; pods resolve Services by
 // name; kubelet killed is restarted; a reboot keeps the Deployment; off
 // leaves no Kubernetes process and docker as it was; a reset makes a new
@@ -130,9 +129,21 @@ func TestKubernetes(t *testing.T) {
 	shared := newShared(t)
 	data, _ := harness.NewDirs(t)
 	w := &kubeWorld{t: t, shared: shared, data: data}
+
+	// A store upgraded from 20.10: an image built there, by dockerd 20.10
+	// in its graph driver, must run in a pod too.
+	old := harness.Start(t, harness.Options{DataDir: data, Pack: harness.Pack2010ISO})
+	old.WaitPing(90 * time.Second)
+	old.ImportBusybox()
+	oldDir := t.TempDir()
+	os.WriteFile(filepath.Join(oldDir, "Dockerfile"), []byte("FROM busybox:local\nRUN echo built by 20.10 > /built\nCMD [\"sleep\", \"3600\"]\n"), 0o644)
+	old.Docker("build", "-t", "ddinit-e2e/old:1", oldDir)
+	if code, _ := old.Stop(); code != 0 {
+		t.Fatalf("the 20.10 pack's stop: exit %d", code)
+	}
+
 	w.in = startKube(t, shared, data)
 	in := w.in
-	in.ImportBusybox()
 	in.Docker("run", "-d", "--name", "keeper", "busybox:local", "sleep", "3600")
 
 	start := time.Now()
@@ -155,6 +166,8 @@ func TestKubernetes(t *testing.T) {
 	os.WriteFile(manifest, []byte(webDeployment), 0o644)
 	w.must("apply", "-f", manifest)
 	w.eventually(2*time.Minute, "Running", "get", "pods", "-l", "app=web", "--no-headers")
+	w.must("run", "old", "--image=ddinit-e2e/old:1", "--image-pull-policy=Never")
+	w.eventually(2*time.Minute, "built by 20.10", "exec", "old", "--", "cat", "/built")
 
 	// A LoadBalancer on the distro's localhost.
 	w.must("expose", "deployment", "web", "--type=LoadBalancer", "--port=18080", "--target-port=80")
@@ -168,10 +181,11 @@ func TestKubernetes(t *testing.T) {
 
 	// kubelet killed: ddinit restarts it, the node is Ready again.
 	before := serviceStatus(in.Status(), "kubelet")
-	if before.PID == 0 {
-		t.Fatalf("kubelet has no pid: %+v", before)
+	kubelet := kubeProcesses(in.PidNS(), "kubelet")
+	if len(kubelet) != 1 {
+		t.Fatalf("want one kubelet, found %v", kubelet)
 	}
-	syscall.Kill(before.PID, syscall.SIGKILL)
+	syscall.Kill(kubelet[0], syscall.SIGKILL)
 	within(t, time.Minute, "kubelet restarted", func() bool {
 		st := serviceStatus(in.Status(), "kubelet")
 		return st.Restarts > before.Restarts && st.Ready
@@ -186,14 +200,16 @@ func TestKubernetes(t *testing.T) {
 	in = w.in
 	w.eventually(3*time.Minute, "Running", "get", "pods", "-l", "app=web", "--no-headers")
 	answers(t, "127.0.0.1:18080", "hello from docker build", time.Minute)
+	in.Docker("start", "keeper") // a reboot stops containers
+	keeperStarted := in.Docker("inspect", "-f", "{{.State.StartedAt}}", "keeper")
 
 	// Off: no Kubernetes process left, docker as it was.
 	if code, body := in.PutSettings(`{"generation": 1, "kubernetes": false}`); code != http.StatusOK {
 		t.Fatalf("kubernetes off: %d %s", code, body)
 	}
-	within(t, 30*time.Second, "no Kubernetes process", func() bool { return len(kubeProcesses(t, data)) == 0 })
-	if left := kubeProcesses(t, data); len(left) > 0 {
-		t.Fatalf("left: %v", left)
+	ns := in.PidNS()
+	if left := kubeProcesses(ns, ""); len(left) > 0 {
+		t.Fatalf("Kubernetes processes left once it is off: %v", left)
 	}
 	if st := in.Status().Kubernetes; st == nil || st.State != "off" {
 		t.Fatalf("status with Kubernetes off: %+v", st)
@@ -201,8 +217,8 @@ func TestKubernetes(t *testing.T) {
 	if !refused("127.0.0.1:6443") || !refused("127.0.0.1:18080") {
 		t.Fatal("the cluster's ports stayed published after Kubernetes went off")
 	}
-	if out := in.Docker("ps", "--format", "{{.Names}}"); !strings.Contains(out, "keeper") {
-		t.Fatalf("docker after Kubernetes off: %s", out)
+	if out := in.Docker("inspect", "-f", "{{.State.StartedAt}}", "keeper"); out != keeperStarted {
+		t.Fatalf("a container across Kubernetes off: started %s, was %s", out, keeperStarted)
 	}
 
 	// On again, then reset: a new, empty cluster.

@@ -46,7 +46,7 @@ type kubeState struct {
 	stop     context.CancelFunc // ends the running cluster's goroutines
 	stopped  chan struct{}
 	ready    bool   // the API server answers, as last told
-	report   string // the PKI made again at the last start, for the log
+	failed   string // why the cluster could not be prepared, when it is on
 }
 
 // openKubernetesImage opens the Kubernetes image and reads the digest it
@@ -119,7 +119,7 @@ func (in *pid1) prepareCluster() (*kube.Cluster, error) {
 		log.WithError(err).Warn("the Kubernetes image cache was not tidied")
 	}
 	in.mu.Lock()
-	in.kube.cluster = c
+	in.kube.cluster, in.kube.failed = c, ""
 	in.mu.Unlock()
 	return c, nil
 }
@@ -139,6 +139,9 @@ func (in *pid1) clusterFor() *kube.Cluster {
 	c, err := in.prepareCluster()
 	if err != nil {
 		in.log.WithError(err).Error("Kubernetes is on but cannot run")
+		in.mu.Lock()
+		in.kube.failed = err.Error()
+		in.mu.Unlock()
 		return nil
 	}
 	return c
@@ -394,7 +397,7 @@ func (in *pid1) kubeStatus(sup *services.Supervisor) *control.Kubernetes {
 		}
 		return st
 	case k.cluster == nil:
-		st.State, st.Reason = "failed", "the cluster could not be prepared: see the log"
+		st.State, st.Reason = "failed", k.failed
 		return st
 	}
 	st.State = "running"

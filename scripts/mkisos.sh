@@ -19,7 +19,6 @@
 #                            waits for one already running), CNI's plugins
 #                            from Debian, the pause image as an OCI layout
 #                            (scripts/oci-image.sh) and kubernetes.json
-# KUBELET=/path/to/kubelet adds kubelet and its service definition to the pack.
 # The same inputs give the same bytes (fixed dates, sorted trees; no
 # --hardlinks, which would record the staging tree's own inode numbers).
 set -euo pipefail
@@ -27,7 +26,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/iso.sh"
 out=${OUT:-$here/build}
-kubelet=${KUBELET:-}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
 for tool in xorriso busybox ldd dpkg-query sha256sum; do
@@ -159,18 +157,8 @@ make_pack() {
 			printf '%s    {"name": "%s", "version": "%s", "source": "%s"}' "$sep" "$n" "$v" "$src"
 			sep=$',\n'
 		done
-		if [ -n "$kubelet" ]; then
-			printf '%s    {"name": "kubelet", "version": "%s", "source": "%s"}' "$sep" "${KUBELET_VERSION:-unknown}" "$kubelet"
-		fi
 		printf '\n  ]\n}\n'
 	} > "$pack/version-pack.json"
-
-	if [ -n "$kubelet" ]; then
-		[ -x "$kubelet" ] || { echo "mkisos: KUBELET=$kubelet is not an executable" >&2; exit 1; }
-		copy_file "$kubelet" /usr/bin/kubelet "$pack"
-		copy_libs "$kubelet" "$pack"
-		cp -r "$here/distro/kubelet/." "$pack/"
-	fi
 }
 make_pack "$work/pack" default
 make_pack "$work/pack-20.10" 20.10

@@ -28,13 +28,6 @@ func TestVersionPackDefinitionsLoad(t *testing.T) {
 	if len(defs) != 1 || defs[0].Name != "dockerd" || defs[0].Ready == nil || defs[0].Socket != "/run/docker.sock" || !defs[0].Required {
 		t.Fatalf("dockerd definition: %+v", defs)
 	}
-	k, err := LoadDefinition(filepath.Join("..", "distro", "kubelet", "containers", "services", "kubelet", "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if k.Setting != "kubernetes" || k.Required || k.DependsOn[0] != "dockerd" {
-		t.Fatalf("kubelet definition: %+v", k)
-	}
 }
 
 func TestDefinitionErrors(t *testing.T) {
