@@ -15,9 +15,9 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/distribution/reference"
 	"github.com/ddinit/ddinit/engineclient"
 	"github.com/ddinit/ddinit/transport"
+	"github.com/distribution/reference"
 	"github.com/sirupsen/logrus"
 )
 
@@ -180,7 +180,9 @@ func (s *ImageSync) has(ctx context.Context, tag, id string) bool {
 func (s *ImageSync) save(ctx context.Context, names []string) ([]string, error) {
 	q := url.Values{"names": names}
 	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return transport.DialUnix(ctx, s.DockerSocket) },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return transport.DialUnix(ctx, s.DockerSocket)
+		},
 	}}
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/images/get?"+q.Encode(), nil)
