@@ -227,6 +227,10 @@ type Backend interface {
 	// on, starts a new empty cluster; it returns once the new one's
 	// services are started.
 	ResetKubernetes() error
+	// Kubeconfig is the cluster's admin kubeconfig (context docker-desktop,
+	// server https://127.0.0.1:6443: the frontend points it where it
+	// exposes the API server), or why there is none.
+	Kubeconfig() ([]byte, error)
 }
 
 // Kubernetes is the cluster as /status shows it: its state ("off",

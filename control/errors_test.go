@@ -64,6 +64,7 @@ func (b stubBackend) Diagnostics(io.Writer) error {
 func (b stubBackend) Settings() Settings                 { return Settings{Generation: 3} }
 func (b stubBackend) UsePack(UsePack) (PackState, error) { return PackState{}, b.put }
 func (b stubBackend) ResetKubernetes() error             { return b.put }
+func (b stubBackend) Kubeconfig() ([]byte, error)        { return nil, b.put }
 
 func (b stubBackend) PutSettings([]byte) (Settings, error) {
 	return Settings{Generation: 3}, b.put

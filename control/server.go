@@ -50,6 +50,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /settings", s.putSettings)
 	mux.HandleFunc("PUT /version-pack", s.usePack)
 	mux.HandleFunc("POST /kubernetes/reset", s.resetKubernetes)
+	mux.HandleFunc("GET /kubernetes/kubeconfig", s.kubeconfig)
 	return mux
 }
 
@@ -333,6 +334,19 @@ func (s *Server) resetKubernetes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// kubeconfig answers the admin kubeconfig (JSON, which kubectl reads as
+// YAML), or the error's status (412 while Kubernetes has never run).
+func (s *Server) kubeconfig(w http.ResponseWriter, r *http.Request) {
+	b, err := s.Backend.Kubeconfig()
+	if err != nil {
+		writeError(w, err, errorBody{})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(b)
 }
 
 // putSettings answers 200 with the settings in force once the change is

@@ -32,6 +32,7 @@ func (readyBackend) Settings() Settings                   { return Settings{} }
 func (readyBackend) PutSettings([]byte) (Settings, error) { return Settings{}, nil }
 func (readyBackend) UsePack(UsePack) (PackState, error)   { return PackState{}, nil }
 func (readyBackend) ResetKubernetes() error               { return nil }
+func (readyBackend) Kubeconfig() ([]byte, error)          { return nil, nil }
 
 func quietLog() logrus.FieldLogger {
 	l := logrus.New()

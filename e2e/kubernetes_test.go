@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +21,7 @@ import (
 	"github.com/ddinit/ddinit/config"
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/e2e/harness"
+	"github.com/ddinit/ddinit/kubeapi"
 )
 
 // kubeWorld is ddinit with the Kubernetes image and the CLI tools (for
@@ -29,7 +35,7 @@ type kubeWorld struct {
 }
 
 func startKube(t *testing.T, shared, data string) *harness.Instance {
-	in := harness.Start(t, harness.Options{DataDir: data, CLITools: harness.CLIToolsISO, Kubernetes: harness.KubernetesISO, Extra: []string{"--wsl-shared", shared}})
+	in := harness.Start(t, harness.Options{DataDir: data, CLITools: harness.CLIToolsISO, Kubernetes: harness.KubernetesISO, Extra: []string{"--wsl-shared", shared, "--expose", "kubernetes=unix://" + filepath.Join(shared, "..", "kube-api.sock")}})
 	in.WaitPing(90 * time.Second)
 	return in
 }
@@ -158,6 +164,16 @@ func TestKubernetes(t *testing.T) {
 	w.eventually(3*time.Minute, " Ready ", "get", "nodes")
 	t.Logf("node Ready %s after the switch", time.Since(start).Round(time.Second))
 
+	// The frontend's way in: the admin kubeconfig from the control API,
+	// the API server through an exposed socket (vsock on Windows).
+	code, kc := in.Get(http.MethodGet, "/kubernetes/kubeconfig")
+	if code != http.StatusOK || !strings.Contains(kc, `"docker-desktop"`) {
+		t.Fatalf("GET /kubernetes/kubeconfig: %d %s", code, kc)
+	}
+	if v := exposedAPIVersion(t, filepath.Join(shared, "..", "kube-api.sock"), []byte(kc)); !strings.Contains(v, "v1.37") {
+		t.Fatalf("the API server through the exposed socket: %s", v)
+	}
+
 	// An image docker built, in a pod, no registry.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox:local\nRUN mkdir -p /www && echo hello from docker build > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n"), 0o644)
@@ -234,4 +250,35 @@ func TestKubernetes(t *testing.T) {
 	if out := w.must("get", "deployments", "-A", "--no-headers"); strings.Contains(out, "web") {
 		t.Fatalf("after the reset: %s", out)
 	}
+}
+
+// exposedAPIVersion asks the API server's /version through the exposed
+// socket, as the kubeconfig's admin, verifying the server by its name.
+func exposedAPIVersion(t *testing.T, sock string, kubeconfig []byte) string {
+	t.Helper()
+	kc, err := kubeapi.ParseKubeconfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(kc.CA)
+	cert, err := tls.X509KeyPair(kc.Cert, kc.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: "kubernetes.docker.internal"},
+	}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://kubernetes.docker.internal/version")
+	if err != nil {
+		t.Fatalf("the API server through %s: %v", sock, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -66,6 +66,9 @@ func (l *launcher) expose(pid int, sockets map[string]string) error {
 	targets := map[string]string{}
 	for name, inner := range sockets {
 		targets[name] = fmt.Sprintf("/proc/%d/root%s", pid, inner)
+		if strings.HasPrefix(inner, tcpTarget) {
+			targets[name] = inner // across the link, not a file
+		}
 	}
 	l.mu.Lock()
 	l.exposure.targets = targets
@@ -190,8 +193,17 @@ func (l *launcher) dialService(ctx context.Context, name string) (net.Conn, erro
 	if !ok {
 		return nil, fmt.Errorf("the version pack running has no service socket named %s", name)
 	}
+	if addr, ok := strings.CutPrefix(target, tcpTarget); ok {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
 	return transport.DialUnix(ctx, target)
 }
+
+// tcpTarget marks a service PID 1 reports by its TCP address in its
+// namespace, reached across the link (the Kubernetes API server), not by
+// a socket file.
+const tcpTarget = "tcp:"
 
 // unexpose ends a PID 1's exposure: when another PID 1 follows in this
 // run, the sockets stay, holding every new client until its engine is

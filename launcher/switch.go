@@ -243,4 +243,5 @@ func (standInBackend) PutSettings([]byte) (control.Settings, error) {
 func (standInBackend) UsePack(control.UsePack) (control.PackState, error) {
 	return control.PackState{}, errStandIn
 }
-func (standInBackend) ResetKubernetes() error { return errStandIn }
+func (standInBackend) ResetKubernetes() error      { return errStandIn }
+func (standInBackend) Kubeconfig() ([]byte, error) { return nil, errStandIn }

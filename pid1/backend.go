@@ -22,6 +22,9 @@ type backend struct{ in *pid1 }
 // ResetKubernetes implements control.Backend.
 func (c backend) ResetKubernetes() error { return c.in.resetKubernetes() }
 
+// Kubeconfig implements control.Backend.
+func (c backend) Kubeconfig() ([]byte, error) { return c.in.adminKubeconfig() }
+
 // Status implements control.Backend.
 func (c backend) Status() control.Status { return c.status(true) }
 

@@ -11,7 +11,9 @@ import (
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/distroproxy"
 	"github.com/ddinit/ddinit/enginestate"
+	"github.com/ddinit/ddinit/kube"
 	"github.com/ddinit/ddinit/mounts"
+	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/steps"
@@ -193,6 +195,11 @@ func (in *pid1) startServices() error {
 		return fmt.Errorf("version pack %s: %w", in.cfg.VersionPack, err)
 	}
 	sockets := map[string]string{"containerd": containerdSocket}
+	// The Kubernetes API server, for --expose kubernetes=ADDR (the
+	// frontend's): a TCP address across the link; refused while it is off.
+	if _, inner, err := network.Addrs(in.cfg.Subnet); err == nil {
+		sockets["kubernetes"] = fmt.Sprintf("tcp:%s:%d", inner.Addr(), kube.APIPort)
+	}
 	for _, d := range defs {
 		if d.Socket != "" {
 			sockets[d.Name] = d.Socket

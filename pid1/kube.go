@@ -12,7 +12,9 @@ import (
 	"github.com/ddinit/ddinit/control"
 	"github.com/ddinit/ddinit/enginestate"
 	"github.com/ddinit/ddinit/kube"
+	"github.com/ddinit/ddinit/kubeapi"
 	"github.com/ddinit/ddinit/network"
+	"github.com/ddinit/ddinit/regularfile"
 	"github.com/ddinit/ddinit/rootfs"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/wire"
@@ -425,4 +427,16 @@ func (in *pid1) kubeStatus(sup *services.Supervisor) *control.Kubernetes {
 		}
 	}
 	return st
+}
+
+// adminKubeconfig is the cluster's admin kubeconfig, once a cluster was
+// prepared (the credentials stay valid while it is off).
+func (in *pid1) adminKubeconfig() ([]byte, error) {
+	in.mu.Lock()
+	c := in.kube.cluster
+	in.mu.Unlock()
+	if c == nil {
+		return nil, fmt.Errorf("%w: Kubernetes has not run since ddinit started: switch it on first", errdefs.ErrFailedPrecondition)
+	}
+	return regularfile.Read(c.AdminKubeconfig(), kubeapi.MaxKubeconfigBytes)
 }
