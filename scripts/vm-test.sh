@@ -13,7 +13,10 @@ timeout=${VM_TIMEOUT:-480}
 
 need() { command -v "$1" >/dev/null || { echo "vm-test: $1 is missing (make deps installs it)" >&2; exit 1; }; }
 for t in qemu-system-x86_64 busybox mkfs.ext4 fsck.ext4 depmod modprobe cpio; do need "$t"; done
-[ -x "$here/bin/ddinit" ] && [ -f "$here/build/docker.iso" ] || { echo "vm-test: run make build isos first" >&2; exit 1; }
+# VM_DDINIT: the ddinit to boot (default bin/ddinit); CI gives a copy, as
+# make test rebuilds bin/ddinit while the VM runs beside it.
+ddinit_bin=${VM_DDINIT:-$here/bin/ddinit}
+[ -x "$ddinit_bin" ] && [ -f "$here/build/docker.iso" ] || { echo "vm-test: run make build isos first" >&2; exit 1; }
 mkdir -p "$vm"
 
 # --- the kernel: Debian's, unpacked without running its install scripts ---
@@ -40,7 +43,7 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc/vm,etc/ddinit,proc,sys,dev,run,t
 cp "$(readlink -f "$(command -v busybox)")" "$root/bin/busybox"
 for a in $(busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
 for a in $(busybox --list); do [ -e "$root/sbin/$a" ] || ln -sf ../bin/busybox "$root/sbin/$a"; done
-install -m 0755 "$here/bin/ddinit" "$root/usr/bin/ddinit"
+install -m 0755 "$ddinit_bin" "$root/usr/bin/ddinit"
 # The transport tests that need real AF_VSOCK loopback run in the guest.
 (cd "$here" && CGO_ENABLED=0 go test -c -o "$root/usr/bin/transport.test" ./transport)
 # The chroot break-out program the isolation check runs in containers.
