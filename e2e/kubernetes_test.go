@@ -164,6 +164,21 @@ func TestKubernetes(t *testing.T) {
 	w.eventually(3*time.Minute, " Ready ", "get", "nodes")
 	t.Logf("node Ready %s after the switch", time.Since(start).Round(time.Second))
 
+	// A distro: its proxy links kubectl and merges the docker-desktop
+	// context into the default user's kubeconfig (root's, in a distro
+	// with no other user); kubectl there needs nothing else.
+	d := newBusyboxDistro(t, "kube", shared)
+	stopProxy := d.startToolsProxy(shared)
+	var out string
+	within(t, 30*time.Second, "kubectl in the distro on its own ~/.kube/config", func() bool {
+		out, _ = d.shErr("HOME=/root kubectl get nodes --no-headers")
+		return strings.Contains(out, " Ready ")
+	})
+	if cfg := d.sh("cat /root/.kube/config"); !strings.Contains(cfg, "current-context: docker-desktop") {
+		t.Fatalf("the distro's kubeconfig:\n%s", cfg)
+	}
+	stopProxy()
+
 	// The frontend's way in: the admin kubeconfig from the control API,
 	// the API server through an exposed socket (vsock on Windows).
 	code, kc := in.Get(http.MethodGet, "/kubernetes/kubeconfig")
@@ -242,9 +257,9 @@ func TestKubernetes(t *testing.T) {
 		t.Fatalf("kubernetes on again: %d %s", code, body)
 	}
 	w.eventually(3*time.Minute, "web", "get", "deployments")
-	out, err := exec.Command(in.Binary(), "kubernetes", "reset", "--control", "unix://"+in.ControlSock()).CombinedOutput()
+	reset, err := exec.Command(in.Binary(), "kubernetes", "reset", "--control", "unix://"+in.ControlSock()).CombinedOutput()
 	if err != nil {
-		t.Fatalf("ddinit kubernetes reset: %v %s", err, out)
+		t.Fatalf("ddinit kubernetes reset: %v %s", err, reset)
 	}
 	w.eventually(3*time.Minute, " Ready ", "get", "nodes")
 	if out := w.must("get", "deployments", "-A", "--no-headers"); strings.Contains(out, "web") {
