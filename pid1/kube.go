@@ -334,6 +334,13 @@ func (in *pid1) clearCluster() {
 // restartEngine stops the supervisor in force and starts a new one, as
 // the settings now say (in.engineOps held).
 func (in *pid1) restartEngine() error {
+	// Told first, so that ddinit run ends its own event streams (dockerd
+	// 28 waits 5 s at its stop for open requests) and holds new clients
+	// until the engine is back.
+	told := in.engine.Step(enginestate.Stopping, "restarting with Kubernetes switched", enginestate.Running)
+	if told {
+		in.reportEngine()
+	}
 	in.mu.Lock()
 	old := in.sup
 	in.mu.Unlock()
@@ -341,7 +348,13 @@ func (in *pid1) restartEngine() error {
 	if old != nil {
 		old.Stop()
 	}
-	return in.startEngine()
+	err := in.startEngine()
+	if told {
+		// Running even if dockerd did not come back: its supervision
+		// retries, and /status says why.
+		in.moveEngine(enginestate.Running, "")
+	}
+	return err
 }
 
 // ResetKubernetes wipes the cluster's state (etcd, the PKI, kubelet's
