@@ -74,9 +74,11 @@ func newBusyboxDistro(t *testing.T, name, shared string) *userDistro {
 	if b, err := exec.Command("chroot", root, "/bin/busybox", "--install", "-s", "/bin").CombinedOutput(); err != nil {
 		t.Fatalf("busybox --install: %v %s", err, b)
 	}
+	// The shared tmpfs with what is mounted in it already (the CLI tools'
+	// offer), as WSL gives a distro that starts late.
 	setup := fmt.Sprintf(`mount -t proc proc %[1]s/proc && mount --rbind /dev %[1]s/dev &&
 mount -t tmpfs tmp %[1]s/tmp && mount -t tmpfs run %[1]s/run && mount -t tmpfs home %[1]s/home && mkdir -p %[1]s/home/user &&
-mkdir -p %[1]s%[2]s && mount --bind %[2]s %[1]s%[2]s`, root, shared)
+mkdir -p %[1]s%[2]s && mount --rbind %[2]s %[1]s%[2]s`, root, shared)
 	return newDistro(t, name, setup, root)
 }
 

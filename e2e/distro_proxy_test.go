@@ -141,16 +141,19 @@ func (d *userDistro) runProxy(bin, shared string, waitEngine bool, extra ...stri
 			d.t.Logf("ddinit proxy in %s:\n%s", d.name, harness.Tail(log.String(), 40))
 		}
 	})
+	var last string
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if waitEngine {
-			if _, err := d.shErr("docker version"); err == nil {
+			out, err := d.shErr("docker version")
+			if err == nil {
 				break
 			}
+			last = fmt.Sprintf("docker version: %v\n%s", err, out)
 		} else if exists(fmt.Sprintf("/proc/%d/root/run/docker.sock", d.pid)) {
 			break
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("the distro's docker socket does not answer:\n%s", log.String())
+			d.t.Fatalf("the distro's docker socket does not answer: %s\nthe proxy's log:\n%s", last, log.String())
 		}
 	}
 	// nsenter execs the proxy: the pid is the proxy's.
