@@ -351,10 +351,16 @@ func (c *Cluster) Definitions() []services.Definition {
 		kubelet,
 		// The node's address given, not found: kube-proxy started before
 		// the node had one waits, then programs no Service.
+		// nf_conntrack_max left as the kernel sized it: kube-proxy would
+		// raise it to 32768 per core (at least 131072), but it is the
+		// kernel's, read-only outside the first network namespace, and
+		// kube-proxy exits when it cannot (a kernel with 4 GB or less
+		// sizes it 65536: WSL's default on an 8 GB machine).
 		def(Proxy, "http://127.0.0.1:10256/healthz", "", []string{APIServer},
 			"--kubeconfig="+c.config("kube-proxy.conf"), "--cluster-cidr="+PodRange,
 			"--hostname-override="+NodeName, "--bind-address="+node,
-			"--healthz-bind-address=127.0.0.1:10256", "--metrics-bind-address=127.0.0.1:10249"),
+			"--healthz-bind-address=127.0.0.1:10256", "--metrics-bind-address=127.0.0.1:10249",
+			"--conntrack-max-per-core=0"),
 		def(CoreDNS, "http://127.0.0.1:8181/ready", "http://127.0.0.1:8080/health", []string{APIServer},
 			"-conf", c.config("Corefile")),
 	}

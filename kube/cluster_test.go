@@ -80,6 +80,13 @@ func TestPrepareWritesWhatTheServicesName(t *testing.T) {
 			}
 		}
 	}
+	// kube-proxy leaves the kernel's conntrack table size alone: it
+	// cannot change it outside the first network namespace.
+	for _, d := range defs {
+		if d.Name == Proxy && !strings.Contains(strings.Join(d.Spec.Process.Args, " "), "--conntrack-max-per-core=0") {
+			t.Errorf("kube-proxy would set nf_conntrack_max: %v", d.Spec.Process.Args)
+		}
+	}
 	var kubelet map[string]any
 	b, _ := os.ReadFile(c.config("kubelet.yaml"))
 	if err := json.Unmarshal(b, &kubelet); err != nil || kubelet["failCgroupV1"] != false || kubelet["address"] != "100.64.249.2" {

@@ -10,13 +10,23 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 vm=${VM_DIR:-$here/build/vm}
 kver=${VM_KERNEL:-}
 timeout=${VM_TIMEOUT:-480}
+# The Kubernetes phase's own budget: the cluster's seven components start
+# on an emulated CPU.
+kube_timeout=${VM_KUBE_TIMEOUT:-900}
+# VM_ONLY=kubernetes runs that phase alone, on a new data disk (for work
+# on it); the default runs every phase.
+only=${VM_ONLY:-}
+case "$only" in "" | kubernetes) ;; *) echo "vm-test: VM_ONLY=$only: only kubernetes can run alone" >&2; exit 1 ;; esac
 
 need() { command -v "$1" >/dev/null || { echo "vm-test: $1 is missing (make deps installs it)" >&2; exit 1; }; }
 for t in qemu-system-x86_64 busybox mkfs.ext4 fsck.ext4 depmod modprobe cpio; do need "$t"; done
 # VM_DDINIT: the ddinit to boot (default bin/ddinit); CI gives a copy, as
 # make test rebuilds bin/ddinit while the VM runs beside it.
 ddinit_bin=${VM_DDINIT:-$here/bin/ddinit}
-[ -x "$ddinit_bin" ] && [ -f "$here/build/docker.iso" ] || { echo "vm-test: run make build isos first" >&2; exit 1; }
+[ -x "$ddinit_bin" ] || { echo "vm-test: $ddinit_bin is missing: run make build isos first" >&2; exit 1; }
+for f in build/docker.iso build/kubernetes.iso build/cli-tools.iso; do
+	[ -e "$here/$f" ] || { echo "vm-test: $f is missing: run make build isos first" >&2; exit 1; }
+done
 mkdir -p "$vm"
 
 # --- the kernel: Debian's, unpacked without running its install scripts ---
@@ -73,6 +83,16 @@ install -m 0644 "$here/scripts/vm/driver.sh" "$root/etc/vm/driver.sh"
 cat >"$root/etc/vm/modules" <<'EOF'
 virtio_blk ext4 overlay isofs loop veth bridge br_netfilter nf_conntrack nf_nat nf_tables nft_chain_nat nft_compat
 xt_MASQUERADE xt_addrtype xt_conntrack xt_comment ip_tables iptable_nat iptable_filter vsock vsock_loopback ipv6
+EOF
+# What the cluster needs besides (its phase only: the others boot without
+# them): the matches and targets of kube-proxy's and the CNI plugins'
+# iptables rules (nft, through nft_compat: mark, statistic, recent,
+# nfacct, DNAT, REJECT, multiport), conntrack over netlink. The kernel
+# would load most on demand through busybox's modprobe; loaded here, the
+# guest does not depend on it.
+cat >"$root/etc/vm/modules.kubernetes" <<'EOF'
+nf_conntrack_netlink nft_ct nft_nat nft_masq nft_reject_inet nfnetlink_acct xt_nfacct
+xt_mark xt_statistic xt_recent xt_nat xt_multiport xt_tcpudp ipt_REJECT ip6t_REJECT
 EOF
 
 # --- the initramfs: just enough to mount the 9p root ------------------------
@@ -156,10 +176,10 @@ rm -f "$vm/data.img"
 truncate -s 4G "$vm/data.img"
 mkfs.ext4 -q -F "$vm/data.img"
 
-qemu() { # phase
-	timeout "$timeout" qemu-system-x86_64 -accel tcg -smp 2 -m 3072 -nographic -no-reboot \
+qemu() { # phase [timeout]
+	timeout "${2:-$timeout}" qemu-system-x86_64 -accel tcg -smp 2 -m 3072 -nographic -no-reboot \
 		-kernel "$kdir/boot/vmlinuz-$kver" -initrd "$vm/initramfs.cpio.gz" \
-		-append "console=ttyS0 quiet panic=-1 vmtest.phase=$1" \
+		-append "console=ttyS0 quiet panic=-1 vmtest.phase=$1 vmtest.timeout=${2:-$timeout}" \
 		-virtfs "local,path=$root,mount_tag=root,security_model=none,readonly=on" \
 		-virtfs "local,path=$c,mount_tag=cdrive,security_model=none" \
 		-virtfs "local,path=$d,mount_tag=ddrive,security_model=none,readonly=on" \
@@ -170,22 +190,23 @@ qemu() { # phase
 report=$vm/results/report
 hostline() { echo "$1 $2" >>"$report"; }
 
-# run_phase PHASE: one guest boot; a guest that does not power off in time
-# is a failure of its own (its console log says how far it got). A guest
+# run_phase PHASE [TIMEOUT]: one guest boot (VM_TIMEOUT unless given); a
+# guest that does not power off in time is a failure of its own (its
+# console log says how far it got). A guest
 # whose own kernel stalled (soft lockups, RCU starved: the emulated CPUs
 # starved by a busy host under TCG, before ddinit could do anything) runs
 # the phase once more, and the report says so.
 run_phase() {
-	local rc=0
-	guest "$1" || rc=$?
+	local rc=0 t=${2:-$timeout}
+	guest "$1" "$t" || rc=$?
 	if [ "$rc" -eq 124 ] && grep -qE "soft lockup|rcu_preempt kthread starved" "$vm/results/qemu-$1.log"; then
 		mv "$vm/results/qemu-$1.log" "$vm/results/qemu-$1-stalled.log"
 		[ -f "$report" ] && sed -i "/^[A-Z]* $1: /d" "$report"
 		hostline NOTE "host: the $1 guest's kernel stalled under emulation (soft lockup); the phase ran again"
 		rc=0
-		guest "$1" || rc=$?
+		guest "$1" "$t" || rc=$?
 	fi
-	[ "$rc" -eq 124 ] && hostline FAIL "host: the $1 guest did not power off within ${timeout}s (killed)"
+	[ "$rc" -eq 124 ] && hostline FAIL "host: the $1 guest did not power off within ${t}s (killed)"
 	return 0
 }
 # stalled LOG: the guest's kernel reported a CPU stuck for a minute or more
@@ -195,12 +216,12 @@ stalled() {
 	grep -oE "soft lockup - CPU#[0-9]+ stuck for [0-9]+s" "$1" 2>/dev/null |
 		awk '{ s = $NF; sub(/s$/, "", s); if (s + 0 >= 60) found = 1 } END { exit !found }'
 }
-# guest PHASE: one guest boot, answering what it asks of the host (the
-# data disk image's allocated size, in KiB: results/ask.NAME → NAME). A
+# guest PHASE TIMEOUT: one guest boot, answering what it asks of the host
+# (the data disk image's allocated size, in KiB: results/ask.NAME → NAME). A
 # guest whose kernel stalled is killed at once, as the timeout would
 # have (status 124).
 guest() {
-	qemu "$1" </dev/null >"$vm/results/qemu-$1.log" 2>&1 &
+	qemu "$1" "$2" </dev/null >"$vm/results/qemu-$1.log" 2>&1 &
 	local qpid=$! ask n=0 stuck=0
 	while kill -0 $qpid 2>/dev/null; do
 		for ask in "$vm"/results/ask.*; do
@@ -223,17 +244,29 @@ guest() {
 }
 healthy_in() { grep -q "^PASS $1: healthy" "$report" 2>/dev/null; }
 
+# kube_images: the Kubernetes image and the CLI tools (kubectl) join the
+# others in the C: drive's resources folder, as Docker Desktop installs
+# them; only now, so the other phases' boots do not unpack the CLI tools.
+kube_images() {
+	for iso in kubernetes.iso cli-tools.iso; do
+		ln "$here/build/$iso" "$res/$iso" 2>/dev/null || cp "$here/build/$iso" "$res/$iso"
+		cp "$here/build/$iso.sha256" "$res/$iso.sha256"
+	done
+}
+
 echo "vm-test: kernel $kver, guest in $vm (console logs in $vm/results)"
 begin=$(date +%s)
-# 1. Cold boot, the C: drive, a volume, kill -9 dockerd, clean shutdown.
-run_phase cold
-# 4. The data disk is clean after that shutdown.
-if fsck.ext4 -n "$vm/data.img" >"$vm/results/fsck.log" 2>&1; then
-	hostline PASS "host: the data disk passes fsck -n after the clean shutdown"
-else
-	hostline FAIL "host: fsck -n found errors on the data disk (see results/fsck.log)"
+if [ -z "$only" ]; then
+	# 1. Cold boot, the C: drive, a volume, kill -9 dockerd, clean shutdown.
+	run_phase cold
+	# 4. The data disk is clean after that shutdown.
+	if fsck.ext4 -n "$vm/data.img" >"$vm/results/fsck.log" 2>&1; then
+		hostline PASS "host: the data disk passes fsck -n after the clean shutdown"
+	else
+		hostline FAIL "host: fsck -n found errors on the data disk (see results/fsck.log)"
+	fi
 fi
-if healthy_in cold; then
+if [ -z "$only" ] && healthy_in cold; then
 	# 2+5. Warm boot on the kernel path, then a hard stop while a container writes.
 	qemu warm </dev/null >"$vm/results/qemu-warm.log" 2>&1 &
 	qpid=$!
@@ -264,22 +297,41 @@ if healthy_in cold; then
 		hostline FAIL "host: the data disk image went from ${written} KiB to ${trimmed} KiB after the removal and the idle stop; want 400 MB less"
 	fi
 	run_phase packs
-else
-	hostline FAIL "host: the cold boot never became healthy; the warm, after-crash, idle and packs boots are skipped"
+elif [ -z "$only" ]; then
+	hostline FAIL "host: the cold boot never became healthy; the warm, after-crash, idle, packs and kubernetes boots are skipped"
+fi
+# 7. Kubernetes on (cgroup v2, as WSL's), a pod, in a phase with a budget
+# of its own: the last, on the data disk the others left.
+kube_checks=7
+if [ -n "$only" ] || healthy_in cold; then
+	kube_images
+	kube_begin=$(date +%s)
+	run_phase kubernetes "$kube_timeout"
+	echo "vm-test: the kubernetes phase took $(( $(date +%s) - kube_begin ))s (budget ${kube_timeout}s)"
 fi
 
 cat "$report"
 passed=$(grep -c '^PASS' "$report" || true)
 failed=$(grep -c '^FAIL' "$report" || true)
-expected=31
+if [ -n "$only" ]; then
+	expected=$kube_checks
+else
+	expected=$((31 + kube_checks))
+fi
 if [ "$failed" -gt 0 ] || [ "$passed" -lt "$expected" ]; then
 	# What CI shows is all there is to go on: the end of each guest's logs.
-	for phase in cold warm after-crash idle packs; do
+	for phase in cold warm after-crash idle packs kubernetes; do
 		for f in console-$phase.log ddinit-$phase.log qemu-$phase.log; do
 			[ -s "$vm/results/$f" ] || continue
 			echo "---- last lines of results/$f"
 			tail -n 25 "$vm/results/$f" | cut -c1-400
 		done
+	done
+	# The cluster's own logs, as the guest copied them from the data store.
+	for f in kubelet containerd kube-apiserver kube-proxy; do
+		[ -s "$vm/results/kubernetes-logs/$f.log" ] || continue
+		echo "---- last lines of results/kubernetes-logs/$f.log"
+		tail -n 15 "$vm/results/kubernetes-logs/$f.log" | cut -c1-400
 	done
 fi
 echo "vm-test: took $(( $(date +%s) - begin ))s"

@@ -310,4 +310,123 @@ packs)
 	wait $ddinit_pid
 	check "packs: clean shutdown exits 0" [ $? -eq 0 ]
 	;;
+kubernetes)
+	# The cluster (cgroup v2, as WSL's), switched on as the frontend does
+	# (PUT /settings over vsock); kubectl from the CLI tools offer on the
+	# admin kubeconfig offered in the shared tmpfs, as in a distro; a pod
+	# from an image docker imported here, with no registry.
+	export HOME=/root
+	data=/mnt/wsl/docker-desktop-data/data
+	kubectl=/mnt/wsl/docker-desktop/cli-tools/current/bin/kubectl
+	kubeconfig=/mnt/wsl/docker-desktop/kubernetes/config
+	k() { timeout 60 "$kubectl" --kubeconfig "$kubeconfig" --request-timeout=30s "$@"; }
+	# The phase's budget (the host's VM_KUBE_TIMEOUT), less what the boot
+	# took and a margin to stop and power off.
+	budget=$(sed -n 's/.*vmtest.timeout=\([0-9]*\).*/\1/p' /proc/cmdline)
+	deadline=$(( $(date +%s) + ${budget:-900} - $(cut -d. -f1 /proc/uptime) - 100 ))
+	kstatus() { timeout 20 ddinit status --json --control "$control" 2>/dev/null | tr -d '\n' | tr -s ' ' | sed -n 's/.*"kubernetes": *\({[^}]*}\).*/\1/p'; }
+	keep_logs() {
+		mkdir -p /results/kubernetes-logs
+		cp "$data"/log/*.log /results/kubernetes-logs/ 2>/dev/null
+		lsmod >/results/kubernetes-logs/lsmod.txt 2>&1
+	}
+	on_at=$(date +%s)
+	out=$(echo '{"idleStop": "0", "idlePause": "0", "kubernetes": true}' | timeout 400 ddinit settings --control "$control" set - 2>&1)
+	rc=$?
+	st=$(kstatus)
+	has() { case "$1" in *"$2"*) return 0 ;; esac; return 1; }
+	check_all "kubernetes: switched on over vsock (PUT /settings) in $(( $(date +%s) - on_at ))s: $st" '[ "$rc" -eq 0 ] && has "$st" "\"on\": true"'
+	[ "$rc" -eq 0 ] || echo "settings: $out"
+	# Node Ready, as a distro's kubectl sees it; a line every minute.
+	ready=no next_note=$(( $(date +%s) + 60 ))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if [ -x "$kubectl" ] && [ -f "$kubeconfig" ] && k get nodes --no-headers 2>/tmp/nodes.err >/tmp/nodes.txt && grep -q ' Ready ' /tmp/nodes.txt; then
+			ready=yes
+			break
+		fi
+		if [ "$(date +%s)" -ge "$next_note" ]; then
+			echo "waiting for the node after $(( $(date +%s) - on_at ))s: $(kstatus) $(tail -1 /tmp/nodes.err 2>/dev/null) $(cat /tmp/nodes.txt 2>/dev/null)"
+			next_note=$(( next_note + 60 ))
+		fi
+		sleep 5
+	done
+	ready_after=$(( $(date +%s) - on_at ))
+	check_all "kubernetes: node Ready ${ready_after}s after the switch, by the offered kubectl and kubeconfig ($(tr -s ' ' </tmp/nodes.txt 2>/dev/null | head -1))" '[ "$ready" = yes ]'
+	# /status: running, the node Ready, the seven components ready.
+	st=$(kstatus)
+	timeout 20 ddinit status --control "$control" >/tmp/kstatus.txt 2>&1
+	comps=0
+	for s in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
+		awk -v s=$s '$1 == s && $3 == "true" { found = 1 } END { exit !found }' /tmp/kstatus.txt && comps=$((comps + 1))
+	done
+	check_all "kubernetes: /status: $st; $comps of the 7 components ready" \
+		'has "$st" "\"state\": \"running\"" && has "$st" "\"nodeReady\": true" && [ "$comps" -eq 7 ]'
+	# A pod from an image docker imported while the cluster runs (given
+	# to the CRI by ddinit), never pulled.
+	if [ "$ready" = yes ]; then
+		mkdir -p /tmp/img/bin
+		cp /bin/busybox /tmp/img/bin/busybox
+		for a in sh echo cat ls sleep mkdir httpd; do ln -sf busybox /tmp/img/bin/$a; done
+		tar -C /tmp/img -cf /tmp/hello.tar .
+		pod_at=$(date +%s)
+		timeout 120 docker import /tmp/hello.tar vmtest/hello:1 >/dev/null 2>&1 || fail "kubernetes: docker import of vmtest/hello:1"
+		for i in $(seq 1 120); do grep 'image given to the cluster' /results/ddinit-$phase.log | grep -q 'vmtest/hello:1' && break; sleep 1; done
+		cat >/tmp/hello.yaml <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata: {name: hello, labels: {app: hello}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hello
+    image: vmtest/hello:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo hello from a pod, cgroup $(cat /proc/self/cgroup); mkdir /www; echo served by a pod > /www/index.html; exec httpd -f -p 80 -h /www"]
+    ports: [{containerPort: 80}]
+EOF
+		# The default ServiceAccount comes a moment after the node.
+		for i in $(seq 1 30); do k apply -f /tmp/hello.yaml >/tmp/apply.log 2>&1 && break; sleep 3; done
+		running=no
+		while [ "$(date +%s)" -lt "$deadline" ]; do
+			[ "$(k get pod hello -o 'jsonpath={.status.phase}' 2>/dev/null)" = Running ] && k logs hello 2>/dev/null | grep -q 'hello from a pod' && { running=yes; break; }
+			sleep 3
+		done
+		line=$(k logs hello 2>&1 | head -1)
+		check_all "kubernetes: a pod from vmtest/hello:1 (docker import, imagePullPolicy Never) Running after $(( $(date +%s) - pod_at ))s, its line: $line" '[ "$running" = yes ]'
+		if [ "$running" != yes ]; then
+			tail -3 /tmp/apply.log
+			k describe pod hello 2>&1 | tail -25
+		fi
+		# A LoadBalancer Service on the distro's localhost: ddinit run's
+		# port, kube-proxy's NodePort (iptables through nft), the pods'
+		# bridge.
+		svc_at=$(date +%s)
+		k expose pod hello --type=LoadBalancer --port=18080 --target-port=80 >/tmp/expose.log 2>&1
+		served=
+		while [ "$running" = yes ] && [ "$(date +%s)" -lt "$deadline" ]; do
+			served=$(timeout 10 wget -qO- http://127.0.0.1:18080/ 2>/dev/null) && [ "$served" = "served by a pod" ] && break
+			served=
+			sleep 2
+		done
+		check_all "kubernetes: a LoadBalancer Service answers on the distro's 127.0.0.1:18080 after $(( $(date +%s) - svc_at ))s ($served)" '[ "$served" = "served by a pod" ]'
+		if [ -z "$served" ]; then
+			cat /tmp/expose.log
+			k get svc hello -o wide 2>&1
+		fi
+	else
+		fail "kubernetes: no pod: the node never became Ready"
+		fail "kubernetes: no Service: the node never became Ready"
+	fi
+	if grep -q '^FAIL kubernetes' "$report"; then
+		cat /tmp/kstatus.txt
+		grep -E '"level":"(warning|error|fatal)"' /results/ddinit-$phase.log | tail -15
+		k get pods -A -o wide 2>&1 | head -20
+		k get events -A 2>&1 | tail -20
+		free -m
+	fi
+	keep_logs
+	timeout 180 ddinit stop --control "$control" >/tmp/stop.log 2>&1
+	wait $ddinit_pid
+	check "kubernetes: clean shutdown with the cluster on exits 0" [ $? -eq 0 ]
+	;;
 esac
