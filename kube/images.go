@@ -154,6 +154,10 @@ func (s *ImageSync) importFor(ctx context.Context, img dockerImage) {
 	imported, err := s.save(cctx, names)
 	log := s.Log.WithFields(logrus.Fields{"image": names, "id": engineclient.ShortID(img.ID)})
 	if err != nil {
+		if ctx.Err() != nil { // the cluster is going: not a failure
+			log.WithError(err).Debug("an image was not given to the cluster before it stopped")
+			return
+		}
 		log.WithError(err).Warn("an image docker has was not given to the cluster")
 		return
 	}
