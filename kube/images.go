@@ -79,18 +79,35 @@ type ImageSync struct {
 	Containerd   *containerd.Client
 	Log          logrus.FieldLogger
 
-	mu   sync.Mutex
-	done map[string]string // name → docker image ID imported
+	mu      sync.Mutex
+	done    map[string]string // name → docker image ID imported
+	syncing bool              // a full sync runs
 }
 
-// Run follows docker's image events until ctx ends.
+// Run follows docker's image events until ctx ends, and returns once
+// every import it started is over.
 func (s *ImageSync) Run(ctx context.Context) {
 	s.done = map[string]string{}
 	dial := func(ctx context.Context) (net.Conn, error) { return transport.DialUnix(ctx, s.DockerSocket) }
 	engine := engineclient.New(dial)
+	var syncs sync.WaitGroup
+	defer syncs.Wait()
 	engine.Follow(ctx, `{"type":["image"],"event":["tag","pull","load","import"]}`,
 		func() error {
-			go s.syncAll(ctx, engine)
+			// Each time the events open again (dockerd restarted): one
+			// full sync at a time, the events meanwhile taken as they come.
+			s.mu.Lock()
+			start := !s.syncing
+			s.syncing = true
+			s.mu.Unlock()
+			if start {
+				syncs.Go(func() {
+					s.syncAll(ctx, engine)
+					s.mu.Lock()
+					s.syncing = false
+					s.mu.Unlock()
+				})
+			}
 			return nil
 		},
 		func(ev engineclient.Event) {

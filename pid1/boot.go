@@ -295,8 +295,11 @@ func (in *pid1) stopServices() error {
 	// trim would hold the data store it unmounts).
 	in.endGiveBack(true)
 	// A frozen engine cannot be stopped (containerd would never answer the
-	// kill): thawed first.
+	// kill): thawed first. From here no switch or reset starts an engine.
 	in.engineOps.Lock()
+	in.mu.Lock()
+	in.kube.closing = true
+	in.mu.Unlock()
 	if err := in.thaw(); err != nil {
 		in.log.WithError(err).Warn("the paused engine could not be thawed for the shutdown")
 	}

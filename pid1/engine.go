@@ -272,6 +272,12 @@ func runningContainers(sock string) (int, error) {
 func (in *pid1) wake() error {
 	in.engineOps.Lock()
 	defer in.engineOps.Unlock()
+	in.mu.Lock()
+	closing := in.kube.closing
+	in.mu.Unlock()
+	if closing {
+		return errors.New("ddinit is shutting down")
+	}
 	now := in.engine.Now()
 	if now.State == enginestate.GivingBack {
 		now.State = now.Back

@@ -49,6 +49,9 @@ type kubeState struct {
 	stopped  chan struct{}
 	ready    bool   // the API server answers, as last told
 	failed   string // why the cluster could not be prepared, when it is on
+	// closing: PID 1 is shutting down; no switch or reset starts an
+	// engine any more (set under engineOps).
+	closing bool
 }
 
 // openKubernetesImage opens the Kubernetes image and reads the digest it
@@ -184,11 +187,7 @@ func withCluster(cfg services.Config, defs []services.Definition, c *kube.Cluste
 // place, the cluster's own objects kept, docker's images given to it,
 // and ddinit run told when the API server is ready or not.
 func (in *pid1) clusterStarted(sup *services.Supervisor, c *kube.Cluster) {
-	in.mu.Lock()
-	if in.kube.stop != nil {
-		in.kube.stop()
-	}
-	in.mu.Unlock()
+	in.stopCluster() // a previous supervisor's, if it was left
 	if c == nil {
 		in.tellKube(false, false)
 		return
@@ -217,6 +216,9 @@ func (in *pid1) clusterStarted(sup *services.Supervisor, c *kube.Cluster) {
 			synced := make(chan struct{})
 			go func() { defer close(synced); images.Run(ctx) }()
 			defer func() { <-synced }()
+			// First (deferred last): the loop ends when its supervisor
+			// stops, and the sync with it.
+			defer cancel()
 		}
 		api := c.Client()
 		defer api.Close()
@@ -277,6 +279,9 @@ func (in *pid1) tellKube(on, ready bool) {
 func (in *pid1) switchKubernetes(on bool) error {
 	in.engineOps.Lock()
 	defer in.engineOps.Unlock()
+	if err := in.engineOpen(); err != nil {
+		return err
+	}
 	if on {
 		if _, err := in.prepareCluster(); err != nil {
 			return err
@@ -289,18 +294,19 @@ func (in *pid1) switchKubernetes(on bool) error {
 	if was == on {
 		return nil
 	}
-	switch stopped, paused := in.engineHeld(); {
-	case stopped:
+	if stopped, _ := in.engineHeld(); stopped {
 		if on {
-			// Kubernetes on is not idle: the engine wakes with it.
+			// Kubernetes on is not idle: the engine wakes with it (the
+			// wake takes its turn after this switch).
 			in.bg.Go(func(context.Context) { in.wake() })
 		}
-		return nil
-	case paused:
-		if err := in.thaw(); err != nil {
-			return err
-		}
-		in.moveEngine(enginestate.Running, "")
+		return nil // a stopped engine left no cluster running
+	}
+	if err := in.thawForRestart(); err != nil {
+		in.mu.Lock()
+		in.kube.on = was
+		in.mu.Unlock()
+		return err
 	}
 	err := in.restartEngine()
 	if err != nil && on {
@@ -317,6 +323,40 @@ func (in *pid1) switchKubernetes(on bool) error {
 		in.clearCluster()
 	}
 	return err
+}
+
+// engineOpen refuses a switch or reset while PID 1 boots or shuts down
+// (in.engineOps held): the engine is not its to restart then.
+func (in *pid1) engineOpen() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch {
+	case in.kube.closing:
+		return fmt.Errorf("%w: ddinit is shutting down", errdefs.ErrUnavailable)
+	case in.state != control.StateRunning || in.sup == nil:
+		return fmt.Errorf("%w: the engine is %s: try again when /ping answers", errdefs.ErrUnavailable, in.state)
+	}
+	return nil
+}
+
+// thawForRestart brings a paused engine back to running through the
+// state machine, as a wake does (in.engineOps held), so that the restart
+// that follows starts from running.
+func (in *pid1) thawForRestart() error {
+	if _, paused := in.engineHeld(); !paused {
+		return nil
+	}
+	if !in.engine.Step(enginestate.Waking, "", enginestate.Paused, enginestate.GivingBack) {
+		return nil
+	}
+	in.reportEngine()
+	in.endGiveBack(false)
+	if err := in.thaw(); err != nil {
+		in.moveEngine(enginestate.WakeFailed, err.Error())
+		return err
+	}
+	in.moveEngine(enginestate.Running, "")
+	return nil
 }
 
 // clearCluster removes what a cluster switched off left in the
@@ -336,11 +376,12 @@ func (in *pid1) clearCluster() {
 func (in *pid1) restartEngine() error {
 	// Told first, so that ddinit run ends its own event streams (dockerd
 	// 28 waits 5 s at its stop for open requests) and holds new clients
-	// until the engine is back.
-	told := in.engine.Step(enginestate.Stopping, "restarting with Kubernetes switched", enginestate.Running)
-	if told {
-		in.reportEngine()
+	// until the engine is back. An engine not running (stopped idle)
+	// is not restarted: its next start reads what is in force now.
+	if !in.engine.Step(enginestate.Stopping, "restarting with Kubernetes switched", enginestate.Running) {
+		return nil
 	}
+	in.reportEngine()
 	in.mu.Lock()
 	old := in.sup
 	in.mu.Unlock()
@@ -348,13 +389,15 @@ func (in *pid1) restartEngine() error {
 	if old != nil {
 		old.Stop()
 	}
-	err := in.startEngine()
-	if told {
-		// Running even if dockerd did not come back: its supervision
-		// retries, and /status says why.
-		in.moveEngine(enginestate.Running, "")
+	if err := in.startEngine(); err != nil {
+		// Stopped, not running: the next client (or switch) starts it
+		// again, and /ping says why meanwhile.
+		in.stopCluster()
+		in.moveEngine(enginestate.Stopped, "the engine did not come back: "+err.Error())
+		return err
 	}
-	return err
+	in.moveEngine(enginestate.Running, "")
+	return nil
 }
 
 // ResetKubernetes wipes the cluster's state (etcd, the PKI, kubelet's
@@ -362,6 +405,12 @@ func (in *pid1) restartEngine() error {
 func (in *pid1) resetKubernetes() error {
 	in.engineOps.Lock()
 	defer in.engineOps.Unlock()
+	if err := in.engineOpen(); err != nil {
+		return err
+	}
+	if err := in.thawForRestart(); err != nil {
+		return err
+	}
 	in.mu.Lock()
 	on := in.kube.on
 	in.mu.Unlock()
@@ -371,27 +420,33 @@ func (in *pid1) resetKubernetes() error {
 		in.mu.Lock()
 		in.kube.on = false
 		in.mu.Unlock()
-		if err := in.restartEngine(); err != nil {
+		err := in.restartEngine()
+		in.clearCluster()
+		if err != nil {
+			in.mu.Lock()
+			in.kube.on = true
+			in.mu.Unlock()
 			return err
 		}
-		in.clearCluster()
 	}
 	c := &kube.Cluster{Dir: kubeDir, RunDir: kubeRunDir}
-	if err := c.ClearState(kubeletDir); err != nil {
-		return err
-	}
+	clearErr := c.ClearState(kubeletDir)
 	in.mu.Lock()
 	in.kube.cluster = nil
+	in.kube.on = on // as the setting says, whatever follows
 	in.mu.Unlock()
+	if clearErr != nil {
+		return clearErr
+	}
 	if !on {
 		return nil
 	}
 	if _, err := in.prepareCluster(); err != nil {
+		in.mu.Lock()
+		in.kube.failed = err.Error()
+		in.mu.Unlock()
 		return err
 	}
-	in.mu.Lock()
-	in.kube.on = true
-	in.mu.Unlock()
 	return in.restartEngine()
 }
 
