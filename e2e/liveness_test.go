@@ -23,6 +23,9 @@ func TestHungServicesAreKilledAndRestarted(t *testing.T) {
 		"restart":  map[string]any{"initial": "50ms", "max": "1s"},
 	}})
 	in.WaitPing(60 * time.Second)
+	// Ready as the supervisor sees it too: its liveness checks begin only
+	// then (docker may answer _ping a moment before its readiness check).
+	in.WaitHealthy(30 * time.Second)
 	ns := in.PidNS()
 
 	dockerd := onlyComm(t, ns, "dockerd")
