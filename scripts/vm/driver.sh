@@ -352,12 +352,20 @@ kubernetes)
 	done
 	ready_after=$(( $(date +%s) - on_at ))
 	check_all "kubernetes: node Ready ${ready_after}s after the switch, by the offered kubectl and kubeconfig ($(tr -s ' ' </tmp/nodes.txt 2>/dev/null | head -1))" '[ "$ready" = yes ]'
-	# /status: running, the node Ready, the seven components ready.
-	st=$(kstatus)
-	timeout 20 ddinit status --control "$control" >/tmp/kstatus.txt 2>&1
-	comps=0
-	for s in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
-		awk -v s=$s '$1 == s && $3 == "true" { found = 1 } END { exit !found }' /tmp/kstatus.txt && comps=$((comps + 1))
+	# /status: running, the node Ready, the seven components ready (a
+	# component's readiness probe may lag the node on the emulated CPU:
+	# asked again for up to two minutes).
+	for i in $(seq 1 24); do
+		st=$(kstatus)
+		timeout 20 ddinit status --control "$control" >/tmp/kstatus.txt 2>&1
+		comps=0
+		for s in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
+			awk -v s=$s '$1 == s && $3 == "true" { found = 1 } END { exit !found }' /tmp/kstatus.txt && comps=$((comps + 1))
+		done
+		if has "$st" "\"state\": \"running\"" && has "$st" "\"nodeReady\": true" && [ "$comps" -eq 7 ]; then
+			break
+		fi
+		sleep 5
 	done
 	check_all "kubernetes: /status: $st; $comps of the 7 components ready" \
 		'has "$st" "\"state\": \"running\"" && has "$st" "\"nodeReady\": true" && [ "$comps" -eq 7 ]'
