@@ -51,7 +51,11 @@ type Status struct {
 	Mounts      []string      `json:"mounts"`
 	Network     *NetworkState `json:"network,omitempty"`
 	DNS         *DNSState     `json:"dns,omitempty"`
-	Packs       *PackState    `json:"packs,omitempty"`
+	// Reach is what of the namespace ddinit run makes reachable from the
+	// distro beyond published ports: host-network containers' listeners
+	// and the engine's container networks.
+	Reach *Reach     `json:"reach,omitempty"`
+	Packs *PackState `json:"packs,omitempty"`
 	// SettingsGeneration is the settings document in force; Applying, a
 	// change being applied.
 	SettingsGeneration int64  `json:"settingsGeneration"`
@@ -93,6 +97,44 @@ type DNSState struct {
 	// Error says why names are not forwarded (no forwarder, or no
 	// nameserver in the distro's resolver file).
 	Error string `json:"error,omitempty"`
+}
+
+// Reach is what ddinit run makes reachable from the distro beyond the
+// ports containers publish (as it last reported it).
+type Reach struct {
+	// HostPorts: the hostNetworkPorts setting is on.
+	HostPorts bool `json:"hostPorts"`
+	// Listeners are the sockets host-network containers listen on, each
+	// forwarded from the distro's loopback or why not.
+	Listeners []HostListener `json:"listeners"`
+	// Routes are the engine's container networks, each routed from the
+	// distro through the link or why not.
+	Routes []ContainerRoute `json:"routes"`
+	// Error says why none of it runs (no link, no engine API).
+	Error string `json:"error,omitempty"`
+}
+
+// HostListener is one socket a host-network container listens on in the
+// engine's namespace, and what the distro sees of it.
+type HostListener struct {
+	Container string `json:"container"` // short id
+	Name      string `json:"name,omitempty"`
+	Proto     string `json:"proto"`  // tcp, udp
+	Listen    string `json:"listen"` // host:port in the engine's namespace
+	// Distro is where it is served in the distro ("127.0.0.1:8080"); empty
+	// when it is not (Reason says why).
+	Distro string `json:"distro,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ContainerRoute is one subnet of a container network and whether the
+// distro routes it through the link.
+type ContainerRoute struct {
+	Network string `json:"network"`
+	Subnet  string `json:"subnet"`
+	Via     string `json:"via,omitempty"` // the namespace's link address, when routed
+	Routed  bool   `json:"routed"`
+	Reason  string `json:"reason,omitempty"` // why not routed
 }
 
 // DNSFailure is the last query no nameserver answered.
