@@ -9,11 +9,11 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// inNamespace runs fn on a thread that enters the network namespace ns
+// InNamespace runs fn on a thread that enters the network namespace ns
 // for it and leaves it after: sockets fn makes stay in ns. A thread that
 // cannot go back ends with its goroutine rather than serve others from
 // the wrong namespace.
-func inNamespace(ns netns.NsHandle, fn func()) error {
+func InNamespace(ns netns.NsHandle, fn func()) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -38,11 +38,11 @@ func inNamespace(ns netns.NsHandle, fn func()) error {
 	return <-done
 }
 
-// dialIn opens a connection to addr from a socket made in the network
+// DialIn opens a connection to addr from a socket made in the network
 // namespace ns: there 127.0.0.1 and ::1 are the namespace's own loopback,
 // where dockerd publishes a binding to a loopback address.
-func dialIn(ctx context.Context, ns netns.NsHandle, network, addr string) (c net.Conn, err error) {
-	if nerr := inNamespace(ns, func() {
+func DialIn(ctx context.Context, ns netns.NsHandle, network, addr string) (c net.Conn, err error) {
+	if nerr := InNamespace(ns, func() {
 		var d net.Dialer
 		c, err = d.DialContext(ctx, network, addr)
 	}); nerr != nil {
@@ -62,7 +62,7 @@ func ListenIn(nsPath, addr string) (net.PacketConn, net.Listener, error) {
 	defer ns.Close()
 	var pc net.PacketConn
 	var l net.Listener
-	if nerr := inNamespace(ns, func() {
+	if nerr := InNamespace(ns, func() {
 		if pc, err = net.ListenPacket("udp", addr); err != nil {
 			return
 		}
@@ -87,7 +87,7 @@ func ListenTCPIn(nsPath, addr string) (net.Listener, error) {
 	}
 	defer ns.Close()
 	var l net.Listener
-	if nerr := inNamespace(ns, func() { l, err = net.Listen("tcp", addr) }); nerr != nil {
+	if nerr := InNamespace(ns, func() { l, err = net.Listen("tcp", addr) }); nerr != nil {
 		return nil, nerr
 	}
 	if err != nil {

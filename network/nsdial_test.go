@@ -45,7 +45,7 @@ func TestDialInReachesTheNamespacesLoopback(t *testing.T) {
 	addr := l.Addr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := dialIn(ctx, ns, "tcp", addr)
+	c, err := DialIn(ctx, ns, "tcp", addr)
 	if err != nil {
 		t.Fatalf("dial %s in the namespace: %v", addr, err)
 	}

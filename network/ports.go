@@ -292,7 +292,7 @@ func (p *Publisher) publishOne(b binding, twin bool) (key string, fresh bool, er
 			if p.nsErr != nil {
 				err = p.nsErr
 			} else {
-				c, err = dialIn(ctx, p.ns, network, route.Dial)
+				c, err = DialIn(ctx, p.ns, network, route.Dial)
 			}
 		} else {
 			var d net.Dialer
