@@ -195,7 +195,49 @@ func printStatus(w io.Writer, st control.Status) {
 		}
 	}
 	printDNS(w, st.DNS)
+	printReach(w, st.Reach)
 	printPacks(w, st.Packs)
+}
+
+// printReach is what the distros reach beyond published ports: each
+// host-network listener and where it is served (or why not), each
+// container network and whether it is routed (or why not).
+func printReach(w io.Writer, r *control.Reach) {
+	if r == nil {
+		return
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "reach: %s\n", r.Error)
+	}
+	switch {
+	case !r.HostPorts:
+		fmt.Fprintln(w, "host-network ports: off (setting hostNetworkPorts)")
+	case len(r.Listeners) == 0:
+		fmt.Fprintln(w, "host-network ports: on, none listening")
+	default:
+		fmt.Fprintln(w, "host-network ports:")
+		for _, l := range r.Listeners {
+			who := l.Container
+			if l.Name != "" {
+				who = l.Name + " (" + l.Container + ")"
+			}
+			if l.Distro != "" {
+				fmt.Fprintf(w, "  %s %s of %s: the distro's %s\n", l.Proto, l.Listen, printable(who), l.Distro)
+			} else {
+				fmt.Fprintf(w, "  %s %s of %s: not forwarded: %s\n", l.Proto, l.Listen, printable(who), printable(l.Reason))
+			}
+		}
+	}
+	if len(r.Routes) > 0 {
+		fmt.Fprintln(w, "container networks:")
+		for _, c := range r.Routes {
+			if c.Routed {
+				fmt.Fprintf(w, "  %s %s: routed via %s\n", printable(c.Network), c.Subnet, c.Via)
+			} else {
+				fmt.Fprintf(w, "  %s %s: not routed: %s\n", printable(c.Network), c.Subnet, printable(c.Reason))
+			}
+		}
+	}
 }
 
 // printDNS is the DNS forwarder's line, and the last failure when there

@@ -143,9 +143,10 @@ func ruleOf(fields []string, isChain, isBridge func(string) bool) bool {
 	return false
 }
 
-// runReaped runs one of the pack's iptables tools with input on its stdin and
-// returns what it wrote. Its streams are files, as the reaper needs.
-func runReaped(start Starter, tool, input string) (string, error) {
+// runReaped runs one of the pack's iptables tools with args and input on
+// its stdin and returns what it wrote. Its streams are files, as the
+// reaper needs.
+func runReaped(start Starter, tool, input string, args ...string) (string, error) {
 	stdin, err := os.CreateTemp("", "ddinit-"+tool+"-in-*")
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", tool, err)
@@ -162,7 +163,7 @@ func runReaped(start Starter, tool, input string) (string, error) {
 		return "", fmt.Errorf("%s: %w", tool, err)
 	}
 	stdin.Seek(0, io.SeekStart)
-	cmd := exec.Command(tool)
+	cmd := exec.Command(tool, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stdout
 	exited, err := start.Start(cmd)
 	if err != nil {

@@ -81,6 +81,7 @@ func (c backend) observe(full bool) control.Status {
 	sup, root, ds := in.sup, in.root, in.ds
 	st.Drives = append([]control.Drive(nil), in.drives...)
 	st.DNS = in.dns
+	st.Reach = in.reach
 	for _, m := range in.mounted {
 		if m.FromDistro {
 			st.DistroBinds = append(st.DistroBinds, control.Bind{Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly, Slave: m.Slave})

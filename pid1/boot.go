@@ -3,6 +3,7 @@ package pid1
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -142,7 +143,11 @@ func (in *pid1) mountNamespace() error {
 	if err := writeResolvConf(in.cfg, root, in.log); err != nil {
 		return err
 	}
-	// The stored settings win: dockerd first starts on their daemon.json.
+	// The stored settings win: dockerd first starts on their daemon.json,
+	// with what ddinit forces for this pack's dockerd (its manifest read
+	// here, from the assembled root).
+	in.loadComponents(root)
+	in.settings.Forced = forcedFor(in.componentVersion("dockerd"))
 	if err := in.settings.Load(pack); err != nil {
 		return err
 	}
@@ -180,11 +185,7 @@ func (in *pid1) enterRoot() error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
-	if err := bindHostRoot(hostRoot); err != nil {
-		return err
-	}
-	in.loadComponents()
-	return nil
+	return bindHostRoot(hostRoot)
 }
 
 // startServices starts containerd and the version pack's services, and
@@ -235,6 +236,8 @@ func (in *pid1) startServices() error {
 	in.kube.on = in.settings.KubernetesOn()
 	in.mu.Unlock()
 	in.tellIdleStop()
+	in.tellReach()
+	in.bg.Go(func(context.Context) { in.trustDistro() })
 	sup, err := in.newSupervisor()
 	if err != nil {
 		return err
@@ -246,7 +249,7 @@ func (in *pid1) startServices() error {
 	in.sup = sup
 	in.mu.Unlock()
 	in.clusterStarted(sup, in.runningCluster())
-	owned := ownedDaemonKeys(defs)
+	owned := ownedDaemonKeys(defs, in.settings.Forced)
 	in.bg.Go(func(ctx context.Context) { in.guardDaemonJSON(ctx, sup, owned) })
 	in.bg.Go(func(ctx context.Context) { in.awaitEngine(ctx, sup) })
 	return nil
@@ -343,4 +346,25 @@ func (in *pid1) componentVersion(name string) string {
 		}
 	}
 	return ""
+}
+
+// trustDistro lets the distros' connections to container addresses
+// through dockerd's filtering (network.TrustDistro): off the boot's path,
+// since only a distro's connection to a container's IP needs it.
+func (in *pid1) trustDistro() {
+	if host, _, err := network.Addrs(in.cfg.Subnet); err == nil {
+		if err := network.TrustDistro(in.reaper, []netip.Addr{host.Addr()}); err != nil {
+			in.log.WithError(err).Warn("the distros may not reach containers by their addresses")
+		}
+	}
+	if in.cfg.Subnet6 == "off" {
+		return
+	}
+	// IPv6 is a bonus on the link (network.Wire): a kernel without
+	// ip6tables is no news.
+	if host, _, err := network.Addrs6(in.cfg.Subnet6); err == nil {
+		if err := network.TrustDistro(in.reaper, []netip.Addr{host.Addr()}); err != nil {
+			in.log.WithError(err).Debug("the distros may not reach containers by their IPv6 addresses")
+		}
+	}
 }

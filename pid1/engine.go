@@ -380,6 +380,13 @@ func (in *pid1) tellIdleStop() {
 	in.tell(wire.Message{Kind: wire.IdleTimes, Idle: &wire.Idle{Stop: stop, Pause: pause}})
 }
 
+// tellReach tells ddinit run what the settings say it makes reachable
+// from the distro beyond published ports.
+func (in *pid1) tellReach() {
+	on := in.settings.View().Settings.HostNetworkPortsOn()
+	in.tell(wire.Message{Kind: wire.ReachPlan, Reach: &wire.Reach{HostPorts: on}})
+}
+
 // engineHeld says whether the engine is stopped (a wake is a fresh start,
 // which is a restart) or paused (a wake is a thaw; a restart or switch
 // then still has to be done).

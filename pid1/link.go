@@ -40,6 +40,10 @@ func (in *pid1) followLauncher(ctx context.Context) {
 			in.mu.Lock()
 			in.dns = m.DNS
 			in.mu.Unlock()
+		case wire.ReachState:
+			in.mu.Lock()
+			in.reach = m.ReachNow
+			in.mu.Unlock()
 		case wire.EngineRequest:
 			req := *m.Request
 			in.bg.Go(func(context.Context) { in.answerEngine(req) }) // a wake takes seconds: drives keep coming

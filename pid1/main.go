@@ -177,8 +177,8 @@ func (in *pid1) serveControl() error {
 const maxManifestBytes = 4 << 20
 
 // loadComponents reads the version pack's manifest for /status.
-func (in *pid1) loadComponents() {
-	b, err := regularfile.Read("/version-pack.json", maxManifestBytes)
+func (in *pid1) loadComponents(root string) {
+	b, err := regularfile.Read(filepath.Join(root, "version-pack.json"), maxManifestBytes)
 	if err != nil {
 		in.log.WithError(err).Warn("the version pack has no manifest")
 		return

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ddinit/ddinit/control"
+	"github.com/ddinit/ddinit/packs"
 	"github.com/ddinit/ddinit/services"
 	"github.com/ddinit/ddinit/settings"
 )
@@ -23,12 +25,34 @@ import (
 // running.
 var forcedDaemonJSON = map[string]json.RawMessage{"live-restore": json.RawMessage("true")}
 
+// directRoutingSince is the first dockerd with allow-direct-routing (28.2):
+// from 28.0 on dockerd drops, in the raw table, packets for a container's
+// address that come from outside its bridge, which is every packet from
+// the distros (they reach container IPs through the link: package
+// bridgeroutes). An older dockerd refuses the key, and filters nothing
+// there.
+const directRoutingSince = "28.2"
+
+// forcedFor is what ddinit forces in the daemon.json of a version pack
+// whose dockerd is engine: forcedDaemonJSON, and allow-direct-routing
+// where dockerd has it.
+func forcedFor(engine string) map[string]json.RawMessage {
+	forced := maps.Clone(forcedDaemonJSON)
+	if c, err := packs.CompareEngines(engine, directRoutingSince); err == nil && c >= 0 {
+		forced["allow-direct-routing"] = json.RawMessage("true")
+	}
+	return forced
+}
+
 // ownedDaemonKeys are the daemon.json keys ddinit sets, and why: the
 // flags ddinit gives dockerd (its service definition) and what it forces.
-func ownedDaemonKeys(defs []services.Definition) map[string]string {
+func ownedDaemonKeys(defs []services.Definition, forced map[string]json.RawMessage) map[string]string {
 	owned := map[string]string{
 		"live-restore": "settings changes restart dockerd with containers kept running",
 		"pidfile":      "the supervisor tracks dockerd",
+	}
+	if _, ok := forced["allow-direct-routing"]; ok {
+		owned["allow-direct-routing"] = "the distros reach containers by their IP addresses"
 	}
 	for _, d := range defs {
 		if d.Name != "dockerd" {
@@ -85,8 +109,12 @@ func (e engine) sup() *services.Supervisor {
 	return e.in.sup
 }
 
-// IdleStopChanged tells ddinit run the idleStop in force.
-func (e engine) IdleStopChanged() { e.in.tellIdleStop() }
+// LauncherSettingsChanged tells ddinit run the idle times and the
+// reach (hostNetworkPorts) in force.
+func (e engine) LauncherSettingsChanged() {
+	e.in.tellIdleStop()
+	e.in.tellReach()
+}
 
 // SetEnvironment puts the proxy and CAs in place for dockerd's next start.
 func (e engine) SetEnvironment(env settings.Environment) error { return e.in.setEnvironment(env) }

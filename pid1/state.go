@@ -49,6 +49,7 @@ type pid1 struct {
 	components []control.Component
 	drives     []control.Drive
 	dns        *control.DNSState // as ddinit run last reported it
+	reach      *control.Reach    // as ddinit run last reported it
 	defs       []services.Definition
 	// dockerSocket is dockerd's socket inside, for the idle check.
 	dockerSocket string

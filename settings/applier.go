@@ -40,9 +40,9 @@ type Engine interface {
 	// dockerd's next start (and for what else follows them: new
 	// containers, builds); RestartDockerd then makes them count.
 	SetEnvironment(Environment) error
-	// IdleStopChanged says the document's idleStop or idlePause changed
-	// (nothing restarts for it).
-	IdleStopChanged()
+	// LauncherSettingsChanged says a setting ddinit run applies changed:
+	// idleStop, idlePause, hostNetworkPorts (nothing restarts for them).
+	LauncherSettingsChanged()
 }
 
 // View is the settings as the control API shows them: the document in
@@ -339,7 +339,8 @@ func (a *Applier) Put(body []byte) (View, error) {
 	// The same for the proxy and the CAs; stored as in force, since no
 	// other file keeps them ({} and [] clear them).
 	keepUnnamed(&next.Settings, cur.Settings)
-	idleChanges := !sameString(cur.Settings.IdleStop, next.Settings.IdleStop) || !sameString(cur.Settings.IdlePause, next.Settings.IdlePause)
+	launcherChanges := !sameString(cur.Settings.IdleStop, next.Settings.IdleStop) || !sameString(cur.Settings.IdlePause, next.Settings.IdlePause) ||
+		cur.Settings.HostNetworkPortsOn() != next.Settings.HostNetworkPortsOn()
 	oldEnv, newEnv := EnvironmentOf(cur.Settings), EnvironmentOf(next.Settings)
 	envChanges := !oldEnv.Equal(newEnv)
 	daemonChanges := !Equal(oldDaemon, newDaemon)
@@ -389,15 +390,15 @@ func (a *Applier) Put(body []byte) (View, error) {
 	a.mu.Lock()
 	a.stored, a.inForce, a.applying, a.lastError = next, newDaemon, "", ""
 	a.mu.Unlock()
-	if idleChanges {
-		engine.IdleStopChanged()
+	if launcherChanges {
+		engine.LauncherSettingsChanged()
 	}
 	log.Info("settings applied")
 	return a.View(), nil
 }
 
 // keepUnnamed keeps, in a document, what it does not name of the one in
-// force: the proxy, the CAs and the idle durations.
+// force: the proxy, the CAs, the idle durations, hostNetworkPorts.
 func keepUnnamed(next *Document, cur Document) {
 	if next.Proxy == nil {
 		next.Proxy = cur.Proxy
@@ -410,6 +411,9 @@ func keepUnnamed(next *Document, cur Document) {
 	}
 	if next.IdlePause == nil {
 		next.IdlePause = cur.IdlePause
+	}
+	if next.HostNetworkPorts == nil {
+		next.HostNetworkPorts = cur.HostNetworkPorts
 	}
 }
 

@@ -30,7 +30,7 @@ type fakeEngine struct {
 	idleChanges int
 }
 
-func (e *fakeEngine) IdleStopChanged() {
+func (e *fakeEngine) LauncherSettingsChanged() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.idleChanges++

@@ -31,7 +31,14 @@ type Document struct {
 	// IdlePause is how long the engine may go unused before it is frozen
 	// ("30s"; "0" never), over the config's.
 	IdlePause *string `json:"idlePause,omitempty"`
+	// HostNetworkPorts forwards what host-network containers listen on to
+	// the distro's loopback (on when not set).
+	HostNetworkPorts *bool `json:"hostNetworkPorts,omitempty"`
 }
+
+// HostNetworkPortsOn is the document's hostNetworkPorts: on unless it is
+// set false.
+func (d Document) HostNetworkPortsOn() bool { return d.HostNetworkPorts == nil || *d.HostNetworkPorts }
 
 // IdlePauseDuration is the document's idlePause; ok false when it sets none.
 func (d Document) IdlePauseDuration() (time.Duration, bool) {
@@ -66,13 +73,14 @@ type Put struct {
 
 // putKeys are the keys a PUT body may have, and what each must be.
 var putKeys = map[string]string{
-	"generation": "a number",
-	"daemonJSON": "an object (daemon.json)",
-	"kubernetes": "true or false",
-	"proxy":      "an object {http, https, noProxy}",
-	"trustedCAs": "a list of PEM certificates",
-	"idleStop":   `a duration such as "5m" ("0": never)`,
-	"idlePause":  `a duration such as "30s" ("0": never)`,
+	"generation":       "a number",
+	"daemonJSON":       "an object (daemon.json)",
+	"kubernetes":       "true or false",
+	"proxy":            "an object {http, https, noProxy}",
+	"trustedCAs":       "a list of PEM certificates",
+	"idleStop":         `a duration such as "5m" ("0": never)`,
+	"idlePause":        `a duration such as "30s" ("0": never)`,
+	"hostNetworkPorts": "true or false",
 }
 
 // Invalid is a document refused before anything changed: the field and

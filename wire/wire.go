@@ -93,6 +93,9 @@ const (
 	// KubernetesState: the cluster was switched on or off, or its API
 	// server became ready or stopped being so. Kube.
 	KubernetesState Kind = "kubernetes-state"
+	// ReachPlan: what of the namespace ddinit run makes reachable from the
+	// distro beyond published ports, as the settings say. Reach.
+	ReachPlan Kind = "reach-plan"
 )
 
 // ddinit run tells PID 1:
@@ -102,6 +105,9 @@ const (
 	DrivesNow Kind = "drives"
 	// DNSState: how the DNS forwarder fares, for /status. DNS.
 	DNSState Kind = "dns-state"
+	// ReachState: the host-network listeners forwarded and the container
+	// networks routed, for /status. ReachNow.
+	ReachState Kind = "reach-state"
 	// EngineRequest asks PID 1 to stop or pause the engine if idle, or to
 	// wake it. Request.
 	EngineRequest Kind = "engine-request"
@@ -131,6 +137,8 @@ type Message struct {
 	Marks      []timeline.Mark   `json:"marks,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
 	Kube       *Kube             `json:"kube,omitempty"`
+	Reach      *Reach            `json:"reach,omitempty"`
+	ReachNow   *control.Reach    `json:"reachNow,omitempty"`
 }
 
 // check refuses a message whose kind is unknown or whose payload is
@@ -167,6 +175,10 @@ func (m Message) check() error {
 		missing = m.Reason == ""
 	case KubernetesState:
 		missing = m.Kube == nil
+	case ReachPlan:
+		missing = m.Reach == nil
+	case ReachState:
+		missing = m.ReachNow == nil
 	default:
 		return fmt.Errorf("a message of no known kind %q", m.Kind)
 	}
@@ -192,6 +204,14 @@ type Kube struct {
 	// store (its server is https://127.0.0.1:6443, as the distros reach
 	// it); ddinit run reads it from the data store.
 	Kubeconfig string `json:"kubeconfig,omitempty"`
+}
+
+// Reach is what the settings say ddinit run makes reachable from the
+// distro beyond published ports.
+type Reach struct {
+	// HostPorts: forward what host-network containers listen on to the
+	// distro's loopback (the hostNetworkPorts setting).
+	HostPorts bool `json:"hostPorts"`
 }
 
 // Engine is a transition of the engine's state machine.
