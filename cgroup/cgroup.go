@@ -131,6 +131,65 @@ func (h Hierarchy) Contains(path string, pid int) bool {
 	return false
 }
 
+// Procs lists the processes of the cgroup that membership (the content
+// of a /proc/PID/cgroup file) names, and of the cgroups below it, as pids
+// of the reader's pid namespace (the kernel prints them so): v2 the
+// unified line's; v1 that of pids, memory or freezer, else of another
+// controller mounted under Root. It only reads. The root cgroup is
+// refused: every process of the machine is in it or below.
+func (h Hierarchy) Procs(membership string) ([]int, error) {
+	var dirs []string
+	for _, line := range strings.Split(membership, "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || parts[2] == "/" || strings.Contains(parts[2], "..") || !strings.HasPrefix(parts[2], "/") {
+			continue
+		}
+		if h.V2 {
+			if parts[0] == "0" && parts[1] == "" {
+				dirs = append(dirs, filepath.Join(h.Root, parts[2]))
+			}
+			continue
+		}
+		for _, ctrl := range strings.Split(parts[1], ",") {
+			if ctrl == "" || strings.HasPrefix(ctrl, "name=") {
+				continue
+			}
+			dir := filepath.Join(h.Root, ctrl, parts[2])
+			if ctrl == "pids" || ctrl == "memory" || ctrl == "freezer" {
+				dirs = append([]string{dir}, dirs...)
+			} else {
+				dirs = append(dirs, dir)
+			}
+		}
+	}
+	for _, dir := range dirs {
+		if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+			continue
+		}
+		var pids []int
+		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil // a cgroup below that went meanwhile
+			}
+			b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			if err != nil && p == dir {
+				return err
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("processes of cgroup %s: %w", dir, err)
+		}
+		return pids, nil
+	}
+	return nil, fmt.Errorf("no cgroup below the root in %q under %s", strings.TrimSpace(membership), h.Root)
+}
+
 // Freeze freezes (or thaws) the cgroup path and everything below it, and
 // returns once the kernel says it is done (or after timeout: an error).
 func (h Hierarchy) Freeze(path string, frozen bool, timeout time.Duration) error {

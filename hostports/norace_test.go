@@ -1,0 +1,5 @@
+//go:build !race
+
+package hostports
+
+const raceEnabled = false
