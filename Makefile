@@ -112,7 +112,7 @@ fuzz:
 # The benchmarks (package bench; rootfs's own needs its internals): each
 # figure beside a baseline measured in the same run, as a ratio.
 bench: build isos
-	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./bench/ | grep -E 'BENCH|^(ok|FAIL|---)'
+	DDINIT_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./rootfs/ ./hostports/ ./bench/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
 # This tree's bin/ddinit against BASELINE's (by default the commit before
 # the reshaping into launcher/ and pid1/), built by BASELINE's own make

@@ -6,6 +6,9 @@
 // engine's cgroups hold (v2 memory.reclaim; v1 memory.force_empty on those
 // left empty), on either version of the hierarchy.
 //
-// It must not touch a cgroup outside the parent it is given, and must not
+// It also lists, reading only, the processes of a cgroup a process is in
+// (Procs: a host-network container's, for package hostports).
+//
+// It must not write to a cgroup outside the parent it is given, and must not
 // drop caches machine-wide: other distros share the kernel.
 package cgroup

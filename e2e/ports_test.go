@@ -5,9 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,12 +99,7 @@ func TestPublishedPortForms(t *testing.T) {
 	}
 
 	// UDP, with a server built here (busybox's nc has none).
-	echo := filepath.Join(t.TempDir(), "udpecho")
-	build := exec.Command("go", "build", "-o", echo, "./testdata/udpecho")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the UDP server: %v %s", err, out)
-	}
+	echo := buildUDPEcho(t)
 	in.Docker("create", "--name", "udp", "-p", "127.0.0.1:18184:9999/udp", "busybox:local", "/udpecho", "9999")
 	in.Docker("cp", echo, "udp:/udpecho")
 	in.Docker("start", "udp")

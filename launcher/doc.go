@@ -19,7 +19,9 @@
 // packs, the live switch, the stand-in), network.go, dns.go, relays.go,
 // follow.go (drives and devices), clitools.go, kube.go (PID 1's reports
 // of the Kubernetes cluster passed to package kubeports, which publishes
-// it in the distro).
+// it in the distro), reach.go (host-network containers' listeners and
+// container networks made reachable from the distro: packages hostports
+// and bridgeroutes, started with the link).
 //
 // It must not hold service logic (package services), mount plans
 // (package mounts), parse images (packages iso9660, rootfs) or import

@@ -72,6 +72,7 @@ func (l *launcher) wireNetwork(pid int, sockets map[string]string) error {
 	l.net.stopPublisher = func() { cancel(); <-done }
 	l.net.publisher = pub
 	l.mu.Unlock()
+	l.startReach(pid, link, dockerSocket)
 	return nil
 }
 
@@ -84,6 +85,9 @@ func (l *launcher) unwireNetwork() {
 	l.net = netState{}
 	l.mu.Unlock()
 	stop, link, rootDir := n.stopPublisher, n.link, n.rootDir
+	// The routes go while their link is there, the forwards with the
+	// published ports.
+	l.stopReach()
 	if stop != nil {
 		stop()
 	}

@@ -245,6 +245,8 @@ func (l *launcher) followPID1(conn *wire.Conn, c *child, gen int) {
 			l.calls.Answered(m.Reply.ID, *m.Reply)
 		case wire.KubernetesState:
 			l.kubeState(*m.Kube)
+		case wire.ReachPlan:
+			l.reachPlan(*m.Reach)
 		case wire.PackRequest:
 			ask := *m.Pack
 			l.bg.Go(func(_ context.Context) {

@@ -41,6 +41,7 @@ type launcher struct {
 	net         netState               // the link, its names and the port publisher (network.go)
 	relays      relays                 // the proxy plan's relays and variables (relays.go)
 	kube        *kubeports.Publisher   // the Kubernetes cluster published in the distro (kube.go)
+	reach       reach                  // host-network listeners forwarded, container networks routed (reach.go)
 
 	controlFiles []*os.File // the control sockets, for PID 1
 	// begun is when this boot began (ddinit run's start, or the rollback's

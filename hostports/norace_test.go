@@ -1,5 +1,0 @@
-//go:build !race
-
-package hostports
-
-const raceEnabled = false
