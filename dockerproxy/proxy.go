@@ -338,6 +338,10 @@ type bufferedConn struct {
 
 func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// ReadAhead gives transport.Join the bytes read ahead and the connection
+// itself, so that an upgraded stream is spliced in the kernel.
+func (c bufferedConn) ReadAhead() (*bufio.Reader, net.Conn) { return c.r, c.Conn }
+
 func (c bufferedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

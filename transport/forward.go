@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -141,7 +140,7 @@ func Join(a, b net.Conn) {
 }
 
 func pipe(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
+	_, err := copyStream(dst, src)
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
 		cw.CloseWrite()
 	} else {
