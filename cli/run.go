@@ -39,6 +39,7 @@ var runFlags = []runFlag{
 	{name: "data-dir", usage: "the data distro's root (default " + config.DefaultDataDir + ")", str: func(c *config.Config) *string { return &c.DataDir }},
 	{name: "run-dir", usage: "private directory for mounts and sockets (default " + config.DefaultRunDir + ")", str: func(c *config.Config) *string { return &c.RunDir }},
 	{name: "image-mode", usage: "auto, kernel (loop-mount with iso9660) or userspace (extract)", str: func(c *config.Config) *string { return &c.ImageMode }},
+	{name: "service-runtime", usage: "the OCI runtime of ddinit's own tasks (dockerd, Kubernetes): auto (crun when the version pack has it), runc or crun", str: func(c *config.Config) *string { return &c.ServiceRuntime }},
 	{name: "hostname", usage: "host name inside the namespace (default " + config.DefaultHostname + ")", str: func(c *config.Config) *string { return &c.Hostname }},
 	{name: "kubernetes", usage: "run kubelet when the version pack has it", boolean: func(c *config.Config) *bool { return &c.Kubernetes }},
 	{name: "log-level", usage: "debug, info, warn or error (default info)", str: func(c *config.Config) *string { return &c.LogLevel }},

@@ -284,7 +284,7 @@ func printServices(w io.Writer, st control.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	// A person in the distro signals the distro's pid; docker inspect and
 	// the namespace's own tools give the other.
-	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tREADY\tRUNTIME\tPID\tDISTRO PID\tRESTARTS\tLAST EXIT\tREASON")
 	for _, s := range st.Services {
 		last := "-"
 		if s.LastExit != nil {
@@ -297,7 +297,11 @@ func printServices(w io.Writer, st control.Status) {
 				distroPID = strconv.Itoa(p)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, pid, distroPID, s.Restarts, last, s.Reason)
+		runtime := s.Runtime
+		if runtime == "" {
+			runtime = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Ready, runtime, pid, distroPID, s.Restarts, last, s.Reason)
 	}
 	tw.Flush()
 	for _, s := range st.Services {

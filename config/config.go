@@ -108,10 +108,14 @@ type Config struct {
 	Control               []string         `json:"control,omitempty"`
 	Expose                map[string]Addrs `json:"expose,omitempty"`
 	ImageMode             string           `json:"imageMode,omitempty"`
-	Hostname              string           `json:"hostname,omitempty"`
-	Kubernetes            bool             `json:"kubernetes,omitempty"`
-	Restart               RestartPolicy    `json:"restart,omitzero"`
-	Liveness              LivenessConfig   `json:"liveness,omitzero"`
+	// ServiceRuntime is the OCI runtime of ddinit's own tasks (dockerd,
+	// the Kubernetes services): auto (crun when the version pack has it,
+	// else runc), runc or crun. Users' containers keep dockerd's default.
+	ServiceRuntime string         `json:"serviceRuntime,omitempty"`
+	Hostname       string         `json:"hostname,omitempty"`
+	Kubernetes     bool           `json:"kubernetes,omitempty"`
+	Restart        RestartPolicy  `json:"restart,omitzero"`
+	Liveness       LivenessConfig `json:"liveness,omitzero"`
 	// SettingsDeadline is how long dockerd gets to be ready on a changed
 	// daemon.json before the change is rolled back (default 60s).
 	SettingsDeadline Duration `json:"settingsDeadline,omitempty"`
@@ -178,6 +182,7 @@ func (c *Config) Defaults() {
 	set(&c.DataDir, DefaultDataDir)
 	set(&c.RunDir, DefaultRunDir)
 	set(&c.ImageMode, string(rootfs.ModeAuto))
+	set(&c.ServiceRuntime, "auto")
 	set(&c.Hostname, DefaultHostname)
 	set(&c.LogLevel, "info")
 	set(&c.AutomountRoot, DefaultAutomount)
@@ -212,6 +217,11 @@ func (c *Config) Validate() error {
 	case rootfs.ModeAuto, rootfs.ModeKernel, rootfs.ModeUserspace:
 	default:
 		return fmt.Errorf("imageMode %q: want auto, kernel or userspace", c.ImageMode)
+	}
+	switch c.ServiceRuntime {
+	case "auto", "runc", "crun":
+	default:
+		return fmt.Errorf("serviceRuntime %q: want auto, runc or crun", c.ServiceRuntime)
 	}
 	if _, _, err := network.Addrs(c.Subnet); err != nil {
 		return err

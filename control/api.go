@@ -165,6 +165,9 @@ type ServiceStatus struct {
 	NextStart time.Time `json:"nextStart,omitzero"`
 	Reason    string    `json:"reason,omitempty"`
 	LastExit  *Exit     `json:"lastExit,omitempty"`
+	// Runtime is the OCI runtime a service's tasks run under (runc,
+	// crun); none for containerd.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Exit is how a run of containerd or a service ended: its code or signal,

@@ -31,10 +31,10 @@ func TestBootTimeline(t *testing.T) {
 	for _, want := range [][]string{{
 		"ddinit run started", "starting PID 1 (new namespaces)", "PID 1 running", "boot phase rootfs done",
 		"containerd started", "containerd answering", "dockerd: container ready",
-		"dockerd: task created (shim started, runc create)",
+		"dockerd: task created (shim started, runtime create)",
 		"dockerd: starting up (its log)", "dockerd: containers loaded (its log)", "dockerd: API listening (its log)",
 		"first answer through an exposed socket",
-	}, {"dockerd: task created (shim started, runc create)", "dockerd: task started"}} {
+	}, {"dockerd: task created (shim started, runtime create)", "dockerd: task started"}} {
 		at := -1
 		for _, w := range want {
 			i := slices.Index(order, w)

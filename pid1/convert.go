@@ -12,7 +12,7 @@ import (
 
 func serviceStatus(st services.Status) control.ServiceStatus {
 	out := control.ServiceStatus{Name: st.Name, State: st.State, Ready: st.Ready, Required: st.Required, PID: st.PID,
-		Restarts: st.Restarts, Since: st.Since, NextStart: st.NextStart, Reason: st.Reason}
+		Restarts: st.Restarts, Since: st.Since, NextStart: st.NextStart, Reason: st.Reason, Runtime: st.Runtime}
 	if e := st.LastExit; e != nil {
 		out.LastExit = &control.Exit{Code: e.Code, Signal: e.Signal, Error: e.Error, Cause: e.Cause, Time: e.Time, Ran: e.Ran, Output: e.Output}
 	}

@@ -8,7 +8,7 @@ packages=(
 	xorriso          # writes the ISO images
 	libarchive-tools # bsdtar: the extraction baseline in make bench
 	busybox-static   # the base image's userland
-	containerd runc docker.io iptables # the engine the version pack carries
+	containerd runc crun docker.io iptables # the engine the version pack carries
 	e2fsprogs        # mkfs.ext4 for the loop-device test
 	socat            # forwarding baseline
 	curl             # a real client of the docker API proxy (Expect: 100-continue)

@@ -112,7 +112,9 @@ func (s *Supervisor) Start() error {
 func (s *Supervisor) Status() []Status {
 	out := make([]Status, 0, len(s.order))
 	for _, svc := range s.order {
-		out = append(out, svc.status())
+		st := svc.status()
+		st.Runtime = s.RuntimeName()
+		out = append(out, st)
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
 	capability "github.com/containerd/containerd/pkg/cap"
 	"github.com/containerd/errdefs"
@@ -118,7 +119,7 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		return fail(fmt.Errorf("create task: %w", err))
 	}
 	r.task = task
-	s.mark(name + ": task created (shim started, runc create)")
+	s.mark(name + ": task created (shim started, runtime create)")
 	if r.exit, err = task.Wait(s.ctx); err != nil {
 		return fail(fmt.Errorf("wait for task: %w", err))
 	}
@@ -140,10 +141,12 @@ const specDigestLabel = "io.ddinit.spec-digest"
 // (two of containerd's synced metadata writes) on every boot and wake; a
 // changed spec (a new version pack, new proxy settings) gets a new one.
 func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *specs.Spec) (c containerd.Container, kept bool, err error) {
+	// The runtime binary is in the digest: a change of runtime makes a new
+	// container, whose options name it.
 	b, err := json.Marshal(struct {
-		Runtime string
-		Spec    *specs.Spec
-	}{serviceRuntime, spec})
+		Runtime, Binary string
+		Spec            *specs.Spec
+	}{serviceRuntime, s.cfg.RuntimeBinary, spec})
 	if err != nil {
 		return nil, false, fmt.Errorf("container %s: %w", name, err)
 	}
@@ -161,7 +164,11 @@ func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *
 			return nil, false, fmt.Errorf("remove the previous %s container: %w", name, err)
 		}
 	}
-	c, err = client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, nil),
+	var opts any
+	if s.cfg.RuntimeBinary != "" {
+		opts = &runcoptions.Options{BinaryName: s.cfg.RuntimeBinary}
+	}
+	c, err = client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, opts),
 		containerd.WithContainerLabels(map[string]string{specDigestLabel: digest}))
 	if err != nil {
 		return nil, false, fmt.Errorf("create container: %w", err)
@@ -171,6 +178,15 @@ func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *
 
 // serviceRuntime is the containerd runtime every service runs under.
 const serviceRuntime = "io.containerd.runc.v2"
+
+// RuntimeName is the OCI runtime the services run under, as /status
+// names it: "runc", or RuntimeBinary's name.
+func (s *Supervisor) RuntimeName() string {
+	if s.cfg.RuntimeBinary == "" {
+		return "runc"
+	}
+	return filepath.Base(s.cfg.RuntimeBinary)
+}
 
 // DefaultCgroupParent is the engine's cgroup: containerd's and every
 // service's are below it, and nothing else.

@@ -33,6 +33,10 @@ type Config struct {
 	// Liveness is the timing of containerd's liveness check and the
 	// default of the services' probes.
 	Liveness LivenessTiming
+	// RuntimeBinary is the OCI runtime the runc v2 shim runs every
+	// service with ("/usr/bin/crun"); "" is the shim's own default, runc.
+	// Users' containers are dockerd's: this does not touch them.
+	RuntimeBinary string
 	// HostRoot is where ddinit's own root is bound for services whose spec
 	// says root.path "/": runc cannot use the current root as a new root.
 	HostRoot string
@@ -148,6 +152,8 @@ type Status struct {
 	NextStart time.Time `json:"nextStart,omitzero"`
 	Reason    string    `json:"reason,omitempty"`
 	LastExit  *ExitInfo `json:"lastExit,omitempty"`
+	// Runtime is the OCI runtime its tasks run under (runc, crun).
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // task is one started run of a service: a containerd task (running), or
