@@ -172,10 +172,21 @@ func TestHostNetworkListenersReachTheDistro(t *testing.T) {
 	// container) on a port the distro holds: reported, and the distro's
 	// own server still answers there.
 	in.Docker("exec", "-d", "hostnet", "httpd", "-f", "-p", "18605", "-h", "/www")
-	harness.WaitUntil(t, 5*time.Second, "the taken port in /status", func() bool {
-		l, ok := hostListener(in, "tcp", "0.0.0.0:18605")
-		return ok && l.Distro == "" && strings.Contains(l.Reason, "taken")
-	})
+	// (httpd -p PORT listens on [::], both families: the distro's
+	// 127.0.0.1 is taken, its [::1] not.)
+	taken := func() bool {
+		for _, l := range in.Status().Reach.Listeners {
+			if strings.HasSuffix(l.Listen, ":18605") && l.Distro == "" && strings.Contains(l.Reason, "127.0.0.1:18605") && strings.Contains(l.Reason, "taken") {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !taken(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the taken port is not in /status: %+v", in.Status().Reach)
+		}
+	}
 	if body, err := httpGet("127.0.0.1:18605"); err != nil || body != "distro-own" {
 		t.Fatalf("the distro's own server on its port answered %q, %v", body, err)
 	}
@@ -225,7 +236,7 @@ func containerIP(t *testing.T, in *harness.Instance, container, net string) stri
 	t.Helper()
 	ip := strings.TrimSpace(in.Docker("inspect", "-f", "{{(index .NetworkSettings.Networks \""+net+"\").IPAddress}}", container))
 	if ip == "" {
-		t.Fatalf("%s has no address on %s", container, net)
+		t.Fatalf("%s has no address on %s: %s", container, net, in.Docker("inspect", "-f", "{{json .State}} {{json .NetworkSettings.Networks}}", container))
 	}
 	return ip
 }
@@ -284,7 +295,7 @@ func TestContainerIPsReachTheDistro(t *testing.T) {
 			in.ImportBusybox()
 			web := func(name string, flags ...string) {
 				args := append([]string{"run", "-d", "--name", name}, flags...)
-				args = append(args, "busybox:local", "sh", "-c", "mkdir /www && echo page-"+name+" > /www/index.html && exec httpd -f -p 80 -h /www")
+				args = append(args, "busybox:local", "sh", "-c", "mkdir -p /www && echo page-"+name+" > /www/index.html && exec httpd -f -p 80 -h /www")
 				in.Docker(args...)
 			}
 			web("onbridge")
@@ -346,9 +357,11 @@ func TestContainerIPsReachTheDistro(t *testing.T) {
 			if out, err := in.CLI("pack", "use", "--live", harness.TestPack(t, "pack2")); err != nil || !strings.Contains(out, "switched in") {
 				t.Fatalf("ddinit pack use --live: %v\n%s", err, out)
 			}
-			harness.WaitUntil(t, 30*time.Second, "keeper to run again", func() bool {
-				out, _ := in.DockerErr("inspect", "-f", "{{.State.Running}}", "keeper")
-				return strings.TrimSpace(out) == "true"
+			// (Restarted by its policy: running, then on its network.)
+			harness.WaitUntil(t, 30*time.Second, "keeper to run again with an address", func() bool {
+				out, _ := in.DockerErr("inspect", "-f", "{{.State.Running}} {{.NetworkSettings.Networks.bridge.IPAddress}}", "keeper")
+				f := strings.Fields(out)
+				return len(f) == 2 && f[0] == "true"
 			})
 			answers(t, containerIP(t, in, "keeper", "bridge")+":80", "page-keeper", 20*time.Second)
 		})

@@ -12,16 +12,26 @@ import (
 	"github.com/ddinit/ddinit/e2e/harness"
 )
 
-// ddinit's own tasks run under crun, the version pack carries it (what
-// /status and ddinit status say, and crun's own state beside the task),
-// users' containers under dockerd's runc; --service-runtime runc puts
-// dockerd back under runc; a dockerd killed under crun is restarted.
+// ddinit's own tasks run under the runtime chosen: by default crun,
+// which the version pack carries, where the cgroup hierarchy is v2 alone
+// (WSL's, the VM's; crun 1.8 refuses a hybrid one), else runc; what
+// /status and ddinit status say, and the runtime's own state beside the
+// task; users' containers under dockerd's runc; --service-runtime runc
+// puts dockerd under runc anyway; a dockerd killed under the default is
+// restarted, its container kept.
 func TestServicesRunUnderTheChosenRuntime(t *testing.T) {
 	harness.RequireEnvironment(t)
-	for _, runtime := range []string{"crun", "runc"} {
-		t.Run(runtime, func(t *testing.T) {
+	auto := "runc"
+	var st syscall.Statfs_t
+	if syscall.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == 0x63677270 { // CGROUP2_SUPER_MAGIC
+		auto = "crun"
+	}
+	for _, choice := range []string{"auto", "runc"} {
+		t.Run(choice, func(t *testing.T) {
+			runtime := auto
 			o := harness.Options{}
-			if runtime == "runc" {
+			if choice == "runc" {
+				runtime = "runc"
 				o.Extra = []string{"--service-runtime", "runc"}
 			}
 			in := harness.Start(t, o)
@@ -51,10 +61,10 @@ func TestServicesRunUnderTheChosenRuntime(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(root, "run/docker/runtime-runc/moby", id, "state.json")); err != nil {
 				t.Fatalf("a user's container is not runc's: %v", err)
 			}
-			if runtime != "crun" {
+			if choice != "auto" {
 				return
 			}
-			// Killed under crun: restarted, the container kept.
+			// Killed: restarted, the container kept.
 			ns := in.PidNS()
 			pid := onlyComm(t, ns, "dockerd")
 			syscall.Kill(pid, syscall.SIGKILL)

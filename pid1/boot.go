@@ -375,9 +375,11 @@ const crunBinary = "/usr/bin/crun"
 
 // serviceRuntime is the OCI runtime binary of the services ("": the
 // shim's runc): crun where the config asks for it or, by default, where
-// the version pack carries it. crun creates and starts a task in about a
-// quarter of runc's time (docs/benchmarks.md), a share of every boot and
-// wake; users' containers keep dockerd's own default, runc.
+// the version pack carries it and the cgroup hierarchy is v2 alone, as
+// WSL's is (crun 1.8 refuses a hybrid one: "cgroups in hybrid mode not
+// supported"). crun creates and starts a task in about a quarter of
+// runc's time (docs/benchmarks.md), a share of every boot and wake;
+// users' containers keep dockerd's own default, runc.
 func (in *pid1) serviceRuntime() string {
 	switch in.cfg.ServiceRuntime {
 	case "runc":
@@ -385,7 +387,10 @@ func (in *pid1) serviceRuntime() string {
 	case "crun":
 		return crunBinary
 	}
-	if st, err := os.Stat(crunBinary); err == nil && st.Mode().IsRegular() {
+	in.mu.Lock()
+	v2 := in.cgroups != nil && in.cgroups.V2
+	in.mu.Unlock()
+	if st, err := os.Stat(crunBinary); err == nil && st.Mode().IsRegular() && v2 {
 		return crunBinary
 	}
 	return ""

@@ -15,12 +15,14 @@ import (
 	"github.com/containerd/containerd"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
 	capability "github.com/containerd/containerd/pkg/cap"
 	"github.com/containerd/errdefs"
 	"github.com/ddinit/ddinit/timeline"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // running is a service's containerd task.
@@ -168,12 +170,36 @@ func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *
 	if s.cfg.RuntimeBinary != "" {
 		opts = &runcoptions.Options{BinaryName: s.cfg.RuntimeBinary}
 	}
-	c, err = client.NewContainer(s.ctx, name, containerd.WithSpec(spec), containerd.WithRuntime(serviceRuntime, opts),
+	c, err = client.NewContainer(s.ctx, name, containerd.WithSpec(spec), withMountsBlock, containerd.WithRuntime(serviceRuntime, opts),
 		containerd.WithContainerLabels(map[string]string{specDigestLabel: digest}))
 	if err != nil {
 		return nil, false, fmt.Errorf("create container: %w", err)
 	}
 	return c, false, nil
+}
+
+// withMountsBlock keeps a "mounts" block in the spec containerd stores
+// when the spec has no mount (encoding/json leaves the empty list out):
+// crun refuses a spec without one ("no 'mounts' block specified"), runc
+// takes either.
+func withMountsBlock(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+	if c.Spec == nil {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(c.Spec.GetValue(), &fields); err != nil {
+		return fmt.Errorf("the spec as stored: %w", err)
+	}
+	if _, ok := fields["mounts"]; ok {
+		return nil
+	}
+	fields["mounts"] = json.RawMessage("[]")
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return fmt.Errorf("the spec as stored: %w", err)
+	}
+	c.Spec = &anypb.Any{TypeUrl: c.Spec.GetTypeUrl(), Value: b}
+	return nil
 }
 
 // serviceRuntime is the containerd runtime every service runs under.
