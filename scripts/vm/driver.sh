@@ -83,6 +83,13 @@ fi
 case "$phase" in
 cold)
 	pass "cold: boot phases printed: ${phases#boot: }"
+	# cgroup v2 alone, as in WSL: ddinit's own tasks run under the pack's
+	# crun, users' containers under dockerd's runc.
+	runtime=$(awk '$1 == "dockerd" { print $4 }' /tmp/status.txt)
+	id=$(timeout 60 docker run -d busybox:local sleep 600 2>/dev/null)
+	users=$(timeout 30 docker inspect -f '{{.HostConfig.Runtime}}' "$id" 2>&1)
+	timeout 60 docker rm -f "$id" >/dev/null 2>&1
+	check_all "cold: dockerd runs under $runtime (want crun), a user's container under $users (want runc)" '[ "$runtime" = crun ] && [ "$users" = runc ]'
 	timeout 120 transport.test -test.run 'TestRealVsockLoopback|TestPeerFilter' -test.v >/results/vsock-test.log 2>&1
 	if grep -q -- '--- PASS: TestRealVsockLoopback' /results/vsock-test.log; then
 		pass "cold: the transport's real AF_VSOCK test passes (round trip, peer filter)"
