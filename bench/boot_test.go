@@ -86,9 +86,11 @@ func warmRounds(t *testing.T, packISO string, runs int, memory bool) warmRound {
 	first := harness.Start(t, harness.Options{DataDir: data, Pack: packISO, Extra: asDeployed})
 	first.WaitPing(60 * time.Second)
 	engine := strings.TrimSpace(first.Docker("version", "--format", "{{.Server.Version}}"))
+	ctr := ctrBinary(t, packISO)
+	spec, runtime := dockerdSpec(t, first, ctr)
 	first.Stop()
 	var r warmRound
-	var warm, bare []time.Duration
+	var warm, bare, byCtr []time.Duration
 	var ours, theirs []map[string]float64 // each round's events, ms since its start
 	// The bare baseline restarts on a data root of its own that has been
 	// booted once too: dockerd's start on existing state (its network
@@ -99,8 +101,14 @@ func warmRounds(t *testing.T, packISO string, runs int, memory bool) warmRound {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(bareDir)
+	ctrDir, err := os.MkdirTemp("/tmp", "ddinit-ctr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(ctrDir)
 	base, pack := bareRoot(t, packISO)
 	bootBare(t, bareDir, base, pack)
+	bootCtr(t, ctrDir, base, pack, ctr, spec, runtime)
 	for i := range runs {
 		in := harness.Start(t, harness.Options{DataDir: data, Pack: packISO, Extra: asDeployed})
 		warm = append(warm, in.WaitPing(60*time.Second))
@@ -113,10 +121,13 @@ func warmRounds(t *testing.T, packISO string, runs int, memory bool) warmRound {
 		d, marks := bootBare(t, bareDir, base, pack)
 		bare = append(bare, d)
 		theirs = append(theirs, eventTimes(timeline.Steps(marks)))
+		byCtr = append(byCtr, bootCtr(t, ctrDir, base, pack, ctr, spec, runtime))
 	}
-	w, d := median(warm), median(bare)
+	w, d, c := median(warm), median(bare), median(byCtr)
 	t.Logf("BENCH [dockerd %s] boot to _ping, warm cache, %d alternating rounds: ddinit %v, the pack's containerd+dockerd started bare by a script %v, difference %+v, ratio %.2f (target <= 1.10; spread of the ratios %s)",
 		engine, runs, w.Round(time.Millisecond), d.Round(time.Millisecond), (w - d).Round(time.Millisecond), float64(w)/float64(d), ratioSpread(warm, bare))
+	t.Logf("BENCH [dockerd %s] boot to _ping, warm cache, %d alternating rounds: ddinit %v, the pack's containerd with dockerd as its task started by ctr run from ddinit's spec (%s) %v, difference %+v, ratio %.2f (target <= 1.05; spread of the ratios %s)",
+		engine, runs, w.Round(time.Millisecond), runtime, c.Round(time.Millisecond), (w - c).Round(time.Millisecond), float64(w)/float64(c), ratioSpread(warm, byCtr))
 	printTimelines(t, ours, theirs)
 	r.warm = w
 	return r
@@ -200,8 +211,8 @@ chroot %[2]s containerd --config /var/lib/containerd.toml >%[1]s/containerd.log 
 while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done
 echo "bare: containerd answering"
 echo "bare: dockerd started"
-exec chroot %[2]s dockerd --containerd=/var/lib/containerd.sock --host=unix:///var/lib/docker.sock --config-file=/var/lib/daemon.json --data-root=/var/lib/docker --exec-root=/run/docker --pidfile=/run/docker.pid 2>&1
-`, dir, root)
+exec chroot %[2]s %[3]s 2>&1
+`, dir, root, strings.Join(bareDockerdArgs, " "))
 	cmd := exec.Command("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/containers"
 	capability "github.com/containerd/containerd/pkg/cap"
 	"github.com/containerd/errdefs"
+	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/timeline"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -89,6 +90,13 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		r := *spec.Root
 		r.Path = s.cfg.HostRoot
 		spec.Root = &r
+		if s.cfg.RuntimeBinary != "" {
+			binds, err := sharedBinds("/proc/self/mountinfo", s.cfg.HostRoot)
+			if err != nil {
+				return nil, err
+			}
+			spec.Mounts = append(slices.Clip(spec.Mounts), binds...)
+		}
 	}
 	container, kept, err := s.containerFor(d.client, name, &spec)
 	if err != nil {
@@ -176,6 +184,40 @@ func (s *Supervisor) containerFor(client *containerd.Client, name string, spec *
 		return nil, false, fmt.Errorf("create container: %w", err)
 	}
 	return c, false, nil
+}
+
+// sharedBinds are the binds a service on ddinit's own root needs under
+// crun: each outermost shared mount of PID 1's namespace (mountinfo:
+// the data store's binds, /run, /tmp…), bound again at its own place
+// with rshared. runc's rshared root propagation keeps what the service
+// mounts there (dockerd's layers, its containers' network namespaces,
+// kubelet's volumes) visible to containerd and its shims in PID 1's
+// namespace; crun 1.8 makes the root's bind private first, so only an
+// explicit rshared bind of each mount propagates. /proc, /sys, /dev and
+// the service root itself are left as the root's bind brings them.
+func sharedBinds(mountinfo, serviceRoot string) ([]specs.Mount, error) {
+	table, err := mounts.ReadMountinfo(mountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("the namespace's mounts: %w", err)
+	}
+	under := func(p, dir string) bool { return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/") }
+	var points []string
+	for _, m := range table {
+		shared := slices.ContainsFunc(m.Optional, func(o string) bool { return strings.HasPrefix(o, "shared:") })
+		if !shared || m.Point == "/" || under(m.Point, "/proc") || under(m.Point, "/sys") || under(m.Point, "/dev") || under(m.Point, serviceRoot) {
+			continue
+		}
+		points = append(points, m.Point)
+	}
+	slices.Sort(points)
+	var out []specs.Mount
+	for _, p := range slices.Compact(points) {
+		if len(out) > 0 && under(p, out[len(out)-1].Destination) {
+			continue // bound with the mount it is under
+		}
+		out = append(out, specs.Mount{Destination: p, Source: p, Type: "bind", Options: []string{"rbind", "rshared"}})
+	}
+	return out, nil
 }
 
 // withMountsBlock keeps a "mounts" block in the spec containerd stores
