@@ -27,7 +27,7 @@ func (c *conn) exchange(req head) (keep bool) {
 		}
 		req = edited
 	}
-	b := &body{br: c.br, framing: requestFraming(req)}
+	b := &body{from: c.clientSide(), framing: requestFraming(req)}
 	release, status, msg := c.p.prepare(c.ctx, req, b, c.client, c.budgetClient(req))
 	if status != 0 {
 		release(false) // what prepare took (the create budget) goes back
@@ -139,7 +139,7 @@ func (c *conn) dropEngine() {
 	c.late.disarm()
 	c.engine.Close()
 	putReader(c.ebr)
-	c.engine, c.ebr, c.late = nil, nil, nil
+	c.engine, c.ebr, c.engineHeld, c.late = nil, nil, nil, nil
 }
 
 // dialEngine opens the engine connection at the first request; a request
@@ -158,7 +158,7 @@ func (c *conn) dialEngine(internal bool) error {
 	if err != nil {
 		return err
 	}
-	c.engine, c.ebr = engine, newReader(engine)
+	c.engine, c.ebr, c.engineHeld = engine, newReader(engine), nil
 	c.late = newLateWatch(slowAnswer, func() func() { return watchClient(c.client, c.br, c.engine) })
 	return nil
 }
@@ -266,7 +266,7 @@ func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 		}
 		if _, err := c.client.Write(resp.raw); err == nil {
 			c.answered(req)
-			transport.Join(bufferedConn{c.client, c.br}, bufferedConn{c.engine, c.ebr})
+			transport.Join(c.clientSide(), c.engineSide())
 		}
 		return false
 	}
@@ -286,7 +286,7 @@ func (c *conn) answer(req, resp head, pending *sending) (keep bool) {
 	if f.streamed() && pending == nil {
 		stopWatching = watchClient(c.client, c.br, c.engine)
 	}
-	err := copyBody(c.client, c.ebr, f)
+	err := copyBody(&sink{conn: c.client}, c.engineSide(), f)
 	stopWatching()
 	return err == nil && !req.close && !resp.close && !f.toEOF
 }
@@ -314,7 +314,7 @@ func (b *body) consumed() bool {
 	case b.framing.chunked || b.framing.length > maxCreateBody:
 		return false
 	}
-	n, err := io.CopyN(io.Discard, b.br, b.framing.length)
+	n, err := io.CopyN(io.Discard, b.from.r, b.framing.length)
 	return err == nil && n == b.framing.length
 }
 
@@ -322,9 +322,9 @@ func (b *body) consumed() bool {
 // its trailer.
 func (b *body) reader() io.Reader {
 	if b.framing.chunked {
-		return newChunkedReader(b.br)
+		return newChunkedReader(b.from.r)
 	}
-	return io.LimitReader(b.br, b.framing.length)
+	return io.LimitReader(b.from.r, b.framing.length)
 }
 
 // send passes the request on: its raw head and body, or, when rewritten,
@@ -358,24 +358,10 @@ func (b *body) sendBody(engine net.Conn) error {
 	if !b.streaming() {
 		return nil
 	}
-	d := &dropAfterError{w: engine}
-	err := copyBody(d, b.br, b.framing)
+	d := &sink{conn: engine, drain: true}
+	err := copyBody(d, b.from, b.framing)
 	b.engineErr = d.err
 	return err
-}
-
-// dropAfterError writes to w until a write fails, then drops what it is
-// given: the rest of a body the engine no longer reads.
-type dropAfterError struct {
-	w   io.Writer
-	err error
-}
-
-func (d *dropAfterError) Write(p []byte) (int, error) {
-	if d.err == nil {
-		_, d.err = d.w.Write(p)
-	}
-	return len(p), nil
 }
 
 // prepare edits a create request's body and reserves a start's ports. It

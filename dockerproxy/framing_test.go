@@ -22,11 +22,6 @@ import (
 // framingEngine is a real net/http server standing in for dockerd, with
 // the answers the framing tests need.
 func framingEngine(t testing.TB) string {
-	sock := filepath.Join(t.TempDir(), "engine.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
 	mux.HandleFunc("POST /{version}/containers/create", func(w http.ResponseWriter, r *http.Request) {
@@ -53,10 +48,7 @@ func framingEngine(t testing.TB) string {
 		w.WriteHeader(http.StatusEarlyHints)
 		io.WriteString(w, "final")
 	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return sock
+	return serveEngine(t, mux)
 }
 
 func quietProxy(engineSock string) *Proxy {

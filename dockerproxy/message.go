@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/ddinit/ddinit/engineclient"
+	"github.com/ddinit/ddinit/transport"
 )
 
 // A message's head is read and parsed, but passed on as the bytes that
@@ -255,43 +257,99 @@ func (f framing) streamed() bool { return f.chunked || f.toEOF }
 // chunkWriters gather a chunked body's chunks into large writes.
 var chunkWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, copyBuffer) }}
 
-// copyBody copies one body from src to dst as it is framed, byte for byte.
-func copyBody(dst io.Writer, src *bufio.Reader, f framing) error {
-	if !f.toEOF && !f.chunked && f.length <= int64(src.Buffered()) {
+// sink is where a body goes: a connection. A write that fails ends the
+// copy, unless the sink drains: then the rest is read off and dropped
+// (a request's body the engine stopped taking is still read off the
+// client whole) and err keeps the failed write's error.
+type sink struct {
+	conn  net.Conn
+	drain bool
+	err   error
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	if s.err == nil {
+		_, s.err = s.conn.Write(p)
+	}
+	if s.err != nil && !s.drain {
+		return 0, s.err
+	}
+	return len(p), nil
+}
+
+// spliceMin is the least a body's run of bytes (a length-framed body, a
+// chunk) must be, beyond what the reader holds, to go socket to socket
+// in the kernel rather than through a buffer: below it the splices' and
+// the flush's system calls cost more than the copy they save.
+var spliceMin int64 = 64 << 10
+
+// copyN copies n bytes (n < 0: to the source's end) of a body from src.
+func (s *sink) copyN(src bufferedConn, n int64) error {
+	if s.err == nil && !src.behind && (n < 0 || n-int64(src.r.Buffered()) >= spliceMin) {
+		taken, err := transport.CopyN(s.conn, src, n)
+		var we *transport.WriteError
+		if !errors.As(err, &we) {
+			return err
+		}
+		s.err = we.Err
+		if !s.drain {
+			return s.err
+		}
+		if n >= 0 {
+			n -= taken
+		}
+	}
+	if n >= 0 && n <= int64(src.r.Buffered()) {
 		// Here already: no copy buffer needed.
-		_, err := io.CopyN(dst, src, f.length)
+		b, _ := src.r.Peek(int(n))
+		_, err := s.Write(b)
+		src.r.Discard(int(n))
 		return err
 	}
+	return copyInto(s, src.r, n)
+}
+
+// copyBody copies one body from src to dst as it is framed, byte for
+// byte: its bytes socket to socket in the kernel where they can (see
+// copyN), a chunked body's framing through src's reader.
+func copyBody(dst *sink, src bufferedConn, f framing) error {
+	switch {
+	case f.chunked:
+		return copyChunked(dst, src)
+	case f.toEOF:
+		return dst.copyN(src, -1)
+	}
+	return dst.copyN(src, f.length)
+}
+
+// copyInto copies n bytes (n < 0: to the end) from br to w through a
+// pooled buffer.
+func copyInto(w io.Writer, br *bufio.Reader, n int64) error {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
-	buf := *bp
-	switch {
-	case f.toEOF:
-		_, err := io.CopyBuffer(dst, src, buf)
-		return err
-	case !f.chunked:
-		n, err := io.CopyBuffer(dst, io.LimitReader(src, f.length), buf)
-		if err == nil && n < f.length {
-			err = io.ErrUnexpectedEOF
-		}
+	if n < 0 {
+		_, err := io.CopyBuffer(w, br, *bp)
 		return err
 	}
-	return copyChunked(dst, src, buf)
-
+	m, err := io.CopyBuffer(w, io.LimitReader(br, n), *bp)
+	if err == nil && m < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // copyChunked copies a chunked body, chunk by chunk, with its trailer.
-func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte) error {
+func copyChunked(out *sink, from bufferedConn) error {
 	// Chunks are gathered into large writes, flushed whenever the source
 	// has nothing more at hand, so a stream's chunk still goes out at once.
 	w := chunkWriters.Get().(*bufio.Writer)
-	w.Reset(dst)
+	w.Reset(out)
 	defer func() {
 		w.Flush()
 		w.Reset(nil)
 		chunkWriters.Put(w)
 	}()
-	dst = w
+	dst, src := io.Writer(w), from.r
 	for {
 		if src.Buffered() == 0 {
 			if err := w.Flush(); err != nil {
@@ -332,8 +390,16 @@ func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte) error {
 				}
 			}
 		}
-		if n, err := io.CopyBuffer(dst, io.LimitReader(src, size), buf); err != nil || n < size {
-			return cmpErr(err, io.ErrUnexpectedEOF)
+		if !from.behind && size-int64(src.Buffered()) >= spliceMin {
+			// A large chunk: its head goes out first, its bytes in the kernel.
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if err := out.copyN(from, size); err != nil {
+				return err
+			}
+		} else if err := copyInto(dst, src, size); err != nil {
+			return err
 		}
 		end, err := src.Peek(2)
 		if err != nil {
@@ -417,13 +483,6 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 		r.done = true
 	}
 	return n, err
-}
-
-func cmpErr(err, otherwise error) error {
-	if err != nil {
-		return err
-	}
-	return otherwise
 }
 
 // withBuildArgs is a build request's head with args (upper-case name →

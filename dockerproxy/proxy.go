@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -178,7 +179,9 @@ func (c *conn) shrink() {
 	}
 	held, _ := c.br.Peek(c.br.Buffered())
 	if len(held) > 0 {
-		c.src = io.MultiReader(bytes.NewReader(bytes.Clone(held)), c.src)
+		h := &heldFirst{held: bytes.Clone(held), r: c.src}
+		c.src = h
+		c.clientHeld = append(c.clientHeld, h)
 	}
 	c.br = newReader(c.src)
 	c.p.budget().Give(c.id, c.bigHead)
@@ -220,7 +223,7 @@ func (c *conn) readRequest() (head, error) {
 			return head{}, errHeadBudget
 		}
 		c.bigHead = size
-		c.br = grow(c.br, cappedReads{c.src}, int(size))
+		c.br = grow(c.br, cappedReads{c.src}, int(size), &c.clientHeld)
 		raw, err = readHead(c.br)
 	}
 	if err != nil {
@@ -243,7 +246,7 @@ func (c cappedReads) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p)
 func (c *conn) readResponse() (head, error) {
 	raw, err := readHead(c.ebr)
 	if err == errHeadTooLarge && c.ebr.Size() < headBuffer {
-		c.ebr = grow(c.ebr, c.engine, headBuffer)
+		c.ebr = grow(c.ebr, c.engine, headBuffer, &c.engineHeld)
 		raw, err = readHead(c.ebr)
 	}
 	if err != nil {
@@ -254,9 +257,11 @@ func (c *conn) readResponse() (head, error) {
 
 // grow moves what a full small reader holds into a large one over the
 // same source.
-func grow(br *bufio.Reader, src io.Reader, size int) *bufio.Reader {
+func grow(br *bufio.Reader, src io.Reader, size int, helds *[]*heldFirst) *bufio.Reader {
 	held, _ := br.Peek(br.Buffered())
-	big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), src), size)
+	h := &heldFirst{held: bytes.Clone(held), r: src}
+	*helds = append(*helds, h)
+	big := bufio.NewReaderSize(h, size)
 	putReader(br)
 	return big
 }
@@ -334,13 +339,57 @@ func hijacked(resp head) bool {
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
+	// behind: the reader's source is more than the connection (what a
+	// replaced buffer held, still to be read): see heldFirst.
+	behind bool
 }
 
 func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// ReadAhead gives transport.Join the bytes read ahead and the connection
-// itself, so that an upgraded stream is spliced in the kernel.
-func (c bufferedConn) ReadAhead() (*bufio.Reader, net.Conn) { return c.r, c.Conn }
+// ReadAhead gives transport the bytes read ahead and the connection
+// itself, so that an upgraded stream or a body is spliced in the
+// kernel: only where nothing sits between the two.
+func (c bufferedConn) ReadAhead() (*bufio.Reader, net.Conn) {
+	if c.behind {
+		return c.r, nil
+	}
+	return c.r, c.Conn
+}
+
+// heldFirst reads what a replaced buffer held, then its source: a
+// connection's bytes stay in order when its reader's buffer grows or
+// shrinks.
+type heldFirst struct {
+	held []byte
+	r    io.Reader
+}
+
+func (h *heldFirst) Read(p []byte) (int, error) {
+	if len(h.held) > 0 {
+		n := copy(p, h.held)
+		h.held = h.held[n:]
+		return n, nil
+	}
+	return h.r.Read(p)
+}
+
+// drained reports whether every byte the replaced buffers held has been
+// read, forgetting those that are: a reader over them then reads its
+// connection itself.
+func drained(hs *[]*heldFirst) bool {
+	*hs = slices.DeleteFunc(*hs, func(h *heldFirst) bool { return len(h.held) == 0 })
+	return len(*hs) == 0
+}
+
+// clientSide and engineSide are the two connections read through their
+// readers.
+func (c *conn) clientSide() bufferedConn {
+	return bufferedConn{Conn: c.client, r: c.br, behind: !drained(&c.clientHeld)}
+}
+
+func (c *conn) engineSide() bufferedConn {
+	return bufferedConn{Conn: c.engine, r: c.ebr, behind: !drained(&c.engineHeld)}
+}
 
 func (c bufferedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -23,11 +23,6 @@ import (
 
 // engine is a stand-in for dockerd's API: just what the tests ask of it.
 func engine(t testing.TB) string {
-	sock := filepath.Join(t.TempDir(), "engine.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
 	mux.HandleFunc("HEAD /_ping", func(w http.ResponseWriter, r *http.Request) { w.Header().Set("Content-Length", "2") })
@@ -78,7 +73,18 @@ func engine(t testing.TB) string {
 		io.Copy(conn, brw)
 		io.WriteString(conn, "bye\n")
 	})
-	srv := &http.Server{Handler: mux}
+	return serveEngine(t, mux)
+}
+
+// serveEngine serves h, a stand-in for dockerd's API, on a unix socket
+// (a real net/http server) and returns the socket's path.
+func serveEngine(t testing.TB, h http.Handler) string {
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return sock

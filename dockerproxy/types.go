@@ -82,7 +82,10 @@ type conn struct {
 	br     *bufio.Reader // the client's
 	engine net.Conn      // opened at the first request
 	ebr    *bufio.Reader
-	late   *lateWatch
+	// clientHeld and engineHeld are what replaced buffers held, read
+	// before the connections themselves (see heldFirst).
+	clientHeld, engineHeld []*heldFirst
+	late                   *lateWatch
 	// bigHead is what br's buffer took from the budget while a head over
 	// smallBuffer was read.
 	bigHead int64
@@ -115,7 +118,7 @@ type framing struct {
 
 // body is a request's body: passed on raw, or rewritten.
 type body struct {
-	br        *bufio.Reader
+	from      bufferedConn // the client's connection, read through its reader
 	framing   framing
 	rewritten []byte // set when prepare rewrote the body
 	broken    bool   // prepare read part of it and stopped

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -120,7 +122,7 @@ func TestUnixSocketsAreSpliced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.close()
-	n, spliced, err := splice(ws, rs, p)
+	n, spliced, err := splice(ws, rs, p, -1)
 	if err != nil || !spliced || n != 1<<20 {
 		t.Fatalf("splice between unix sockets: %d bytes, spliced %v, %v", n, spliced, err)
 	}
@@ -159,5 +161,91 @@ func TestCopyStreamSendsWhatWasReadAheadFirst(t *testing.T) {
 	dst.Close()
 	if b := <-got; err != nil || b != "first-then-the-rest" || n != int64(len(b)) {
 		t.Fatalf("copied %d bytes, %v: %q arrived", n, err, b)
+	}
+}
+
+// CopyN moves exactly n bytes (a message's body) and leaves what follows
+// where it was, whether the bytes are read ahead, on the socket, or both,
+// through the kernel or a buffer.
+func TestCopyNMovesExactlyN(t *testing.T) {
+	dir := t.TempDir()
+	payload := make([]byte, 3<<20+777)
+	rand.Read(payload)
+	const next = "GET /next HTTP/1.1\r\n\r\n"
+	for _, kind := range []string{"unix", "pipe"} {
+		for _, ahead := range []int{0, 100, 3<<20 + 777 + 5} {
+			t.Run(fmt.Sprintf("%s-ahead-%d", kind, ahead), func(t *testing.T) {
+				var writer, src, dst, reader net.Conn
+				if kind == "unix" {
+					writer, src = connPair(t, "unix", filepath.Join(dir, fmt.Sprintf("s%d", ahead)))
+					dst, reader = connPair(t, "unix", filepath.Join(dir, fmt.Sprintf("d%d", ahead)))
+				} else {
+					writer, src = net.Pipe()
+					dst, reader = net.Pipe()
+					t.Cleanup(func() { writer.Close(); src.Close(); dst.Close(); reader.Close() })
+				}
+				go func() {
+					writer.Write(payload)
+					writer.Write([]byte(next))
+				}()
+				br := bufio.NewReaderSize(src, 4<<20)
+				if ahead > 0 {
+					br.Peek(ahead)
+				}
+				got := make(chan []byte, 1)
+				go func() {
+					b := make([]byte, len(payload))
+					io.ReadFull(reader, b)
+					got <- b
+				}()
+				n, err := CopyN(dst, aheadConn{src, br}, int64(len(payload)))
+				if err != nil || n != int64(len(payload)) {
+					t.Fatalf("CopyN: %d bytes, %v; want %d", n, err, len(payload))
+				}
+				if b := <-got; !bytes.Equal(b, payload) {
+					t.Fatal("the bytes that arrived are not the ones sent")
+				}
+				rest := make([]byte, len(next))
+				if _, err := io.ReadFull(br, rest); err != nil || string(rest) != next {
+					t.Fatalf("what follows the body: %q, %v", rest, err)
+				}
+			})
+		}
+	}
+}
+
+// A source that ends early is io.ErrUnexpectedEOF; a destination that
+// fails is a *WriteError that says how much was taken from the source,
+// so that the rest of the body can still be read off.
+func TestCopyNTellsAShortSourceFromAFailedDestination(t *testing.T) {
+	dir := t.TempDir()
+	writer, src := connPair(t, "unix", filepath.Join(dir, "s"))
+	dst, reader := connPair(t, "unix", filepath.Join(dir, "d"))
+	go func() {
+		writer.Write(make([]byte, 1000))
+		writer.Close()
+	}()
+	go io.Copy(io.Discard, reader)
+	n, err := CopyN(dst, src, 5000)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || n != 1000 {
+		t.Fatalf("a short source: %d bytes, %v", n, err)
+	}
+
+	writer2, src2 := connPair(t, "unix", filepath.Join(dir, "s2"))
+	dst2, reader2 := connPair(t, "unix", filepath.Join(dir, "d2"))
+	reader2.Close()
+	const size = 8 << 20
+	go writer2.Write(make([]byte, size))
+	n, err = CopyN(dst2, src2, size)
+	var we *WriteError
+	if !errors.As(err, &we) {
+		t.Fatalf("a closed destination: %d bytes, %v; want a WriteError", n, err)
+	}
+	if n <= 0 || n > size {
+		t.Fatalf("a closed destination: %d bytes taken", n)
+	}
+	rest, err := io.ReadFull(src2, make([]byte, size-n))
+	if err != nil || int64(rest) != size-n {
+		t.Fatalf("the rest of the source after a failed write: %d bytes, %v; want %d", rest, err, size-n)
 	}
 }
