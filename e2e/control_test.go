@@ -90,7 +90,8 @@ func TestControlAPI(t *testing.T) {
 			line = l
 		}
 	}
-	if f := strings.Fields(line); len(f) < 7 || f[5] != "1" || !strings.Contains(line, "SIGKILL") {
+	// SERVICE STATE READY RUNTIME PID DISTRO-PID RESTARTS LAST-EXIT…
+	if f := strings.Fields(line); len(f) < 8 || f[6] != "1" || !strings.Contains(line, "SIGKILL") {
 		t.Fatalf("ddinit status does not show one restart and the SIGKILL:\n%s", out)
 	}
 

@@ -34,6 +34,12 @@ const (
 // Setting is the setting that switches the cluster on.
 const Setting = "kubernetes"
 
+// ociVersion is the runtime-spec version the components' specs are
+// written in: the packs' dockerd definition's, which both runtimes of
+// the packs read. crun 1.8 refuses 1.2.0, the Go module's specs.Version
+// ("unknown version specified"); the specs use nothing added since.
+const ociVersion = "1.0.2"
+
 // Names of the cluster's services, in start order.
 const (
 	Etcd              = "etcd"
@@ -292,7 +298,7 @@ func (c *Cluster) Definitions() []services.Definition {
 			Name: name, Setting: Setting, Required: false, DependsOn: deps,
 			StopTimeout: 10 * time.Second,
 			Spec: &specs.Spec{
-				Version: specs.Version,
+				Version: ociVersion,
 				Process: &specs.Process{
 					Args: append([]string{c.kube(), name}, args...),
 					Env:  []string{"PATH=" + services.DefaultPath},
