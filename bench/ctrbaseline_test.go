@@ -104,7 +104,9 @@ var bareDockerdArgs = []string{"dockerd", "--containerd=/var/lib/containerd.sock
 // bootCtr starts the pack's containerd as the bare baseline does, then
 // dockerd as its task with ctr run from spec (its root: the baseline's
 // root bound at ddinit's root path for services, as ddinit binds its
-// own), and returns the time until dockerd answers _ping. It stops
+// own; its output to a file, as ddinit takes it to its log, since the
+// fifos ctr would make are not where the chrooted containerd looks), and
+// returns the time until dockerd answers _ping. It stops
 // dockerd as ddinit does (SIGTERM to the task), then containerd.
 func bootCtr(t *testing.T, dir, base, pack, ctr string, spec []byte, runtime string) time.Duration {
 	t.Helper()
@@ -135,7 +137,7 @@ ctrd=$!
 trap 'kill -TERM $ctrd; wait $ctrd; exit 0' TERM
 while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done
 %[3]s containers delete dockerd >/dev/null 2>&1 || true
-%[3]s run -d %[4]s --config %[5]s dockerd
+%[3]s run -d --log-uri file:///var/lib/dockerd-task.log %[4]s --config %[5]s dockerd
 wait $ctrd
 `, dir, root, ctrCmd, runtimeFlag, specFile)
 	cmd := exec.Command("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "sh", "-c", script)
@@ -180,7 +182,8 @@ wait $ctrd
 		}
 		select {
 		case <-done:
-			t.Fatalf("the ctr baseline ended:\n%s", harness.Tail(out.String(), 20))
+			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+			t.Fatalf("the ctr baseline ended:\n%s\ncontainerd's log:\n%s", harness.Tail(out.String(), 20), harness.Tail(string(log), 20))
 		default:
 		}
 		time.Sleep(5 * time.Millisecond)
