@@ -65,9 +65,10 @@ func costSetup(t testing.TB, n int) (w *Watcher, polls *atomic.Int64) {
 	log, _ := quietLog()
 	polls = new(atomic.Int64)
 	w = &Watcher{Namespace: nsPath, Log: log}
-	w.dump = func() ([]sock, error) {
+	w.dump = w.dumpNamespace
+	w.count = func(out []byte) ([]byte, error) {
 		polls.Add(1)
-		return w.dumpNamespace()
+		return w.countNamespace(out)
 	}
 	w.owners = func(map[string]container) (map[uint32]string, error) { return owners, nil }
 	w.listen = func(string, string, func(context.Context) (net.Conn, error), logrus.FieldLogger) (io.Closer, error) {

@@ -13,7 +13,10 @@
 //   - while the setting is on and one of them runs, a look at the
 //     namespace's listening sockets every Interval (100 ms): TCP in LISTEN
 //     and bound, unconnected UDP, IPv4 and IPv6, from sock_diag dumps made
-//     by a netlink socket created in the namespace;
+//     by a netlink socket created in the namespace; a dump only when the
+//     namespace's in-use socket counts (its sockstat files, opened there)
+//     moved since the last one, or a second has passed (a close and an
+//     open between two polls leave the counts as they were);
 //   - whose each socket is: by its inode, among the sockets the
 //     containers' own processes hold (their cgroup's cgroup.procs, then
 //     /proc/PID/fd), read only when an inode not seen before appears; the
