@@ -260,20 +260,30 @@ func TestRefusedQueriesStartNoUnboundedReaders(t *testing.T) {
 			}
 		}
 	}()
+	refused := func() int64 {
+		n := int64(0)
+		for _, fl := range floods {
+			n += fl.servfail.Load()
+		}
+		return n
+	}
+	// Hundreds in flight at a time, far over the 8 slots, but no more than
+	// the server's socket buffer holds: on a loaded machine a flood sent
+	// all at once is mostly lost before the server reads it.
+	const window = 400
+	sent := int64(0)
 	for range 500 {
 		for _, fl := range floods {
 			fl.send(t, server, 1)
 		}
+		sent += int64(len(floods))
+		for deadline := time.Now().Add(2 * time.Second); sent-refused() > window && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	// The flood reached the server (datagrams beyond its socket's buffer
 	// are lost on the way): a thousand refused.
-	waitFor(t, 10*time.Second, "the flood refused", func() bool {
-		refused := int64(0)
-		for _, fl := range floods {
-			refused += fl.servfail.Load()
-		}
-		return refused >= 1000
-	})
+	waitFor(t, 10*time.Second, "the flood refused", func() bool { return refused() >= 1000 })
 	close(stop)
 	<-sampled
 	// The readers (at most the slots and maxIdleReaders more), the looks
