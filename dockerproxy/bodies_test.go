@@ -2,13 +2,19 @@ package dockerproxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"math/rand"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // bodyEngine is a real net/http server that sums the bodies it is sent
@@ -134,4 +140,112 @@ func TestBodiesArriveWholeAsTheyAreFramed(t *testing.T) {
 	if code != 200 || sumOf([]byte(body)) != sumOf(pattern(5<<20+3)) {
 		t.Fatalf("an answer to the connection's end: %d, %d bytes came", code, len(body))
 	}
+}
+
+type countConn struct {
+	net.Conn
+	zero *atomic.Int64
+}
+
+func (c countConn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		c.zero.Add(1)
+	}
+	return c.Conn.Write(p)
+}
+
+// An answer with no body left to copy (a small one sent with its head, a
+// 204, a HEAD) costs no empty write(2) on the client: a system call each.
+func TestNoEmptyWritesForAnswersWithoutABody(t *testing.T) {
+	p := quietProxy(bodyEngine(t))
+	b, a := unixPair(t)
+	var zero atomic.Int64
+	done := make(chan struct{})
+	go func() { defer close(done); p.Handle(context.Background(), countConn{a, &zero}) }()
+	br := bufio.NewReader(b)
+	for i := 0; i < 5; i++ {
+		io.WriteString(b, "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+		if code, body := readAnswer(t, br, "GET"); code != 200 || body != "OK" {
+			t.Fatal(code, body)
+		}
+	}
+	b.Close()
+	<-done
+	if n := zero.Load(); n != 0 {
+		t.Errorf("%d zero-length writes to the client for 5 answers", n)
+	}
+}
+
+// Bodies of random sizes and framings, some behind a large head, sent in
+// random slices and each followed by a pipelined request, on one
+// connection: each arrives whole and in order.
+func TestRandomBodiesPipelined(t *testing.T) {
+	sock := serveProxy(t, quietProxy(bodyEngine(t)))
+	conn := dialUnix(t, sock)
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	br := bufio.NewReader(conn)
+	rng := rand.New(rand.NewSource(1))
+	sizes := []int{0, 1, 100, 4095, 4096, 60 << 10, 64<<10 - 1, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 3<<20 + 5}
+	for iter := 0; iter < 150; iter++ {
+		hdr := ""
+		if rng.Intn(3) == 0 {
+			hdr = "X-Registry-Config: " + strings.Repeat("e", rng.Intn(200<<10)) + "\r\n"
+		}
+		var want []byte
+		var msg []byte
+		if rng.Intn(2) == 0 {
+			want = pattern(sizes[rng.Intn(len(sizes))])
+			msg = fmt.Appendf(nil, "PUT /sum HTTP/1.1\r\nHost: d\r\n%sContent-Length: %d\r\n\r\n", hdr, len(want))
+			msg = append(msg, want...)
+		} else {
+			msg = fmt.Appendf(nil, "PUT /sum HTTP/1.1\r\nHost: d\r\n%sTransfer-Encoding: chunked\r\n\r\n", hdr)
+			for k := rng.Intn(4); k >= 0; k-- {
+				n := sizes[1+rng.Intn(len(sizes)-1)]
+				c := pattern(n)
+				want = append(want, c...)
+				msg = fmt.Appendf(msg, "%x\r\n", n)
+				msg = append(append(msg, c...), "\r\n"...)
+			}
+			msg = append(msg, "0\r\n\r\n"...)
+		}
+		msg = append(msg, "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"...)
+		go func(msg []byte, seed int64) {
+			r := rand.New(rand.NewSource(seed))
+			for len(msg) > 0 {
+				n := min(len(msg), 1+r.Intn(300<<10))
+				conn.Write(msg[:n])
+				msg = msg[n:]
+				if r.Intn(4) == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}(msg, int64(iter))
+		if code, body := readAnswer(t, br, "PUT"); code != 200 || body != sumOf(want)+" " {
+			t.Fatalf("iter %d: %d %q want %q", iter, code, body, sumOf(want))
+		}
+		if code, body := readAnswer(t, br, "GET"); code != 200 || body != "OK" {
+			t.Fatalf("iter %d ping: %d %q", iter, code, body)
+		}
+	}
+}
+
+// unixPair is a connected pair of unix sockets.
+func unixPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "pair.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c, s
 }

@@ -285,6 +285,9 @@ var spliceMin int64 = 64 << 10
 
 // copyN copies n bytes (n < 0: to the source's end) of a body from src.
 func (s *sink) copyN(src bufferedConn, n int64) error {
+	if n == 0 {
+		return nil // not even an empty write: it is a system call
+	}
 	if s.err == nil && !src.behind && (n < 0 || n-int64(src.r.Buffered()) >= spliceMin) {
 		taken, err := transport.CopyN(s.conn, src, n)
 		var we *transport.WriteError

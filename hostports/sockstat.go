@@ -32,6 +32,11 @@ func openSockCounts(ns netns.NsHandle) (*sockCounts, error) {
 			// thread-self: this thread's, which is in the namespace; the
 			// file keeps the namespace it was opened in.
 			if c.files[i], err = unix.Open("/proc/thread-self/net/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+				if name == "sockstat6" && err == unix.ENOENT {
+					// A kernel without IPv6: no IPv6 sockets to count.
+					c.files[i], err = -1, nil
+					continue
+				}
 				err = fmt.Errorf("the engine's namespace's %s: %w", name, err)
 				return
 			}
@@ -60,6 +65,9 @@ func (c *sockCounts) Close() error {
 // any traffic.
 func (c *sockCounts) read(out []byte) ([]byte, error) {
 	for _, fd := range c.files {
+		if fd < 0 {
+			continue
+		}
 		n, err := unix.Pread(fd, c.buf, 0)
 		if err != nil {
 			return out, fmt.Errorf("socket counts: %w", err)

@@ -468,6 +468,10 @@ func (w *Watcher) countNamespace(out []byte) ([]byte, error) {
 		}
 		c, err := openSockCounts(w.ns)
 		if err != nil {
+			// Not tried again at every poll (each try enters the
+			// namespace): the sockets are dumped at every poll instead.
+			w.Log.WithError(err).Debug("no socket counts: the sockets are read at every poll")
+			w.count = nil
 			return nil, err
 		}
 		w.stat = c

@@ -42,6 +42,9 @@ func copyStream(dst, src net.Conn) (int64, error) {
 // message the other side no longer takes. Fewer than n bytes before
 // src's end is io.ErrUnexpectedEOF.
 func CopyN(dst, src net.Conn, n int64) (taken int64, err error) {
+	if n == 0 {
+		return 0, nil
+	}
 	if br, raw := readAhead(src); raw != nil {
 		if k := br.Buffered(); k > 0 {
 			if n >= 0 && int64(k) > n {
