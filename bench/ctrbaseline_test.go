@@ -130,7 +130,16 @@ func bootCtr(t *testing.T, dir, base, pack, ctr string, spec []byte, runtime str
 		runtimeFlag = "--runc-binary /usr/bin/crun"
 	}
 	ctrCmd := fmt.Sprintf("%s --address %s -n bench", ctr, ctrdSock)
-	script := bareRootScript(dir, base, pack, root) + fmt.Sprintf(`mkdir -p %[2]s/run/ddinit/rootfs
+	// A /dev of its own, as ddinit's namespace has: runc, setting up
+	// dockerd's, replaces /dev/ptmx, which through the bare root's bind
+	// would be the machine's.
+	script := bareRootScript(dir, base, pack, root) + fmt.Sprintf(`mount -t tmpfs -o mode=0755,size=4m tmpfs %[2]s/dev
+for n in null zero full random urandom tty; do touch %[2]s/dev/$n; mount --bind /dev/$n %[2]s/dev/$n; done
+mkdir %[2]s/dev/pts %[2]s/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts %[2]s/dev/pts
+ln -s pts/ptmx %[2]s/dev/ptmx
+mount -t tmpfs -o mode=1777 tmpfs %[2]s/dev/shm
+mkdir -p %[2]s/run/ddinit/rootfs
 mount --rbind %[2]s %[2]s/run/ddinit/rootfs
 chroot %[2]s containerd --config /var/lib/containerd.toml >%[1]s/containerd.log 2>&1 &
 ctrd=$!
