@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -24,27 +23,9 @@ import (
 )
 
 // newNetns makes a network namespace, without moving the test into it;
-// it goes when the test ends. The test skips where it cannot be made.
+// it goes when the test ends.
 func newNetns(t *testing.T) netns.NsHandle {
-	t.Helper()
-	testutil.RequiresRoot(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("cannot make a network namespace: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		// The thread stays locked, and dies with the goroutine.
-		runtime.LockOSThread()
-		t.Fatalf("back to the test's network namespace: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
+	ns, _ := testutil.NewNetns(t)
 	return ns
 }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,43 +19,12 @@ import (
 	"github.com/ddinit/ddinit/network"
 	"github.com/ddinit/ddinit/transport"
 	"github.com/sirupsen/logrus"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
-// newNetns makes a network namespace with its loopback up, standing for
-// the engine's; the test's own is the distro's. It returns the handle and
-// a path to it, which another process can open too. The test skips
-// without root or where no namespace can be made.
-func newNetns(t testing.TB) (netns.NsHandle, string) {
-	t.Helper()
-	testutil.RequiresRoot(t)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Skipf("cannot make a network namespace: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err) // a thread left in the test's namespace must not serve others
-		}
-	}()
-	t.Cleanup(func() { ns.Close() })
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("loopback up in the new namespace: %v", err)
-	}
-	return ns, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
-}
+// newNetns makes a namespace standing for the engine's; the test's own
+// is the distro's.
+func newNetns(t testing.TB) (netns.NsHandle, string) { return testutil.NewNetns(t) }
 
 // ipv6In says whether [::1] can be bound both in ns and in the test's
 // namespace.

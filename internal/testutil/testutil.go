@@ -1,12 +1,16 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -103,4 +107,38 @@ func InWSLMounts(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return shared
+}
+
+// NewNetns makes a network namespace with its loopback up, without
+// moving the test into it, and returns its handle and a path to it that
+// another process can open too; it goes when the test ends. The test
+// skips without root or where no namespace can be made.
+func NewNetns(t testing.TB) (netns.NsHandle, string) {
+	t.Helper()
+	RequiresRoot(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Skipf("cannot make a network namespace: %v", err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic(err) // a thread left in the test's namespace must not serve others
+		}
+	}()
+	t.Cleanup(func() { ns.Close() })
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("loopback up in the new namespace: %v", err)
+	}
+	return ns, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
 }
