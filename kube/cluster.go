@@ -283,6 +283,14 @@ func (c *Cluster) CRI() *services.CRI {
 	}
 }
 
+// liveTiming is how the components' liveness is probed: as kubeadm
+// probes its static pods (every 10 s, 15 s to answer, killed after about
+// 8 failures). The supervisor's default (2 s to answer, killed after
+// 30 s) killed an API server that was only slow while the other
+// components started beside it on a loaded machine; /status and `ddinit
+// status` still show a component unresponsive from its first silence.
+var liveTiming = services.LivenessTiming{Period: 10 * time.Second, Timeout: 15 * time.Second, KillAfter: 80 * time.Second}
+
 // Definitions are the cluster's services, each started once what it
 // depends on is ready, supervised as dockerd is (liveness, restart with
 // backoff). None is required: a cluster that fails does not make the
@@ -296,7 +304,7 @@ func (c *Cluster) Definitions() []services.Definition {
 	def := func(name string, ready, live string, deps []string, args ...string) services.Definition {
 		d := services.Definition{
 			Name: name, Setting: Setting, Required: false, DependsOn: deps,
-			StopTimeout: 10 * time.Second,
+			StopTimeout: 10 * time.Second, LiveTiming: liveTiming,
 			Spec: &specs.Spec{
 				Version: ociVersion,
 				Process: &specs.Process{

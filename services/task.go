@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	capability "github.com/containerd/containerd/pkg/cap"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/ddinit/ddinit/mounts"
 	"github.com/ddinit/ddinit/timeline"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -29,6 +31,8 @@ import (
 // running is a service's containerd task.
 type running struct {
 	ctx       context.Context
+	client    *containerd.Client
+	log       *logrus.Entry
 	container containerd.Container
 	task      containerd.Task
 	exit      <-chan containerd.ExitStatus
@@ -52,13 +56,47 @@ func (r *running) Abandon() {
 	}
 }
 
+// Finish deletes the ended task; the container stays for the next start
+// (containerFor). The output copies end first, as containerd's client
+// ends them, and the FIFOs go once the task is deleted.
 func (r *running) Finish() {
-	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
-	defer cancel()
-	// Best effort: a task already gone is what we want. The container
-	// stays for the next start (containerFor).
-	r.task.Delete(ctx)
+	i := r.task.IO()
+	if i != nil {
+		i.Cancel()
+		i.Wait()
+	}
+	if err := deleteTask(r.ctx, r.client, r.container.ID()); err != nil {
+		// The next start deletes it again (startContainerdTask).
+		r.log.WithError(err).Warn("the ended task was not deleted")
+	}
+	if i != nil {
+		i.Close()
+	}
 	r.Abandon()
+}
+
+// deleteTask deletes container id's task through containerd's task
+// service, trying again while containerd fails otherwise than with
+// NotFound. A delete cut short (its deadline passed on a loaded machine,
+// the caller went away) can end after the shim forgot the task but
+// before containerd dropped its record of the shim: containerd then
+// reports the task missing to Get (the client's Task.Delete gives up on
+// that) yet present to Create ("already exists"), and keeps the record
+// for a caller to delete again — which this does.
+func deleteTask(ctx context.Context, client *containerd.Client, id string) error {
+	var err error
+	for range 3 {
+		try, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err = client.TaskService().Delete(try, &tasks.DeleteTaskRequest{ContainerID: id})
+		cancel()
+		if err = errgrpc.ToNative(err); err == nil || errdefs.IsNotFound(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete task %s: %w", id, err)
+	}
+	return nil
 }
 
 // startContainerdTask creates svc's container and starts its task on
@@ -110,7 +148,7 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 	if m := s.cfg.Milestones[name]; len(m) > 0 && s.cfg.Mark != nil {
 		stderr = timeline.WatchLines(stderr, m, s.cfg.Mark)
 	}
-	r := &running{ctx: s.ctx, container: container, outputs: []io.Closer{stdout, stderr}}
+	r := &running{ctx: s.ctx, client: d.client, log: s.cfg.Log.WithField("service", name), container: container, outputs: []io.Closer{stdout, stderr}}
 	fail := func(err error) (task, error) {
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 		defer cancel()
@@ -124,7 +162,20 @@ func (s *Supervisor) startContainerdTask(d *daemon, svc *service) (task, error) 
 		return nil, err
 	}
 	fifos := filepath.Join(s.cfg.RunDir, "fifo")
-	task, err := container.NewTask(s.ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(fifos)))
+	newTask := func() (containerd.Task, error) {
+		return container.NewTask(s.ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(fifos)))
+	}
+	task, err := newTask()
+	if errdefs.IsAlreadyExists(err) {
+		// containerFor saw no task, so this is the record a delete cut
+		// short left (deleteTask): delete it again and start over once.
+		r.log.WithError(err).Warn("containerd kept the record of an ended task; deleting it again")
+		if derr := deleteTask(s.ctx, d.client, name); derr != nil {
+			err = fmt.Errorf("%w (%v)", err, derr)
+		} else {
+			task, err = newTask()
+		}
+	}
 	if err != nil {
 		return fail(fmt.Errorf("create task: %w", err))
 	}
