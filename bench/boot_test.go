@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/cgroup"
 	"github.com/ddinit/ddinit/e2e/harness"
 	"github.com/ddinit/ddinit/iso9660"
 
@@ -30,6 +31,7 @@ import (
 func TestBenchBoot(t *testing.T) {
 	requireBench(t)
 	harness.RequireEnvironment(t)
+	t.Logf("BENCH cgroup layout the boots run on: %s", cgroupLayout())
 	runs := 5
 	if v := os.Getenv("DDINIT_BENCH_RUNS"); v != "" {
 		fmt.Sscan(v, &runs)
@@ -374,4 +376,19 @@ func packContainerdConfigVersion(t *testing.T, dir string) int {
 		}
 	}
 	return services.ContainerdConfigVersion("")
+}
+
+// cgroupLayout says which cgroup layout the bench runs on (make bench's
+// CGROUPS, scripts/cgroup-view.sh), and so which runtime ddinit's own
+// tasks get (crun where v2 is alone, as on WSL 2; runc otherwise).
+func cgroupLayout() string {
+	h, err := cgroup.Detect("/sys/fs/cgroup")
+	switch {
+	case err != nil:
+		return err.Error()
+	case !h.V2:
+		return "v1 or hybrid, this machine's own (ddinit's tasks under runc)"
+	}
+	b, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+	return fmt.Sprintf("v2 alone, as WSL 2 mounts it (ddinit's tasks under crun where the pack has it; controllers: %q)", strings.TrimSpace(string(b)))
 }
