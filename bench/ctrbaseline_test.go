@@ -129,6 +129,19 @@ func bootCtr(t *testing.T, dir, base, pack, ctr string, spec []byte, runtime str
 	if runtime == "crun" {
 		runtimeFlag = "--runc-binary /usr/bin/crun"
 	}
+	// Under crun the spec binds each shared mount of ddinit's namespace
+	// again (services.sharedBinds): the same binds here, of the same
+	// paths in the baseline's root, made where it lacks them.
+	var held struct {
+		Mounts []struct{ Source, Type string } `json:"mounts"`
+	}
+	json.Unmarshal(spec, &held)
+	var bindSources strings.Builder
+	for _, m := range held.Mounts {
+		if m.Type == "bind" && filepath.IsAbs(m.Source) {
+			fmt.Fprintf(&bindSources, "mkdir -p %s\n", filepath.Join(root, m.Source))
+		}
+	}
 	ctrCmd := fmt.Sprintf("%s --address %s -n bench", ctr, ctrdSock)
 	// A /dev of its own, as ddinit's namespace has: runc, setting up
 	// dockerd's, replaces /dev/ptmx, which through the bare root's bind
@@ -140,7 +153,7 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts %[2]s/dev/pts
 ln -s pts/ptmx %[2]s/dev/ptmx
 mount -t tmpfs -o mode=1777 tmpfs %[2]s/dev/shm
 mkdir -p %[2]s/run/ddinit/rootfs
-mount --rbind %[2]s %[2]s/run/ddinit/rootfs
+%[6]smount --rbind %[2]s %[2]s/run/ddinit/rootfs
 chroot %[2]s containerd --config /var/lib/containerd.toml >%[1]s/containerd.log 2>&1 &
 ctrd=$!
 trap 'kill -TERM $ctrd; wait $ctrd; exit 0' TERM
@@ -148,7 +161,7 @@ while [ ! -S %[1]s/containerd.sock ]; do sleep 0.005; done
 %[3]s containers delete dockerd >/dev/null 2>&1 || true
 %[3]s run -d --log-uri file:///var/lib/dockerd-task.log %[4]s --config %[5]s dockerd
 wait $ctrd
-`, dir, root, ctrCmd, runtimeFlag, specFile)
+`, dir, root, ctrCmd, runtimeFlag, specFile, bindSources.String())
 	cmd := exec.Command("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out := &harness.SyncBuffer{}
