@@ -2,10 +2,12 @@ package services
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -40,7 +42,9 @@ func (f *fakeTask) exit(code int) {
 }
 
 // fakeSupervisor runs defs with a fake containerd and fake tasks; every
-// started run is sent on the returned channel.
+// started run is sent on the returned channel. It must be called inside a
+// synctest bubble: the tests read the supervisor's state once every
+// goroutine in it is blocked, never while a start is half recorded.
 func fakeSupervisor(t *testing.T, defs ...Definition) (*Supervisor, chan *fakeTask) {
 	t.Helper()
 	quiet := logrus.New()
@@ -78,20 +82,26 @@ func def(name string, deps ...string) Definition {
 	return Definition{Name: name, Required: true, DependsOn: deps, StopTimeout: time.Second}
 }
 
+// next is the next run started within a minute of the bubble's time,
+// once the supervisor has recorded it.
 func next(t *testing.T, started chan *fakeTask) *fakeTask {
 	t.Helper()
 	select {
 	case f := <-started:
+		synctest.Wait()
 		return f
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("no run started")
 		return nil
 	}
 }
 
+// eventually checks cond each time the bubble's goroutines are all
+// blocked, for up to a minute of the bubble's time.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		synctest.Wait()
 		if cond() {
 			return
 		}
@@ -102,86 +112,92 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // A service that keeps exiting is restarted with growing delays, reported
 // failed once it is a crash loop, and healthy again once a run lasts.
 func TestRunLoopRestartsWithBackoffAndReportsACrashLoop(t *testing.T) {
-	s, started := fakeSupervisor(t, def("svc"))
-	svc := s.find("svc")
-	var gaps []time.Duration
-	last := time.Now()
-	for i := range 4 {
-		f := next(t, started)
-		if i > 0 {
-			gaps = append(gaps, time.Since(last))
+	synctest.Test(t, func(t *testing.T) {
+		s, started := fakeSupervisor(t, def("svc"))
+		svc := s.find("svc")
+		var gaps []time.Duration
+		last := time.Now()
+		for i := range 4 {
+			f := next(t, started)
+			if i > 0 {
+				gaps = append(gaps, time.Since(last))
+			}
+			eventually(t, "running", func() bool { return svc.status().Ready })
+			last = time.Now()
+			f.exit(1)
 		}
-		eventually(t, "running", func() bool { return svc.status().Ready })
-		last = time.Now()
-		f.exit(1)
-	}
-	st := svc.status()
-	eventually(t, "failed", func() bool { st = svc.status(); return st.State == StateFailed })
-	if st.Restarts != 4 || st.LastExit == nil || st.LastExit.Code != 1 || !strings.Contains(st.Reason, "4 runs in a row ended") {
-		t.Fatalf("after four failed runs: %+v", st)
-	}
-	if ok, reason := s.Health(); ok || !strings.HasPrefix(reason, "svc is failing: ") {
-		t.Fatalf("health while crash-looping: %v %q", ok, reason)
-	}
-	for i := 1; i < len(gaps); i++ {
-		if gaps[i] < gaps[i-1] {
-			t.Fatalf("restart delays shrink: %v", gaps)
+		st := svc.status()
+		eventually(t, "failed", func() bool { st = svc.status(); return st.State == StateFailed })
+		if st.Restarts != 4 || st.LastExit == nil || st.LastExit.Code != 1 || !strings.Contains(st.Reason, "4 runs in a row ended") {
+			t.Fatalf("after four failed runs: %+v", st)
 		}
-	}
-	next(t, started)
-	eventually(t, "running again", func() bool { return svc.status().State == StateRunning })
-	if ok, _ := s.Health(); !ok {
-		t.Fatal("not healthy once the service runs")
-	}
+		if ok, reason := s.Health(); ok || !strings.HasPrefix(reason, "svc is failing: ") {
+			t.Fatalf("health while crash-looping: %v %q", ok, reason)
+		}
+		// The bubble's clock is exact: each delay is the backoff's, doubling
+		// from Initial and capped at Max.
+		if want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond}; !slices.Equal(gaps, want) {
+			t.Fatalf("restart delays %v, want %v", gaps, want)
+		}
+		next(t, started)
+		eventually(t, "running again", func() bool { return svc.status().State == StateRunning })
+		if ok, _ := s.Health(); !ok {
+			t.Fatal("not healthy once the service runs")
+		}
+	})
 }
 
 // A service waits for what it depends on; a restart asked for stops the
 // run with SIGTERM and starts a new one at once; a stop ends it.
 func TestRunLoopDependenciesRestartAndStop(t *testing.T) {
-	s, started := fakeSupervisor(t, def("app", "db"), def("db"))
-	db, app := s.find("db"), s.find("app")
-	first := next(t, started)
-	eventually(t, "db ready", func() bool { return db.status().Ready })
-	second := next(t, started)
-	if first.pid != 101 || second.pid != 102 || app.status().PID != 102 {
-		t.Fatalf("start order: db %d, app %d (status %d)", first.pid, second.pid, app.status().PID)
-	}
-	if err := s.Restart("app"); err != nil {
-		t.Fatal(err)
-	}
-	if sig := <-second.signals; sig != syscall.SIGTERM {
-		t.Fatalf("a restart sent %v", sig)
-	}
-	third := next(t, started)
-	eventually(t, "app restarted", func() bool { st := app.status(); return st.PID == third.pid && st.Ready && st.Restarts == 1 })
-	if !second.finished.Load() {
-		t.Fatal("the stopped run was not deleted")
-	}
-	if err := s.Restart("nope"); err == nil || !strings.Contains(err.Error(), "nope") {
-		t.Fatalf("unknown service: %v", err)
-	}
-	s.Stop()
-	if st := app.status(); st.State != StateStopped || !third.finished.Load() {
-		t.Fatalf("after stop: %+v", st)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		s, started := fakeSupervisor(t, def("app", "db"), def("db"))
+		db, app := s.find("db"), s.find("app")
+		first := next(t, started)
+		eventually(t, "db ready", func() bool { return db.status().Ready })
+		second := next(t, started)
+		if first.pid != 101 || second.pid != 102 || app.status().PID != 102 {
+			t.Fatalf("start order: db %d, app %d (status %d)", first.pid, second.pid, app.status().PID)
+		}
+		if err := s.Restart("app"); err != nil {
+			t.Fatal(err)
+		}
+		if sig := <-second.signals; sig != syscall.SIGTERM {
+			t.Fatalf("a restart sent %v", sig)
+		}
+		third := next(t, started)
+		eventually(t, "app restarted", func() bool { st := app.status(); return st.PID == third.pid && st.Ready && st.Restarts == 1 })
+		if !second.finished.Load() {
+			t.Fatal("the stopped run was not deleted")
+		}
+		if err := s.Restart("nope"); err == nil || !strings.Contains(err.Error(), "nope") {
+			t.Fatalf("unknown service: %v", err)
+		}
+		s.Stop()
+		if st := app.status(); st.State != StateStopped || !third.finished.Load() {
+			t.Fatalf("after stop: %+v", st)
+		}
+	})
 }
 
 // A setting switches its services on and off without touching the others.
 func TestSwitchStartsAndStopsAsettingsServices(t *testing.T) {
-	kube := def("kubelet", "engine")
-	kube.Setting, kube.Required = "kubernetes", false
-	s, started := fakeSupervisor(t, def("engine"), kube)
-	engine := next(t, started)
-	k := s.find("kubelet")
-	eventually(t, "kubelet disabled", func() bool { return k.status().State == StateDisabled })
-	s.Switch("kubernetes", true)
-	run := next(t, started)
-	eventually(t, "kubelet running", func() bool { return k.status().Ready })
-	s.Switch("kubernetes", false)
-	if st := k.status(); st.State != StateDisabled || !run.finished.Load() {
-		t.Fatalf("switched off: %+v", st)
-	}
-	if s.find("engine").status().PID != engine.pid {
-		t.Fatal("switching kubernetes touched the engine")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		kube := def("kubelet", "engine")
+		kube.Setting, kube.Required = "kubernetes", false
+		s, started := fakeSupervisor(t, def("engine"), kube)
+		engine := next(t, started)
+		k := s.find("kubelet")
+		eventually(t, "kubelet disabled", func() bool { return k.status().State == StateDisabled })
+		s.Switch("kubernetes", true)
+		run := next(t, started)
+		eventually(t, "kubelet running", func() bool { return k.status().Ready })
+		s.Switch("kubernetes", false)
+		if st := k.status(); st.State != StateDisabled || !run.finished.Load() {
+			t.Fatalf("switched off: %+v", st)
+		}
+		if s.find("engine").status().PID != engine.pid {
+			t.Fatal("switching kubernetes touched the engine")
+		}
+	})
 }
