@@ -12,7 +12,9 @@
 // in the kernel where they can (transport.CopyN, splice(2)): upgraded
 // streams, and the runs of a body of 64 KB or more (a length-framed body,
 // a large chunk); smaller chunks, as the docker CLI's uploads come, are
-// gathered through a buffer, which measured faster for them.
+// read into one buffer, never past the body's end, and go out in large
+// writes, which measured faster for them; a stream waiting for its next
+// chunk holds no such buffer.
 //
 // It frames HTTP as Go's net/http server does (interim answers, early
 // answers, chunked bodies through their trailers, pipelining), and bounds
@@ -33,7 +35,8 @@
 // without a HostConfig: it asks the engine's version for such a body) and
 // refuses one that gives a field it edits twice. The files go by duty:
 // proxy.go (a connection's life), exchange.go (one request and its
-// answer), message.go (heads and framing), create.go (the edits of a
+// answer), message.go (heads and framing), chunked.go (a chunked body's
+// framing, followed as it is copied), create.go (the edits of a
 // create body), jsonspan.go (where a body's values are), watch.go
 // (clients that go away), budget.go.
 //

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/ddinit/ddinit/engineclient"
@@ -254,9 +253,6 @@ func responseFraming(req, resp head) framing {
 // (logs -f, events) that can last.
 func (f framing) streamed() bool { return f.chunked || f.toEOF }
 
-// chunkWriters gather a chunked body's chunks into large writes.
-var chunkWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, copyBuffer) }}
-
 // sink is where a body goes: a connection. A write that fails ends the
 // copy, unless the sink drains: then the rest is read off and dropped
 // (a request's body the engine stopped taking is still read off the
@@ -339,83 +335,6 @@ func copyInto(w io.Writer, br *bufio.Reader, n int64) error {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// copyChunked copies a chunked body, chunk by chunk, with its trailer.
-func copyChunked(out *sink, from bufferedConn) error {
-	// Chunks are gathered into large writes, flushed whenever the source
-	// has nothing more at hand, so a stream's chunk still goes out at once.
-	w := chunkWriters.Get().(*bufio.Writer)
-	w.Reset(out)
-	defer func() {
-		w.Flush()
-		w.Reset(nil)
-		chunkWriters.Put(w)
-	}()
-	dst, src := io.Writer(w), from.r
-	for {
-		if src.Buffered() == 0 {
-			if err := w.Flush(); err != nil {
-				return err
-			}
-		}
-		line, err := src.ReadSlice('\n')
-		if err != nil {
-			return fmt.Errorf("chunk size: %w", err)
-		}
-		if !crlfLine(line) {
-			return fmt.Errorf("%w: a chunk-size line %q", errBadFraming, line)
-		}
-		size, err := chunkSize(line)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errBadFraming, err)
-		}
-		if _, err := dst.Write(line); err != nil {
-			return err
-		}
-		if size == 0 {
-			// Trailers, then the blank line that ends the body.
-			for {
-				t, err := trailerLine(src)
-				if err != nil {
-					return err
-				}
-				// t is the reader's own buffer: written as it is, never
-				// appended to (that would overwrite what comes next).
-				if _, err := dst.Write(t); err != nil {
-					return err
-				}
-				if _, err := io.WriteString(dst, "\r\n"); err != nil {
-					return err
-				}
-				if len(t) == 0 {
-					return w.Flush()
-				}
-			}
-		}
-		if !from.behind && size-int64(src.Buffered()) >= spliceMin {
-			// A large chunk: its head goes out first, its bytes in the kernel.
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			if err := out.copyN(from, size); err != nil {
-				return err
-			}
-		} else if err := copyInto(dst, src, size); err != nil {
-			return err
-		}
-		end, err := src.Peek(2)
-		if err != nil {
-			return err
-		}
-		if string(end) != "\r\n" {
-			return fmt.Errorf("%w: a chunk not followed by CRLF", errBadFraming)
-		}
-		src.Discard(2)
-		if _, err := io.WriteString(dst, "\r\n"); err != nil {
-			return err
-		}
-	}
 }
 
 // trailerLine reads one trailer line, without its CRLF; one that ends in
