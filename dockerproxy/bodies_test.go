@@ -69,6 +69,10 @@ func TestBodiesArriveWholeAsTheyAreFramed(t *testing.T) {
 	sock := serveProxy(t, quietProxy(bodyEngine(t)))
 	ping := "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"
 	conn := dialUnix(t, sock)
+	// Against a hang: some 30 MB go through the proxy on this connection,
+	// a few seconds under -race, more than dialUnix's 10 s on a loaded
+	// machine.
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	br := bufio.NewReader(conn)
 	expectPing := func(after string) {
 		t.Helper()
@@ -182,7 +186,9 @@ func TestNoEmptyWritesForAnswersWithoutABody(t *testing.T) {
 func TestRandomBodiesPipelined(t *testing.T) {
 	sock := serveProxy(t, quietProxy(bodyEngine(t)))
 	conn := dialUnix(t, sock)
-	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	// Against a hang: the 150 bodies take some 10 s under -race, several
+	// times that on a loaded machine.
+	conn.SetDeadline(time.Now().Add(5 * time.Minute))
 	br := bufio.NewReader(conn)
 	rng := rand.New(rand.NewSource(1))
 	sizes := []int{0, 1, 100, 4095, 4096, 60 << 10, 64<<10 - 1, 64 << 10, 64<<10 + 1, 200 << 10, 1 << 20, 3<<20 + 5}

@@ -9,22 +9,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddinit/ddinit/regularfile"
 	"golang.org/x/sys/unix"
 )
 
-// within runs f and fails the test when it has not returned after d: the
-// bug it guards against is a boot that never ends.
-func within(t *testing.T, d time.Duration, what string, f func()) {
+// within runs f and fails the test when it waited on a file: when it has
+// not returned after a minute (the bug it guards against is a boot that
+// never ends), or took regularfile's DefaultTimeout or more (a file read
+// is only given up on after that long, so a call that waited on one takes
+// at least that; one that never waits takes milliseconds, however loaded
+// the machine and its disk).
+func within(t *testing.T, what string, f func()) {
 	t.Helper()
 	done := make(chan struct{})
+	start := time.Now()
 	go func() {
 		defer close(done)
 		f()
 	}()
 	select {
 	case <-done:
-	case <-time.After(d):
-		t.Fatalf("%s has not returned after %s", what, d)
+	case <-time.After(time.Minute):
+		t.Fatalf("%s has not returned after a minute", what)
+	}
+	if took := time.Since(start); took >= regularfile.DefaultTimeout {
+		t.Fatalf("%s took %s: it waited on a file (a read is given up on after %s)", what, took, regularfile.DefaultTimeout)
 	}
 }
 
@@ -75,7 +84,7 @@ func TestMoveAsideAlwaysEnds(t *testing.T) {
 			path := setup(t, t.TempDir())
 			var kept string
 			var err error
-			within(t, time.Second, "MoveAside", func() { kept, err = MoveAside(path, now) })
+			within(t, "MoveAside", func() { kept, err = MoveAside(path, now) })
 			if err == nil || kept != "" || !strings.Contains(err.Error(), path) {
 				t.Fatalf("kept as %q, error %v: want an error naming %s", kept, err, path)
 			}
@@ -134,7 +143,7 @@ func TestLoadRecoversADocumentThatIsNoFile(t *testing.T) {
 					writeFile(t, doc+".last-good", good)
 				}
 				var err error
-				within(t, time.Second, "Load", func() { err = a.Load(nil) })
+				within(t, "Load", func() { err = a.Load(nil) })
 				if err != nil {
 					t.Fatalf("the boot failed: %v", err)
 				}
@@ -159,7 +168,7 @@ func TestLoadRecoversADocumentThatIsNoFile(t *testing.T) {
 			doc := filepath.Join(root, DocumentFile)
 			writeFile(t, doc, "{")
 			bad.make(t, doc+".last-good")
-			within(t, time.Second, "Load", func() { a.Load(nil) })
+			within(t, "Load", func() { a.Load(nil) })
 			if v := a.View(); v.Generation != 0 || len(v.Recovered) != 1 || !strings.Contains(v.Recovered[0].Using, "no settings document") {
 				t.Fatalf("in force: %+v", v)
 			}
@@ -189,7 +198,7 @@ func TestLoadRecoversADaemonJSONThatIsNoFile(t *testing.T) {
 				was, _ := os.Lstat(path)
 				c.accepted(t, filepath.Join(root, AcceptedDaemonFile))
 				var err error
-				within(t, time.Second, "Load", func() { err = a.Load(pack) })
+				within(t, "Load", func() { err = a.Load(pack) })
 				if err != nil {
 					t.Fatalf("the boot failed: %v", err)
 				}
@@ -219,18 +228,18 @@ func TestApplierNeverWaitsOnAFile(t *testing.T) {
 			os.Remove(accepted)
 			bad.make(t, accepted)
 			var err error
-			within(t, time.Second, "a change", func() {
+			within(t, "a change", func() {
 				_, err = a.Put([]byte(`{"generation": 0, "daemonJSON": {"labels": ["c=1"]}}`))
 			})
 			if daemon := readFile(t, filepath.Join(root, DaemonFile)); err != nil || !strings.Contains(daemon, `"c=1"`) {
 				t.Fatalf("the change: %v, daemon.json %s", err, daemon)
 			}
-			within(t, time.Second, "RefusedAtBoot", func() { a.RefusedAtBoot("exit code 1") })
+			within(t, "RefusedAtBoot", func() { a.RefusedAtBoot("exit code 1") })
 
 			b, root := newApplier(t)
 			bad.make(t, filepath.Join(root, PendingFile))
 			writeFile(t, filepath.Join(root, DaemonFile), `{"labels": ["kept=1"]}`)
-			within(t, time.Second, "Load", func() { err = b.Load(nil) })
+			within(t, "Load", func() { err = b.Load(nil) })
 			if daemon := readFile(t, filepath.Join(root, DaemonFile)); err != nil || !strings.Contains(daemon, `"kept=1"`) {
 				t.Fatalf("the boot beside a journal that is %s: %v, daemon.json %s", name, err, daemon)
 			}
