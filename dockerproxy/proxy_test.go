@@ -21,6 +21,10 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
+// firstLineRead tells the stand-in engine's GET /logs?held that its
+// client read the first line.
+var firstLineRead = make(chan struct{})
+
 // engine is a stand-in for dockerd's API: just what the tests ask of it.
 func engine(t testing.TB) string {
 	mux := http.NewServeMux()
@@ -43,6 +47,15 @@ func engine(t testing.TB) string {
 		for i := range 3 {
 			fmt.Fprintf(w, "line %d\n", i)
 			w.(http.Flusher).Flush()
+			if i == 0 && r.URL.Query().Has("held") {
+				// Nothing more until the client has read the first line: a
+				// proxy that held it back would wait for ever.
+				select {
+				case <-firstLineRead:
+				case <-r.Context().Done():
+					return
+				}
+			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
@@ -197,12 +210,18 @@ func TestProxyKeepAliveRewritesAndPassesThrough(t *testing.T) {
 	if b := body(r); b != "11" {
 		t.Fatalf("chunked upload: %q", b)
 	}
-	r = send("GET /logs HTTP/1.1\r\nHost: d\r\n\r\n")
+	r = send("GET /logs?held HTTP/1.1\r\nHost: d\r\n\r\n")
 	lines := bufio.NewReader(r.Body)
-	start := time.Now()
-	first, _ := lines.ReadString('\n')
-	if first != "line 0\n" || time.Since(start) > 40*time.Millisecond {
-		t.Fatalf("the stream's first line came after %s: %q", time.Since(start), first)
+	first := make(chan string, 1)
+	go func() { l, _ := lines.ReadString('\n'); first <- l }()
+	select {
+	case l := <-first:
+		if l != "line 0\n" {
+			t.Fatalf("the stream's first line: %q", l)
+		}
+		firstLineRead <- struct{}{}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream's first line was held back until more came")
 	}
 	if rest := body(r); rest != "line 1\nline 2\n" {
 		t.Fatalf("stream: %q", rest)
