@@ -15,6 +15,11 @@ import (
 // that take them and the write that passes them on.
 const chunkBuffer = 256 << 10
 
+// minChunkWrite is the least a write of a chunked body's bytes passes on
+// while a chunk is still coming: smaller ones cost more in system calls
+// than they gain in keeping the engine busy.
+const minChunkWrite = 16 << 10
+
 // maxChunkLine bounds a chunk-size or trailer line, CRLF included, as Go's
 // net/http server bounds it.
 const maxChunkLine = 4 << 10
@@ -62,11 +67,12 @@ func copyChunked(out *sink, from bufferedConn) error {
 			_, err := out.Write(buf[:scanned])
 			return err
 		}
-		// Held bytes go out when the buffer is full, or at a chunk's end
-		// when the source has no more: never a chunk in pieces because the
-		// reads caught up with the sender.
+		// Held bytes go out when the buffer is full, and whenever the
+		// source has no more at hand: at a chunk's end, or once they are
+		// worth a write (a sender slower than the proxy, as the CLI is,
+		// keeps the engine fed; one faster fills the buffer first).
 		boundary := f.state == sizeLine && f.line == n
-		if pass := f.passable(scanned); pass > 0 && (n == len(buf) || dry && boundary) {
+		if pass := f.passable(scanned); pass > 0 && (n == len(buf) || dry && (boundary || pass >= minChunkWrite)) {
 			if _, err := out.Write(buf[:pass]); err != nil {
 				return err
 			}
