@@ -20,8 +20,8 @@ const chunkBuffer = 256 << 10
 // than they gain in keeping the engine busy.
 const minChunkWrite = 16 << 10
 
-// maxChunkLine bounds a chunk-size or trailer line, CRLF included, as Go's
-// net/http server bounds it.
+// maxChunkLine bounds a chunk-size or trailer line, CRLF included: one
+// this long or longer Go's net/http server refuses.
 const maxChunkLine = 4 << 10
 
 var chunkBuffers = sync.Pool{New: func() any { b := make([]byte, chunkBuffer); return &b }}
@@ -72,6 +72,10 @@ func copyChunked(out *sink, from bufferedConn) error {
 		// worth a write (a sender slower than the proxy, as the CLI is,
 		// keeps the engine fed; one faster fills the buffer first).
 		boundary := f.state == sizeLine && f.line == n
+		// A read that got all it asked for can still end a stream's chunk
+		// (a size line with an extension or blanks asks for less than it
+		// holds): nothing left in the reader, it counts as dry there.
+		dry = dry || boundary && n > 0 && from.r.Buffered() == 0
 		if pass := f.passable(scanned); pass > 0 && (n == len(buf) || dry && (boundary || pass >= minChunkWrite)) {
 			if _, err := out.Write(buf[:pass]); err != nil {
 				return err
@@ -80,8 +84,8 @@ func copyChunked(out *sink, from bufferedConn) error {
 			scanned -= pass
 			f.line -= pass
 		}
-		if f.inLine() && n-f.line > maxChunkLine {
-			return fmt.Errorf("%w: a line over %d bytes", errBadFraming, maxChunkLine)
+		if f.inLine() && n-f.line >= maxChunkLine {
+			return fmt.Errorf("%w: a line of %d bytes or more", errBadFraming, maxChunkLine)
 		}
 		if f.state == chunkData && out.err == nil && !from.behind && f.left-int64(from.r.Buffered()) >= spliceMin {
 			// A large chunk: what is held goes out first, its run in the kernel.
@@ -185,6 +189,9 @@ func (f *chunkFrame) scan(held []byte, from int) (int, error) {
 			}
 			i += eol + 1
 			line := held[f.line:i]
+			if len(line) >= maxChunkLine {
+				return f.line, fmt.Errorf("%w: a line of %d bytes or more", errBadFraming, maxChunkLine)
+			}
 			if f.state == sizeLine {
 				if !crlfLine(line) {
 					return i, fmt.Errorf("%w: a chunk-size line %q", errBadFraming, line)
