@@ -101,6 +101,9 @@ func TestCloseAnswersAConnectionItAccepted(t *testing.T) {
 		for s.owed() == 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond) // until the server has accepted it
 		}
+		if s.owed() == 0 {
+			t.Fatalf("stand-in %v: the server never accepted the connection", standIn)
+		}
 		closed := make(chan struct{})
 		go func() { s.Close(); close(closed) }()
 		<-s.closing

@@ -116,6 +116,23 @@ func TestReadersGoAfterABurst(t *testing.T) {
 		b, _ := query("n"+itoa(i)+".example", dns.TypeA).Pack()
 		cl.WriteTo(b, pc.LocalAddr())
 	}
+	// The burst is read and answered (SERVFAIL once the budget is out, or
+	// at once past the cap on queries in flight): the answers are read
+	// until none comes for 2 s, the most goroutines seen meanwhile kept.
+	answers, peak := 0, 0
+	buf := make([]byte, 512)
+	for {
+		peak = max(peak, runtime.NumGoroutine()-base)
+		cl.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := cl.ReadFrom(buf); err != nil {
+			break
+		}
+		answers++
+	}
+	if answers == 0 || peak <= maxIdleReaders+2 {
+		t.Fatalf("the burst: %d answers, at most %d goroutines: no readers came for it", answers, peak)
+	}
+	t.Logf("the burst: %d answers, at most %d goroutines", answers, peak)
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine()-base > maxIdleReaders+2 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
