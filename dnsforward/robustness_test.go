@@ -305,7 +305,7 @@ func TestCloseWithQueriesInFlight(t *testing.T) {
 		cl.WriteTo(b, pc.LocalAddr())
 	}
 	go (&dns.Client{Net: "tcp"}).Exchange(query("t.example", dns.TypeA), l.Addr().String())
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 5*time.Second, "queries in flight", func() bool { return f.inFlightNow() > 0 })
 	done := make(chan struct{})
 	go func() { s.Close(); close(done) }()
 	select {
