@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -120,6 +121,12 @@ func TestWSLPathsClientIsShared(t *testing.T) {
 		}
 		json.NewEncoder(w).Encode(bindAnswer{Source: answer})
 	})}
+	var conns atomic.Int64
+	srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
 	go srv.Serve(l)
 	defer srv.Close()
 	w := NewWSLPaths(shared)
@@ -138,6 +145,9 @@ func TestWSLPathsClientIsShared(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if g, f := runtime.NumGoroutine(), openFDs(t); g > goroutines+4 || f > fds+4 {
 		t.Fatalf("200 translations: goroutines %d → %d, descriptors %d → %d", goroutines, g, fds, f)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("201 translations made %d connections to the service, not one kept", n)
 	}
 	if dst, ok, err := w.Translate(`\\wsl$\ubuntu\home\me`, dockerproxy.FromBinds); err != nil || !ok || dst != answer {
 		t.Fatalf("the distro's name in another case: %q %v %v", dst, ok, err)

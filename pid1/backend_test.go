@@ -29,7 +29,13 @@ func TestFollowedLogStoppedMidBurstEndsItsConverter(t *testing.T) {
 	for i := 0; i < 200; i++ { // more than the channel between them holds
 		in.ownLog.Add(logs.Line{Time: time.Now(), Text: "burst"})
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The channel full: the converter, with lines still to send, waits on
+	// it when the follower stops.
+	for deadline := time.Now().Add(10 * time.Second); len(ch) < cap(ch); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the burst never filled the follower's channel (%d of %d)", len(ch), cap(ch))
+		}
+	}
 	stop()
 	stop() // twice is harmless
 	deadline := time.Now().Add(2 * time.Second)
