@@ -237,7 +237,6 @@ func (in *pid1) startServices() error {
 	in.mu.Unlock()
 	in.tellIdleStop()
 	in.tellReach()
-	in.bg.Go(func(context.Context) { in.trustDistro() })
 	sup, err := in.newSupervisor()
 	if err != nil {
 		return err
@@ -350,8 +349,11 @@ func (in *pid1) componentVersion(name string) string {
 }
 
 // trustDistro lets the distros' connections to container addresses
-// through dockerd's filtering (network.TrustDistro): off the boot's path,
-// since only a distro's connection to a container's IP needs it.
+// through dockerd's filtering (network.TrustDistro). It runs once dockerd
+// is ready (awaitEngine), off the boot's path: only a distro's connection
+// to a container's IP needs it, and its six runs of the pack's iptables
+// took the CPU from containerd's start and dockerd's task when they ran
+// beside them (docs/benchmarks.md).
 func (in *pid1) trustDistro() {
 	if host, _, err := network.Addrs(in.cfg.Subnet); err == nil {
 		if err := network.TrustDistro(in.reaper, []netip.Addr{host.Addr()}); err != nil {

@@ -96,7 +96,8 @@ func (in *pid1) packStatus() *control.PackState {
 // awaitEngine (PID 1) tells ddinit run when dockerd is ready for the first
 // time this boot, however it got there (its first start, or one the
 // restart policy made after it): ddinit run passes on the clients it held
-// when this PID 1 replaced another.
+// when this PID 1 replaced another. Then it lets the distros reach
+// containers by their addresses (trustDistro).
 func (in *pid1) awaitEngine(ctx context.Context, sup *services.Supervisor) {
 	if _, err := sup.Await(ctx, "dockerd", func(st services.Status) bool { return st.Ready }); err != nil {
 		return // stopping, or a pack without dockerd
@@ -105,6 +106,7 @@ func (in *pid1) awaitEngine(ctx context.Context, sup *services.Supervisor) {
 	in.engineWasUp = true
 	in.mu.Unlock()
 	in.tell(wire.Message{Kind: wire.EngineReady}) // unreported only if ddinit run is gone
+	in.trustDistro()
 }
 
 // recordEngine (PID 1) keeps, once dockerd is ready, which pack and engine

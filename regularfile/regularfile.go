@@ -1,6 +1,7 @@
 package regularfile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -138,8 +139,17 @@ func ReadWithin(path string, limit int64, timeout time.Duration) ([]byte, error)
 	done := make(chan read, 1)
 	go func() {
 		defer f.Close()
-		b, err := io.ReadAll(io.LimitReader(f, limit+1))
-		done <- read{b, err} // buffered: never blocks once abandoned
+		// Sized by the file, so that a large one (a CA bundle of 200 KB)
+		// is read into one buffer rather than one grown and copied a
+		// dozen times; the last read, which finds the end, needs the 512
+		// bytes bytes.Buffer keeps free.
+		size := int64(0)
+		if st, err := f.Stat(); err == nil {
+			size = min(max(st.Size(), 0), limit)
+		}
+		buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+		_, err := buf.ReadFrom(io.LimitReader(f, limit+1))
+		done <- read{buf.Bytes(), err} // buffered: never blocks once abandoned
 	}()
 	t := time.NewTimer(max(time.Until(deadline), time.Millisecond))
 	defer t.Stop()

@@ -84,3 +84,36 @@ func TestHungOpenIsBounded(t *testing.T) {
 		t.Fatalf("%v after %s", err, time.Since(start))
 	}
 }
+
+// The buffer is sized by what the file says it holds; what it really
+// holds is what is read: a file of every size around the buffer's steps,
+// a file that says it is empty (/proc's), one at and over the limit.
+func TestReadsWhatTheFileHolds(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 511, 512, 513, 4096, 200 << 10, 1 << 20} {
+		want := make([]byte, n)
+		for i := range want {
+			want[i] = byte('a' + i%26)
+		}
+		path := filepath.Join(dir, "f")
+		if err := os.WriteFile(path, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := Read(path, int64(n)); err != nil || string(b) != string(want) {
+			t.Errorf("%d bytes at a limit of %d: %d bytes read, %v", n, n, len(b), err)
+		}
+		if b, err := Read(path, 4<<20); err != nil || string(b) != string(want) {
+			t.Errorf("%d bytes: %d bytes read, %v", n, len(b), err)
+		}
+		if n > 0 {
+			if _, err := Read(path, int64(n-1)); !errors.Is(err, ErrTooLarge) {
+				t.Errorf("%d bytes at a limit of %d: %v", n, n-1, err)
+			}
+		}
+	}
+	// /proc's files say they hold nothing and hold lines.
+	b, err := Read("/proc/self/status", 1<<20)
+	if err != nil || !strings.Contains(string(b), "\nPid:") {
+		t.Errorf("/proc/self/status: %d bytes, %v", len(b), err)
+	}
+}
