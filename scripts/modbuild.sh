@@ -9,7 +9,10 @@
 go=${GO:-go}
 goversion=$($go env GOVERSION)
 cache=${DDINIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ddinit}
-export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+# No DWARF from the compiler: every binary is linked with -s -w, which
+# drops it anyway, and making it cost ~9% of a cold build's CPU (the
+# clients, one cold build each way: 595 against 657 CPU-seconds).
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -gcflags=all=-dwarf=false" GOTOOLCHAIN=local
 
 module_info() { $go mod download -json "$1"; }
 
