@@ -348,9 +348,22 @@ func (in *pid1) componentVersion(name string) string {
 	return ""
 }
 
+// trustOnce runs trustDistro the first time dockerd is ready in this
+// PID 1's namespace, on whichever supervisor: the rule stays there
+// through idle stops and restarts (ClearEngine keeps DOCKER-USER).
+func (in *pid1) trustOnce() {
+	in.mu.Lock()
+	done := in.trusted
+	in.trusted = true
+	in.mu.Unlock()
+	if !done {
+		in.trustDistro()
+	}
+}
+
 // trustDistro lets the distros' connections to container addresses
 // through dockerd's filtering (network.TrustDistro). It runs once dockerd
-// is ready (awaitEngine), off the boot's path: only a distro's connection
+// is ready (trustOnce), off the boot's path: only a distro's connection
 // to a container's IP needs it, and its six runs of the pack's iptables
 // took the CPU from containerd's start and dockerd's task when they ran
 // beside them (docs/benchmarks.md).

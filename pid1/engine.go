@@ -338,6 +338,9 @@ func (in *pid1) startEngine() error {
 		sup.Stop()
 		return err
 	}
+	// Done at the first ready of the boot's own supervisor (awaitEngine),
+	// unless this one replaced it before that.
+	in.bg.Go(func(context.Context) { in.trustOnce() })
 	return nil
 }
 

@@ -6,5 +6,8 @@ import (
 	"go.uber.org/goleak"
 )
 
-// No test leaves a goroutine behind.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// No test leaves a goroutine behind, but the reaper's loop, which lives
+// as long as PID 1 does (TestTrustOnceRunsIptablesOnce starts one).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/ddinit/ddinit/pid1.NewReaper.func1"))
+}

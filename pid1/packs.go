@@ -97,7 +97,9 @@ func (in *pid1) packStatus() *control.PackState {
 // time this boot, however it got there (its first start, or one the
 // restart policy made after it): ddinit run passes on the clients it held
 // when this PID 1 replaced another. Then it lets the distros reach
-// containers by their addresses (trustDistro).
+// containers by their addresses (trustOnce). A wait cut short by the
+// boot's supervisor being replaced (a Kubernetes switch or reset before
+// dockerd was first ready) leaves that to startEngine.
 func (in *pid1) awaitEngine(ctx context.Context, sup *services.Supervisor) {
 	if _, err := sup.Await(ctx, "dockerd", func(st services.Status) bool { return st.Ready }); err != nil {
 		return // stopping, or a pack without dockerd
@@ -106,7 +108,7 @@ func (in *pid1) awaitEngine(ctx context.Context, sup *services.Supervisor) {
 	in.engineWasUp = true
 	in.mu.Unlock()
 	in.tell(wire.Message{Kind: wire.EngineReady}) // unreported only if ddinit run is gone
-	in.trustDistro()
+	in.trustOnce()
 }
 
 // recordEngine (PID 1) keeps, once dockerd is ready, which pack and engine

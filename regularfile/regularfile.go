@@ -145,7 +145,7 @@ func ReadWithin(path string, limit int64, timeout time.Duration) ([]byte, error)
 		// bytes bytes.Buffer keeps free.
 		size := int64(0)
 		if st, err := f.Stat(); err == nil {
-			size = min(max(st.Size(), 0), limit)
+			size = max(min(st.Size(), limit), 0)
 		}
 		buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
 		_, err := buf.ReadFrom(io.LimitReader(f, limit+1))

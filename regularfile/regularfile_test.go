@@ -111,6 +111,10 @@ func TestReadsWhatTheFileHolds(t *testing.T) {
 			}
 		}
 	}
+	// A limit below nothing refuses, never sizes a buffer by it.
+	if _, err := Read(filepath.Join(dir, "f"), -1000); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a negative limit: %v", err)
+	}
 	// /proc's files say they hold nothing and hold lines.
 	b, err := Read("/proc/self/status", 1<<20)
 	if err != nil || !strings.Contains(string(b), "\nPid:") {
