@@ -351,15 +351,7 @@ func (in *pid1) componentVersion(name string) string {
 // trustOnce runs trustDistro the first time dockerd is ready in this
 // PID 1's namespace, on whichever supervisor: the rule stays there
 // through idle stops and restarts (ClearEngine keeps DOCKER-USER).
-func (in *pid1) trustOnce() {
-	in.mu.Lock()
-	done := in.trusted
-	in.trusted = true
-	in.mu.Unlock()
-	if !done {
-		in.trustDistro()
-	}
-}
+func (in *pid1) trustOnce() { in.trust.Do(in.trustDistro) }
 
 // trustDistro lets the distros' connections to container addresses
 // through dockerd's filtering (network.TrustDistro). It runs once dockerd

@@ -70,8 +70,8 @@ type pid1 struct {
 	// another says why only until then).
 	replaced    string
 	engineWasUp bool
-	// trusted: trustDistro has run in this PID 1's namespace (trustOnce).
-	trusted bool
+	// trust runs trustDistro once in this PID 1's namespace (trustOnce).
+	trust sync.Once
 
 	mounted  []mounts.Mount // what the mounts step made, for the shutdown
 	switched bool           // the root is the assembled one
