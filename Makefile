@@ -15,7 +15,8 @@ FUZZ_TARGETS := iso9660:FuzzVolumeDescriptor:100000x iso9660:FuzzDirectoryRecord
 	dockerproxy:FuzzProxyRequest:20000x dockerproxy:FuzzRewriteCreate:100000x \
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
 	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x \
-	clitools:FuzzReadStates:20000x kubeconfig:FuzzMerge:40000x
+	clitools:FuzzReadStates:20000x kubeconfig:FuzzMerge:40000x \
+	cgroup:FuzzSomeTotal:100000x
 
 .PHONY: all deps build isos kube test-packs distro test test-builds unit fuzz bench bench-compare demo vm-test clean
 

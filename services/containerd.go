@@ -254,12 +254,13 @@ func (s *Supervisor) awaitContainerdExit(d *daemon, log *logrus.Entry) (*ExitInf
 	go liveness{
 		timing:  s.cfg.Liveness,
 		resting: s.resting.Load,
+		waited:  s.cpuWaited(s.cfg.CgroupParent + "/containerd"),
 		check: func(ctx context.Context) error {
 			_, err := d.client.Version(ctx)
 			return err
 		},
-		failing: func(silent time.Duration, err error) {
-			reason := notAnswering(silent, err)
+		failing: func(silent, starved time.Duration, err error) {
+			reason := notAnswering(silent, starved, err)
 			s.update(s.ctrd, func(st *Status) { st.State, st.Ready, st.Reason = StateUnresponsive, false, reason })
 			log.WithField("reason", reason).Warn("containerd is not answering")
 		},

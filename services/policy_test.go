@@ -65,9 +65,9 @@ func TestLivenessReportsThenKills(t *testing.T) {
 				<-ctx.Done() // a stopped process: no answer at all
 				return ctx.Err()
 			},
-			failing: func(silent time.Duration, err error) {
+			failing: func(silent, starved time.Duration, err error) {
 				mu.Lock()
-				reasons = append(reasons, notAnswering(silent, err))
+				reasons = append(reasons, notAnswering(silent, starved, err))
 				mu.Unlock()
 			},
 			recovered: func() { mu.Lock(); recovered++; mu.Unlock() },
@@ -107,6 +107,69 @@ func TestLivenessReportsThenKills(t *testing.T) {
 			t.Fatal("killed twice")
 		}
 	})
+}
+
+// The silence counted towards KillAfter leaves out what the process spent
+// waiting for a CPU, up to starvedLimit KillAfters of silence in all; a
+// process whose waiting is not known is killed at KillAfter. The waits
+// are given as a share of the time since the silence began.
+func TestLivenessSparesAStarvedProcess(t *testing.T) {
+	// The cluster's timing: every 10 s, 15 s to answer, 80 s of silence.
+	const killAfter = 80 * time.Second
+	for _, c := range []struct {
+		name     string
+		share    float64 // of the silence spent waiting for a CPU
+		known    bool
+		killedAt time.Duration
+		says     string
+	}{
+		{"never waited", 0, true, killAfter, ""},
+		{"waited half the time", 0.5, true, 2 * killAfter, "of it waiting for a CPU"},
+		{"waited all the time", 1, true, starvedLimit * killAfter, "of it waiting for a CPU"},
+		{"waiting not known", 1, false, killAfter, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				begin := time.Now()
+				var reasons []string
+				var killedAt time.Duration
+				kill := ""
+				l := liveness{
+					timing: LivenessTiming{Period: 10 * time.Second, Timeout: 15 * time.Second, KillAfter: killAfter},
+					check: func(ctx context.Context) error {
+						<-ctx.Done()
+						return ctx.Err()
+					},
+					// The bubble's exact time: share of every second waited.
+					waited: func() (time.Duration, bool) {
+						return time.Duration(c.share * float64(time.Since(begin))), c.known
+					},
+					failing: func(silent, starved time.Duration, err error) {
+						reasons = append(reasons, notAnswering(silent, starved, err))
+					},
+					recovered: func() { t.Error("recovered without an answer") },
+					kill:      func(reason string) { killedAt, kill = time.Since(begin), reason },
+				}
+				l.run(context.Background())
+				if killedAt < c.killedAt || killedAt > c.killedAt+2*l.timing.Period {
+					t.Fatalf("killed %s after the silence began; want %s, within a period", killedAt, c.killedAt)
+				}
+				if !strings.HasPrefix(kill, "not answering for") || !strings.Contains(kill, c.says) || len(reasons) == 0 {
+					t.Fatalf("kill %q after %d reports; want it to say %q", kill, len(reasons), c.says)
+				}
+				if last := reasons[len(reasons)-1]; !strings.Contains(last, c.says) || !strings.Contains(last, context.DeadlineExceeded.Error()) {
+					t.Fatalf("last report %q; want it to say %q and the probe's error", last, c.says)
+				}
+			})
+		})
+	}
+	// How a report reads: the wait named from a second on, the error last.
+	if got := notAnswering(46*time.Second, 40*time.Second, context.DeadlineExceeded); got != "not answering for 46s, 40s of it waiting for a CPU (context deadline exceeded)" {
+		t.Fatalf("reason %q", got)
+	}
+	if got := notAnswering(80*time.Second, 300*time.Millisecond, nil); got != "not answering for 1m20s" {
+		t.Fatalf("kill reason %q", got)
+	}
 }
 
 func TestLivenessProbeMustGetAnAnswer(t *testing.T) {

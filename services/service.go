@@ -195,9 +195,10 @@ func (s *Supervisor) watch(ctx context.Context, svc *service, t task, log *logru
 	liveness{
 		timing:  svc.def.LiveTiming.or(s.cfg.Liveness),
 		resting: s.resting.Load,
+		waited:  s.cpuWaited(serviceCgroup(svc.def.Spec.Linux, svc.def.Name)),
 		check:   p.Check,
-		failing: func(silent time.Duration, err error) {
-			reason := notAnswering(silent, err)
+		failing: func(silent, starved time.Duration, err error) {
+			reason := notAnswering(silent, starved, err)
 			s.update(svc, func(st *Status) { st.State, st.Ready, st.Reason = StateUnresponsive, false, reason })
 			log.WithField("reason", reason).Warn("service is not answering")
 		},
