@@ -12,7 +12,7 @@ kver=${VM_KERNEL:-}
 timeout=${VM_TIMEOUT:-480}
 # The Kubernetes phase's own budget: the cluster's seven components start
 # on an emulated CPU.
-kube_timeout=${VM_KUBE_TIMEOUT:-900}
+kube_timeout=${VM_KUBE_TIMEOUT:-1200}
 # VM_ONLY=kubernetes runs that phase alone, on a new data disk (for work
 # on it); the default runs every phase.
 only=${VM_ONLY:-}
