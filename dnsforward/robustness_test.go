@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/miekg/dns"
@@ -194,8 +195,14 @@ func TestOnlyServersRefusalPassedOn(t *testing.T) {
 }
 
 // The resolver file read while queries race: told once per change, one at
-// a time.
+// a time. In a synctest bubble: a query waits lookWait for a look of the
+// bubble's time, which does not pass while the look reads the file, so a
+// loaded machine cannot make one look read two rounds' changes.
 func TestOnChangeSerialized(t *testing.T) {
+	synctest.Test(t, onChangeSerialized)
+}
+
+func onChangeSerialized(t *testing.T) {
 	dir := t.TempDir()
 	var mu sync.Mutex
 	inside, most, calls := 0, 0, 0
