@@ -16,7 +16,7 @@ FUZZ_TARGETS := iso9660:FuzzVolumeDescriptor:100000x iso9660:FuzzDirectoryRecord
 	settings:FuzzParse:100000x settings:FuzzLoadStored:5000x \
 	dnsforward:FuzzParseConf:100000x dnsforward:FuzzAnswer:50000x \
 	clitools:FuzzReadStates:20000x kubeconfig:FuzzMerge:40000x \
-	cgroup:FuzzSomeTotal:100000x
+	services:FuzzParseSchedstat:100000x
 
 .PHONY: all deps build isos kube test-packs distro test test-builds unit fuzz bench bench-compare demo vm-test clean
 

@@ -7,9 +7,7 @@
 // left empty), on either version of the hierarchy.
 //
 // It also lists, reading only, the processes of a cgroup a process is in
-// (Procs: a host-network container's, for package hostports), and reads
-// how long a cgroup's processes have waited for a CPU (CPUWaited, its
-// cpu.pressure: for the supervisor's liveness).
+// (Procs: a host-network container's, for package hostports).
 //
 // It must not write to a cgroup outside the parent it is given, and must not
 // drop caches machine-wide: other distros share the kernel.

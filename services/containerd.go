@@ -254,7 +254,7 @@ func (s *Supervisor) awaitContainerdExit(d *daemon, log *logrus.Entry) (*ExitInf
 	go liveness{
 		timing:  s.cfg.Liveness,
 		resting: s.resting.Load,
-		waited:  s.cpuWaited(s.cfg.CgroupParent + "/containerd"),
+		times:   s.cpuTimesOf(d.pid),
 		check: func(ctx context.Context) error {
 			_, err := d.client.Version(ctx)
 			return err

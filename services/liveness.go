@@ -17,12 +17,14 @@ const starvedLimit = 4
 // returns. It returns when ctx ends.
 //
 // The silence counted towards KillAfter leaves out what the process spent
-// ready to run with no CPU to run on (waited, its cgroup's CPU pressure):
-// on a machine too busy to run it (WSL's VM starved by Windows, a cluster's
-// components all starting at once on two CPUs), a slow process is not a
-// hung one, and killing it only adds a restart to the load. A hung process
-// waits for no CPU (a deadlock sleeps) and is killed as before; one that
-// stays silent for starvedLimit KillAfters is killed however starved.
+// held back by a busy machine (starvedShare of its own threads' times):
+// where the machine cannot run it (a cluster's components all starting at
+// once on two CPUs), a slow process is not a hung one, and killing it only
+// adds a restart to the load. A deadlocked or stopped process waits for
+// no CPU and is killed on time; one that spins waits for a share of what
+// it runs, and is killed later by that share; after starvedLimit
+// KillAfters of silence it is killed however starved. (Time the host
+// takes from the VM's CPUs is not seen from inside, and not left out.)
 type liveness struct {
 	timing    LivenessTiming
 	check     func(ctx context.Context) error
@@ -32,21 +34,21 @@ type liveness struct {
 	// resting, when set and true, skips the checks: the process is frozen
 	// on purpose, and its silence then is not counted.
 	resting func() bool
-	// waited, when set, is how long the process has waited for a CPU in
-	// all (ok false: not known, and nothing is left out).
-	waited func() (d time.Duration, ok bool)
+	// times, when set, reads the process's CPU times (ok false: not
+	// known, and nothing is left out).
+	times func() (t cpuTimes, ok bool)
 }
 
 func (l liveness) run(ctx context.Context) {
 	tick := time.NewTicker(l.timing.Period)
 	defer tick.Stop()
 	var lastAnswer time.Time
-	var waitedThen time.Duration
+	var timesThen cpuTimes
 	knownThen := false
 	answered := func() {
 		lastAnswer = time.Now()
-		if l.waited != nil {
-			waitedThen, knownThen = l.waited()
+		if l.times != nil {
+			timesThen, knownThen = l.times()
 		}
 	}
 	answered()
@@ -78,13 +80,13 @@ func (l liveness) run(ctx context.Context) {
 		answering = false
 		silent := time.Since(lastAnswer)
 		var starved time.Duration
-		if l.waited != nil {
-			switch now, ok := l.waited(); {
+		if l.times != nil {
+			switch now, ok := l.times(); {
 			case ok && knownThen:
-				starved = min(max(now-waitedThen, 0), silent)
+				starved = starvedShare(timesThen, now, silent)
 			case ok:
 				// Not read at the last answer: counted from now on.
-				waitedThen, knownThen = now, true
+				timesThen, knownThen = now, true
 			}
 		}
 		if silent-starved >= l.timing.KillAfter || silent >= starvedLimit*l.timing.KillAfter {

@@ -109,50 +109,85 @@ func TestLivenessReportsThenKills(t *testing.T) {
 	})
 }
 
-// The silence counted towards KillAfter leaves out what the process spent
-// waiting for a CPU, up to starvedLimit KillAfters of silence in all; a
-// process whose waiting is not known is killed at KillAfter. The waits
-// are given as a share of the time since the silence began.
+// The silence counted towards KillAfter leaves out the share of it the
+// process spent held back by a busy machine, up to starvedLimit
+// KillAfters of silence in all; what it waited before its last answer,
+// or while the engine rested, or before its times could first be read,
+// is not left out; a process whose times are not known is killed at
+// KillAfter. Each case scripts the process's times against the bubble's
+// time since the start.
 func TestLivenessSparesAStarvedProcess(t *testing.T) {
 	// The cluster's timing: every 10 s, 15 s to answer, 80 s of silence.
 	const killAfter = 80 * time.Second
+	starvedAll := func(e time.Duration) (cpuTimes, bool) { return cpuTimes{waited: e}, true }
+	never := func(time.Duration) bool { return false }
 	for _, c := range []struct {
-		name     string
-		share    float64 // of the silence spent waiting for a CPU
-		known    bool
-		killedAt time.Duration
-		says     string
+		name      string
+		times     func(e time.Duration) (cpuTimes, bool)
+		answers   func(e time.Duration) bool // before the silence
+		resting   func(e time.Duration) bool
+		killAfter time.Duration // after the last answer
+		says      string
 	}{
-		{"never waited", 0, true, killAfter, ""},
-		{"waited half the time", 0.5, true, 2 * killAfter, "of it waiting for a CPU"},
-		{"waited all the time", 1, true, starvedLimit * killAfter, "of it waiting for a CPU"},
-		{"waiting not known", 1, false, killAfter, ""},
+		{"never waited", func(time.Duration) (cpuTimes, bool) { return cpuTimes{}, true }, never, never, killAfter, ""},
+		{"waited half its runnable time", func(e time.Duration) (cpuTimes, bool) { return cpuTimes{ran: e / 2, waited: e / 2}, true }, never, never, 2 * killAfter, "of it waiting for a CPU"},
+		{"waited all the time", starvedAll, never, never, starvedLimit * killAfter, "of it waiting for a CPU"},
+		// Three threads spinning on two CPUs: they wait a quarter of their
+		// runnable time, but together as long as the silence.
+		{"threads spinning, waiting a quarter", func(e time.Duration) (cpuTimes, bool) { return cpuTimes{ran: 3 * e, waited: e}, true }, never, never, killAfter * 4 / 3, "of it waiting for a CPU"},
+		{"times not known", func(time.Duration) (cpuTimes, bool) { return cpuTimes{}, false }, never, never, killAfter, ""},
+		{"waited before its last answer only", func(e time.Duration) (cpuTimes, bool) { return cpuTimes{waited: min(e, 100*time.Second)}, true },
+			func(e time.Duration) bool { return e < 100*time.Second }, never, killAfter, ""},
+		{"waited before its times could be read", func(e time.Duration) (cpuTimes, bool) {
+			if e < 30*time.Second {
+				return cpuTimes{}, false // as readCPUTimes fails
+			}
+			return cpuTimes{waited: time.Hour}, true
+		}, never, never, killAfter, ""},
+		{"waited while the engine rested", func(e time.Duration) (cpuTimes, bool) { return cpuTimes{waited: min(e, 100*time.Second)}, true },
+			never, func(e time.Duration) bool { return e < 100*time.Second }, killAfter, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				begin := time.Now()
+				since := func() time.Duration { return time.Since(begin) }
+				lastAnswer := begin
 				var reasons []string
-				var killedAt time.Duration
+				var killedAt time.Time
 				kill := ""
 				l := liveness{
 					timing: LivenessTiming{Period: 10 * time.Second, Timeout: 15 * time.Second, KillAfter: killAfter},
 					check: func(ctx context.Context) error {
+						if c.answers(since()) {
+							lastAnswer = time.Now()
+							return nil
+						}
 						<-ctx.Done()
 						return ctx.Err()
 					},
-					// The bubble's exact time: share of every second waited.
-					waited: func() (time.Duration, bool) {
-						return time.Duration(c.share * float64(time.Since(begin))), c.known
+					times: func() (cpuTimes, bool) { return c.times(since()) },
+					resting: func() bool {
+						if c.resting(since()) {
+							lastAnswer = time.Now() // the silence counts from the rest's end
+							return true
+						}
+						return false
 					},
 					failing: func(silent, starved time.Duration, err error) {
 						reasons = append(reasons, notAnswering(silent, starved, err))
 					},
 					recovered: func() { t.Error("recovered without an answer") },
-					kill:      func(reason string) { killedAt, kill = time.Since(begin), reason },
+					kill:      func(reason string) { killedAt, kill = time.Now(), reason },
 				}
-				l.run(context.Background())
-				if killedAt < c.killedAt || killedAt > c.killedAt+2*l.timing.Period {
-					t.Fatalf("killed %s after the silence began; want %s, within a period", killedAt, c.killedAt)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*starvedLimit*killAfter)
+				defer cancel()
+				l.run(ctx)
+				if kill == "" {
+					t.Fatalf("never killed; reports: %q", reasons[len(reasons)-3:])
+				}
+				// Within a period and a probe's timeout of the threshold.
+				if after := killedAt.Sub(lastAnswer); after < c.killAfter || after > c.killAfter+2*l.timing.Period+l.timing.Timeout {
+					t.Fatalf("killed %s after the last answer; want %s", after, c.killAfter)
 				}
 				if !strings.HasPrefix(kill, "not answering for") || !strings.Contains(kill, c.says) || len(reasons) == 0 {
 					t.Fatalf("kill %q after %d reports; want it to say %q", kill, len(reasons), c.says)

@@ -1,10 +1,8 @@
 package services
 
 import (
-	"cmp"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,8 +13,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/ddinit/ddinit/cgroup"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 )
 
@@ -53,18 +49,18 @@ func (f *fakeTask) exit(code int) {
 // goroutine in it is blocked, never while a start is half recorded.
 func fakeSupervisor(t *testing.T, defs ...Definition) (*Supervisor, chan *fakeTask) {
 	t.Helper()
-	return fakeSupervisorIn(t, nil, defs...)
+	return fakeSupervisorReading(t, nil, defs...)
 }
 
-// fakeSupervisorIn is fakeSupervisor with a cgroup hierarchy to read.
-func fakeSupervisorIn(t *testing.T, cgroups *cgroup.Hierarchy, defs ...Definition) (*Supervisor, chan *fakeTask) {
+// fakeSupervisorReading is fakeSupervisor whose liveness reads processes'
+// CPU times with readTimes (when not nil).
+func fakeSupervisorReading(t *testing.T, readTimes func(pid int) (cpuTimes, error), defs ...Definition) (*Supervisor, chan *fakeTask) {
 	t.Helper()
 	quiet := logrus.New()
 	quiet.Out = io.Discard
 	s, err := New(Config{
 		Restart: RestartPolicy{Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Hour}, CrashLoop: 3},
 		Log:     logrus.NewEntry(quiet),
-		Cgroups: cgroups,
 	}, defs)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +72,9 @@ func fakeSupervisorIn(t *testing.T, cgroups *cgroup.Hierarchy, defs ...Definitio
 		f := &fakeTask{pid: pid, exits: make(chan containerd.ExitStatus, 1), signals: make(chan syscall.Signal, 4)}
 		started <- f
 		return f, nil
+	}
+	if readTimes != nil {
+		s.readCPUTimes = readTimes
 	}
 	s.cur = &daemon{down: make(chan struct{}), exited: make(chan struct{})}
 	s.ctrd.st.State, s.ctrd.st.Ready = StateRunning, true
@@ -193,63 +192,43 @@ func TestRunLoopDependenciesRestartAndStop(t *testing.T) {
 	})
 }
 
-// A setting switches its services on and off without touching the others.
-// A service that stops answering while its cgroup says it waits for a
-// CPU all the time is shown unresponsive, waiting, and killed only after
-// starvedLimit KillAfters; the cgroup read is the service's own
-// (/ddinit/NAME unless its spec names one).
+// A service that stops answering while its process waits for a CPU all
+// the time is shown unresponsive, waiting, and killed only after
+// starvedLimit KillAfters; the times read are its own process's.
 func TestStarvedServiceIsKilledLate(t *testing.T) {
-	for _, own := range []string{"", "/elsewhere/api"} {
-		t.Run("cgroup "+own, func(t *testing.T) {
-			h := &cgroup.Hierarchy{Root: t.TempDir(), V2: true}
-			path := cmp.Or(own, "/ddinit/api")
-			os.MkdirAll(filepath.Join(h.Root, path), 0o755)
-			// A service of the same name elsewhere waits for nothing.
-			os.MkdirAll(filepath.Join(h.Root, "/ddinit/api"), 0o755)
-			os.WriteFile(filepath.Join(h.Root, "/ddinit/api/cpu.pressure"), []byte("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"), 0o644)
-			synctest.Test(t, func(t *testing.T) {
-				d := def("api")
-				d.Spec = &specs.Spec{Linux: &specs.Linux{CgroupsPath: own}}
-				d.Live = &Probe{Socket: filepath.Join(t.TempDir(), "gone.sock"), Path: "/livez"}
-				d.LiveTiming = LivenessTiming{Period: time.Second, Timeout: time.Second, KillAfter: 10 * time.Second}
-				began := time.Now()
-				// The kernel's total, kept growing as fast as time passes.
-				stop := make(chan struct{})
-				defer close(stop)
-				go func() {
-					for {
-						// Replaced whole, as the kernel's file reads.
-						us := time.Since(began).Microseconds()
-						tmp := filepath.Join(h.Root, path, "cpu.pressure.new")
-						os.WriteFile(tmp, fmt.Appendf(nil, "some avg10=99.00 avg60=99.00 avg300=99.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n", us), 0o644)
-						os.Rename(tmp, filepath.Join(h.Root, path, "cpu.pressure"))
-						select {
-						case <-stop:
-							return
-						case <-time.After(100 * time.Millisecond):
-						}
-					}
-				}()
-				s, started := fakeSupervisorIn(t, h, d)
-				run := next(t, started)
-				api := s.find("api")
-				eventually(t, "api unresponsive, waiting for a CPU", func() bool {
-					st := api.status()
-					return st.State == StateUnresponsive && strings.Contains(st.Reason, "of it waiting for a CPU")
-				})
-				select {
-				case <-run.signals:
-					if at := time.Since(began); at < starvedLimit*10*time.Second {
-						t.Fatalf("killed after %s; want %s", at, starvedLimit*10*time.Second)
-					}
-				case <-time.After(time.Minute):
-					t.Fatal("never killed")
-				}
-			})
+	synctest.Test(t, func(t *testing.T) {
+		d := def("api")
+		d.Live = &Probe{Socket: filepath.Join(t.TempDir(), "gone.sock"), Path: "/livez"}
+		d.LiveTiming = LivenessTiming{Period: time.Second, Timeout: time.Second, KillAfter: 10 * time.Second}
+		began := time.Now()
+		const apiPid = 101 // fakeSupervisor's first run
+		s, started := fakeSupervisorReading(t, func(pid int) (cpuTimes, error) {
+			if pid != apiPid {
+				return cpuTimes{}, fmt.Errorf("pid %d is not the service's", pid)
+			}
+			return cpuTimes{waited: time.Since(began)}, nil
+		}, d)
+		run := next(t, started)
+		if run.pid != apiPid {
+			t.Fatalf("the run's pid is %d, not %d", run.pid, apiPid)
+		}
+		api := s.find("api")
+		eventually(t, "api unresponsive, waiting for a CPU", func() bool {
+			st := api.status()
+			return st.State == StateUnresponsive && strings.Contains(st.Reason, "of it waiting for a CPU")
 		})
-	}
+		select {
+		case <-run.signals:
+			if at := time.Since(began); at < starvedLimit*10*time.Second {
+				t.Fatalf("killed after %s; want %s", at, starvedLimit*10*time.Second)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("never killed")
+		}
+	})
 }
 
+// A setting switches its services on and off without touching the others.
 func TestSwitchStartsAndStopsAsettingsServices(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		kube := def("kubelet", "engine")

@@ -195,7 +195,7 @@ func (s *Supervisor) watch(ctx context.Context, svc *service, t task, log *logru
 	liveness{
 		timing:  svc.def.LiveTiming.or(s.cfg.Liveness),
 		resting: s.resting.Load,
-		waited:  s.cpuWaited(serviceCgroup(svc.def.Spec.Linux, svc.def.Name)),
+		times:   s.cpuTimesOf(t.PID()),
 		check:   p.Check,
 		failing: func(silent, starved time.Duration, err error) {
 			reason := notAnswering(silent, starved, err)

@@ -49,6 +49,7 @@ func New(cfg Config, defs []Definition) (*Supervisor, error) {
 		monitor: make(chan struct{}),
 	}
 	s.startTask = s.startContainerdTask
+	s.readCPUTimes = readCPUTimes
 	if s.ctrd, err = s.newService(Definition{Name: "containerd", Required: true}); err != nil {
 		return nil, err
 	}

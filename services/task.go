@@ -333,31 +333,10 @@ func withOwnMountNamespace(l *specs.Linux, name string) *specs.Linux {
 	if out.RootfsPropagation == "" {
 		out.RootfsPropagation = "rshared"
 	}
-	out.CgroupsPath = serviceCgroup(l, name)
+	if out.CgroupsPath == "" {
+		out.CgroupsPath = DefaultCgroupParent + "/" + name
+	}
 	return &out
-}
-
-// serviceCgroup is the cgroup a service's task runs in: its spec's, or
-// one of its own under the engine's parent.
-func serviceCgroup(l *specs.Linux, name string) string {
-	if l != nil && l.CgroupsPath != "" {
-		return l.CgroupsPath
-	}
-	return DefaultCgroupParent + "/" + name
-}
-
-// cpuWaited reads how long the processes of the cgroup path have waited
-// for a CPU in all, for liveness; nil when there is no hierarchy to read
-// or the path is not a cgroupfs one.
-func (s *Supervisor) cpuWaited(path string) func() (time.Duration, bool) {
-	h := s.cfg.Cgroups
-	if h == nil || !strings.HasPrefix(path, "/") {
-		return nil
-	}
-	return func() (time.Duration, bool) {
-		d, err := h.CPUWaited(path)
-		return d, err == nil
-	}
 }
 
 // stopTask ends a running service: SIGTERM, its stop timeout, SIGKILL.

@@ -79,6 +79,9 @@ type Supervisor struct {
 	// startTask starts a service's run on containerd: the containerd task
 	// (startContainerdTask), or a fake in tests.
 	startTask func(d *daemon, svc *service) (task, error)
+	// readCPUTimes reads a process's CPU times for liveness
+	// (readCPUTimes), or a fake in tests.
+	readCPUTimes func(pid int) (cpuTimes, error)
 
 	mu       sync.Mutex
 	cur      *daemon       // the running containerd, nil while it is down
