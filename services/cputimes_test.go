@@ -82,9 +82,9 @@ func TestStarvedShare(t *testing.T) {
 	}
 }
 
-// The kernel's own figures: two busy processes sharing one CPU each wait
-// for it about half the time and run the other half; a sleeping one
-// waits for nothing; a process that is gone is an error.
+// The kernel's own figures: two busy processes sharing one CPU wait for
+// it and run in turns; a sleeping one waits for nothing; a process that
+// is gone is an error.
 func TestReadCPUTimesOnTheKernel(t *testing.T) {
 	if _, err := os.Stat("/proc/self/task/" + strconv.Itoa(unix.Gettid()) + "/schedstat"); err != nil {
 		t.Skipf("the kernel keeps no schedstat: %v", err)
@@ -117,8 +117,10 @@ func TestReadCPUTimesOnTheKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 		if c.waited-busy0.waited >= 300*time.Millisecond {
-			if c.ran-busy0.ran < 100*time.Millisecond {
-				t.Fatalf("a busy process ran %v while it waited %v", c.ran-busy0.ran, c.waited-busy0.waited)
+			// How much it ran meanwhile depends on what else the machine
+			// runs on CPU 0; that it ran at all, on the times being its own.
+			if c.ran <= busy0.ran {
+				t.Fatalf("a busy process did not run while it waited %v", c.waited-busy0.waited)
 			}
 			break
 		}
