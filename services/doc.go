@@ -4,8 +4,9 @@
 // a containerd container plus task: started in dependency order, probed
 // for readiness and liveness, restarted under one restart policy (shared
 // with containerd) when it dies or stops answering (a silence spent
-// waiting for a CPU the machine did not have is not held against it), its output kept in a
-// ring buffer and a rotated JSON-lines file, and stopped in reverse order.
+// waiting for a CPU the machine did not have is not held against it), its
+// output kept in a ring buffer and a rotated JSON-lines file, and stopped
+// in reverse order.
 // A service's container outlives its runs (each start makes only a task)
 // while its spec is unchanged. It decides health: what is ready, what is
 // failing and why.

@@ -60,7 +60,9 @@ func (l liveness) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		if l.resting != nil && l.resting() {
-			answered()
+			// Frozen: nothing to read until it runs again; the times are
+			// read afresh at its next answer or first silence.
+			lastAnswer, knownThen = time.Now(), false
 			continue
 		}
 		try, cancel := context.WithTimeout(ctx, l.timing.Timeout)
@@ -85,7 +87,8 @@ func (l liveness) run(ctx context.Context) {
 			case ok && knownThen:
 				starved = starvedShare(timesThen, now, silent)
 			case ok:
-				// Not read at the last answer: counted from now on.
+				// Not read at the last answer (or the rest's end): counted
+				// from now on.
 				timesThen, knownThen = now, true
 			}
 		}
